@@ -1,0 +1,115 @@
+#ifndef HW_CORE_CONFIG_H
+#define HW_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/err.h"
+
+// Configuration of every tier, in one struct: each binary loads the whole
+// table (the all-in-one runs all tiers) and reads its own sections.
+//
+// Keys are dotted ("edge.mqtt_listen"); each has a type, bounds, a default,
+// and an environment variable derived from the key (HAWSER_EDGE_MQTT_LISTEN).
+// Precedence: built-in default < YAML file < environment < --set flags.
+// A bad value stops startup with a message that names the key.
+//
+// Strings are heap copies owned by the config; lists are NULL-terminated
+// arrays of strings (YAML sequence, or comma-separated in env and --set).
+
+typedef struct hw_config {
+	struct {
+		char *id;          // node.id: this process's name; default hostname-pid
+	} node;
+	struct {
+		char *level;       // log.level: debug|info|warn|error
+	} log;
+	struct {
+		char    *mqtt_listen;    // "0.0.0.0:1883"; "" disables
+		char    *mqtts_listen;   // "" (TLS over TCP; needs tls_cert)
+		char    *ws_listen;      // "0.0.0.0:8083"
+		char    *wss_listen;     // ""
+		char    *http_listen;    // "0.0.0.0:9100": /metrics /healthz /readyz
+		char    *tls_cert;       // PEM file
+		char    *tls_key;        // PEM file
+		char    *tls_ca;         // PEM file; client certificates not required
+		char    *listen;         // NNG inbox "tcp://0.0.0.0:7300"
+		char    *advertise;      // inbox URL brokers dial back; "" = derived
+		char   **brokers;        // broker inbox URLs
+		uint32_t max_packet_size;     // bytes, 1..268435455
+		uint32_t max_connections;
+		uint32_t write_queue_bytes;   // per-connection hard limit
+		uint32_t connect_timeout_ms;  // CONNECT must arrive within this
+		uint32_t drain_rate;          // closes per second on SIGTERM
+		uint32_t drain_timeout_ms;
+		char    *server_reference;    // MQTT 5 0x9C target when draining
+		bool     demo_page;           // serve the demo page at / (all-in-one)
+	} edge;
+	struct {
+		char    *listen;         // NNG inbox "tcp://0.0.0.0:7100"
+		char    *advertise;      // "" = derived
+		char   **routers;        // router inbox URLs
+		char    *http_listen;    // "0.0.0.0:9101"
+		uint32_t workers;        // 0 = one per CPU
+		uint32_t receive_maximum;     // window for clients that name none
+		uint32_t max_inflight;        // cap on any client's Receive Maximum
+		uint32_t max_queued_messages; // per session, offline or window full
+		uint32_t max_queued_bytes;
+		uint32_t topic_alias_maximum; // aliases we accept from a client
+		uint32_t max_session_expiry;  // seconds
+		uint32_t max_keepalive;       // seconds; 0 = client's choice
+		bool     retain_available;
+		bool     allow_anonymous;
+	} broker;
+	struct {
+		char   **brokers;        // broker inbox URLs the router offers to
+		char    *listen;         // NNG inbox "tcp://0.0.0.0:7200"
+		char    *advertise;
+		char    *http_listen;    // "0.0.0.0:9102"
+		char    *mode;           // "direct" (Kafka pipelines: later)
+	} router;
+	struct {
+		char *backend;           // "memory" | "redis"
+		char *redis_url;         // "redis://[:password@]host:port/db"
+	} store;
+} hw_config;
+
+// hw_config_init fills cfg with the built-in defaults.
+hw_err hw_config_init(hw_config *cfg);
+
+// hw_config_load_file applies a YAML file on top of cfg. The file maps
+// sections to keys (edge: {mqtt_listen: ...}). Unknown keys are errors.
+// On error, *why (heap string, caller frees) names the key or the line.
+hw_err hw_config_load_file(hw_config *cfg, const char *path, char **why);
+
+// hw_config_load_env applies every HAWSER_* variable found in envp
+// (NULL-terminated "K=V" strings, as environ). Unknown HAWSER_ names are
+// errors, so a typo never passes silently.
+hw_err hw_config_load_env(hw_config *cfg, char *const *envp, char **why);
+
+// hw_config_set applies one "key=value" assignment (as from --set).
+hw_err hw_config_set(hw_config *cfg, const char *assignment, char **why);
+
+// hw_config_validate checks cross-key rules (TLS listener without a cert,
+// empty broker list...) after all sources are applied.
+hw_err hw_config_validate(const hw_config *cfg, char **why);
+
+// hw_config_dump writes the effective configuration as YAML to fp.
+void hw_config_dump(const hw_config *cfg, FILE *fp);
+
+// hw_config_fini frees everything cfg owns.
+void hw_config_fini(hw_config *cfg);
+
+// hw_cli is the shared command line of every binary:
+//   -c/--config FILE, --set key=value (repeatable), --check-config,
+//   --print-config, -h/--help, -V/--version.
+// hw_cli_load builds cfg from defaults, file, environment and flags, in that
+// order, and validates it. It prints help/version/errors itself and returns:
+//   0  continue and run,  1  exit with status 0 (help, version, check ok),
+//   2  exit with status 2 (usage or config error, message already printed).
+int hw_cli_load(hw_config *cfg, int argc, char **argv, char *const *envp,
+    const char *prog, const char *summary);
+
+#endif

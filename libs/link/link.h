@@ -1,0 +1,84 @@
+#ifndef HW_LINK_LINK_H
+#define HW_LINK_LINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/err.h"
+#include "core/metrics.h"
+#include "hawser/internal/v1/link.pb-c.h"
+
+// NNG wiring between tiers.
+//
+// A link is one process's inbox (an NNG pull socket listening on
+// `listen_url`) plus one push socket per peer it sends to (dialed lazily,
+// reconnecting by itself). Every NNG message is one protobuf Batch that
+// carries the sender's node id and inbox URL, so a receiver can always answer
+// (hw_link_peer(link, batch->reply_to)).
+//
+// Design notes:
+// - Receiving: the link runs one NNG aio receive loop; `recv` is called on an
+//   NNG thread, one Batch at a time, in arrival order. The callback owns the
+//   batch and frees it with hw_link_batch_free() (possibly later, on another
+//   thread).
+// - Sending is thread-safe and never blocks: each peer socket buffers up to
+//   HW_LINK_SENDBUF messages (also while it is disconnecting/reconnecting);
+//   beyond that hw_link_send fails with HW_EFULL and counts
+//   hawser_link_send_full_total. Messages handed to a connection that then
+//   breaks may be lost: the tiers' acknowledgements cover that.
+// - Peers live as long as the link; hw_link_peer returns the same peer for the
+//   same URL.
+
+#define HW_LINK_SENDBUF 8192
+
+typedef Hawser__Internal__V1__Batch hw_batch;
+typedef Hawser__Internal__V1__Item hw_item;
+
+typedef struct hw_link hw_link;
+typedef struct hw_link_peer hw_link_peer;
+
+// hw_link_recv_fn receives one batch; ownership passes to the callee.
+typedef void (*hw_link_recv_fn)(void *arg, hw_batch *batch);
+
+// hw_link_open creates the link and starts listening on listen_url (tcp://,
+// ipc:// or inproc://; a tcp port of 0 picks a free port, see hw_link_url).
+// advertise_url is what peers dial to reach us; NULL or "" derives it from the
+// bound listen address (0.0.0.0 becomes the host name). Receiving starts with
+// hw_link_start. `metrics` may be NULL.
+hw_err hw_link_open(hw_link **out, const char *node_id, const char *listen_url,
+    const char *advertise_url, hw_metrics *metrics);
+
+// hw_link_start starts delivering received batches to fn(arg, batch).
+hw_err hw_link_start(hw_link *l, hw_link_recv_fn fn, void *arg);
+
+// hw_link_url returns the inbox URL peers dial (advertised, with the real
+// port when 0 was asked for). Valid until hw_link_close.
+const char *hw_link_url(const hw_link *l);
+
+// hw_link_node returns this link's node id.
+const char *hw_link_node(const hw_link *l);
+
+// hw_link_peer finds or creates the peer that sends to url. The dial is
+// asynchronous and retried forever with backoff; sends queue meanwhile.
+// Thread-safe. The link owns the peer.
+hw_err hw_link_peer(hw_link *l, const char *url, hw_link_peer **out);
+
+// hw_link_peer_url returns the URL the peer dials.
+const char *hw_link_peer_url(const hw_link_peer *p);
+
+// hw_link_peer_connected reports whether the peer has a live connection.
+bool hw_link_peer_connected(const hw_link_peer *p);
+
+// hw_link_send packs items[0..n) into one Batch (from, reply_to filled in) and
+// queues it for p without blocking. The items stay owned by the caller.
+// HW_EFULL when the peer's buffer is full, HW_ENOMEM, HW_ECLOSED.
+hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n);
+
+// hw_link_batch_free frees a batch passed to a hw_link_recv_fn.
+void hw_link_batch_free(hw_batch *b);
+
+// hw_link_close stops receiving (waits for a running callback to return),
+// closes every peer and frees the link.
+void hw_link_close(hw_link *l);
+
+#endif
