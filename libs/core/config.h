@@ -105,11 +105,14 @@ void hw_config_fini(hw_config *cfg);
 // hw_cli is the shared command line of every binary:
 //   -c/--config FILE, --set key=value (repeatable), --check-config,
 //   --print-config, -h/--help, -V/--version.
-// hw_cli_load builds cfg from defaults, file, environment and flags, in that
-// order, and validates it. It prints help/version/errors itself and returns:
+// hw_cli_load builds cfg from the built-in defaults, then `defaults` (a
+// NULL-terminated list of "key=value" the binary prefers, e.g. inproc URLs
+// for the all-in-one; may be NULL), then the file, the environment and the
+// flags, in that order, and validates it. It prints help/version/errors
+// itself and returns:
 //   0  continue and run,  1  exit with status 0 (help, version, check ok),
 //   2  exit with status 2 (usage or config error, message already printed).
 int hw_cli_load(hw_config *cfg, int argc, char **argv, char *const *envp,
-    const char *prog, const char *summary);
+    const char *prog, const char *summary, const char *const *defaults);
 
 #endif

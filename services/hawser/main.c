@@ -1,0 +1,2 @@
+// Placeholder: replaced by the all-in-one main.
+int main(void) { return 1; }
