@@ -14,12 +14,27 @@
 // caller's input buffer, which must outlive the packet struct. The decoder
 // reads through a bounded cursor and validates everything the specifications
 // require of a receiver (flags, lengths, UTF-8, property identifiers and
-// multiplicity, reserved bits, QoS values, wildcard placement); a violation
-// is an error value plus the MQTT 5 reason code to close the connection with,
-// never a crash. Lists (SUBSCRIBE entries, user properties...) are validated
-// whole during decode and then walked with iterators that cannot fail.
+// multiplicity, reserved bits, QoS values, wildcards in topic names); a
+// violation is an error value plus the MQTT 5 reason code to close the
+// connection with, never a crash. Lists (SUBSCRIBE entries, user
+// properties...) are validated whole during decode and then walked with
+// iterators that cannot fail.
 //
-// Encoding appends to an hw_buf and computes lengths itself.
+// One exception: the decoder does NOT check wildcard placement in SUBSCRIBE
+// and UNSUBSCRIBE topic filters (it checks they are non-empty, valid UTF-8,
+// and that the options bytes are valid). The broker checks each filter with
+// hw_topic_filter_valid so it can refuse just that entry (SUBACK 0x8F in v5,
+// 0x80 in 3.1.1) instead of closing the connection.
+//
+// Error classes: HW_EMALFORMED (reason 0x81) for bytes that break the wire
+// format (lengths, bad UTF-8, reserved bits, QoS 3, unknown property id,
+// trailing bytes); HW_EPROTO (0x82, or a more specific code: 0x90 wildcard
+// in a topic name, 0x94 Topic Alias 0) for well-formed packets that break a
+// rule (duplicate or misplaced property, packet id 0, zero values that must
+// be non-zero, a packet type the peer may not send).
+//
+// Encoding appends to an hw_buf and computes lengths itself: it plans the
+// packet, reserves the whole frame once, then writes it.
 
 enum {
 	HW_MQTT_V31 = 3,   // protocol level of MQTT 3.1 ("MQIsdp"): refused
@@ -150,9 +165,16 @@ typedef struct hw_mqtt_user_prop {
 // MQTT 5 properties of any packet. Only fields whose bit is in `present`
 // mean anything. Decode fills `raw` (the whole property block) and
 // `user_count`; walk user properties with hw_mqtt_user_iter. Encode writes
-// user properties from `user[0..user_count)` and subscription identifiers
-// from `sub_ids[0..sub_id_count)` (PUBLISH to a client may carry several);
-// decode puts the single identifier of a SUBSCRIBE in sub_id.
+// user properties from `user[0..user_count)`, or, when `user` is NULL and
+// user_count is non-zero, the user properties found in `raw` (so decoded
+// props re-encode unchanged, e.g. when the broker forwards a PUBLISH).
+// Encode writes subscription identifiers from `sub_ids[0..sub_id_count)`
+// (PUBLISH to a client may carry several), or `sub_id` alone when sub_ids is
+// NULL. Decode puts the first identifier in sub_id, the number seen in
+// sub_id_count, and leaves sub_ids NULL. Encode skips properties that the
+// packet type may not carry (e.g. Session Expiry on a PUBLISH), and fails
+// with HW_EINVAL on values it cannot express (string > 65535 bytes,
+// Subscription Identifier 0).
 typedef struct hw_mqtt_props {
 	uint64_t present;
 	uint8_t  payload_format;
@@ -194,7 +216,8 @@ typedef struct hw_mqtt_user_iter {
 } hw_mqtt_user_iter;
 
 // hw_mqtt_user_iter_init starts a walk over the user properties of decoded
-// props; hw_mqtt_user_next returns false at the end.
+// props (over props->raw; props themselves need not stay alive);
+// hw_mqtt_user_next returns false at the end.
 void hw_mqtt_user_iter_init(hw_mqtt_user_iter *it, const hw_mqtt_props *props);
 bool hw_mqtt_user_next(hw_mqtt_user_iter *it, hw_mqtt_user_prop *out);
 
@@ -265,7 +288,16 @@ typedef struct hw_mqtt_sub_iter {
 // hw_mqtt_unsub_iter_init, UNSUBSCRIBE, where opts are left zero).
 void hw_mqtt_sub_iter_init(hw_mqtt_sub_iter *it, const hw_mqtt_subscribe *s, uint8_t version);
 void hw_mqtt_unsub_iter_init(hw_mqtt_sub_iter *it, const hw_mqtt_subscribe *s, uint8_t version);
+// hw_mqtt_sub_next returns the next filter (and options, opts may be NULL),
+// or false at the end.
 bool hw_mqtt_sub_next(hw_mqtt_sub_iter *it, hw_bytes *filter, hw_mqtt_sub_opts *opts);
+
+// hw_mqtt_sub_entries_add appends one entry to the raw entry list of a
+// SUBSCRIBE (opts != NULL) or UNSUBSCRIBE (opts NULL) being built; point
+// hw_mqtt_subscribe.entries at the buffer and set count. HW_EINVAL for an
+// empty or over-long filter or invalid options. For 3.1.1 only opts->qos
+// may be set.
+hw_err hw_mqtt_sub_entries_add(hw_buf *entries, hw_bytes filter, const hw_mqtt_sub_opts *opts);
 
 // SUBACK and UNSUBACK: one reason code per entry (UNSUBACK in 3.1.1 has none).
 typedef struct hw_mqtt_suback {
@@ -295,7 +327,7 @@ typedef struct hw_mqtt_packet {
 	} u;
 } hw_mqtt_packet;
 
-// hw_mqtt_frame reads the fixed header at buf[0..len). On HW_OK, *frame_len
+// hw_mqtt_frame reads the fixed header at buf[0..len) (max_packet 0: no limit). On HW_OK, *frame_len
 // is the length of the whole packet (header + remaining length), which may
 // be more than len (the caller must wait for more bytes before decoding).
 // HW_EAGAIN: the fixed header itself is incomplete. HW_EMALFORMED: the
@@ -306,7 +338,10 @@ hw_err hw_mqtt_frame(const uint8_t *buf, size_t len, size_t max_packet, size_t *
 
 // hw_mqtt_decode decodes exactly one whole packet buf[0..len), as produced by
 // hw_mqtt_frame. `version` is the connection's protocol level (ignored for
-// CONNECT, which carries its own). `from_client` selects which packets are
+// CONNECT, which carries its own; any value other than HW_MQTT_V5 means
+// 3.1.1 rules, where AUTH is malformed). It never allocates and never reads
+// outside buf[0..len); out is only meaningful on HW_OK (and the version of
+// a refused CONNECT). reason may be NULL. `from_client` selects which packets are
 // legal (a server must not receive CONNACK, SUBACK...). On failure *reason is
 // the MQTT 5 reason code to close with (0x81 malformed, 0x82 protocol error,
 // 0x84 unsupported version, 0x8F/0x90 bad topic, 0x99...). For CONNECT with
@@ -315,24 +350,41 @@ hw_err hw_mqtt_frame(const uint8_t *buf, size_t len, size_t max_packet, size_t *
 hw_err hw_mqtt_decode(const uint8_t *buf, size_t len, uint8_t version, bool from_client,
     hw_mqtt_packet *out, uint8_t *reason);
 
-// hw_mqtt_encode appends the wire form of p for protocol level version.
-// Properties and reason codes are dropped for 3.1.1. HW_EINVAL if p cannot
-// be expressed (e.g. QoS 3, a packet id of 0 for QoS > 0).
+// hw_mqtt_encode appends the wire form of p for protocol level version
+// (HW_MQTT_V311 or HW_MQTT_V5), reserving the whole frame once; on error b
+// is unchanged. Properties and reason codes are dropped for 3.1.1 (a 3.1.1
+// SUBACK maps every failure code >= 0x80 to 0x80; a CONNACK's reason is
+// written as given, so pass a 3.1.1 return code there). The protocol level
+// written in a CONNECT is `version`, not p->u.connect.version. v5 acks,
+// DISCONNECT and AUTH use the shortest form (no reason when it is 0x00 and
+// there are no properties). HW_EINVAL if p cannot be expressed (e.g. QoS 3,
+// a packet id of 0 for QoS > 0, DUP with QoS 0, AUTH in 3.1.1, empty
+// SUBSCRIBE entries, a 3.1.1 password without a user name).
 hw_err hw_mqtt_encode(const hw_mqtt_packet *p, uint8_t version, hw_buf *out);
 
 // hw_mqtt_encoded_size returns the number of bytes hw_mqtt_encode would
-// append, so callers can check a client's Maximum Packet Size first.
+// append, so callers can check a client's Maximum Packet Size first; 0 when
+// hw_mqtt_encode would fail with HW_EINVAL.
 size_t hw_mqtt_encoded_size(const hw_mqtt_packet *p, uint8_t version);
 
-// Helpers for the small fixed packets.
+// hw_mqtt_encode_ack appends a PUBACK/PUBREC/PUBREL/PUBCOMP without
+// properties: 2 bytes of packet id, plus the reason code in v5 when it is
+// not 0x00. HW_EINVAL for another type or packet id 0.
 hw_err hw_mqtt_encode_ack(hw_mqtt_type type, uint16_t packet_id, uint8_t reason,
     uint8_t version, hw_buf *out);
+// hw_mqtt_encode_disconnect appends a DISCONNECT: {0xE0,0x00} for 3.1.1 (and
+// for v5 with reason 0x00 and no server reference); otherwise the reason
+// code and, when server_reference is non-empty, a Server Reference property.
 hw_err hw_mqtt_encode_disconnect(uint8_t reason, hw_bytes server_reference,
     uint8_t version, hw_buf *out);
 // PINGRESP is the constant {0xD0, 0x00}.
 
-// Variable byte integer (1..4 bytes, max 268435455).
+// hw_mqtt_varint_read reads a variable byte integer (1..4 bytes, max
+// 268435455); HW_EMALFORMED when truncated, longer than 4 bytes or not in
+// its shortest form (MQTT 5 1.5.5). rd is advanced only on success.
 hw_err hw_mqtt_varint_read(hw_rd *rd, uint32_t *v);
+// hw_mqtt_varint_size returns how many bytes v takes as a variable byte
+// integer (v <= 268435455).
 size_t hw_mqtt_varint_size(uint32_t v);
 
 // hw_mqtt_utf8_valid checks an MQTT UTF-8 string: well-formed UTF-8, no
