@@ -112,7 +112,27 @@ void hw_config_fini(hw_config *cfg);
 // itself and returns:
 //   0  continue and run,  1  exit with status 0 (help, version, check ok),
 //   2  exit with status 2 (usage or config error, message already printed).
+//
+// The file comes from -c/--config, or else from the HAWSER_CONFIG
+// environment variable (the only HAWSER_* variable that is not a key).
+// --config-reference prints a Markdown reference of every key (the source of
+// docs/config.md) and returns 1. On a non-zero return cfg owns nothing
+// (hw_config_fini was called; calling it again is harmless).
 int hw_cli_load(hw_config *cfg, int argc, char **argv, char *const *envp,
     const char *prog, const char *summary, const char *const *defaults);
+
+// HW_CONFIG_ENV_FILE names the environment variable holding the config file
+// path when no -c/--config is given.
+#define HW_CONFIG_ENV_FILE "HAWSER_CONFIG"
+
+// hw_config_split_host_port splits a listener address "host:port" (IPv6 as
+// "[::1]:port"; brackets are removed) into host (NUL-terminated, at most
+// cap-1 bytes) and port (0..65535). An empty host is refused. HW_EINVAL when
+// s does not have that shape or host does not fit. Pure; any thread.
+hw_err hw_config_split_host_port(const char *s, char *host, size_t cap, int *port);
+
+// hw_config_reference writes a Markdown table of every key (type, bounds,
+// default, environment variable, description) to fp.
+void hw_config_reference(FILE *fp);
 
 #endif
