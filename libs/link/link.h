@@ -58,10 +58,16 @@ const char *hw_link_url(const hw_link *l);
 // hw_link_node returns this link's node id.
 const char *hw_link_node(const hw_link *l);
 
-// hw_link_peer finds or creates the peer that sends to url. The dial is
+// hw_link_peer_get finds or creates the peer that sends to url. The dial is
 // asynchronous and retried forever with backoff; sends queue meanwhile.
 // Thread-safe. The link owns the peer.
-hw_err hw_link_peer(hw_link *l, const char *url, hw_link_peer **out);
+//
+// hw_link_peer(l, url, &p) is the same call: C cannot have a function and a
+// typedef with one name, so the call spelling is a function-like macro (it
+// only expands when followed by '(', leaving the type name hw_link_peer
+// intact).
+hw_err hw_link_peer_get(hw_link *l, const char *url, hw_link_peer **out);
+#define hw_link_peer(l, url, out) hw_link_peer_get((l), (url), (out))
 
 // hw_link_peer_url returns the URL the peer dials.
 const char *hw_link_peer_url(const hw_link_peer *p);
