@@ -376,6 +376,11 @@ static void metrics_fmt_double(char *dst, size_t cap, double v)
 		snprintf(dst, cap, v > 0 ? "+Inf" : "-Inf");
 		return;
 	}
+	// Integral values print plainly ("200000", not "2e+05").
+	if (v == floor(v) && fabs(v) < 1e15) {
+		snprintf(dst, cap, "%.0f", v);
+		return;
+	}
 	for (int prec = 1; prec <= 17; prec++) {
 		snprintf(dst, cap, "%.*g", prec, v);
 		if (strtod(dst, NULL) == v)
