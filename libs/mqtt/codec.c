@@ -281,7 +281,8 @@ static const hw_mqtt_prop_desc *hw_mqtt_prop_desc_of(uint32_t id)
 
 // hw_mqtt_prop_skip reads the value of property `d` from rd without
 // validating it; for walking an already validated block.
-static bool hw_mqtt_prop_skip(hw_rd *rd, const hw_mqtt_prop_desc *d, hw_bytes *k, hw_bytes *v)
+static bool hw_mqtt_prop_skip(hw_rd *rd, const hw_mqtt_prop_desc *d, hw_bytes *k, hw_bytes *v,
+    uint32_t *num)
 {
 	uint8_t b;
 	uint16_t s;
@@ -291,13 +292,31 @@ static bool hw_mqtt_prop_skip(hw_rd *rd, const hw_mqtt_prop_desc *d, hw_bytes *k
 	case HW_MQTT_PT_BOOL: return hw_mqtt_rd_u8(rd, &b);
 	case HW_MQTT_PT_U16: return hw_mqtt_rd_u16(rd, &s);
 	case HW_MQTT_PT_U32: return hw_mqtt_rd_u32(rd, &u);
-	case HW_MQTT_PT_VARINT: return hw_mqtt_varint_read(rd, &u) == HW_OK;
+	case HW_MQTT_PT_VARINT: return hw_mqtt_varint_read(rd, num) == HW_OK;
 	case HW_MQTT_PT_STR:
 	case HW_MQTT_PT_TOPIC:
 	case HW_MQTT_PT_BIN: return hw_mqtt_rd_bin(rd, k);
 	case HW_MQTT_PT_PAIR: return hw_mqtt_rd_bin(rd, k) && hw_mqtt_rd_bin(rd, v);
 	default: return false;
 	}
+}
+
+// hw_mqtt_raw_next finds the next property `want` in a raw property block;
+// k/v receive strings, *num a varint. False at the end (or on bad bytes).
+static bool hw_mqtt_raw_next(hw_rd *rd, uint32_t want, hw_bytes *k, hw_bytes *v, uint32_t *num)
+{
+	while (rd->p < rd->end) {
+		uint32_t id;
+		const hw_mqtt_prop_desc *d;
+
+		if (hw_mqtt_varint_read(rd, &id) != HW_OK ||
+		    (d = hw_mqtt_prop_desc_of(id)) == NULL || !hw_mqtt_prop_skip(rd, d, k, v, num))
+			break;
+		if (id == want)
+			return true;
+	}
+	rd->p = rd->end;
+	return false;
 }
 
 void hw_mqtt_user_iter_init(hw_mqtt_user_iter *it, const hw_mqtt_props *props)
@@ -307,22 +326,9 @@ void hw_mqtt_user_iter_init(hw_mqtt_user_iter *it, const hw_mqtt_props *props)
 
 bool hw_mqtt_user_next(hw_mqtt_user_iter *it, hw_mqtt_user_prop *out)
 {
-	while (it->rd.p < it->rd.end) {
-		uint32_t id;
-		const hw_mqtt_prop_desc *d;
-		hw_bytes k, v;
+	uint32_t num;
 
-		if (hw_mqtt_varint_read(&it->rd, &id) != HW_OK ||
-		    (d = hw_mqtt_prop_desc_of(id)) == NULL || !hw_mqtt_prop_skip(&it->rd, d, &k, &v))
-			break;
-		if (id == HW_PROP_USER_PROPERTY) {
-			out->key = k;
-			out->value = v;
-			return true;
-		}
-	}
-	it->rd.p = it->rd.end;
-	return false;
+	return hw_mqtt_raw_next(&it->rd, HW_PROP_USER_PROPERTY, &out->key, &out->value, &num);
 }
 
 // Decoder state shared by the per-type decoders.
@@ -965,6 +971,13 @@ static inline bool hw_mqtt_sub_id_ok(uint32_t v)
 	return v != 0 && v <= HW_MQTT_VARINT_MAX;
 }
 
+// Subscription identifiers come from sub_ids, or from raw when a decoded
+// PUBLISH held several, or else from sub_id alone.
+static inline bool hw_mqtt_sub_ids_from_raw(const hw_mqtt_props *pr)
+{
+	return pr->sub_ids == NULL && pr->sub_id_count > 1;
+}
+
 // hw_mqtt_props_size returns the length of the property block content
 // (without its length prefix) for a packet of kind `kind`, or false when a
 // value cannot be encoded. Properties not allowed in `kind` are skipped.
@@ -990,6 +1003,16 @@ static bool hw_mqtt_props_size(const hw_mqtt_props *pr, unsigned kind, size_t *o
 					if (!hw_mqtt_sub_id_ok(pr->sub_ids[i]))
 						return false;
 					n += 1 + hw_mqtt_varint_size(pr->sub_ids[i]);
+				}
+			} else if (hw_mqtt_sub_ids_from_raw(pr)) {
+				hw_rd rd = hw_rd_of(pr->raw.ptr, pr->raw.len);
+				hw_bytes k, v;
+				uint32_t num;
+
+				while (hw_mqtt_raw_next(&rd, id, &k, &v, &num)) {
+					if (!hw_mqtt_sub_id_ok(num))
+						return false;
+					n += 1 + hw_mqtt_varint_size(num);
 				}
 			} else {
 				if (!hw_mqtt_sub_id_ok(pr->sub_id))
@@ -1055,6 +1078,13 @@ static uint8_t *hw_mqtt_w_props(uint8_t *w, const hw_mqtt_props *pr, unsigned ki
 			if (pr->sub_ids != NULL && pr->sub_id_count != 0) {
 				for (uint32_t i = 0; i < pr->sub_id_count; i++)
 					w = hw_mqtt_w_varint(hw_mqtt_w_u8(w, (uint8_t)id), pr->sub_ids[i]);
+			} else if (hw_mqtt_sub_ids_from_raw(pr)) {
+				hw_rd rd = hw_rd_of(pr->raw.ptr, pr->raw.len);
+				hw_bytes k, v;
+				uint32_t num;
+
+				while (hw_mqtt_raw_next(&rd, id, &k, &v, &num))
+					w = hw_mqtt_w_varint(hw_mqtt_w_u8(w, (uint8_t)id), num);
 			} else {
 				w = hw_mqtt_w_varint(hw_mqtt_w_u8(w, (uint8_t)id), pr->sub_id);
 			}

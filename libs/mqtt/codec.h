@@ -169,9 +169,11 @@ typedef struct hw_mqtt_user_prop {
 // user_count is non-zero, the user properties found in `raw` (so decoded
 // props re-encode unchanged, e.g. when the broker forwards a PUBLISH).
 // Encode writes subscription identifiers from `sub_ids[0..sub_id_count)`
-// (PUBLISH to a client may carry several), or `sub_id` alone when sub_ids is
-// NULL. Decode puts the first identifier in sub_id, the number seen in
-// sub_id_count, and leaves sub_ids NULL. Encode skips properties that the
+// (PUBLISH to a client may carry several); when sub_ids is NULL, from `raw`
+// if sub_id_count > 1 (a decoded PUBLISH with several), else `sub_id` alone.
+// Decode puts the first identifier in sub_id, the number seen in
+// sub_id_count, and leaves sub_ids NULL. Encode writes properties in
+// identifier order, user properties last. Encode skips properties that the
 // packet type may not carry (e.g. Session Expiry on a PUBLISH), and fails
 // with HW_EINVAL on values it cannot express (string > 65535 bytes,
 // Subscription Identifier 0).
