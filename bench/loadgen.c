@@ -1340,7 +1340,8 @@ int main(int argc, char **argv)
 	lg_totals prev = { 0 }, t;
 	lg_hist *hist = calloc(1, sizeof *hist);
 	uint64_t t0, last, t_conn0, t_conn1, t_pub0 = 0, t_pub1 = 0;
-	double self0, cpu_s = 0, dur;
+	double self0, self_m0, self_m1, cpu_s = 0, dur, wall_m;
+	uint64_t t_m0, t_m1;
 	int rc = 2;
 
 	if (r == NULL || hist == NULL)
@@ -1373,6 +1374,11 @@ int main(int argc, char **argv)
 	lg_wait(r, t0, t0 + (uint64_t)(r->o.connect_timeout * 1000), &last, &prev, lg_connected);
 	t_conn1 = lg_now_ms();
 	p1 = lg_proc_read(r->o.pid);
+	// The measured phase: connecting for idle, publishing plus drain else.
+	self_m0 = self0;
+	t_m0 = t_conn0;
+	self_m1 = lg_self_cpu();
+	t_m1 = t_conn1;
 	if (r->o.scenario == LG_IDLE) {
 		atomic_store(&r->phase, LG_PH_HOLD);
 		lg_wait(r, t0, lg_now_ms() + (uint64_t)(r->o.hold * 1000), &last, &prev, NULL);
@@ -1386,11 +1392,15 @@ int main(int argc, char **argv)
 	} else {
 		atomic_store(&r->phase, LG_PH_PUB);
 		t_pub0 = lg_now_us();
+		self_m0 = lg_self_cpu();
+		t_m0 = t_pub0 / 1000u;
 		lg_wait(r, t0, lg_now_ms() + (uint64_t)(r->o.duration * 1000), &last, &prev, NULL);
 		atomic_store(&r->phase, LG_PH_DRAIN);
 		t_pub1 = lg_now_us();
 		lg_wait(r, t0, lg_now_ms() + (uint64_t)(r->o.drain * 1000), &last, &prev, lg_drained);
 		p2 = lg_proc_read(r->o.pid);
+		self_m1 = lg_self_cpu();
+		t_m1 = lg_now_ms();
 		cpu_s = p2.cpu_s - p1.cpu_s;
 	}
 	atomic_store(&r->phase, LG_PH_STOP);
@@ -1409,6 +1419,7 @@ int main(int argc, char **argv)
 		const char *scen = r->o.scenario_name;
 
 		dur = t_pub0 == 0 ? 0 : (double)(end_us - t_pub0) / 1e6;
+		wall_m = t_m1 > t_m0 ? (double)(t_m1 - t_m0) / 1000.0 : 0.0;
 		printf("{\"scenario\":\"%s\",\"target\":\"%s\",\"transport\":\"%s\",\"mqtt\":\"%s\","
 		    "\"qos\":%u,\"conns\":%u,\"ready\":%" PRIu64 ",\"failed\":%" PRIu64
 		    ",\"dropped\":%" PRIu64 ",\"pubs\":%u,\"subs\":%u,\"size\":%u,\"rate\":%.0f,"
@@ -1419,7 +1430,7 @@ int main(int argc, char **argv)
 		    ",\"max_us\":%" PRIu64 ",\"connect_s\":%.3f,\"connects_per_s\":%.1f,"
 		    "\"cpu_s\":%.3f,\"cpu_us_per_msg\":%.3f,\"cpu_us_per_conn\":%.3f,"
 		    "\"rss_kb\":%" PRIu64 ",\"rss_before_kb\":%" PRIu64 ",\"rss_per_conn_bytes\":%.0f,"
-		    "\"loadgen_cpu_s\":%.3f}\n",
+		    "\"target_cpu_pct\":%.1f,\"loadgen_cpu_pct\":%.1f,\"loadgen_cpu_s\":%.3f}\n",
 		    scen, r->o.target, r->o.ws ? "ws" : "tcp",
 		    r->o.version == HW_MQTT_V5 ? "5.0" : "3.1.1", r->o.qos, r->nconns, t.ready,
 		    t.failed, t.dropped, r->npub, r->nsub, r->o.size, r->o.rate, t.sent, t.recv,
@@ -1433,6 +1444,8 @@ int main(int argc, char **argv)
 		    r->o.pid > 0 && t.ready > 0 && r->o.scenario == LG_IDLE ? cpu_s * 1e6 / (double)t.ready : 0.0,
 		    p2.rss_kb, p0.rss_kb,
 		    r->o.pid > 0 && t.ready > 0 ? (double)rss_delta * 1024.0 / (double)t.ready : 0.0,
+		    r->o.pid > 0 && wall_m > 0 ? cpu_s * 100.0 / wall_m : 0.0,
+		    wall_m > 0 ? (self_m1 - self_m0) * 100.0 / wall_m : 0.0,
 		    lg_self_cpu() - self0);
 		fflush(stdout);
 		rc = t.ready == r->nconns ? 0 : 1;
