@@ -50,6 +50,7 @@
 #define LG_MAX_PACKET   (1u << 20)
 #define LG_TX_HIGH      (256u * 1024u) // stop publishing on a conn above this
 #define LG_RX_CHUNK     4096u          // grows geometrically when reads fill it
+#define LG_RX_BURST     (256u * 1024u) // bytes read per readiness event
 #define LG_HDR_LEN      16u            // ts_ns u64, publisher u32, seq u32
 #define LG_EVENTS       512
 
@@ -72,6 +73,7 @@ typedef struct lg_opts {
 	uint32_t    subs;        // fanout
 	uint32_t    pairs;       // p2p
 	double      rate;        // total msgs/s, 0 = closed loop
+	uint64_t    count;       // total publishes, 0 = as many as the duration allows
 	uint32_t    window;      // closed loop: messages in flight per publisher
 	uint32_t    max_inflight;// QoS 1 cap on unacked PUBLISH per connection
 	uint32_t    size;        // payload bytes (>= 16)
@@ -225,6 +227,7 @@ typedef struct lg_worker {
 	uint32_t *pubs;
 	uint32_t  npubs;
 	uint32_t  pub_rr;
+	uint64_t  quota;         // publishes this worker may still send (count)
 	double    pub_rate;
 	double    tokens;
 	uint64_t  tick_us;
@@ -524,6 +527,7 @@ static bool lg_send_publish(lg_worker *w, lg_conn *c)
 		return false;
 	c->seq++;
 	c->sent++;
+	w->quota--;
 	if (r->o.qos > 0)
 		c->unacked++;
 	atomic_fetch_add_explicit(&w->n_sent, 1, memory_order_relaxed);
@@ -734,18 +738,24 @@ static bool lg_ws_unframe(lg_worker *w, lg_conn *c)
 static void lg_on_readable(lg_worker *w, lg_conn *c)
 {
 	hw_buf *in = w->run->o.ws ? &c->wsrx : &c->rx;
+	size_t got = 0;
 
-	for (;;) {
+	// Level-triggered: stop after LG_RX_BURST bytes, parse, and let epoll
+	// come back for the rest, so a busy socket cannot grow rx without bound.
+	while (got < LG_RX_BURST) {
 		ssize_t n;
+		size_t room;
 
 		if (hw_buf_reserve(in, LG_RX_CHUNK) != HW_OK) {
 			lg_close(w, c, true);
 			return;
 		}
-		n = recv(c->fd, in->ptr + in->len, in->cap - in->len, 0);
+		room = in->cap - in->len;
+		n = recv(c->fd, in->ptr + in->len, room, 0);
 		if (n > 0) {
 			in->len += (size_t)n;
-			if ((size_t)n < in->cap - in->len + (size_t)n)
+			got += (size_t)n;
+			if ((size_t)n < room)
 				break;
 			continue;
 		}
@@ -862,7 +872,7 @@ static bool lg_can_send(lg_worker *w, lg_conn *c, uint64_t now_ms)
 {
 	lg_run *r = w->run;
 
-	if (c->state != LG_ST_READY || c->tx.len > LG_TX_HIGH)
+	if (c->state != LG_ST_READY || c->tx.len > LG_TX_HIGH || w->quota == 0)
 		return false;
 	if (r->o.qos > 0 && c->unacked >= c->cap)
 		return false;
@@ -1016,6 +1026,7 @@ static void lg_usage(FILE *f)
 	    "  --subs N             fanout: subscribers [1000]\n"
 	    "  --pairs N            p2p: publisher/subscriber pairs [1000]\n"
 	    "  --rate R             total publish rate msgs/s; 0 = closed loop [10000]\n"
+	    "  --count N            stop publishing after N messages in total [0: no limit]\n"
 	    "  --window W           closed loop: messages in flight per publisher [16]\n"
 	    "  --max-inflight N     QoS 1 unacked cap per connection [1000]\n"
 	    "  --size B             payload bytes, >= 16 [64]\n"
@@ -1056,7 +1067,7 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		O_SCEN = 256, O_HOST, O_PORT, O_TRANS, O_WSPATH, O_MQTT, O_QOS, O_CONNS,
 		O_PUBS, O_SUBS, O_PAIRS, O_RATE, O_WINDOW, O_MAXINF, O_SIZE, O_DUR,
 		O_HOLD, O_DRAIN, O_CRATE, O_CWIN, O_CTMO, O_KA, O_IDLESUB, O_SRCB,
-		O_SRCN, O_PID, O_TARGET, O_HELP,
+		O_SRCN, O_PID, O_TARGET, O_COUNT, O_HELP,
 	};
 	static const struct option opts[] = {
 		{ "scenario", 1, NULL, O_SCEN }, { "host", 1, NULL, O_HOST },
@@ -1073,6 +1084,7 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		{ "idle-sub", 1, NULL, O_IDLESUB }, { "src-base", 1, NULL, O_SRCB },
 		{ "src-count", 1, NULL, O_SRCN }, { "threads", 1, NULL, 't' },
 		{ "pid", 1, NULL, O_PID }, { "target", 1, NULL, O_TARGET },
+		{ "count", 1, NULL, O_COUNT },
 		{ "help", 0, NULL, O_HELP }, { NULL, 0, NULL, 0 },
 	};
 	bool src_auto = true;
@@ -1136,6 +1148,7 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		case 't': ok = lg_num(a, 1, 64, &v); o->threads = (uint32_t)v; break;
 		case O_PID: ok = lg_num(a, 1, 1e9, &v); o->pid = (pid_t)v; break;
 		case O_TARGET: o->target = a; break;
+		case O_COUNT: ok = lg_num(a, 0, 1e15, &v); o->count = (uint64_t)v; break;
 		case O_HELP: case 'h': lg_usage(stdout); exit(0);
 		default: ok = false; break;
 		}
@@ -1248,8 +1261,25 @@ static hw_err lg_setup(lg_run *r)
 		if (r->conns[i].role == LG_ROLE_PUB)
 			w->pubs[w->npubs++] = i;
 	}
-	for (uint32_t t = 0; t < nt; t++)
-		r->w[t].pub_rate = r->npub == 0 ? 0 : o->rate * (double)r->w[t].npubs / (double)r->npub;
+	for (uint32_t t = 0; t < nt; t++) {
+		lg_worker *w = &r->w[t];
+		w->pub_rate = r->npub == 0 ? 0 : o->rate * (double)w->npubs / (double)r->npub;
+		w->quota = UINT64_MAX;
+	}
+	if (o->count > 0 && r->npub > 0) {
+		// --count is shared in proportion to each worker's publishers; the
+		// last worker with publishers takes the rounding remainder.
+		uint64_t given = 0;
+		uint32_t last = 0;
+		for (uint32_t t = 0; t < nt; t++) {
+			lg_worker *w = &r->w[t];
+			w->quota = (uint64_t)((double)o->count * (double)w->npubs / (double)r->npub);
+			given += w->quota;
+			if (w->npubs > 0)
+				last = t;
+		}
+		r->w[last].quota += o->count - given;
+	}
 	return HW_OK;
 }
 
@@ -1312,6 +1342,11 @@ static bool lg_connected(lg_run *r)
 {
 	lg_totals t = lg_sum(r);
 	return t.ready + t.failed >= r->nconns;
+}
+
+static bool lg_sent_all(lg_run *r)
+{
+	return lg_sum(r).sent >= r->o.count;
 }
 
 static bool lg_drained(lg_run *r)
@@ -1394,7 +1429,8 @@ int main(int argc, char **argv)
 		t_pub0 = lg_now_us();
 		self_m0 = lg_self_cpu();
 		t_m0 = t_pub0 / 1000u;
-		lg_wait(r, t0, lg_now_ms() + (uint64_t)(r->o.duration * 1000), &last, &prev, NULL);
+		lg_wait(r, t0, lg_now_ms() + (uint64_t)(r->o.duration * 1000), &last, &prev,
+		    r->o.count > 0 ? lg_sent_all : NULL);
 		atomic_store(&r->phase, LG_PH_DRAIN);
 		t_pub1 = lg_now_us();
 		lg_wait(r, t0, lg_now_ms() + (uint64_t)(r->o.drain * 1000), &last, &prev, lg_drained);
