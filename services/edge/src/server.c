@@ -1,0 +1,329 @@
+// The edge server: one lws context, its listeners, the broker link, and the
+// loop.
+//
+// Design notes:
+// - Threads: everything runs on the thread in edge_server_run (the lws
+//   service thread) except edge_forward_recv (NNG thread: queues batches
+//   under inq_mu and calls lws_cancel_service) and edge_server_stop (any
+//   thread: sets stop_requested and calls lws_cancel_service). Both are
+//   picked up in LWS_CALLBACK_EVENT_WAIT_CANCELLED -> edge_server_wake.
+// - End of pass: pass_sul is scheduled "now" whenever there is something
+//   to flush or reap; it fires at the start of the next loop iteration and
+//   sends each broker's pending items as one Batch, then frees closed
+//   connections. tick_sul runs every EDGE_WHEEL_TICK_MS for the timer wheel
+//   and the drain deadline.
+// - Stop (minimal drain): readyz turns 503, new sockets are refused at
+//   accept, every connection is closed (MQTT 5: DISCONNECT 0x8B, or 0x9C with
+//   edge.server_reference), ConnGone SHUTDOWN is flushed, and the loop
+//   returns when no connection is left or edge.drain_timeout_ms has passed.
+//   The listening sockets stay bound but refuse until the server is freed.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "impl.h"
+
+#define EDGE_SCRATCH_BYTES (64u * 1024u)
+
+static const char *const edge_listener_names[EDGE_L_COUNT] = {
+	"mqtt", "mqtts", "ws", "wss", "http",
+};
+
+static const char *const edge_cause_names[EDGE_CAUSE_COUNT] = {
+	"network", "keepalive", "protocol", "slow_consumer", "shutdown",
+	"broker_busy", "client_disconnect", "broker_close",
+};
+
+static const char *const edge_perr_names[EDGE_PERR_COUNT] = {
+	"malformed", "too_large", "unexpected", "connect_timeout",
+};
+
+static void edge_server_lws_log(int level, const char *line)
+{
+	size_t n = strlen(line);
+
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		n--;
+	if (level & LLL_ERR)
+		hw_log_error("EDGE-LWS", "%.*s", (int)n, line);
+	else if (level & LLL_WARN)
+		hw_log_warn("EDGE-LWS", "%.*s", (int)n, line);
+	else
+		hw_log_debug("EDGE-LWS", "%.*s", (int)n, line);
+}
+
+static void edge_server_stats(edge_server *s)
+{
+	hw_metrics *m = s->metrics;
+	edge_stats *st = &s->st;
+
+	for (int i = 0; i < EDGE_CAUSE_COUNT; i++)
+		st->closed[i] = hw_metrics_counter(m, "hawser_edge_connections_closed_total",
+		    "Client connections closed, by cause.", "cause", edge_cause_names[i]);
+	for (int i = 0; i < EDGE_PERR_COUNT; i++)
+		st->perr[i] = hw_metrics_counter(m, "hawser_edge_protocol_errors_total",
+		    "Client protocol errors, by reason.", "reason", edge_perr_names[i]);
+	st->packets_rx = hw_metrics_counter(m, "hawser_edge_packets_received_total",
+	    "MQTT packets received from clients.", NULL, NULL);
+	st->bytes_rx = hw_metrics_counter(m, "hawser_edge_bytes_received_total",
+	    "Bytes received from clients.", NULL, NULL);
+	st->bytes_tx = hw_metrics_counter(m, "hawser_edge_bytes_sent_total",
+	    "Bytes written to clients.", NULL, NULL);
+	st->ka_timeouts = hw_metrics_counter(m, "hawser_edge_keepalive_timeouts_total",
+	    "Connections closed because 1.5x keepalive passed without a packet.", NULL, NULL);
+	st->dropped_qos0 = hw_metrics_counter(m, "hawser_edge_dropped_qos0_total",
+	    "QoS 0 frames dropped because the client's write queue was over half full.",
+	    NULL, NULL);
+	st->slow = hw_metrics_counter(m, "hawser_edge_slow_consumer_disconnects_total",
+	    "Clients disconnected because their write queue overflowed.", NULL, NULL);
+	st->busy = hw_metrics_counter(m, "hawser_edge_broker_busy_total",
+	    "Items a broker link refused (HW_EFULL); their clients are disconnected.",
+	    NULL, NULL);
+	st->unknown_conn = hw_metrics_counter(m, "hawser_edge_unknown_conn_writes_total",
+	    "Broker writes or closes for a connection this edge does not have.", NULL, NULL);
+	st->batches_tx = hw_metrics_counter(m, "hawser_edge_batches_sent_total",
+	    "Batches sent to brokers.", NULL, NULL);
+	st->items_tx = hw_metrics_counter(m, "hawser_edge_items_sent_total",
+	    "Items (packets, ConnGone) sent to brokers.", NULL, NULL);
+}
+
+static void edge_server_pass_cb(lws_sorted_usec_list_t *sul)
+{
+	edge_server *s = lws_container_of(sul, edge_server, pass_sul);
+
+	s->pass_scheduled = false;
+	edge_forward_flush(s);
+	edge_conn_reap(s);
+}
+
+void edge_server_kick(edge_server *s)
+{
+	if (s->pass_scheduled || s->destroying)
+		return;
+	s->pass_scheduled = true;
+	lws_sul_schedule(s->ctx, 0, &s->pass_sul, edge_server_pass_cb, 1);
+}
+
+// edge_server_finish ends the loop: last flush, then edge_server_run returns.
+static void edge_server_finish(edge_server *s)
+{
+	edge_forward_flush(s);
+	edge_conn_reap(s);
+	s->done = true;
+}
+
+void edge_server_conn_gone(edge_server *s)
+{
+	if (s->draining && s->nconns == 0 && !s->destroying)
+		edge_server_finish(s);
+}
+
+static void edge_server_tick_cb(lws_sorted_usec_list_t *sul)
+{
+	edge_server *s = lws_container_of(sul, edge_server, tick_sul);
+	uint64_t now = hw_clock_mono_ms();
+
+	edge_wheel_advance(&s->wheel, now, edge_conn_timer, s);
+	if (s->draining && !s->done && now >= s->drain_deadline_ms) {
+		hw_log_warn("EDGE-DRAIN", "drain timeout: %llu connections left",
+		    (unsigned long long)s->nconns);
+		edge_server_finish(s);
+	}
+	if (!s->done)
+		lws_sul_schedule(s->ctx, 0, &s->tick_sul, edge_server_tick_cb,
+		    EDGE_WHEEL_TICK_MS * LWS_US_PER_MS);
+}
+
+static void edge_server_drain(edge_server *s)
+{
+	edge_map *m = &s->conns;
+
+	s->draining = true;
+	atomic_store(&s->ready, false);
+	s->drain_deadline_ms = hw_clock_mono_ms() +
+	    (s->cfg->edge.drain_timeout_ms ? s->cfg->edge.drain_timeout_ms : 10000u);
+	hw_log_info("EDGE-DRAIN", "stopping: closing %llu connections",
+	    (unsigned long long)s->nconns);
+	// Closing is asynchronous, so the map does not change under this walk.
+	for (size_t i = 0; i < m->cap; i++)
+		if (m->tab[i].key != 0)
+			edge_conn_shutdown(m->tab[i].val);
+	if (s->nconns == 0)
+		edge_server_finish(s);
+}
+
+void edge_server_wake(edge_server *s)
+{
+	if (s->destroying)
+		return;
+	edge_forward_inbound(s);
+	if (atomic_load(&s->stop_requested) && !s->draining)
+		edge_server_drain(s);
+}
+
+static hw_err edge_server_context(edge_server *s)
+{
+	struct lws_context_creation_info info;
+	const hw_config *cfg = s->cfg;
+	int logs = LLL_ERR | LLL_WARN;
+
+	if (hw_log_enabled(HW_LOG_DEBUG))
+		logs |= LLL_NOTICE;
+	lws_set_log_level(logs, edge_server_lws_log);
+
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+	if ((cfg->edge.mqtts_listen != NULL && cfg->edge.mqtts_listen[0] != '\0') ||
+	    (cfg->edge.wss_listen != NULL && cfg->edge.wss_listen[0] != '\0'))
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	info.user = s;
+	s->ctx = lws_create_context(&info);
+	if (s->ctx == NULL) {
+		hw_log_error("EDGE-LWS", "cannot create the libwebsockets context");
+		return HW_EIO;
+	}
+	return HW_OK;
+}
+
+static hw_err edge_server_listeners(edge_server *s)
+{
+	const hw_config *cfg = s->cfg;
+	const char *specs[EDGE_L_COUNT] = {
+		cfg->edge.mqtt_listen, cfg->edge.mqtts_listen, cfg->edge.ws_listen,
+		cfg->edge.wss_listen, cfg->edge.http_listen,
+	};
+
+	for (int i = 0; i < EDGE_L_COUNT; i++) {
+		edge_listener *l = &s->ls[i];
+		hw_err err;
+
+		l->s = s;
+		l->kind = i;
+		l->name = edge_listener_names[i];
+		l->ws = i == EDGE_L_WS || i == EDGE_L_WSS;
+		l->tls = i == EDGE_L_MQTTS || i == EDGE_L_WSS;
+		l->port = -1;
+		if (i != EDGE_L_HTTP) {
+			l->conns = hw_metrics_gauge(s->metrics, "hawser_edge_connections",
+			    "Open client connections.", "listener", l->name);
+			l->accepted = hw_metrics_counter(s->metrics,
+			    "hawser_edge_connections_accepted_total",
+			    "Client connections accepted.", "listener", l->name);
+		}
+		err = edge_listen_open(s, l, specs[i] != NULL ? specs[i] : "");
+		if (err != HW_OK)
+			return err;
+	}
+	for (int i = 0; i < EDGE_L_COUNT; i++)
+		if (s->ls[i].port >= 0)
+			hw_log_info("EDGE-LISTEN", "listener=%s port=%d", s->ls[i].name,
+			    s->ls[i].port);
+	return HW_OK;
+}
+
+hw_err edge_server_alloc(edge_server **out, const hw_config *cfg, hw_metrics *metrics)
+{
+	edge_server *s;
+	hw_err err;
+
+	*out = NULL;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return HW_ENOMEM;
+	s->cfg = cfg;
+	s->metrics = metrics;
+	pthread_mutex_init(&s->inq_mu, NULL);
+	atomic_init(&s->stop_requested, false);
+	atomic_init(&s->ready, false);
+	edge_wheel_init(&s->wheel, hw_clock_mono_ms());
+	if (getrandom(&s->id_seed, sizeof(s->id_seed), 0) != (ssize_t)sizeof(s->id_seed))
+		s->id_seed = hw_clock_unix_us() ^ ((uint64_t)getpid() << 32);
+	s->scratch_cap = EDGE_SCRATCH_BYTES;
+	s->scratch = malloc(s->scratch_cap);
+	if (s->scratch == NULL) {
+		err = HW_ENOMEM;
+		goto fail;
+	}
+	edge_server_stats(s);
+
+	err = edge_server_context(s);
+	if (err != HW_OK)
+		goto fail;
+	err = edge_server_listeners(s);
+	if (err != HW_OK)
+		goto fail;
+	err = edge_forward_open(s);
+	if (err != HW_OK)
+		goto fail;
+	lws_sul_schedule(s->ctx, 0, &s->tick_sul, edge_server_tick_cb,
+	    EDGE_WHEEL_TICK_MS * LWS_US_PER_MS);
+	atomic_store(&s->ready, true);
+	*out = s;
+	return HW_OK;
+
+fail:
+	edge_server_free(s);
+	return err;
+}
+
+hw_err edge_server_run(edge_server *s)
+{
+	hw_log_info("EDGE-READY", "ready");
+	while (!s->done) {
+		if (lws_service(s->ctx, 0) < 0) {
+			hw_log_error("EDGE-LWS", "lws_service failed");
+			return HW_EIO;
+		}
+	}
+	hw_log_info("EDGE-STOPPED", "stopped");
+	return HW_OK;
+}
+
+void edge_server_stop(edge_server *s)
+{
+	atomic_store(&s->stop_requested, true);
+	pthread_mutex_lock(&s->inq_mu);
+	if (s->ctx != NULL && !s->destroying)
+		lws_cancel_service(s->ctx);
+	pthread_mutex_unlock(&s->inq_mu);
+}
+
+int edge_server_port(const edge_server *s, const char *listener)
+{
+	for (int i = 0; i < EDGE_L_COUNT; i++)
+		if (strcmp(listener, edge_listener_names[i]) == 0)
+			return s->ls[i].port;
+	return -1;
+}
+
+void edge_server_free(edge_server *s)
+{
+	if (s == NULL)
+		return;
+	if (s->ctx != NULL) {
+		// No more wake-ups from other threads into a dying context.
+		pthread_mutex_lock(&s->inq_mu);
+		s->inq_open = false;
+		s->destroying = true;
+		pthread_mutex_unlock(&s->inq_mu);
+		lws_sul_cancel(&s->tick_sul);
+		lws_sul_cancel(&s->pass_sul);
+		// Closing the context closes the remaining sockets; their ConnGone
+		// items are queued and flushed below while the link is still open.
+		lws_context_destroy(s->ctx);
+		if (s->link != NULL)
+			edge_forward_flush(s);
+		s->ctx = NULL;
+	}
+	edge_forward_close(s);
+	edge_conn_reap(s);
+	edge_map_fini(&s->conns);
+	free(s->scratch);
+	pthread_mutex_destroy(&s->inq_mu);
+	free(s);
+}
