@@ -55,7 +55,8 @@ typedef struct hw_rd {
 
 static inline hw_rd hw_rd_of(const uint8_t *p, size_t n)
 {
-	hw_rd rd = { p, p + n };
+	// NULL + 0 is undefined behaviour in C: an empty view may be NULL.
+	hw_rd rd = { p, p != NULL ? p + n : p };
 	return rd;
 }
 static inline size_t hw_rd_left(const hw_rd *rd)

@@ -122,11 +122,12 @@ static inline bool hw_mqtt_ascii8_ok(const uint8_t *p)
 
 bool hw_mqtt_utf8_valid(hw_bytes s)
 {
-	const uint8_t *p = s.ptr;
-	const uint8_t *e = p + s.len;
+	const uint8_t *p, *e;
 
-	if (s.len == 0)
+	if (s.len == 0) // ptr may be NULL
 		return true;
+	p = s.ptr;
+	e = p + s.len;
 	while (p < e) {
 		uint8_t c = *p;
 

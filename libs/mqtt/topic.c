@@ -43,11 +43,14 @@ bool hw_topic_filter_valid(hw_bytes filter)
 // first one, and '+' matches an empty level like any other.
 bool hw_topic_match(hw_bytes filter, hw_bytes name)
 {
-	const uint8_t *f = filter.ptr, *fe = f + filter.len;
-	const uint8_t *t = name.ptr, *te = t + name.len;
+	const uint8_t *f, *fe, *t, *te;
 
 	if (filter.len == 0 || name.len == 0)
 		return false;
+	f = filter.ptr;
+	fe = f + filter.len;
+	t = name.ptr;
+	te = t + name.len;
 	// MQTT 4.7.2: wildcards at the first level do not match $-topics.
 	if (t[0] == '$' && (f[0] == '+' || f[0] == '#'))
 		return false;

@@ -114,6 +114,10 @@ static void test_rd(void **state)
 	assert_int_equal(hw_rd_u8(&rd, &u8), HW_EMALFORMED);
 	assert_int_equal(hw_rd_bytes(&rd, 0, &v), HW_OK);
 	assert_int_equal(v.len, 0);
+	// An empty view may be NULL (decoded packets hold such views).
+	rd = hw_rd_of(NULL, 0);
+	assert_int_equal(hw_rd_left(&rd), 0);
+	assert_int_equal(hw_rd_u8(&rd, &u8), HW_EMALFORMED);
 }
 
 static void test_strerror(void **state)
