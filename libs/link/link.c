@@ -1,0 +1,434 @@
+// NNG wiring between tiers (link/link.h).
+//
+// Design notes:
+// - The inbox is a pull0 socket with one listener. One nng_aio runs the
+//   receive loop: its callback unpacks the message into a Batch, hands it to
+//   the user's callback, and re-arms the receive, so batches are delivered
+//   one at a time, in arrival order, on an NNG thread.
+// - Each peer is a push0 socket with one dialer started with
+//   NNG_FLAG_NONBLOCK: NNG keeps dialing in the background with backoff
+//   (RECONNMINT..RECONNMAXT). The socket's send buffer (HW_LINK_SENDBUF
+//   messages) holds messages while no connection is up; sends are
+//   non-blocking and fail with HW_EFULL past it.
+// - Pipe notifications keep a per-peer count of live connections for
+//   hw_link_peer_connected. nng_close waits for running pipe callbacks, so
+//   no callback touches a peer after its socket is closed.
+// - Lock: link->mtx guards the peer list only. It is never held while
+//   calling the user's callback or while sending.
+// - Close: hw_link_close closes the inbox socket (the pending receive then
+//   fails with NNG_ECLOSED and the loop stops re-arming), then nng_aio_stop
+//   waits for a callback that is still running. Only then are peers closed
+//   and memory freed, so no callback runs after hw_link_close returns.
+
+#include "link/link.h"
+
+#include <nng/nng.h>
+#include <nng/protocol/pipeline0/pull.h>
+#include <nng/protocol/pipeline0/push.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+
+#define LINK_RECVMAXSZ (64u * 1024u * 1024u)
+#define LINK_RECONNMINT_MS 100
+#define LINK_RECONNMAXT_MS 5000
+#define LINK_URL_MAX 512
+
+struct hw_link_peer {
+	struct hw_link_peer *next;
+	hw_link             *link;
+	char                *url;
+	nng_socket           sock;
+	nng_dialer           dialer;
+	atomic_int           pipes; // live connections
+};
+
+struct hw_link {
+	char           *node;
+	char           *url; // advertised inbox URL
+	nng_socket      inbox;
+	nng_listener    listener;
+	nng_aio        *aio;
+	hw_link_recv_fn fn;
+	void           *arg;
+	bool            started;
+
+	pthread_mutex_t mtx; // guards peers
+	hw_link_peer   *peers;
+
+	hw_counter *batches_sent;
+	hw_counter *items_sent;
+	hw_counter *batches_received;
+	hw_counter *items_received;
+	hw_counter *send_full;
+	hw_counter *bad_batches;
+};
+
+// link_err maps an NNG error code to hw_err.
+static hw_err link_err(int rv)
+{
+	switch (rv) {
+	case 0: return HW_OK;
+	case NNG_ENOMEM: return HW_ENOMEM;
+	case NNG_EINVAL:
+	case NNG_EADDRINVAL:
+	case NNG_ENOTSUP: return HW_EINVAL;
+	case NNG_EAGAIN: return HW_EFULL;
+	case NNG_ECLOSED: return HW_ECLOSED;
+	case NNG_ETIMEDOUT: return HW_ETIMEDOUT;
+	case NNG_EADDRINUSE: return HW_EEXIST;
+	default: return HW_EIO;
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Receive loop
+
+static void link_recv_cb(void *arg)
+{
+	hw_link *l = arg;
+	nng_msg *msg;
+	hw_batch *b;
+	int       rv = nng_aio_result(l->aio);
+
+	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+		return; // closing: do not re-arm
+	if (rv == 0) {
+		msg = nng_aio_get_msg(l->aio);
+		nng_aio_set_msg(l->aio, NULL);
+		b = hawser__internal__v1__batch__unpack(NULL, nng_msg_len(msg),
+		    nng_msg_body(msg));
+		nng_msg_free(msg);
+		if (b == NULL) {
+			// Bad peer input never takes the process down: count it.
+			hw_counter_inc(l->bad_batches);
+			hw_log_warn("LINK-BAD-BATCH", "dropped a batch that does not unpack");
+		} else {
+			hw_counter_inc(l->batches_received);
+			hw_counter_add(l->items_received, b->n_items);
+			l->fn(l->arg, b);
+		}
+	} else {
+		hw_log_warn("LINK-RECV", "receive failed: %s", nng_strerror(rv));
+	}
+	nng_recv_aio(l->inbox, l->aio);
+}
+
+// ---------------------------------------------------------------------------
+// Opening
+
+// link_is_any_host reports whether host stands for every interface, which
+// peers cannot dial.
+static bool link_is_any_host(const char *host)
+{
+	return host[0] == '\0' || strcmp(host, "*") == 0 || strcmp(host, "0.0.0.0") == 0 ||
+	    strcmp(host, "::") == 0;
+}
+
+// link_derive_url builds the advertised URL from the listen URL: the real
+// port for tcp port 0, and the host name in place of a wildcard host.
+static hw_err link_derive_url(hw_link *l, const char *listen_url, char **out)
+{
+	const char *sep = strstr(listen_url, "://");
+	char        scheme[16];
+	char        host[256];
+	char        name[256];
+	char        url[LINK_URL_MAX];
+	int         port;
+	size_t      sl;
+
+	if (sep == NULL || (sl = (size_t)(sep - listen_url)) >= sizeof(scheme))
+		return HW_EINVAL;
+	memcpy(scheme, listen_url, sl);
+	scheme[sl] = '\0';
+	if (strncmp(scheme, "tcp", 3) != 0) {
+		// ipc:// and inproc:// are dialed exactly as they are listened.
+		*out = strdup(listen_url);
+		return *out != NULL ? HW_OK : HW_ENOMEM;
+	}
+	// hw_config_split_host_port refuses an empty host; NNG takes
+	// "tcp://:port", so give it a wildcard to parse.
+	if (sep[3] == ':')
+		snprintf(host, sizeof(host), "*");
+	else if (hw_config_split_host_port(sep + 3, host, sizeof(host), &port) != HW_OK)
+		return HW_EINVAL;
+	if (nng_listener_get_int(l->listener, NNG_OPT_TCP_BOUND_PORT, &port) != 0)
+		return HW_EINTERNAL;
+	if (link_is_any_host(host)) {
+		if (gethostname(name, sizeof(name)) != 0)
+			return HW_EIO;
+		name[sizeof(name) - 1] = '\0';
+		snprintf(host, sizeof(host), "%s", name);
+	}
+	if (strchr(host, ':') != NULL)
+		snprintf(url, sizeof(url), "%s://[%s]:%d", scheme, host, port);
+	else
+		snprintf(url, sizeof(url), "%s://%s:%d", scheme, host, port);
+	*out = strdup(url);
+	return *out != NULL ? HW_OK : HW_ENOMEM;
+}
+
+static void link_metrics(hw_link *l, hw_metrics *m)
+{
+	if (m == NULL)
+		return;
+	l->batches_sent = hw_metrics_counter(m, "hawser_link_batches_sent_total",
+	    "Batches queued to peers.", NULL, NULL);
+	l->items_sent = hw_metrics_counter(m, "hawser_link_items_sent_total",
+	    "Items in the batches queued to peers.", NULL, NULL);
+	l->batches_received = hw_metrics_counter(m, "hawser_link_batches_received_total",
+	    "Batches received on the inbox.", NULL, NULL);
+	l->items_received = hw_metrics_counter(m, "hawser_link_items_received_total",
+	    "Items in the batches received on the inbox.", NULL, NULL);
+	l->send_full = hw_metrics_counter(m, "hawser_link_send_full_total",
+	    "Sends refused because the peer's buffer was full.", NULL, NULL);
+	l->bad_batches = hw_metrics_counter(m, "hawser_link_bad_batches_total",
+	    "Received messages dropped because they are not a valid Batch.", NULL, NULL);
+}
+
+hw_err hw_link_open(hw_link **out, const char *node_id, const char *listen_url,
+    const char *advertise_url, hw_metrics *metrics)
+{
+	hw_link *l;
+	hw_err   err;
+	int      rv;
+
+	if (out == NULL || node_id == NULL || listen_url == NULL)
+		return HW_EINVAL;
+	if ((l = calloc(1, sizeof(*l))) == NULL)
+		return HW_ENOMEM;
+	if (pthread_mutex_init(&l->mtx, NULL) != 0) {
+		err = HW_ENOMEM;
+		goto fail_free;
+	}
+	if ((l->node = strdup(node_id)) == NULL) {
+		err = HW_ENOMEM;
+		goto fail_mtx;
+	}
+	link_metrics(l, metrics);
+	if ((rv = nng_pull0_open(&l->inbox)) != 0) {
+		err = link_err(rv);
+		goto fail_node;
+	}
+	if ((rv = nng_socket_set_size(l->inbox, NNG_OPT_RECVMAXSZ, LINK_RECVMAXSZ)) != 0 ||
+	    (rv = nng_listener_create(&l->listener, l->inbox, listen_url)) != 0 ||
+	    (rv = nng_listener_start(l->listener, 0)) != 0) {
+		hw_log_error("LINK-LISTEN", "cannot listen on %s: %s", listen_url,
+		    nng_strerror(rv));
+		err = link_err(rv);
+		goto fail_sock;
+	}
+	if (advertise_url != NULL && advertise_url[0] != '\0') {
+		if ((l->url = strdup(advertise_url)) == NULL) {
+			err = HW_ENOMEM;
+			goto fail_sock;
+		}
+	} else if ((err = link_derive_url(l, listen_url, &l->url)) != HW_OK) {
+		goto fail_sock;
+	}
+	if ((rv = nng_aio_alloc(&l->aio, link_recv_cb, l)) != 0) {
+		err = link_err(rv);
+		goto fail_url;
+	}
+	*out = l;
+	return HW_OK;
+
+fail_url:
+	free(l->url);
+fail_sock:
+	nng_close(l->inbox);
+fail_node:
+	free(l->node);
+fail_mtx:
+	pthread_mutex_destroy(&l->mtx);
+fail_free:
+	free(l);
+	return err;
+}
+
+hw_err hw_link_start(hw_link *l, hw_link_recv_fn fn, void *arg)
+{
+	if (l == NULL || fn == NULL)
+		return HW_EINVAL;
+	if (l->started)
+		return HW_EEXIST;
+	l->fn = fn;
+	l->arg = arg;
+	l->started = true;
+	nng_recv_aio(l->inbox, l->aio);
+	return HW_OK;
+}
+
+const char *hw_link_url(const hw_link *l)
+{
+	return l->url;
+}
+
+const char *hw_link_node(const hw_link *l)
+{
+	return l->node;
+}
+
+// ---------------------------------------------------------------------------
+// Peers
+
+static void link_pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+	hw_link_peer *p = arg;
+
+	(void)pipe;
+	if (ev == NNG_PIPE_EV_ADD_POST)
+		atomic_fetch_add(&p->pipes, 1);
+	else if (ev == NNG_PIPE_EV_REM_POST)
+		atomic_fetch_sub(&p->pipes, 1);
+}
+
+// link_peer_open creates the push socket of a new peer and starts dialing.
+static hw_err link_peer_open(hw_link *l, const char *url, hw_link_peer **out)
+{
+	hw_link_peer *p;
+	int           rv;
+	hw_err        err;
+
+	if ((p = calloc(1, sizeof(*p))) == NULL)
+		return HW_ENOMEM;
+	p->link = l;
+	atomic_init(&p->pipes, 0);
+	if ((p->url = strdup(url)) == NULL) {
+		err = HW_ENOMEM;
+		goto fail_free;
+	}
+	if ((rv = nng_push0_open(&p->sock)) != 0) {
+		err = link_err(rv);
+		goto fail_url;
+	}
+	if ((rv = nng_socket_set_int(p->sock, NNG_OPT_SENDBUF, HW_LINK_SENDBUF)) != 0 ||
+	    (rv = nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, LINK_RECONNMINT_MS)) != 0 ||
+	    (rv = nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, LINK_RECONNMAXT_MS)) != 0 ||
+	    (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, link_pipe_cb, p)) != 0 ||
+	    (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, link_pipe_cb, p)) != 0) {
+		err = link_err(rv);
+		goto fail_sock;
+	}
+	// Non-blocking: a peer that is not up yet is retried in the background
+	// while sends queue in the socket's buffer.
+	if ((rv = nng_dial(p->sock, url, &p->dialer, NNG_FLAG_NONBLOCK)) != 0) {
+		hw_log_error("LINK-DIAL", "cannot dial %s: %s", url, nng_strerror(rv));
+		err = link_err(rv);
+		goto fail_sock;
+	}
+	*out = p;
+	return HW_OK;
+
+fail_sock:
+	nng_close(p->sock);
+fail_url:
+	free(p->url);
+fail_free:
+	free(p);
+	return err;
+}
+
+hw_err hw_link_peer_get(hw_link *l, const char *url, hw_link_peer **out)
+{
+	hw_link_peer *p;
+	hw_err        err = HW_OK;
+
+	if (l == NULL || url == NULL || url[0] == '\0' || out == NULL)
+		return HW_EINVAL;
+	pthread_mutex_lock(&l->mtx);
+	for (p = l->peers; p != NULL; p = p->next) {
+		if (strcmp(p->url, url) == 0)
+			break;
+	}
+	if (p == NULL && (err = link_peer_open(l, url, &p)) == HW_OK) {
+		p->next = l->peers;
+		l->peers = p;
+		hw_log_debug("LINK-PEER", "dialing %s", url);
+	}
+	pthread_mutex_unlock(&l->mtx);
+	if (err == HW_OK)
+		*out = p;
+	return err;
+}
+
+const char *hw_link_peer_url(const hw_link_peer *p)
+{
+	return p->url;
+}
+
+bool hw_link_peer_connected(const hw_link_peer *p)
+{
+	return atomic_load(&((hw_link_peer *)p)->pipes) > 0;
+}
+
+hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n)
+{
+	hw_batch b;
+	hw_link *l;
+	nng_msg *msg;
+	size_t   size;
+	int      rv;
+
+	if (p == NULL || (n > 0 && items == NULL))
+		return HW_EINVAL;
+	l = p->link;
+	hawser__internal__v1__batch__init(&b);
+	// The batch only borrows these for packing; protobuf-c's struct has no
+	// const members, hence the casts.
+	b.from = l->node;
+	b.reply_to = l->url;
+	b.n_items = n;
+	b.items = (hw_item **)items;
+	size = hawser__internal__v1__batch__get_packed_size(&b);
+	if ((rv = nng_msg_alloc(&msg, size)) != 0)
+		return link_err(rv);
+	// Pack straight into the message body: no intermediate copy.
+	hawser__internal__v1__batch__pack(&b, nng_msg_body(msg));
+	if ((rv = nng_sendmsg(p->sock, msg, NNG_FLAG_NONBLOCK)) != 0) {
+		nng_msg_free(msg);
+		if (rv == NNG_EAGAIN)
+			hw_counter_inc(l->send_full);
+		return link_err(rv);
+	}
+	hw_counter_inc(l->batches_sent);
+	hw_counter_add(l->items_sent, n);
+	return HW_OK;
+}
+
+void hw_link_batch_free(hw_batch *b)
+{
+	if (b != NULL)
+		hawser__internal__v1__batch__free_unpacked(b, NULL);
+}
+
+void hw_link_close(hw_link *l)
+{
+	hw_link_peer *p;
+
+	if (l == NULL)
+		return;
+	nng_close(l->inbox);
+	// Waits for a callback still running; the loop does not re-arm once the
+	// socket is closed, and a stopped aio refuses new operations.
+	nng_aio_stop(l->aio);
+	nng_aio_free(l->aio);
+	p = l->peers;
+	while (p != NULL) {
+		hw_link_peer *next = p->next;
+		nng_close(p->sock);
+		free(p->url);
+		free(p);
+		p = next;
+	}
+	pthread_mutex_destroy(&l->mtx);
+	free(l->url);
+	free(l->node);
+	free(l);
+}

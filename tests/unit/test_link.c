@@ -1,0 +1,350 @@
+// Tests of the NNG links between tiers (libs/link/link.h): batches both
+// ways over inproc:// and tcp://, answering through reply_to, ordering,
+// queueing while a peer is down, the full-buffer error and bad input.
+// Every wait is on a condition variable with a deadline; no sleeps.
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pipeline0/push.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "link/link.h"
+
+#define WAIT_MS 10000
+#define MAX_SEQS 20000
+
+// sink collects what one link receives; with `echo` it answers every batch
+// with the same items through hw_link_peer(self, batch->reply_to).
+typedef struct sink {
+	pthread_mutex_t mtx;
+	pthread_cond_t  cv;
+	hw_link        *self;
+	bool            echo;
+	uint64_t        seqs[MAX_SEQS];
+	size_t          n;
+	size_t          batches;
+	char            from[128];
+	char            reply_to[256];
+	int             echo_errors;
+} sink;
+
+static void sink_init(sink *s)
+{
+	pthread_condattr_t a;
+
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->mtx, NULL);
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->cv, &a);
+	pthread_condattr_destroy(&a);
+}
+
+static void sink_fini(sink *s)
+{
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mtx);
+}
+
+static void on_batch(void *arg, hw_batch *b)
+{
+	sink *s = arg;
+
+	if (s->echo) {
+		hw_link_peer *p;
+		if (hw_link_peer(s->self, b->reply_to, &p) != HW_OK ||
+		    hw_link_send(p, b->items, b->n_items) != HW_OK) {
+			pthread_mutex_lock(&s->mtx);
+			s->echo_errors++;
+			pthread_mutex_unlock(&s->mtx);
+		}
+	}
+	pthread_mutex_lock(&s->mtx);
+	snprintf(s->from, sizeof(s->from), "%s", b->from);
+	snprintf(s->reply_to, sizeof(s->reply_to), "%s", b->reply_to);
+	s->batches++;
+	for (size_t i = 0; i < b->n_items; i++) {
+		if (b->items[i]->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_ACK &&
+		    s->n < MAX_SEQS)
+			s->seqs[s->n++] = b->items[i]->ack->seq;
+	}
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mtx);
+	hw_link_batch_free(b);
+}
+
+// sink_wait waits until s holds at least n seqs or WAIT_MS pass.
+static bool sink_wait(sink *s, size_t n)
+{
+	struct timespec dl;
+	bool            ok;
+
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += WAIT_MS / 1000;
+	pthread_mutex_lock(&s->mtx);
+	while (s->n < n) {
+		if (pthread_cond_timedwait(&s->cv, &s->mtx, &dl) != 0)
+			break;
+	}
+	ok = s->n >= n;
+	pthread_mutex_unlock(&s->mtx);
+	return ok;
+}
+
+// send_acks sends one batch of k Ack items with seqs first..first+k-1.
+static hw_err send_acks(hw_link_peer *p, uint64_t first, size_t k)
+{
+	Hawser__Internal__V1__Ack acks[8];
+	hw_item                   items[8];
+	hw_item                  *ptrs[8];
+
+	assert_true(k <= 8);
+	for (size_t i = 0; i < k; i++) {
+		hawser__internal__v1__ack__init(&acks[i]);
+		acks[i].seq = first + i;
+		hawser__internal__v1__item__init(&items[i]);
+		items[i].body_case = HAWSER__INTERNAL__V1__ITEM__BODY_ACK;
+		items[i].ack = &acks[i];
+		ptrs[i] = &items[i];
+	}
+	return hw_link_send(p, ptrs, k);
+}
+
+static void assert_in_order(const sink *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (s->seqs[i] != i + 1)
+			fail_msg("seq %zu is %llu, want %zu", i, (unsigned long long)s->seqs[i], i + 1);
+	}
+}
+
+// exchange runs the round trip between two links listening on url_a/url_b:
+// A sends batches to B, B echoes each through reply_to, both sides check
+// sender identity and order.
+static void exchange(const char *url_a, const char *url_b)
+{
+	enum { BATCHES = 300, PER = 3 };
+	hw_metrics   *reg;
+	hw_link      *a, *b;
+	hw_link_peer *ab, *again;
+	sink         *sa = malloc(sizeof(*sa));
+	sink         *sb = malloc(sizeof(*sb));
+
+	assert_non_null(sa);
+	assert_non_null(sb);
+	sink_init(sa);
+	sink_init(sb);
+	assert_int_equal(hw_metrics_alloc(&reg), HW_OK);
+	assert_int_equal(hw_link_open(&a, "node-a", url_a, NULL, reg), HW_OK);
+	assert_int_equal(hw_link_open(&b, "node-b", url_b, NULL, NULL), HW_OK);
+	assert_string_equal(hw_link_node(a), "node-a");
+	assert_null(strstr(hw_link_url(a), ":0")); // the real port, not 0
+	sa->self = a;
+	sb->self = b;
+	sb->echo = true;
+	assert_int_equal(hw_link_start(a, on_batch, sa), HW_OK);
+	assert_int_equal(hw_link_start(b, on_batch, sb), HW_OK);
+
+	assert_int_equal(hw_link_peer(a, hw_link_url(b), &ab), HW_OK);
+	assert_int_equal(hw_link_peer(a, hw_link_url(b), &again), HW_OK);
+	assert_ptr_equal(ab, again);
+	assert_string_equal(hw_link_peer_url(ab), hw_link_url(b));
+	for (uint64_t i = 0; i < BATCHES; i++)
+		assert_int_equal(send_acks(ab, i * PER + 1, PER), HW_OK);
+
+	assert_true(sink_wait(sb, BATCHES * PER));
+	assert_true(sink_wait(sa, BATCHES * PER));
+	assert_true(hw_link_peer_connected(ab));
+	pthread_mutex_lock(&sb->mtx);
+	assert_string_equal(sb->from, "node-a");
+	assert_string_equal(sb->reply_to, hw_link_url(a));
+	assert_int_equal(sb->batches, BATCHES);
+	assert_in_order(sb, BATCHES * PER);
+	assert_int_equal(sb->echo_errors, 0);
+	pthread_mutex_unlock(&sb->mtx);
+	pthread_mutex_lock(&sa->mtx);
+	assert_string_equal(sa->from, "node-b");
+	assert_string_equal(sa->reply_to, hw_link_url(b));
+	assert_in_order(sa, BATCHES * PER);
+	pthread_mutex_unlock(&sa->mtx);
+	assert_int_equal(hw_counter_get(hw_metrics_counter(reg,
+	                     "hawser_link_batches_sent_total", "", NULL, NULL)),
+	    BATCHES);
+	assert_int_equal(hw_counter_get(hw_metrics_counter(reg,
+	                     "hawser_link_items_sent_total", "", NULL, NULL)),
+	    BATCHES * PER);
+	assert_int_equal(hw_counter_get(hw_metrics_counter(reg,
+	                     "hawser_link_batches_received_total", "", NULL, NULL)),
+	    BATCHES);
+
+	hw_link_close(a);
+	hw_link_close(b);
+	hw_metrics_free(reg);
+	sink_fini(sa);
+	sink_fini(sb);
+	free(sa);
+	free(sb);
+}
+
+static void test_exchange_inproc(void **state)
+{
+	(void)state;
+	exchange("inproc://hawser-test-a", "inproc://hawser-test-b");
+}
+
+static void test_exchange_tcp(void **state)
+{
+	(void)state;
+	exchange("tcp://127.0.0.1:0", "tcp://127.0.0.1:0");
+}
+
+static void test_advertise(void **state)
+{
+	hw_link *l;
+	char     host[256];
+	char     want[300];
+
+	(void)state;
+	assert_int_equal(gethostname(host, sizeof(host)), 0);
+	assert_int_equal(hw_link_open(&l, "n", "tcp://0.0.0.0:0", "", NULL), HW_OK);
+	// 0.0.0.0 cannot be dialed: the host name stands in, with the real port.
+	snprintf(want, sizeof(want), "tcp://%s:", host);
+	assert_memory_equal(hw_link_url(l), want, strlen(want));
+	assert_true(atoi(hw_link_url(l) + strlen(want)) > 0);
+	hw_link_close(l);
+	assert_int_equal(hw_link_open(&l, "n", "tcp://127.0.0.1:0", "tcp://gw.example:7100", NULL),
+	    HW_OK);
+	assert_string_equal(hw_link_url(l), "tcp://gw.example:7100");
+	hw_link_close(l);
+	assert_int_equal(hw_link_open(&l, "n", "inproc://hawser-test-adv", NULL, NULL), HW_OK);
+	assert_string_equal(hw_link_url(l), "inproc://hawser-test-adv");
+	hw_link_close(l);
+	assert_int_not_equal(hw_link_open(&l, "n", "bogus://x", NULL, NULL), HW_OK);
+}
+
+// A peer that is not up yet buffers up to HW_LINK_SENDBUF batches, refuses
+// more with HW_EFULL, and delivers the buffered ones once it comes up.
+static void test_queue_until_peer_up_then_full(void **state)
+{
+	hw_metrics   *reg;
+	hw_link      *a, *b;
+	hw_link_peer *p;
+	sink         *sb = malloc(sizeof(*sb));
+	size_t        queued = 0;
+	hw_err        rv = HW_OK;
+
+	(void)state;
+	assert_non_null(sb);
+	sink_init(sb);
+	assert_int_equal(hw_metrics_alloc(&reg), HW_OK);
+	assert_int_equal(hw_link_open(&a, "node-a", "inproc://hawser-test-q-a", NULL, reg), HW_OK);
+	assert_int_equal(hw_link_peer(a, "inproc://hawser-test-q-b", &p), HW_OK);
+	assert_false(hw_link_peer_connected(p));
+	while (queued < 4 * HW_LINK_SENDBUF) {
+		if ((rv = send_acks(p, queued + 1, 1)) != HW_OK)
+			break;
+		queued++;
+	}
+	assert_int_equal(rv, HW_EFULL);
+	assert_true(queued >= HW_LINK_SENDBUF);
+	assert_true(queued <= 2 * HW_LINK_SENDBUF);
+	assert_int_equal(hw_counter_get(hw_metrics_counter(reg,
+	                     "hawser_link_send_full_total", "", NULL, NULL)),
+	    1);
+
+	// The peer comes up: the dialer retries in the background and the
+	// buffered batches arrive, in order.
+	sb->self = NULL;
+	assert_int_equal(hw_link_open(&b, "node-b", "inproc://hawser-test-q-b", NULL, NULL), HW_OK);
+	assert_int_equal(hw_link_start(b, on_batch, sb), HW_OK);
+	assert_true(sink_wait(sb, queued));
+	pthread_mutex_lock(&sb->mtx);
+	assert_in_order(sb, queued);
+	pthread_mutex_unlock(&sb->mtx);
+	assert_true(hw_link_peer_connected(p));
+
+	hw_link_close(a);
+	hw_link_close(b);
+	hw_metrics_free(reg);
+	sink_fini(sb);
+	free(sb);
+}
+
+// Bytes that are not a Batch are dropped and counted; the link goes on.
+static void test_bad_batch_dropped(void **state)
+{
+	hw_metrics               *reg;
+	hw_link                  *a;
+	sink                     *sa = malloc(sizeof(*sa));
+	nng_socket                raw;
+	static const uint8_t      garbage[] = { 0xff, 0xff, 0xff, 0xff };
+	hw_batch                  b;
+	Hawser__Internal__V1__Ack ack;
+	hw_item                   it;
+	hw_item                  *ptr = &it;
+	uint8_t                   packed[256];
+	size_t                    len;
+
+	(void)state;
+	assert_non_null(sa);
+	sink_init(sa);
+	assert_int_equal(hw_metrics_alloc(&reg), HW_OK);
+	assert_int_equal(hw_link_open(&a, "node-a", "tcp://127.0.0.1:0", NULL, reg), HW_OK);
+	sa->self = a;
+	assert_int_equal(hw_link_start(a, on_batch, sa), HW_OK);
+
+	assert_int_equal(nng_push0_open(&raw), 0);
+	assert_int_equal(nng_dial(raw, hw_link_url(a), NULL, 0), 0);
+	assert_int_equal(nng_send(raw, (void *)garbage, sizeof(garbage), 0), 0);
+	// Then a good batch on the same connection, so it arrives after.
+	hawser__internal__v1__ack__init(&ack);
+	ack.seq = 1;
+	hawser__internal__v1__item__init(&it);
+	it.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_ACK;
+	it.ack = &ack;
+	hawser__internal__v1__batch__init(&b);
+	b.from = "raw";
+	b.reply_to = "inproc://nowhere";
+	b.n_items = 1;
+	b.items = &ptr;
+	len = hawser__internal__v1__batch__get_packed_size(&b);
+	assert_true(len <= sizeof(packed));
+	hawser__internal__v1__batch__pack(&b, packed);
+	assert_int_equal(nng_send(raw, packed, len, 0), 0);
+
+	assert_true(sink_wait(sa, 1));
+	assert_int_equal(hw_counter_get(hw_metrics_counter(reg,
+	                     "hawser_link_bad_batches_total", "", NULL, NULL)),
+	    1);
+	pthread_mutex_lock(&sa->mtx);
+	assert_string_equal(sa->from, "raw");
+	assert_int_equal(sa->batches, 1);
+	pthread_mutex_unlock(&sa->mtx);
+	nng_close(raw);
+	hw_link_close(a);
+	hw_metrics_free(reg);
+	sink_fini(sa);
+	free(sa);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_exchange_inproc),
+		cmocka_unit_test(test_exchange_tcp),
+		cmocka_unit_test(test_advertise),
+		cmocka_unit_test(test_queue_until_peer_up_then_full),
+		cmocka_unit_test(test_bad_batch_dropped),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
