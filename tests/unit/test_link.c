@@ -3,21 +3,27 @@
 // queueing while a peer is down, the full-buffer error and bad input.
 // Every wait is on a condition variable with a deadline; no sleeps.
 
+#define _GNU_SOURCE // strcasestr
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <nng/nng.h>
 #include <nng/protocol/pipeline0/push.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "link/httpd.h"
 #include "link/link.h"
 
 #define WAIT_MS 10000
@@ -337,6 +343,90 @@ static void test_bad_batch_dropped(void **state)
 	free(sa);
 }
 
+// http_get fetches path from 127.0.0.1:port and returns the status code;
+// the body goes to body (NUL-terminated). Reads are bounded by a receive
+// timeout, so a silent server fails the test instead of hanging it.
+static int http_get(int port, const char *path, char *body, size_t cap, char *ctype, size_t ccap)
+{
+	int                fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = { 0 };
+	struct timeval     tv = { WAIT_MS / 1000, 0 };
+	char               req[256], resp[16384];
+	size_t             got = 0;
+	int                status = -1;
+	const char        *hdr_end, *cl, *ct;
+
+	assert_true(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: test\r\n\r\n", path);
+	assert_int_equal(send(fd, req, strlen(req), 0), (ssize_t)strlen(req));
+	for (;;) {
+		ssize_t n = recv(fd, resp + got, sizeof(resp) - 1 - got, 0);
+		assert_true(n > 0);
+		got += (size_t)n;
+		resp[got] = '\0';
+		hdr_end = strstr(resp, "\r\n\r\n");
+		if (hdr_end == NULL)
+			continue;
+		cl = strcasestr(resp, "Content-Length:");
+		assert_non_null(cl);
+		if (got >= (size_t)(hdr_end + 4 - resp) + (size_t)atoi(cl + 15))
+			break;
+	}
+	close(fd);
+	assert_int_equal(sscanf(resp, "HTTP/1.1 %d", &status), 1);
+	snprintf(body, cap, "%s", hdr_end + 4);
+	ct = strcasestr(resp, "Content-Type: ");
+	assert_non_null(ct);
+	snprintf(ctype, ccap, "%.*s", (int)strcspn(ct + 14, "\r"), ct + 14);
+	return status;
+}
+
+static bool ready_flag(void *arg)
+{
+	return *(bool *)arg;
+}
+
+static void test_httpd(void **state)
+{
+	hw_metrics *reg;
+	hw_httpd   *h, *h2;
+	bool        ready = false;
+	char        body[8192], ctype[128];
+
+	(void)state;
+	assert_int_equal(hw_metrics_alloc(&reg), HW_OK);
+	hw_counter_add(hw_metrics_counter(reg, "hawser_test_things_total", "Things.", NULL, NULL), 5);
+	assert_int_equal(hw_httpd_start(&h, "127.0.0.1:0", reg, ready_flag, &ready), HW_OK);
+	assert_true(hw_httpd_port(h) > 0);
+	// A second server on port 0 gets its own port.
+	assert_int_equal(hw_httpd_start(&h2, "127.0.0.1:0", reg, NULL, NULL), HW_OK);
+	assert_int_not_equal(hw_httpd_port(h2), hw_httpd_port(h));
+
+	assert_int_equal(http_get(hw_httpd_port(h), "/metrics", body, sizeof(body), ctype, sizeof(ctype)), 200);
+	assert_string_equal(ctype, "text/plain; version=0.0.4; charset=utf-8");
+	assert_string_equal(body,
+	    "# HELP hawser_test_things_total Things.\n"
+	    "# TYPE hawser_test_things_total counter\n"
+	    "hawser_test_things_total 5\n");
+	assert_int_equal(http_get(hw_httpd_port(h), "/healthz", body, sizeof(body), ctype, sizeof(ctype)), 200);
+	assert_string_equal(body, "ok\n");
+	assert_int_equal(http_get(hw_httpd_port(h), "/readyz", body, sizeof(body), ctype, sizeof(ctype)), 503);
+	ready = true;
+	assert_int_equal(http_get(hw_httpd_port(h), "/readyz", body, sizeof(body), ctype, sizeof(ctype)), 200);
+	assert_int_equal(http_get(hw_httpd_port(h2), "/readyz", body, sizeof(body), ctype, sizeof(ctype)), 200);
+	assert_int_equal(http_get(hw_httpd_port(h), "/nope", body, sizeof(body), ctype, sizeof(ctype)), 404);
+
+	hw_httpd_stop(h2);
+	hw_httpd_stop(h);
+	assert_int_equal(hw_httpd_start(&h, "not-an-address", reg, NULL, NULL), HW_EINVAL);
+	hw_metrics_free(reg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -345,6 +435,7 @@ int main(void)
 		cmocka_unit_test(test_advertise),
 		cmocka_unit_test(test_queue_until_peer_up_then_full),
 		cmocka_unit_test(test_bad_batch_dropped),
+		cmocka_unit_test(test_httpd),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
