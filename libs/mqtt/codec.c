@@ -735,6 +735,7 @@ static hw_err hw_mqtt_dec_disconnect(hw_rd *rd, hw_mqtt_dec *dc, hw_mqtt_packet 
 {
 	hw_mqtt_disconnect *d = &out->u.disconnect;
 	bool auth = out->type == HW_MQTT_AUTH;
+	hw_err err;
 
 	memset(d, 0, sizeof *d);
 	if (dc->version != HW_MQTT_V5)
@@ -746,7 +747,13 @@ static hw_err hw_mqtt_dec_disconnect(hw_rd *rd, hw_mqtt_dec *dc, hw_mqtt_packet 
 		return HW_MQTT_PROTO(dc);
 	if (rd->p == rd->end)
 		return HW_OK;
-	return hw_mqtt_dec_props(rd, auth ? HW_MQTT_K_AUTH : HW_MQTT_K_DISCONNECT, &d->props, dc);
+	if ((err = hw_mqtt_dec_props(rd, auth ? HW_MQTT_K_AUTH : HW_MQTT_K_DISCONNECT, &d->props,
+	    dc)) != HW_OK)
+		return err;
+	// A server never sends Session Expiry in DISCONNECT (MQTT-3.14.2-2).
+	if (!dc->from_client && hw_mqtt_has(&d->props, HW_PROP_SESSION_EXPIRY))
+		return HW_MQTT_PROTO(dc);
+	return HW_OK;
 }
 
 typedef hw_err (*hw_mqtt_dec_fn)(hw_rd *rd, hw_mqtt_dec *dc, hw_mqtt_packet *out);

@@ -38,6 +38,27 @@ bool hw_topic_filter_valid(hw_bytes filter)
 	return true;
 }
 
+int hw_topic_share_parse(hw_bytes full, hw_bytes *group, hw_bytes *filter)
+{
+	static const char prefix[] = "$share/";
+	const size_t plen = sizeof prefix - 1;
+	size_t i;
+
+	if (full.len < plen || memcmp(full.ptr, prefix, plen) != 0)
+		return 0;
+	for (i = plen; i < full.len && full.ptr[i] != '/'; i++) {
+		if (full.ptr[i] == '+' || full.ptr[i] == '#')
+			return -1;
+	}
+	if (i == plen || i == full.len)
+		return -1;
+	group->ptr = full.ptr + plen;
+	group->len = i - plen;
+	filter->ptr = full.ptr + i + 1;
+	filter->len = full.len - i - 1;
+	return hw_topic_filter_valid(*filter) && hw_mqtt_utf8_valid(*group) ? 1 : -1;
+}
+
 // Matching walks both strings level by level. A level is the bytes up to the
 // next '/' or the end; "a//b" has an empty middle level and "/a" an empty
 // first one, and '+' matches an empty level like any other.

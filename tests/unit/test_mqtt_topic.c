@@ -184,6 +184,32 @@ static void test_match(void **state)
 	}
 }
 
+static void test_share_parse(void **state)
+{
+	hw_bytes g, f;
+
+	(void)state;
+	assert_int_equal(hw_topic_share_parse(b_of("a/b"), &g, &f), 0);
+	assert_int_equal(hw_topic_share_parse(b_of("$share"), &g, &f), 0);
+	assert_int_equal(hw_topic_share_parse(b_of("$SYS/#"), &g, &f), 0);
+	assert_int_equal(hw_topic_share_parse(b_of("$share/grp/a/+/c"), &g, &f), 1);
+	assert_int_equal(g.len, 3);
+	assert_memory_equal(g.ptr, "grp", 3);
+	assert_int_equal(f.len, 5);
+	assert_memory_equal(f.ptr, "a/+/c", 5);
+	assert_int_equal(hw_topic_share_parse(b_of("$share/g/#"), &g, &f), 1);
+	assert_int_equal(hw_topic_share_parse(b_of("$share/g//"), &g, &f), 1);
+	assert_int_equal(f.len, 1);
+	// No share name, no filter, wildcard in the name, invalid inner filter.
+	assert_int_equal(hw_topic_share_parse(b_of("$share/"), &g, &f), -1);
+	assert_int_equal(hw_topic_share_parse(b_of("$share//a"), &g, &f), -1);
+	assert_int_equal(hw_topic_share_parse(b_of("$share/g"), &g, &f), -1);
+	assert_int_equal(hw_topic_share_parse(b_of("$share/g/"), &g, &f), -1);
+	assert_int_equal(hw_topic_share_parse(b_of("$share/g+/a"), &g, &f), -1);
+	assert_int_equal(hw_topic_share_parse(b_of("$share/#/a"), &g, &f), -1);
+	assert_int_equal(hw_topic_share_parse(b_of("$share/g/a#"), &g, &f), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -191,6 +217,7 @@ int main(void)
 		cmocka_unit_test(test_filter_valid),
 		cmocka_unit_test(test_has_wildcard),
 		cmocka_unit_test(test_match),
+		cmocka_unit_test(test_share_parse),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
