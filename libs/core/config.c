@@ -185,8 +185,18 @@ static const cfg_entry cfg_table[] = {
 #define CFG_N (sizeof(cfg_table) / sizeof(cfg_table[0]))
 #define CFG_ENV_PREFIX "HAWSER_"
 
-// Environment variables with the HAWSER_ prefix that are not keys.
-static const char *const cfg_env_allowed[] = { HW_CONFIG_ENV_FILE, NULL };
+// Environment variables with the HAWSER_ prefix that are not keys: the
+// config file path, and the repository's own tooling variables (scripts,
+// bench and the integration harness), which a developer may have exported
+// in the shell that starts a binary.
+static const char *const cfg_env_allowed[] = {
+	HW_CONFIG_ENV_FILE,
+	"HAWSER_BIN",         // bench/run.sh
+	"HAWSER_BIN_DIR",     // scripts/test.sh, tests/integration
+	"HAWSER_TEST_TARGET", // tests/integration
+	"HAWSER_PYTHON",      // scripts/deps.sh
+	NULL,
+};
 
 // ---------------------------------------------------------------------------
 // Small helpers
@@ -1103,7 +1113,9 @@ void hw_config_reference(FILE *fp)
 	      "environment and `--set`. Booleans accept true/false/yes/no/on/off/1/0;\n"
 	      "integers are decimal. Any `HAWSER_*` variable that names no key is an\n"
 	      "error, except `HAWSER_CONFIG` (path of the config file when `-c` is\n"
-	      "not given).\n\n"
+	      "not given) and the repository's tooling variables `HAWSER_BIN`,\n"
+	      "`HAWSER_BIN_DIR`, `HAWSER_TEST_TARGET` and `HAWSER_PYTHON`, which\n"
+	      "are ignored.\n\n"
 	      "| key | type | default | environment | description |\n"
 	      "|---|---|---|---|---|\n", fp);
 	for (size_t i = 0; i < CFG_N; i++) {

@@ -114,7 +114,9 @@ void hw_config_fini(hw_config *cfg);
 //   2  exit with status 2 (usage or config error, message already printed).
 //
 // The file comes from -c/--config, or else from the HAWSER_CONFIG
-// environment variable (the only HAWSER_* variable that is not a key).
+// environment variable. HAWSER_CONFIG and the repository's tooling variables
+// (HAWSER_BIN, HAWSER_BIN_DIR, HAWSER_TEST_TARGET, HAWSER_PYTHON) are the
+// only HAWSER_* variables that are not keys; any other is an error.
 // --config-reference prints a Markdown reference of every key (the source of
 // docs/config.md) and returns 1. On a non-zero return cfg owns nothing
 // (hw_config_fini was called; calling it again is harmless).

@@ -249,6 +249,7 @@ static void test_env_overrides_file_and_set_overrides_env(void **state)
                 "HAWSER_EDGE_DRAIN_RATE=20",
                 "HAWSER_EDGE_BROKERS=tcp://a:1, tcp://b:2,inproc://c",
                 "HAWSER_CONFIG=/ignored/by/load_env",
+                "HAWSER_BIN_DIR=/tooling/variables/are/ignored",
                 NULL,
 	};
 
