@@ -15,7 +15,10 @@ typedef struct hw_httpd hw_httpd;
 typedef bool (*hw_httpd_ready_fn)(void *arg);
 
 // hw_httpd_start listens on "host:port" (port 0 picks one; see
-// hw_httpd_port) and serves until hw_httpd_stop.
+// hw_httpd_port) and serves until hw_httpd_stop. ready_fn (may be NULL:
+// always ready) and the rendering run on NNG threads. HW_EINVAL for a bad
+// address, HW_EEXIST when the address is in use (also by another hw_httpd
+// of this process), HW_EIO otherwise.
 hw_err hw_httpd_start(hw_httpd **out, const char *host_port, hw_metrics *metrics,
     hw_httpd_ready_fn ready_fn, void *arg);
 // hw_httpd_port returns the bound TCP port.

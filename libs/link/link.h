@@ -49,6 +49,13 @@ hw_err hw_link_open(hw_link **out, const char *node_id, const char *listen_url,
     const char *advertise_url, hw_metrics *metrics);
 
 // hw_link_start starts delivering received batches to fn(arg, batch).
+// Call once; HW_EEXIST if already started. A message that does not unpack
+// as a Batch is dropped and counted (hawser_link_bad_batches_total).
+// Metrics registered when `metrics` is given: hawser_link_batches_sent_total,
+// hawser_link_items_sent_total, hawser_link_batches_received_total,
+// hawser_link_items_received_total, hawser_link_send_full_total,
+// hawser_link_bad_batches_total (unlabelled; links sharing one registry, as
+// in the all-in-one, add up).
 hw_err hw_link_start(hw_link *l, hw_link_recv_fn fn, void *arg);
 
 // hw_link_url returns the inbox URL peers dial (advertised, with the real
@@ -84,7 +91,9 @@ hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n);
 void hw_link_batch_free(hw_batch *b);
 
 // hw_link_close stops receiving (waits for a running callback to return),
-// closes every peer and frees the link.
+// closes every peer and frees the link. Batches still buffered for a peer
+// are dropped. Must not be called from the link's own recv callback (it
+// would wait for itself).
 void hw_link_close(hw_link *l);
 
 #endif

@@ -452,6 +452,79 @@ static void test_split_host_port(void **state)
 	assert_int_equal(hw_config_split_host_port("host", host, sizeof(host), &port), HW_EINVAL);
 }
 
+// capture_cli runs hw_cli_load with stdout redirected to a temporary file
+// and returns what it printed (heap string) and its result in *ret.
+static char *capture_cli(int argc, char **argv, const char *const *defaults, int *ret)
+{
+	hw_config cfg;
+	char      tmpl[] = "/tmp/hawser-test-stdout-XXXXXX";
+	int       fd = mkstemp(tmpl);
+	int       saved;
+	FILE     *fp;
+	long      len;
+	char     *text;
+
+	assert_true(fd >= 0);
+	fflush(stdout);
+	saved = dup(1);
+	assert_true(saved >= 0);
+	assert_int_equal(dup2(fd, 1), 1);
+	*ret = hw_cli_load(&cfg, argc, argv, NULL, "hawser", "All tiers.", defaults);
+	fflush(stdout);
+	assert_int_equal(dup2(saved, 1), 1);
+	close(saved);
+	close(fd);
+	fp = fopen(tmpl, "r");
+	assert_non_null(fp);
+	fseek(fp, 0, SEEK_END);
+	len = ftell(fp);
+	rewind(fp);
+	text = calloc(1, (size_t)len + 1);
+	assert_non_null(text);
+	assert_int_equal(fread(text, 1, (size_t)len, fp), (size_t)len);
+	fclose(fp);
+	unlink(tmpl);
+	return text;
+}
+
+static void test_help_lists_keys_env_and_defaults(void **state)
+{
+	static const char *const defaults[] = { "edge.listen=inproc://hawser-edge", NULL };
+	char                    *argv[] = { "hawser", "--help", NULL };
+	int                      ret;
+	char                    *text = capture_cli(2, argv, defaults, &ret);
+
+	(void)state;
+	assert_int_equal(ret, 1);
+	assert_non_null(strstr(text, "Usage: hawser"));
+	assert_non_null(strstr(text, "edge.mqtt_listen"));
+	assert_non_null(strstr(text, "HAWSER_EDGE_MQTT_LISTEN"));
+	assert_non_null(strstr(text, "\"0.0.0.0:1883\""));
+	assert_non_null(strstr(text, "HAWSER_STORE_REDIS_URL"));
+	assert_non_null(strstr(text, "u32 1..268435455"));
+	// The binary's own defaults are what --help shows.
+	assert_non_null(strstr(text, "\"inproc://hawser-edge\""));
+	free(text);
+}
+
+static void test_print_config_and_version(void **state)
+{
+	char *argv[] = { "hawser", "--print-config", "--set", "broker.workers=3", NULL };
+	char *argv_v[] = { "hawser", "--version", NULL };
+	int   ret;
+	char *text = capture_cli(4, argv, NULL, &ret);
+
+	(void)state;
+	assert_int_equal(ret, 1);
+	assert_non_null(strstr(text, "broker:\n"));
+	assert_non_null(strstr(text, "\n  workers: 3\n"));
+	free(text);
+	text = capture_cli(2, argv_v, NULL, &ret);
+	assert_int_equal(ret, 1);
+	assert_string_equal(text, "hawser 0.1.0\n");
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -468,6 +541,8 @@ int main(void)
 		cmocka_unit_test(test_dump_round_trips),
 		cmocka_unit_test(test_cli),
 		cmocka_unit_test(test_split_host_port),
+		cmocka_unit_test(test_help_lists_keys_env_and_defaults),
+		cmocka_unit_test(test_print_config_and_version),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
