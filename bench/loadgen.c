@@ -1034,7 +1034,7 @@ static void lg_usage(FILE *f)
 	    "  --hold S             idle: seconds held before measuring [3]\n"
 	    "  --drain S            max seconds to wait for in-flight messages [3]\n"
 	    "  --conn-rate R        connects per second [5000]\n"
-	    "  --conn-window N      connects in progress per thread [200]\n"
+	    "  --conn-window N      connects in progress per thread [64]\n"
 	    "  --connect-timeout S  bound on the connect phase [120]\n"
 	    "  --keepalive S        MQTT keepalive, PINGREQ at half [60]\n"
 	    "  --idle-sub 0|1       idle conns subscribe to their own topic [1]\n"
@@ -1096,7 +1096,7 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		.version = HW_MQTT_V5, .qos = 0, .conns = 1000, .pubs = 100,
 		.subs = 1000, .pairs = 1000, .rate = 10000, .window = 16,
 		.max_inflight = 1000, .size = 64, .duration = 10, .hold = 3,
-		.drain = 3, .conn_rate = 5000, .conn_window = 200,
+		.drain = 3, .conn_rate = 5000, .conn_window = 64,
 		.connect_timeout = 120, .threads = 1, .pid = 0,
 		.src_base = "127.0.0.1", .src_count = 0, .idle_sub = true,
 		.keepalive = 60,
