@@ -273,6 +273,11 @@ static const hw_mqtt_prop_desc hw_mqtt_prop_table[0x2B] = {
 
 #define HW_MQTT_PROP_IDS (sizeof hw_mqtt_prop_table / sizeof hw_mqtt_prop_table[0])
 
+// Present bits the encoder looks at: identifiers 1..0x2A, without the user
+// property (written from the user array or raw, whatever its bit says).
+#define HW_MQTT_PROP_ENC_MASK \
+	(((UINT64_C(1) << HW_MQTT_PROP_IDS) - 2) & ~HW_MQTT_PROP_BIT(HW_PROP_USER_PROPERTY))
+
 static const hw_mqtt_prop_desc *hw_mqtt_prop_desc_of(uint32_t id)
 {
 	if (id >= HW_MQTT_PROP_IDS || hw_mqtt_prop_table[id].type == HW_MQTT_PT_NONE)
@@ -592,7 +597,9 @@ static hw_err hw_mqtt_dec_publish(hw_rd *rd, hw_mqtt_dec *dc, hw_mqtt_packet *ou
 	hw_mqtt_publish *p = &out->u.publish;
 	hw_err err;
 
-	memset(p, 0, sizeof *p);
+	// Field by field: the property block is cleared once, below.
+	p->packet_id = 0;
+	p->payload = HW_BYTES_NULL;
 	p->retain = (dc->flags & 0x01) != 0;
 	p->qos = (dc->flags >> 1) & 0x03;
 	p->dup = (dc->flags & 0x08) != 0;
@@ -615,8 +622,10 @@ static hw_err hw_mqtt_dec_publish(hw_rd *rd, hw_mqtt_dec *dc, hw_mqtt_packet *ou
 			return HW_MQTT_PROTO(dc);
 		if (p->topic.len == 0 && !hw_mqtt_has(&p->props, HW_PROP_TOPIC_ALIAS))
 			return HW_MQTT_PROTO(dc);
-	} else if (p->topic.len == 0) {
-		return HW_MQTT_PROTO(dc);
+	} else {
+		memset(&p->props, 0, sizeof p->props);
+		if (p->topic.len == 0)
+			return HW_MQTT_PROTO(dc);
 	}
 	p->payload = hw_mqtt_rd_rest(rd);
 	return HW_OK;
@@ -992,14 +1001,15 @@ static inline bool hw_mqtt_sub_ids_from_raw(const hw_mqtt_props *pr)
 static bool hw_mqtt_props_size(const hw_mqtt_props *pr, unsigned kind, size_t *out)
 {
 	size_t n = 0;
-	uint64_t bits = pr->present;
+	uint64_t bits = pr->present & HW_MQTT_PROP_ENC_MASK;
 
-	for (uint32_t id = 1; id < HW_MQTT_PROP_IDS; id++) {
+	while (bits != 0) {
+		uint32_t id = (uint32_t)__builtin_ctzll(bits);
 		const hw_mqtt_prop_desc *d = &hw_mqtt_prop_table[id];
 		const void *field = (const char *)pr + d->off;
 
-		if (id == HW_PROP_USER_PROPERTY || (bits & HW_MQTT_PROP_BIT(id)) == 0 ||
-		    d->type == HW_MQTT_PT_NONE || (d->kinds & kind) == 0)
+		bits &= bits - 1;
+		if (d->type == HW_MQTT_PT_NONE || (d->kinds & kind) == 0)
 			continue;
 		switch (d->type) {
 		case HW_MQTT_PT_BOOL: n += 2; break;
@@ -1062,15 +1072,16 @@ static bool hw_mqtt_props_size(const hw_mqtt_props *pr, unsigned kind, size_t *o
 // length len, as sized by hw_mqtt_props_size).
 static uint8_t *hw_mqtt_w_props(uint8_t *w, const hw_mqtt_props *pr, unsigned kind, size_t len)
 {
-	uint64_t bits = pr->present;
+	uint64_t bits = pr->present & HW_MQTT_PROP_ENC_MASK;
 
 	w = hw_mqtt_w_varint(w, (uint32_t)len);
-	for (uint32_t id = 1; id < HW_MQTT_PROP_IDS; id++) {
+	while (bits != 0) {
+		uint32_t id = (uint32_t)__builtin_ctzll(bits);
 		const hw_mqtt_prop_desc *d = &hw_mqtt_prop_table[id];
 		const void *field = (const char *)pr + d->off;
 
-		if (id == HW_PROP_USER_PROPERTY || (bits & HW_MQTT_PROP_BIT(id)) == 0 ||
-		    d->type == HW_MQTT_PT_NONE || (d->kinds & kind) == 0)
+		bits &= bits - 1;
+		if (d->type == HW_MQTT_PT_NONE || (d->kinds & kind) == 0)
 			continue;
 		switch (d->type) {
 		case HW_MQTT_PT_BOOL:
