@@ -88,7 +88,8 @@ static int edge_listen_cb(struct lws *wsi, enum lws_callback_reasons reason, voi
 				c->closing = 1;
 				c->cause = EDGE_CAUSE_PROTOCOL;
 			}
-			lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, NULL, 0);
+			// Closed at once, without a WebSocket close handshake: MQTT
+			// closes the network connection on a protocol error.
 			return -1;
 		}
 		return edge_conn_rx(pss->c, in, len);
