@@ -172,6 +172,8 @@ static void test_fixed_header_errors(void **state)
 	// A fifth remaining-length byte.
 	expect_err(BYTES(0x30, 0x80, 0x80, 0x80, 0x80, 0x00), HW_MQTT_V5, true, HW_EMALFORMED,
 	    HW_RC_MALFORMED);
+	// Remaining length not in its shortest form.
+	expect_err(BYTES(0xC0, 0x80, 0x00), HW_MQTT_V5, true, HW_EMALFORMED, HW_RC_MALFORMED);
 	// Empty input.
 	expect_err(NULL, 0, HW_MQTT_V5, true, HW_EMALFORMED, HW_RC_MALFORMED);
 }
