@@ -329,9 +329,10 @@ typedef struct hw_mqtt_packet {
 	} u;
 } hw_mqtt_packet;
 
-// hw_mqtt_frame reads the fixed header at buf[0..len) (max_packet 0: no limit). On HW_OK, *frame_len
-// is the length of the whole packet (header + remaining length), which may
-// be more than len (the caller must wait for more bytes before decoding).
+// hw_mqtt_frame reads the fixed header at buf[0..len) (max_packet 0 means no
+// limit). On HW_OK, *frame_len is the length of the whole packet (header +
+// remaining length), which may be more than len (the caller must wait for
+// more bytes before decoding).
 // HW_EAGAIN: the fixed header itself is incomplete. HW_EMALFORMED: the
 // remaining length is not a valid variable byte integer (reason 0x81).
 // HW_ETOOBIG: the packet would exceed max_packet (reason 0x95).
@@ -353,7 +354,7 @@ hw_err hw_mqtt_decode(const uint8_t *buf, size_t len, uint8_t version, bool from
     hw_mqtt_packet *out, uint8_t *reason);
 
 // hw_mqtt_encode appends the wire form of p for protocol level version
-// (HW_MQTT_V311 or HW_MQTT_V5), reserving the whole frame once; on error b
+// (HW_MQTT_V311 or HW_MQTT_V5), reserving the whole frame once; on error out
 // is unchanged. Properties and reason codes are dropped for 3.1.1 (a 3.1.1
 // SUBACK maps every failure code >= 0x80 to 0x80; a CONNACK's reason is
 // written as given, so pass a 3.1.1 return code there). The protocol level
