@@ -1126,6 +1126,64 @@ static void test_truncation(void **state)
 }
 
 // ---------------------------------------------------------------------------
+// Bytes a real client sent: mosquitto_pub 2.0 -V mqttv5 -q 2 with CONNECT and
+// PUBLISH properties (captured from the socket), framed and decoded in turn.
+
+static void test_real_client_stream(void **state)
+{
+	static const uint8_t wire[] = {
+		0x10, 0x25, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x05, 0x02, 0x00, 0x3c,
+		0x16, 0x11, 0x00, 0x00, 0x00, 0x1e, 0x21, 0x00, 0x0a, 0x26, 0x00, 0x01,
+		0x61, 0x00, 0x01, 0x62, 0x27, 0x00, 0x00, 0x03, 0xe8, 0x17, 0x01, 0x00,
+		0x02, 0x63, 0x32, 0x34, 0x2e, 0x00, 0x03, 0x61, 0x2f, 0x62, 0x00, 0x01,
+		0x21, 0x26, 0x00, 0x01, 0x6b, 0x00, 0x01, 0x76, 0x02, 0x00, 0x00, 0x00,
+		0x3c, 0x03, 0x00, 0x04, 0x74, 0x65, 0x78, 0x74, 0x08, 0x00, 0x03, 0x72,
+		0x2f, 0x74, 0x09, 0x00, 0x03, 0x78, 0x79, 0x7a, 0x01, 0x01, 0x68, 0x65,
+		0x6c, 0x6c, 0x6f, 0x62, 0x02, 0x00, 0x01, 0xe0, 0x00,
+	};
+	static const hw_mqtt_type want[] = { HW_MQTT_CONNECT, HW_MQTT_PUBLISH, HW_MQTT_PUBREL,
+		HW_MQTT_DISCONNECT };
+	hw_mqtt_packet p[4];
+	hw_mqtt_user_iter it;
+	hw_mqtt_user_prop u;
+	size_t off = 0, flen;
+
+	(void)state;
+	for (size_t i = 0; i < 4; i++) {
+		assert_int_equal(hw_mqtt_frame(wire + off, sizeof wire - off, 4096, &flen), HW_OK);
+		assert_true(flen <= sizeof wire - off);
+		expect_ok(wire + off, flen, HW_MQTT_V5, true, &p[i]);
+		assert_int_equal(p[i].type, want[i]);
+		off += flen;
+	}
+	assert_int_equal(off, sizeof wire);
+
+	assert_int_equal(p[0].u.connect.version, HW_MQTT_V5);
+	assert_bytes(p[0].u.connect.client_id, "c2");
+	assert_int_equal(p[0].u.connect.props.session_expiry, 30);
+	assert_int_equal(p[0].u.connect.props.receive_maximum, 10);
+	assert_int_equal(p[0].u.connect.props.maximum_packet_size, 1000);
+	assert_int_equal(p[0].u.connect.props.request_problem_info, 1);
+	hw_mqtt_user_iter_init(&it, &p[0].u.connect.props);
+	assert_true(hw_mqtt_user_next(&it, &u));
+	assert_bytes(u.key, "a");
+	assert_bytes(u.value, "b");
+	assert_false(hw_mqtt_user_next(&it, &u));
+
+	assert_int_equal(p[1].u.publish.qos, 2);
+	assert_int_equal(p[1].u.publish.packet_id, 1);
+	assert_bytes(p[1].u.publish.topic, "a/b");
+	assert_int_equal(p[1].u.publish.props.message_expiry, 60);
+	assert_bytes(p[1].u.publish.props.content_type, "text");
+	assert_bytes(p[1].u.publish.props.response_topic, "r/t");
+	assert_bytes(p[1].u.publish.props.correlation_data, "xyz");
+	assert_int_equal(p[1].u.publish.props.payload_format, 1);
+	assert_int_equal(p[1].u.publish.props.user_count, 1);
+	assert_bytes(p[1].u.publish.payload, "hello");
+	assert_int_equal(p[2].u.ack.packet_id, 1);
+}
+
+// ---------------------------------------------------------------------------
 // UTF-8
 
 static void test_utf8(void **state)
@@ -1196,6 +1254,7 @@ int main(void)
 		cmocka_unit_test(test_ping_disconnect),
 		cmocka_unit_test(test_auth),
 		cmocka_unit_test(test_truncation),
+		cmocka_unit_test(test_real_client_stream),
 		cmocka_unit_test(test_utf8),
 	};
 
