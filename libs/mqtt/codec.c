@@ -1242,6 +1242,9 @@ static hw_err hw_mqtt_plan_publish(const hw_mqtt_packet *p, bool v5, hw_mqtt_pla
 	if (m->qos > 2 || (m->qos > 0 && m->packet_id == 0) || (m->dup && m->qos == 0) ||
 	    !hw_mqtt_str_ok(m->topic))
 		return HW_EINVAL;
+	// An empty topic name needs a Topic Alias, which only v5 has.
+	if (m->topic.len == 0 && (!v5 || !hw_mqtt_has(&m->props, HW_PROP_TOPIC_ALIAS)))
+		return HW_EINVAL;
 	n = 2 + m->topic.len + (m->qos > 0 ? 2 : 0) + m->payload.len;
 	if (v5) {
 		if (!hw_mqtt_props_size(&m->props, HW_MQTT_K_PUBLISH, &pl->props))

@@ -362,7 +362,8 @@ hw_err hw_mqtt_decode(const uint8_t *buf, size_t len, uint8_t version, bool from
 // DISCONNECT and AUTH use the shortest form (no reason when it is 0x00 and
 // there are no properties). HW_EINVAL if p cannot be expressed (e.g. QoS 3,
 // a packet id of 0 for QoS > 0, DUP with QoS 0, AUTH in 3.1.1, empty
-// SUBSCRIBE entries, a 3.1.1 password without a user name).
+// SUBSCRIBE entries, a 3.1.1 password without a user name, an empty PUBLISH
+// topic without a v5 Topic Alias).
 hw_err hw_mqtt_encode(const hw_mqtt_packet *p, uint8_t version, hw_buf *out);
 
 // hw_mqtt_encoded_size returns the number of bytes hw_mqtt_encode would

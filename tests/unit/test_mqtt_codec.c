@@ -617,6 +617,16 @@ static void test_publish(void **state)
 	p.u.publish.dup = true;
 	assert_int_equal(hw_mqtt_encode(&p, HW_MQTT_V5, &wire), HW_EINVAL);
 	assert_int_equal(hw_mqtt_encoded_size(&p, HW_MQTT_V5), 0);
+	// Empty topic: only with a v5 Topic Alias.
+	p.u.publish.dup = false;
+	p.u.publish.topic = HW_BYTES_NULL;
+	assert_int_equal(hw_mqtt_encode(&p, HW_MQTT_V5, &wire), HW_EINVAL);
+	hw_mqtt_set(&p.u.publish.props, HW_PROP_TOPIC_ALIAS);
+	p.u.publish.props.topic_alias = 3;
+	assert_int_equal(hw_mqtt_encode(&p, HW_MQTT_V311, &wire), HW_EINVAL);
+	assert_int_equal(wire.len, 0);
+	assert_int_equal(hw_mqtt_encode(&p, HW_MQTT_V5, &wire), HW_OK);
+	assert_int_equal(wire.len, hw_mqtt_encoded_size(&p, HW_MQTT_V5));
 	hw_buf_fini(&wire);
 }
 
