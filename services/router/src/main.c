@@ -1,2 +1,68 @@
-// Placeholder: replaced by the tier's real main.
-int main(void) { return 1; }
+// hawser-router: the router tier as its own process.
+#include <signal.h>
+#include <stdio.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "server.h"
+
+extern char **environ;
+
+int main(int argc, char **argv)
+{
+	hw_config   cfg;
+	hw_metrics *metrics = NULL;
+	rtr_server *s = NULL;
+	sigset_t    set;
+	hw_log_level level = HW_LOG_INFO;
+	hw_err      err;
+	int         rc, sig, status = 1;
+
+	rc = hw_cli_load(&cfg, argc, argv, environ, "hawser-router",
+	    "Hawser router: routes publishes between brokers (direct mode; Kafka pipelines later).",
+	    NULL);
+	if (rc == 1)
+		return 0;
+	if (rc != 0)
+		return 2;
+	if (cfg.log.level != NULL && hw_log_level_parse(cfg.log.level, &level) != 0) {
+		fprintf(stderr, "hawser-router: log.level: unknown level \"%s\"\n", cfg.log.level);
+		hw_config_fini(&cfg);
+		return 2;
+	}
+	hw_log_setup(level, cfg.node.id);
+
+	// Block the stop signals before NNG starts its threads (they inherit
+	// the mask); this thread takes them with sigwait.
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (hw_metrics_alloc(&metrics) != HW_OK) {
+		hw_log_error("RTR-START", "out of memory");
+		goto out;
+	}
+	if ((err = rtr_server_alloc(&s, &cfg, metrics)) != HW_OK) {
+		hw_log_error("RTR-START", "cannot start: %s", hw_strerror(err));
+		status = err == HW_ECONFIG ? 2 : 1;
+		goto out;
+	}
+	if ((err = rtr_server_start(s, 1)) != HW_OK) {
+		hw_log_error("RTR-START", "cannot start: %s", hw_strerror(err));
+		status = err == HW_ECONFIG ? 2 : 1;
+		goto out;
+	}
+	while (sigwait(&set, &sig) != 0)
+		;
+	hw_log_info("RTR-SIGNAL", "signal %d: stopping", sig);
+	rtr_server_stop(s);
+	status = 0;
+out:
+	rtr_server_free(s);
+	hw_metrics_free(metrics);
+	hw_config_fini(&cfg);
+	return status;
+}

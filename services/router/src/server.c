@@ -1,0 +1,462 @@
+// The router tier (server.h).
+//
+// Design notes:
+// - Threads: the link's receive callback (an NNG thread) only queues each
+//   received Batch and wakes the processing thread; the processing thread
+//   does everything else (pipeline matching, offers, acks, timeouts, sends),
+//   so the pending map, the outbox and the sinks need no locks. s->mtx
+//   guards only the queue and `stopping`.
+// - A pass: the processing thread takes every queued batch at once, handles
+//   their items in arrival order, then flushes the sinks and the outbox: all
+//   offers ready in one pass leave as one Batch per broker, in the order the
+//   publishes arrived. A pass is cut early past RTR_PASS_ITEMS queued items
+//   or RTR_PASS_BYTES of payload to bound the size of one NNG message.
+//   Received batches are freed after the flush (queued offers point into
+//   them).
+// - Timeouts: the processing thread waits on its condition variable until
+//   the earliest pending deadline (at most RTR_IDLE_MS), then expires what is
+//   due; expired entries are answered 0x80.
+// - Stop: readiness off, HTTP stopped, the thread drains what is queued and
+//   exits, then the link is closed (which waits for a running receive
+//   callback), then anything that arrived meanwhile is freed. Exactly once,
+//   guarded by `stopped`.
+
+#include "server.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "fanout.h"
+#include "link/httpd.h"
+#include "link/link.h"
+#include "outbox.h"
+#include "pipeline.h"
+#include "sink/sink.h"
+
+#define RTR_PASS_ITEMS 4096u
+#define RTR_PASS_BYTES (8u * 1024u * 1024u)
+#define RTR_IDLE_MS    1000u
+
+#define RTR_REASON_OK       0x00u
+#define RTR_REASON_NO_MATCH 0x10u
+#define RTR_REASON_FAILED   0x80u
+
+struct rtr_server {
+	const hw_config    *cfg;
+	hw_metrics         *metrics;
+	hw_link            *link;
+	hw_httpd           *httpd;
+	rtr_outbox         *ob;
+	rtr_fanout         *fanout;
+	rtr_pipeline_table *pipes;
+
+	pthread_t           thread;
+	bool                thread_running;
+	bool                stopped;
+	atomic_bool         ready;
+
+	pthread_mutex_t     mtx;  // guards q, qn, qcap, stopping
+	pthread_cond_t      cv;
+	hw_batch          **q;    // received, not yet taken by the thread
+	size_t              qn;
+	size_t              qcap;
+	bool                stopping;
+
+	hw_batch          **work; // the thread's own: batches of the pass
+	size_t              workcap;
+
+	hw_counter         *received;
+	hw_counter         *acks_ok;
+	hw_counter         *acks_no_match;
+	hw_counter         *acks_failed;
+};
+
+// ---------------------------------------------------------------------------
+// Processing (processing thread only)
+
+// rtr_server_answer is the completion of an upstream publish: it queues the
+// Ack for the publishing broker (`origin`, its peer) with its seq (`tag`).
+static void rtr_server_answer(void *arg, void *origin, uint64_t tag, uint32_t reason)
+{
+	rtr_server *s = arg;
+	hw_item    *item;
+	size_t      slot;
+	hw_err      err;
+
+	if (reason == RTR_REASON_OK)
+		hw_counter_inc(s->acks_ok);
+	else if (reason < RTR_REASON_FAILED)
+		hw_counter_inc(s->acks_no_match);
+	else
+		hw_counter_inc(s->acks_failed);
+	if ((err = rtr_outbox_slot(s->ob, origin, &slot)) != HW_OK ||
+	    (err = rtr_outbox_ack(s->ob, tag, reason, &item)) != HW_OK ||
+	    (err = rtr_outbox_add(s->ob, slot, item, NULL)) != HW_OK)
+		hw_log_warn("RTR-ACK", "cannot queue the ack of seq %llu for %s: %s",
+		    (unsigned long long)tag, hw_link_peer_url(origin), hw_strerror(err));
+}
+
+// rtr_server_publish routes one upstream publish through its pipeline.
+static void rtr_server_publish(rtr_server *s, const rtr_msg *msg, hw_link_peer *origin)
+{
+	const rtr_pipeline *row;
+	rtr_sink_done       done = { 0 };
+	hw_err              err;
+
+	hw_counter_inc(s->received);
+	if (msg->seq != 0 && origin != NULL) {
+		done.fn = rtr_server_answer;
+		done.arg = s;
+		done.origin = origin;
+		done.tag = msg->seq;
+	}
+	row = rtr_pipeline_match(s->pipes, hw_bytes_of_cstr(msg->topic));
+	if (row == NULL) {
+		// The catch-all row makes this unreachable today; a table
+		// without one drops what no pipeline claims.
+		if (done.fn != NULL)
+			rtr_server_answer(s, origin, msg->seq, RTR_REASON_NO_MATCH);
+		return;
+	}
+	if ((err = row->ops->publish(row->sink, msg, done)) != HW_OK) {
+		hw_log_warn("RTR-PUBLISH", "pipeline %s refused a publish: %s", row->name,
+		    hw_strerror(err));
+		if (done.fn != NULL)
+			rtr_server_answer(s, origin, msg->seq, RTR_REASON_FAILED);
+	}
+}
+
+// rtr_server_batch handles one received batch; returns the payload bytes it
+// queued, for the pass size bound.
+static size_t rtr_server_batch(rtr_server *s, const hw_batch *b)
+{
+	hw_link_peer *origin = NULL;
+	bool          looked = false;
+	size_t        bytes = 0;
+
+	for (size_t i = 0; i < b->n_items; i++) {
+		const hw_item *it = b->items[i];
+
+		switch (it->body_case) {
+		case HAWSER__INTERNAL__V1__ITEM__BODY_PUBLISH:
+			if (it->publish->seq != 0 && !looked) {
+				looked = true;
+				if (b->reply_to == NULL || b->reply_to[0] == '\0' ||
+				    hw_link_peer(s->link, b->reply_to, &origin) != HW_OK) {
+					origin = NULL;
+					hw_log_warn("RTR-REPLY-TO", "batch from %s: cannot answer \"%s\"",
+					    b->from, b->reply_to != NULL ? b->reply_to : "");
+				}
+			}
+			rtr_server_publish(s, it->publish, origin);
+			bytes += it->publish->payload.len;
+			break;
+		case HAWSER__INTERNAL__V1__ITEM__BODY_ACK:
+			(void)rtr_fanout_ack(s->fanout, it->ack->seq, it->ack->reason);
+			break;
+		default:
+			hw_log_debug("RTR-ITEM", "ignored an item of kind %d from %s",
+			    (int)it->body_case, b->from);
+			break;
+		}
+	}
+	return bytes;
+}
+
+// rtr_server_flush ends a pass: sinks and outbox send, then the batches the
+// queued offers pointed into are freed.
+static void rtr_server_flush(rtr_server *s, hw_batch **batches, size_t n)
+{
+	rtr_pipeline_flush(s->pipes);
+	rtr_outbox_flush(s->ob);
+	for (size_t i = 0; i < n; i++)
+		hw_link_batch_free(batches[i]);
+}
+
+static void rtr_server_pass(rtr_server *s, hw_batch **batches, size_t n)
+{
+	size_t first = 0, bytes = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		bytes += rtr_server_batch(s, batches[i]);
+		if (rtr_outbox_queued(s->ob) >= RTR_PASS_ITEMS || bytes >= RTR_PASS_BYTES) {
+			rtr_server_flush(s, batches + first, i + 1 - first);
+			first = i + 1;
+			bytes = 0;
+		}
+	}
+	rtr_server_flush(s, batches + first, n - first);
+}
+
+// rtr_server_wait_until waits on s->cv (s->mtx held) until deadline_ms
+// (hw_clock_mono_ms time) at the latest.
+static void rtr_server_wait_until(rtr_server *s, uint64_t deadline_ms)
+{
+	struct timespec ts;
+
+	ts.tv_sec = (time_t)(deadline_ms / 1000u);
+	ts.tv_nsec = (long)(deadline_ms % 1000u) * 1000000L;
+	(void)pthread_cond_timedwait(&s->cv, &s->mtx, &ts);
+}
+
+static void *rtr_server_main(void *arg)
+{
+	rtr_server *s = arg;
+
+	pthread_mutex_lock(&s->mtx);
+	for (;;) {
+		uint64_t now = hw_clock_mono_ms();
+		uint64_t due = rtr_fanout_next_deadline(s->fanout);
+
+		if (s->qn == 0 && !s->stopping && due > now) {
+			if (due > now + RTR_IDLE_MS)
+				due = now + RTR_IDLE_MS;
+			rtr_server_wait_until(s, due);
+		}
+		// Take the whole queue: swap it with the thread's empty array.
+		{
+			hw_batch **taken = s->q;
+			size_t     takencap = s->qcap, n = s->qn;
+			bool       stopping = s->stopping;
+
+			s->q = s->work;
+			s->qcap = s->workcap;
+			s->qn = 0;
+			s->work = taken;
+			s->workcap = takencap;
+			pthread_mutex_unlock(&s->mtx);
+			if (n > 0)
+				rtr_server_pass(s, taken, n);
+			rtr_fanout_expire(s->fanout, hw_clock_mono_ms());
+			rtr_outbox_flush(s->ob); // acks of expired offers
+			pthread_mutex_lock(&s->mtx);
+			// Stopping: the pass just made took everything queued
+			// before the stop; what arrives later is dropped.
+			if (stopping)
+				break;
+		}
+	}
+	pthread_mutex_unlock(&s->mtx);
+	return NULL;
+}
+
+// rtr_server_recv runs on the link's NNG thread: queue and wake, nothing
+// more.
+static void rtr_server_recv(void *arg, hw_batch *b)
+{
+	rtr_server *s = arg;
+
+	pthread_mutex_lock(&s->mtx);
+	if (s->qn == s->qcap) {
+		size_t     cap = s->qcap != 0 ? s->qcap * 2 : 64;
+		hw_batch **q = realloc(s->q, cap * sizeof(*q));
+
+		if (q == NULL) {
+			pthread_mutex_unlock(&s->mtx);
+			// The publishing brokers' own timeouts cover what is lost.
+			hw_log_error("RTR-RECV", "out of memory: dropped a batch from %s", b->from);
+			hw_link_batch_free(b);
+			return;
+		}
+		s->q = q;
+		s->qcap = cap;
+	}
+	s->q[s->qn++] = b;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mtx);
+}
+
+static bool rtr_server_ready(void *arg)
+{
+	rtr_server *s = arg;
+
+	return atomic_load(&s->ready);
+}
+
+// ---------------------------------------------------------------------------
+// Lifecycle
+
+static void rtr_server_metrics(rtr_server *s, hw_metrics *m)
+{
+	const char *help = "Acks sent to publishing brokers, by outcome.";
+
+	s->received = hw_metrics_counter(m, "hawser_router_messages_received_total",
+	    "Publishes received from brokers.", NULL, NULL);
+	s->acks_ok = hw_metrics_counter(m, "hawser_router_acks_total", help, "result", "matched");
+	s->acks_no_match = hw_metrics_counter(m, "hawser_router_acks_total", help, "result",
+	    "no_match");
+	s->acks_failed = hw_metrics_counter(m, "hawser_router_acks_total", help, "result",
+	    "failed");
+}
+
+// rtr_server_pipelines builds the pipeline table: today the catch-all
+// direct row. Kafka rows (from config still to come) go before it.
+static hw_err rtr_server_pipelines(rtr_server *s)
+{
+	rtr_sink_env env = { .cfg = s->cfg, .metrics = s->metrics, .fanout = s->fanout };
+	void        *sink = NULL;
+	hw_err       err;
+
+	if ((err = rtr_pipeline_table_alloc(&s->pipes)) != HW_OK)
+		return err;
+	if ((err = rtr_sink_direct.open(&sink, &env)) != HW_OK)
+		return err;
+	if ((err = rtr_pipeline_add(s->pipes, "direct", NULL, RTR_MODE_DIRECT, &rtr_sink_direct,
+	    sink)) != HW_OK) {
+		rtr_sink_direct.close(sink);
+		return err;
+	}
+	return HW_OK;
+}
+
+hw_err rtr_server_alloc(rtr_server **out, const hw_config *cfg, hw_metrics *metrics)
+{
+	rtr_server        *s;
+	pthread_condattr_t ca;
+	const char        *node;
+	hw_err             err;
+
+	if (out == NULL || cfg == NULL)
+		return HW_EINVAL;
+	if (cfg->router.mode == NULL || strcmp(cfg->router.mode, "direct") != 0) {
+		hw_log_error("RTR-CONFIG", "router.mode: \"%s\" is not supported (only \"direct\")",
+		    cfg->router.mode != NULL ? cfg->router.mode : "");
+		return HW_ECONFIG;
+	}
+	if (cfg->router.listen == NULL || cfg->router.listen[0] == '\0') {
+		hw_log_error("RTR-CONFIG", "router.listen: an inbox URL is required");
+		return HW_ECONFIG;
+	}
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return HW_ENOMEM;
+	s->cfg = cfg;
+	s->metrics = metrics;
+	atomic_init(&s->ready, false);
+	if (pthread_mutex_init(&s->mtx, NULL) != 0) {
+		free(s);
+		return HW_ENOMEM;
+	}
+	// The processing thread's deadlines are hw_clock_mono_ms times.
+	if (pthread_condattr_init(&ca) != 0) {
+		pthread_mutex_destroy(&s->mtx);
+		free(s);
+		return HW_ENOMEM;
+	}
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (pthread_cond_init(&s->cv, &ca) != 0) {
+		pthread_condattr_destroy(&ca);
+		pthread_mutex_destroy(&s->mtx);
+		free(s);
+		return HW_ENOMEM;
+	}
+	pthread_condattr_destroy(&ca);
+	if (metrics != NULL)
+		rtr_server_metrics(s, metrics);
+
+	node = cfg->node.id != NULL && cfg->node.id[0] != '\0' ? cfg->node.id : "router";
+	if ((err = hw_link_open(&s->link, node, cfg->router.listen, cfg->router.advertise,
+	    metrics)) != HW_OK) {
+		hw_log_error("RTR-START", "router.listen: cannot listen on %s: %s",
+		    cfg->router.listen, hw_strerror(err));
+		goto fail;
+	}
+	if ((err = rtr_outbox_alloc(&s->ob, metrics)) != HW_OK)
+		goto fail;
+	if ((err = rtr_fanout_alloc(&s->fanout, s->link, cfg->router.brokers, s->ob,
+	    RTR_FANOUT_TIMEOUT_MS, metrics)) != HW_OK)
+		goto fail;
+	if ((err = rtr_server_pipelines(s)) != HW_OK)
+		goto fail;
+	*out = s;
+	return HW_OK;
+
+fail:
+	s->stopped = true;
+	rtr_server_free(s);
+	return err;
+}
+
+hw_err rtr_server_start(rtr_server *s, int serve_http)
+{
+	const char *http = s->cfg->router.http_listen;
+	hw_err      err;
+
+	if (s->thread_running || s->stopped)
+		return HW_EEXIST;
+	if ((err = rtr_fanout_start(s->fanout)) != HW_OK)
+		return err;
+	if (pthread_create(&s->thread, NULL, rtr_server_main, s) != 0) {
+		hw_log_error("RTR-START", "cannot start the processing thread");
+		return HW_ENOMEM;
+	}
+	s->thread_running = true;
+	if ((err = hw_link_start(s->link, rtr_server_recv, s)) != HW_OK)
+		goto fail;
+	if (serve_http && http != NULL && http[0] != '\0' &&
+	    (err = hw_httpd_start(&s->httpd, http, s->metrics, rtr_server_ready, s)) != HW_OK) {
+		hw_log_error("RTR-START", "router.http_listen: cannot serve on %s: %s", http,
+		    hw_strerror(err));
+		goto fail;
+	}
+	hw_log_info("RTR-LISTEN", "inbox=%s http_port=%d", hw_link_url(s->link),
+	    s->httpd != NULL ? hw_httpd_port(s->httpd) : -1);
+	atomic_store(&s->ready, true);
+	hw_log_info("RTR-READY", "ready");
+	return HW_OK;
+
+fail:
+	rtr_server_stop(s);
+	return err;
+}
+
+void rtr_server_stop(rtr_server *s)
+{
+	if (s == NULL || s->stopped)
+		return;
+	s->stopped = true;
+	atomic_store(&s->ready, false);
+	if (s->httpd != NULL) {
+		hw_httpd_stop(s->httpd);
+		s->httpd = NULL;
+	}
+	if (s->thread_running) {
+		pthread_mutex_lock(&s->mtx);
+		s->stopping = true;
+		pthread_cond_signal(&s->cv);
+		pthread_mutex_unlock(&s->mtx);
+		pthread_join(s->thread, NULL);
+		s->thread_running = false;
+	}
+	// No processing thread: nothing sends on the link any more.
+	hw_link_close(s->link);
+	s->link = NULL;
+	for (size_t i = 0; i < s->qn; i++)
+		hw_link_batch_free(s->q[i]);
+	s->qn = 0;
+	hw_log_info("RTR-STOP", "stopped");
+}
+
+void rtr_server_free(rtr_server *s)
+{
+	if (s == NULL)
+		return;
+	rtr_server_stop(s);
+	if (s->link != NULL)
+		hw_link_close(s->link);
+	for (size_t i = 0; i < s->qn; i++)
+		hw_link_batch_free(s->q[i]);
+	rtr_pipeline_table_free(s->pipes);
+	rtr_fanout_free(s->fanout);
+	rtr_outbox_free(s->ob);
+	free(s->q);
+	free(s->work);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mtx);
+	free(s);
+}
