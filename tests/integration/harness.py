@@ -238,6 +238,7 @@ class Deployment:
         self.procs = []
         self.edges = []
         self.brokers = []  # broker member URLs (split only)
+        self.tier_http = {}  # process name -> HTTP port of brokers/routers (split only)
         self.tmp = tempfile.mkdtemp(prefix=f"hawser-it-{self.name}-")
         self._ids = 0
 
@@ -333,9 +334,15 @@ class Split(Deployment):
         for i, port in enumerate((e1, e2)):
             eps.append(self._spawn(f"edge-{i + 1}", [binary("hawser-edge")] + _common_sets(f"edge-{i + 1}") + _edge_sets() + [
                 "--set", f"edge.listen=tcp://127.0.0.1:{port}", "--set", f"edge.brokers={brokers}"]))
-        rp.wait_id("RTR-READY")
-        for bp in bps:
-            bp.wait_id("BRK-READY")
+        self.tier_http = {}
+        for proc, listen, ready in [(rp, "RTR-LISTEN", "RTR-READY")] + [(bp, "BRK-LISTEN", "BRK-READY") for bp in bps]:
+            idx, _, _ = proc.wait_id(ready)
+            for p in proc.lines_with_id(listen, upto=idx + 1):
+                m = re.search(r"http_port=(-?\d+)", p.get("msg", ""))
+                if m:
+                    self.tier_http[proc.name] = int(m.group(1))
+            if proc.name not in self.tier_http:
+                raise StartupError(f"{proc.name}: no {listen} line with http_port before {ready}\n{proc.tail()}")
         self.edges = [_read_edge(ep) for ep in eps]
         return self
 
