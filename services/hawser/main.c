@@ -1,2 +1,152 @@
-// Placeholder: replaced by the all-in-one main.
-int main(void) { return 1; }
+// hawser: the edge, broker and router tiers in one process over inproc://
+// links, with one metrics registry served by the edge's /metrics.
+//
+// Startup order: the router and the broker bind their inboxes first, then
+// start (so their dials to each other find a listener at once), then the
+// edge binds its listeners and runs on this thread. A small thread turns
+// SIGINT/SIGTERM into edge_server_stop; when the edge's loop returns, the
+// broker and the router stop, and everything is freed in reverse order.
+// Exit status: 0 clean stop, 1 runtime failure, 2 configuration error.
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/metrics.h"
+// Each tier has its own server.h; name them by path.
+#include "../broker/src/server.h"
+#include "../edge/src/server.h"
+#include "../router/src/server.h"
+
+extern char **environ;
+
+// What the all-in-one prefers over the built-in defaults; a file, the
+// environment or --set still override any of it.
+static const char *const hawser_defaults[] = {
+	"edge.listen=inproc://hawser-edge",
+	"broker.listen=inproc://hawser-broker",
+	"router.listen=inproc://hawser-router",
+	"edge.brokers=inproc://hawser-broker",
+	"broker.routers=inproc://hawser-router",
+	"router.brokers=inproc://hawser-broker",
+	"edge.demo_page=true",
+	NULL,
+};
+
+typedef struct hawser_sig {
+	edge_server *edge;
+	sigset_t     set;
+	atomic_bool  quit;
+} hawser_sig;
+
+static void *hawser_sigwait(void *arg)
+{
+	hawser_sig *hs = arg;
+
+	for (;;) {
+		int sig = 0;
+
+		if (sigwait(&hs->set, &sig) != 0)
+			continue;
+		if (atomic_load(&hs->quit))
+			break;
+		hw_log_info("HAWSER-SIGNAL", "signal %d: stopping", sig);
+		edge_server_stop(hs->edge);
+	}
+	return NULL;
+}
+
+// hawser_status maps a startup error to the exit status.
+static int hawser_status(const char *what, hw_err err)
+{
+	hw_log_error("HAWSER-START", "cannot start the %s: %s", what, hw_strerror(err));
+	return err == HW_ECONFIG ? 2 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	hw_config    cfg;
+	hw_metrics  *metrics = NULL;
+	rtr_server  *router = NULL;
+	brk_server  *broker = NULL;
+	edge_server *edge = NULL;
+	hawser_sig   hs;
+	pthread_t    sig_thread;
+	hw_log_level level = HW_LOG_INFO;
+	hw_err       err;
+	int          rc, status = 1;
+
+	rc = hw_cli_load(&cfg, argc, argv, environ, "hawser",
+	    "Hawser all-in-one: edge, broker and router in one process (direct routing).",
+	    hawser_defaults);
+	if (rc == 1)
+		return 0;
+	if (rc != 0)
+		return 2;
+	if (cfg.log.level != NULL && hw_log_level_parse(cfg.log.level, &level) != 0) {
+		fprintf(stderr, "hawser: log.level: unknown level \"%s\"\n", cfg.log.level);
+		hw_config_fini(&cfg);
+		return 2;
+	}
+	hw_log_setup(level, cfg.node.id);
+
+	// Block the stop signals before any thread exists (NNG's and lws's
+	// inherit the mask); only hawser_sigwait takes them.
+	sigemptyset(&hs.set);
+	sigaddset(&hs.set, SIGINT);
+	sigaddset(&hs.set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &hs.set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	atomic_init(&hs.quit, false);
+
+	if (hw_metrics_alloc(&metrics) != HW_OK) {
+		hw_log_error("HAWSER-START", "out of memory");
+		goto out;
+	}
+	if ((err = rtr_server_alloc(&router, &cfg, metrics)) != HW_OK) {
+		status = hawser_status("router", err);
+		goto out;
+	}
+	if ((err = brk_server_alloc(&broker, &cfg, metrics)) != HW_OK) {
+		status = hawser_status("broker", err);
+		goto out;
+	}
+	if ((err = rtr_server_start(router, 0)) != HW_OK) {
+		status = hawser_status("router", err);
+		goto out;
+	}
+	if ((err = brk_server_start(broker, 0)) != HW_OK) {
+		status = hawser_status("broker", err);
+		goto out;
+	}
+	if ((err = edge_server_alloc(&edge, &cfg, metrics)) != HW_OK) {
+		status = hawser_status("edge", err);
+		goto out;
+	}
+	hs.edge = edge;
+	if (pthread_create(&sig_thread, NULL, hawser_sigwait, &hs) != 0) {
+		hw_log_error("HAWSER-START", "cannot start the signal thread");
+		goto out;
+	}
+	err = edge_server_run(edge);
+	status = err == HW_OK ? 0 : 1;
+	if (err != HW_OK)
+		hw_log_error("HAWSER-RUN", "edge stopped: %s", hw_strerror(err));
+	atomic_store(&hs.quit, true);
+	pthread_kill(sig_thread, SIGTERM);
+	pthread_join(sig_thread, NULL);
+out:
+	edge_server_free(edge);
+	if (broker != NULL)
+		brk_server_stop(broker);
+	rtr_server_stop(router);
+	if (broker != NULL)
+		brk_server_free(broker);
+	rtr_server_free(router);
+	hw_metrics_free(metrics);
+	hw_config_fini(&cfg);
+	return status;
+}
