@@ -1,0 +1,1 @@
+/* placeholder until the auth module lands */ typedef int brk_auth_placeholder;
