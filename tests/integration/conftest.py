@@ -118,20 +118,30 @@ class DeploymentSlot:
         self.name = name
         self.dep = None
         self.starts = 0
+        self.start_error = None  # (test id, short reason) of a failed start
 
-    def live(self):
+    def live(self, test_id):
         if self.dep is not None and not self.dep.dead():
             return self.dep
+        if self.start_error is not None:
+            # Starting failed once already: fail fast instead of printing
+            # the same startup log for every remaining test.
+            pytest.fail(f"the {self.name} deployment failed to start (full output in "
+                        f"{self.start_error[0]}): {self.start_error[1]}", pytrace=False)
         if self.dep is not None:
             self.dep.stop()
             self.dep = None
         self.starts += 1
-        dep = harness.start_deployment(self.name)
         try:
-            if self.name == "split":
-                _probe_split(dep)
-        except BaseException:
-            dep.stop()
+            dep = harness.start_deployment(self.name)
+            try:
+                if self.name == "split":
+                    _probe_split(dep)
+            except BaseException:
+                dep.stop()
+                raise
+        except Exception as e:
+            self.start_error = (test_id, str(e).splitlines()[0])
             raise
         self.dep = dep
         return dep
@@ -213,7 +223,7 @@ class Gateway:
 
 
 def _live(deployment_slot, request):
-    dep = deployment_slot.live()
+    dep = deployment_slot.live(request.node.nodeid)
     yield dep
     dead = dep.dead()
     failed = any(getattr(request.node, "rep_" + w, None) is not None and

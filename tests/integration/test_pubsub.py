@@ -213,3 +213,36 @@ def test_retained_qos_is_min_of_stored_and_granted(gw):
     m = sub.expect()
     assert (m.payload, m.qos, m.retain) == (b"q1", 0, True)
     pub.publish(t, b"", qos=1, retain=True)
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_qos2_duplicate_publish_delivered_once(gw, version):
+    # A QoS 2 PUBLISH sent again (DUP) before PUBREL is the same message:
+    # subscribers get it exactly once (MQTT 4.3.3).
+    import mqttraw
+    t = gw.topic("q2dup")
+    sub = gw.subscriber(version=5)
+    sub.subscribe(t, qos=2)
+    c = gw.raw(edge=0, version=version)
+    c.handshake(gw.cid("q2", broker=0))
+    c.send(mqttraw.publish(t, b"exactly-once", qos=2, pid=7, version=version))
+    rec = c.recv()
+    assert (rec.type, rec.pid) == (mqttraw.PUBREC, 7), rec
+    c.send(mqttraw.publish(t, b"exactly-once", qos=2, pid=7, version=version, dup=True))
+    rec = c.recv()
+    assert (rec.type, rec.pid) == (mqttraw.PUBREC, 7), rec
+    c.send(mqttraw.packet(mqttraw.PUBREL, 0x02, b"\x00\x07"))
+    comp = c.recv()
+    assert (comp.type, comp.pid) == (mqttraw.PUBCOMP, 7), comp
+    # The marker has the same topic and QoS, so it is ordered after the
+    # first message (MQTT 4.6).
+    c.send(mqttraw.publish(t, b"end", qos=2, pid=8, version=version))
+    assert c.recv().type == mqttraw.PUBREC
+    c.send(mqttraw.packet(mqttraw.PUBREL, 0x02, b"\x00\x08"))
+    assert c.recv().type == mqttraw.PUBCOMP
+    got = []
+    m = sub.expect()
+    while m.payload != b"end":
+        got.append(m.payload)
+        m = sub.expect()
+    assert got == [b"exactly-once"], f"QoS 2 copies before the marker: {got}"

@@ -253,3 +253,36 @@ def test_empty_client_id_without_clean_session_rejected_v311(gw):
     c.send(mqttraw.connect("", version=4, clean=False))
     got = c.wait_closed()
     assert [(p.type, p.reason) for p in got] == [(CONNACK, 0x02)], got
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_unacked_qos1_redelivered_with_dup_on_reconnect(gw, version):
+    # MQTT-4.4.0-1: on reconnect with a kept session the server re-sends
+    # unacknowledged PUBLISH packets with DUP set.
+    t = gw.topic("redeliver")
+    cid = gw.cid("noack", broker=1)
+    props = [(mqttraw.P_SESSION_EXPIRY, 300)] if version == 5 else None
+    c = gw.raw(edge=1, version=version)
+    assert c.handshake(cid, clean=False, props=props).reason == 0
+    c.send(mqttraw.subscribe(1, [(t, 1)], version=version))
+    assert c.recv().type == mqttraw.SUBACK
+    gw.publisher().publish(t, b"r1", qos=1)
+    p = c.recv()
+    assert (p.type, p.payload, p.qos, p.dup) == (PUBLISH, b"r1", 1, False)
+    c.abort()  # no PUBACK
+    again = gw.raw(edge=0, version=version)
+    ack = again.handshake(cid, clean=False, props=props)
+    assert (ack.reason, ack.session_present) == (0, True)
+    p2 = again.recv()
+    assert (p2.type, p2.payload, p2.qos, p2.dup) == (PUBLISH, b"r1", 1, True), f"got {p2!r} dup={p2.dup}"
+    again.send(mqttraw.puback(p2.pid))
+    # Acknowledged now: a further reconnect gets nothing again.
+    again.send(mqttraw.disconnect(version))
+    again.close()
+    third = gw.raw(edge=1, version=version)
+    third.handshake(cid, clean=False, props=props)
+    third.send(mqttraw.PINGREQ_BYTES)
+    assert third.recv().type == mqttraw.PINGRESP, "acknowledged message was sent again"
+    third.send(mqttraw.disconnect(version))
+    third.close()
+    gw.raw(edge=1, version=version).handshake(cid, clean=True)
