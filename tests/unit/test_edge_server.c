@@ -166,6 +166,32 @@ static void fb_write(fake_broker *fb, uint64_t conn, const void *data, size_t le
 	fb_send(fb, items, 1);
 }
 
+// fb_write_many sends n ConnWrites of len bytes each (filled with `fill`)
+// in one Batch, so the edge queues them all in one pass.
+static void fb_write_many(fake_broker *fb, uint64_t conn, size_t n, size_t len, uint8_t fill,
+    int droppable)
+{
+	Hawser__Internal__V1__ConnWrite w[32];
+	hw_item it[32], *items[32];
+	uint8_t *data = malloc(len);
+
+	assert_true(n <= 32);
+	memset(data, fill, len);
+	for (size_t i = 0; i < n; i++) {
+		hawser__internal__v1__conn_write__init(&w[i]);
+		hawser__internal__v1__item__init(&it[i]);
+		w[i].conn = conn;
+		w[i].data.data = data;
+		w[i].data.len = len;
+		w[i].droppable = droppable;
+		it[i].body_case = HAWSER__INTERNAL__V1__ITEM__BODY_WRITE;
+		it[i].write = &w[i];
+		items[i] = &it[i];
+	}
+	fb_send(fb, items, n);
+	free(data);
+}
+
 static void fb_close(fake_broker *fb, uint64_t conn, const void *data, size_t len)
 {
 	Hawser__Internal__V1__ConnClose c = HAWSER__INTERNAL__V1__CONN_CLOSE__INIT;
@@ -765,6 +791,49 @@ static void test_too_large_v5(void **state)
 	h_stop(h);
 }
 
+static void test_write_queue_policy(void **state)
+{
+	const char *const extra[] = { "edge.write_queue_bytes=2000", "edge.max_connections=2", NULL };
+	harness *h = h_start(extra);
+	uint8_t b[2048];
+	uint64_t c1, c2;
+	int fd1, fd2, fd3;
+	fb_item it;
+
+	(void)state;
+	fd1 = connect_accept(h, 4, "qos0", 60, &c1);
+	fd2 = connect_accept(h, 4, "qos1", 60, &c2);
+
+	// Over max_connections: refused at accept.
+	fd3 = c_connect(edge_server_port(h->s, "mqtt"));
+	c_eof(fd3);
+	close(fd3);
+
+	// Ten QoS 0 frames of 200 bytes in one pass: the queue takes them while
+	// it holds at most half its limit (0 .. 1000 -> 1200 bytes), the rest
+	// are dropped and counted. Then a QoS 1 frame still gets through.
+	fb_write_many(&h->fb, c1, 10, 200, 'z', 1);
+	fb_write_many(&h->fb, c1, 1, 4, 'k', 0);
+	assert_true(c_recv(fd1, b, 1204));
+	for (int i = 0; i < 1200; i++)
+		assert_int_equal(b[i], 'z');
+	assert_memory_equal(b + 1200, "kkkk", 4);
+	assert_int_equal(h_counter(h, "hawser_edge_dropped_qos0_total", NULL, NULL), 4);
+
+	// QoS 1 frames that overflow the queue: slow consumer, disconnected,
+	// ConnGone SLOW_CONSUMER.
+	fb_write_many(&h->fb, c2, 8, 300, 'q', 0);
+	c_eof(fd2);
+	close(fd2);
+	it = fb_wait(&h->fb, 3);
+	assert_int_equal(it.kind, FB_GONE);
+	assert_int_equal(it.conn, c2);
+	assert_int_equal(it.cause, HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__SLOW_CONSUMER);
+	assert_int_equal(h_counter(h, "hawser_edge_slow_consumer_disconnects_total", NULL, NULL), 1);
+	close(fd1);
+	h_stop(h);
+}
+
 static int http_get(harness *h, const char *path, char *body, size_t cap)
 {
 	char req[256];
@@ -882,6 +951,7 @@ int main(void)
 		cmocka_unit_test(test_keepalive_v5),
 		cmocka_unit_test(test_broker_close_and_unknown_conn),
 		cmocka_unit_test(test_too_large_v5),
+		cmocka_unit_test(test_write_queue_policy),
 		cmocka_unit_test(test_http_and_stop),
 		cmocka_unit_test(test_listen_port_in_use),
 	};
