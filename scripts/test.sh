@@ -21,7 +21,7 @@ fi
 
 echo "[test] integration tests: pytest tests/integration"
 HAWSER_BIN_DIR="$root/build/bin" "$root/tests/.venv/bin/python" -m pytest \
-	-p no:cacheprovider -rfEs --timeout=120 --durations=10 \
+	-p no:cacheprovider -rfEs --timeout=60 --durations=10 \
 	tests/integration "$@"
 it_rc=$?
 if [ "$it_rc" -eq 5 ]; then
