@@ -1,0 +1,259 @@
+// The broker server: link, workers, retained store, HTTP.
+//
+// Design notes:
+// - The NNG receive callback (one NNG thread) splits each Batch by worker:
+//   ConnPacket/ConnGone go to the worker of their slot (slot % nworkers),
+//   a router's Publish goes to every worker (each matches its own shard of
+//   the subscription index), an Ack goes to the worker named in its seq.
+//   Each worker gets its share as one chain pushed under its mutex once.
+// - A downstream Publish is copied once into a refcounted brk_msg shared
+//   by every worker; the retained set is updated here, once per broker.
+// - A Publish with seq != 0 is acked to the router by the last worker to
+//   take it (brk_fanin countdown): 0x00 if any session matched, else 0x10.
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "impl.h"
+
+static void brk_stats_init(brk_stats *st, hw_metrics *m)
+{
+	static const char *const q[3] = { "0", "1", "2" };
+
+	st->reg = m;
+	st->sessions = hw_metrics_gauge(m, "hawser_broker_sessions", "Sessions held.", NULL, NULL);
+	st->connections = hw_metrics_gauge(m, "hawser_broker_connections", "Connected sessions.", NULL, NULL);
+	st->subscriptions = hw_metrics_gauge(m, "hawser_broker_subscriptions", "Subscriptions.", NULL, NULL);
+	st->inflight = hw_metrics_gauge(m, "hawser_broker_inflight_messages",
+	    "Outgoing QoS 1/2 messages awaiting acknowledgement.", NULL, NULL);
+	st->queued = hw_metrics_gauge(m, "hawser_broker_queued_messages",
+	    "Outgoing QoS 1/2 messages queued.", NULL, NULL);
+	st->retained = hw_metrics_gauge(m, "hawser_broker_retained_messages", "Retained topics.", NULL, NULL);
+	for (int i = 0; i < 3; i++) {
+		st->received[i] = hw_metrics_counter(m, "hawser_broker_messages_received_total",
+		    "PUBLISH packets accepted from clients.", "qos", q[i]);
+		st->delivered[i] = hw_metrics_counter(m, "hawser_broker_messages_delivered_total",
+		    "PUBLISH packets sent to clients (first sends).", "qos", q[i]);
+	}
+	st->queue_dropped = hw_metrics_counter(m, "hawser_broker_queue_dropped_total",
+	    "Queued messages dropped at the queue bounds (oldest first).", NULL, NULL);
+	st->takeovers = hw_metrics_counter(m, "hawser_broker_takeovers_total",
+	    "Connections closed by a CONNECT with the same client id.", NULL, NULL);
+	st->wills = hw_metrics_counter(m, "hawser_broker_wills_published_total", "Will messages published.", NULL, NULL);
+	st->expired = hw_metrics_counter(m, "hawser_broker_expired_messages_total",
+	    "Messages dropped because their expiry interval passed.", NULL, NULL);
+	st->too_large = hw_metrics_counter(m, "hawser_broker_oversize_dropped_total",
+	    "Messages not sent because they exceed the client's Maximum Packet Size.", NULL, NULL);
+}
+
+static brk_work *brk_work_new(int kind, brk_batch *bb, const hw_item *it)
+{
+	brk_work *wk = calloc(1, sizeof(*wk));
+
+	if (wk == NULL)
+		return NULL;
+	wk->kind = kind;
+	wk->item = it;
+	if (bb != NULL) {
+		atomic_fetch_add(&bb->refs, 1);
+		wk->batch = bb;
+	}
+	return wk;
+}
+
+typedef struct brk_chain {
+	brk_work *head, *tail;
+} brk_chain;
+
+static void brk_chain_add(brk_chain *ch, brk_work *wk)
+{
+	if (wk == NULL)
+		return;
+	if (ch->tail != NULL)
+		ch->tail->next = wk;
+	else
+		ch->head = wk;
+	ch->tail = wk;
+}
+
+static void brk_server_downstream(brk_server *s, brk_batch *bb, const brk_publish_pb *p,
+    brk_chain *ch)
+{
+	brk_fanin *f = NULL;
+	brk_msg *m;
+
+	if (brk_msg_from_pb(&m, p, hw_clock_mono_ms()) != HW_OK) {
+		hw_log_warn("BRK-NOMEM", "dropped a publish from %s", bb->b->from);
+		return;
+	}
+	if (m->retain && s->cfg->broker.retain_available)
+		(void)brk_retain_put(s->retain, m);
+	if (p->seq != 0) {
+		size_t ul = strlen(bb->b->reply_to);
+
+		f = calloc(1, sizeof(*f) + ul + 1);
+		if (f != NULL) {
+			atomic_init(&f->left, (int)s->nworkers);
+			f->seq = p->seq;
+			memcpy(f->url, bb->b->reply_to, ul + 1);
+		}
+	}
+	for (uint32_t i = 0; i < s->nworkers; i++) {
+		brk_work *wk = brk_work_new(BRK_WORK_PUBLISH, NULL, NULL);
+
+		if (wk == NULL) {
+			// Without this worker the countdown never ends: no Ack, the
+			// router resends or times out, which is the safe outcome.
+			continue;
+		}
+		wk->msg = brk_msg_ref(m);
+		wk->fanin = f;
+		brk_chain_add(&ch[i], wk);
+	}
+	brk_msg_unref(m);
+}
+
+static void brk_server_recv(void *arg, hw_batch *b)
+{
+	brk_server *s = arg;
+	uint32_t nw = s->nworkers;
+	brk_chain ch[nw];
+	brk_batch *bb = malloc(sizeof(*bb));
+
+	if (bb == NULL) {
+		hw_link_batch_free(b);
+		return;
+	}
+	atomic_init(&bb->refs, 1);
+	bb->b = b;
+	memset(ch, 0, sizeof(ch));
+	for (size_t i = 0; i < b->n_items; i++) {
+		const hw_item *it = b->items[i];
+
+		switch (it->body_case) {
+		case HAWSER__INTERNAL__V1__ITEM__BODY_PACKET:
+			brk_chain_add(&ch[it->packet->slot % nw], brk_work_new(BRK_WORK_PACKET, bb, it));
+			break;
+		case HAWSER__INTERNAL__V1__ITEM__BODY_GONE:
+			brk_chain_add(&ch[it->gone->slot % nw], brk_work_new(BRK_WORK_GONE, bb, it));
+			break;
+		case HAWSER__INTERNAL__V1__ITEM__BODY_PUBLISH:
+			brk_server_downstream(s, bb, it->publish, ch);
+			break;
+		case HAWSER__INTERNAL__V1__ITEM__BODY_ACK:
+			if ((it->ack->seq & BRK_SEQ_WORKER_MASK) < nw)
+				brk_chain_add(&ch[it->ack->seq & BRK_SEQ_WORKER_MASK],
+				    brk_work_new(BRK_WORK_ACK, bb, it));
+			break;
+		default:
+			break;
+		}
+	}
+	for (uint32_t i = 0; i < nw; i++)
+		if (ch[i].head != NULL)
+			brk_worker_push(&s->workers[i], ch[i].head, ch[i].tail);
+	brk_batch_unref(bb);
+}
+
+hw_err brk_server_alloc(brk_server **out, const hw_config *cfg, hw_metrics *metrics)
+{
+	brk_server *s = calloc(1, sizeof(*s));
+	hw_err err = HW_ENOMEM;
+	long ncpu;
+
+	if (s == NULL)
+		return HW_ENOMEM;
+	s->cfg = cfg;
+	brk_stats_init(&s->st, metrics);
+	s->routers = cfg->broker.routers;
+	while (s->routers != NULL && s->routers[s->nrouters] != NULL)
+		s->nrouters++;
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	s->nworkers = cfg->broker.workers ? cfg->broker.workers : (uint32_t)(ncpu > 0 ? ncpu : 1);
+	if (s->nworkers > BRK_SEQ_WORKER_MASK)
+		s->nworkers = BRK_SEQ_WORKER_MASK;
+	if ((err = brk_retain_alloc(&s->retain, s->st.retained)) != HW_OK)
+		goto fail;
+	err = HW_ENOMEM;
+	s->workers = calloc(s->nworkers, sizeof(*s->workers));
+	if (s->workers == NULL)
+		goto fail;
+	for (uint32_t i = 0; i < s->nworkers; i++)
+		if ((err = brk_worker_init(&s->workers[i], s, i)) != HW_OK)
+			goto fail;
+	err = hw_link_open(&s->link, cfg->node.id, cfg->broker.listen, cfg->broker.advertise, metrics);
+	if (err != HW_OK) {
+		hw_log_error("BRK-LINK", "cannot open the inbox on %s: %s", cfg->broker.listen,
+		    hw_strerror(err));
+		goto fail;
+	}
+	*out = s;
+	return HW_OK;
+fail:
+	brk_server_free(s);
+	return err;
+}
+
+static bool brk_server_ready(void *arg)
+{
+	brk_server *s = arg;
+
+	return atomic_load(&s->running);
+}
+
+hw_err brk_server_start(brk_server *s, int serve_http)
+{
+	const char *http = s->cfg->broker.http_listen;
+	hw_err err;
+
+	for (uint32_t i = 0; i < s->nworkers; i++)
+		if ((err = brk_worker_start(&s->workers[i])) != HW_OK)
+			return err;
+	if (serve_http && http != NULL && http[0] != 0) {
+		err = hw_httpd_start(&s->httpd, http, s->st.reg, brk_server_ready, s);
+		if (err != HW_OK) {
+			hw_log_error("BRK-HTTP", "cannot serve HTTP on %s: %s", http, hw_strerror(err));
+			return err;
+		}
+	}
+	err = hw_link_start(s->link, brk_server_recv, s);
+	if (err != HW_OK)
+		return err;
+	atomic_store(&s->running, true);
+	hw_log_info("BRK-LISTEN", "inbox=%s http_port=%d", hw_link_url(s->link),
+	    s->httpd != NULL ? hw_httpd_port(s->httpd) : -1);
+	hw_log_info("BRK-READY", "ready");
+	return HW_OK;
+}
+
+void brk_server_stop(brk_server *s)
+{
+	if (s == NULL)
+		return;
+	atomic_store(&s->running, false);
+	if (s->httpd != NULL) {
+		hw_httpd_stop(s->httpd);
+		s->httpd = NULL;
+	}
+	// Stop the workers first (they flush through the link), then the link.
+	for (uint32_t i = 0; i < s->nworkers; i++)
+		brk_worker_stop(&s->workers[i]);
+	if (s->link != NULL) {
+		hw_link_close(s->link);
+		s->link = NULL;
+	}
+}
+
+void brk_server_free(brk_server *s)
+{
+	if (s == NULL)
+		return;
+	brk_server_stop(s);
+	for (uint32_t i = 0; s->workers != NULL && i < s->nworkers; i++)
+		brk_worker_fini(&s->workers[i]);
+	free(s->workers);
+	brk_retain_free(s->retain);
+	free(s);
+}

@@ -1,1 +1,0 @@
-/* placeholder until the auth module lands */ typedef int brk_auth_placeholder;

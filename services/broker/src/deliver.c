@@ -1,0 +1,187 @@
+// Downstream delivery: match a message against this worker's shard, then
+// hand it to each matching session once, with the highest granted QoS of
+// its matching subscriptions and all their subscription identifiers.
+// The frame is encoded once per session send (the payload is copied only
+// into that frame; the message itself is shared by reference).
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "impl.h"
+
+typedef struct brk_match_ctx {
+	brk_worker *w;
+	brk_msg    *msg;
+} brk_match_ctx;
+
+static void brk_deliver_match_one(void *arg, void *owner, const brk_subopts *o)
+{
+	brk_match_ctx *mc = arg;
+	brk_session *s = owner;
+
+	if (o->no_local && mc->msg->client_id.len == s->client_id_len &&
+	    memcmp(mc->msg->client_id.ptr, s->client_id, s->client_id_len) == 0)
+		return;
+	if (s->match_epoch != mc->w->match_epoch) {
+		s->match_epoch = mc->w->match_epoch;
+		s->match_qos = 0;
+		s->match_rap = false;
+		s->match_nsub = 0;
+		s->match_next = mc->w->matched;
+		mc->w->matched = s;
+	}
+	if (o->qos > s->match_qos)
+		s->match_qos = o->qos;
+	s->match_rap |= o->retain_as_published;
+	if (o->sub_id != 0) {
+		if (s->match_nsub == s->match_cap) {
+			uint32_t ncap = s->match_cap ? s->match_cap * 2 : 4;
+			uint32_t *n = realloc(s->match_subs, ncap * sizeof(*n));
+
+			if (n == NULL)
+				return;
+			s->match_subs = n;
+			s->match_cap = ncap;
+		}
+		s->match_subs[s->match_nsub++] = o->sub_id;
+	}
+}
+
+bool brk_deliver_publish(brk_worker *w, brk_msg *msg)
+{
+	brk_match_ctx mc = { w, msg };
+	bool any = false;
+
+	w->match_epoch++;
+	w->matched = NULL;
+	brk_subindex_match(w->subs, msg->topic, brk_deliver_match_one, &mc);
+	for (brk_session *s = w->matched; s != NULL; s = s->match_next) {
+		uint8_t qos = msg->qos < s->match_qos ? msg->qos : s->match_qos;
+
+		any = true;
+		brk_deliver_to(w, s, msg, qos, s->match_rap && msg->retain, s->match_subs, s->match_nsub);
+	}
+	w->matched = NULL;
+	return any;
+}
+
+// brk_deliver_frame encodes one PUBLISH for s; false if it cannot be sent
+// (too large for the client, or unencodable).
+static bool brk_deliver_frame(brk_session *s, brk_msg *m, uint8_t qos, bool retain, bool dup,
+    uint16_t pid, const uint32_t *sub_ids, uint32_t nsub, uint64_t now, hw_buf *out)
+{
+	hw_mqtt_packet p = { .type = HW_MQTT_PUBLISH };
+	hw_mqtt_publish *pub = &p.u.publish;
+	uint32_t left = 0;
+	size_t size;
+
+	pub->qos = qos;
+	pub->dup = dup;
+	pub->retain = retain;
+	pub->topic = m->topic;
+	pub->packet_id = pid;
+	pub->payload = m->payload;
+	pub->props = m->props;
+	if (nsub != 0) {
+		pub->props.sub_ids = sub_ids;
+		pub->props.sub_id_count = nsub;
+		pub->props.sub_id = sub_ids[0];
+		hw_mqtt_set(&pub->props, HW_PROP_SUBSCRIPTION_ID);
+	}
+	if (m->has_expiry && brk_msg_expiry_left(m, now, &left)) {
+		pub->props.message_expiry = left;
+		hw_mqtt_set(&pub->props, HW_PROP_MESSAGE_EXPIRY);
+	}
+	size = hw_mqtt_encoded_size(&p, s->version);
+	if (size == 0 || (s->max_packet != 0 && size > s->max_packet))
+		return false;
+	return hw_mqtt_encode(&p, s->version, out) == HW_OK;
+}
+
+static void brk_deliver_account(brk_worker *w, brk_session *s, uint32_t fly0, uint32_t q0)
+{
+	hw_gauge_add(w->srv->st.inflight, (int64_t)s->nfly - (int64_t)fly0);
+	hw_gauge_add(w->srv->st.queued, (int64_t)s->nq - (int64_t)q0);
+}
+
+// brk_deliver_send writes in-flight d to the client; a delivery that cannot
+// fit the client's Maximum Packet Size is dropped and counted.
+static void brk_deliver_send(brk_worker *w, brk_session *s, brk_deliv *d, bool dup, uint64_t now)
+{
+	hw_buf b = { 0 };
+
+	if (!brk_deliver_frame(s, d->msg, d->qos, d->retain, dup, d->pid, d->sub_ids, d->nsub, now, &b)) {
+		hw_counter_inc(w->srv->st.too_large);
+		brk_session_discard(s, d);
+		return;
+	}
+	if (!dup)
+		hw_counter_inc(w->srv->st.delivered[d->qos]);
+	brk_out_write(w, s->edge, s->conn, &b, false);
+	hw_buf_fini(&b);
+}
+
+void brk_deliver_pump(brk_worker *w, brk_session *s)
+{
+	uint64_t now = hw_clock_mono_ms();
+	uint32_t fly0 = s->nfly, q0 = s->nq, expired = 0;
+	brk_deliv *d;
+
+	while ((d = brk_session_next(s, now, &expired)) != NULL)
+		brk_deliver_send(w, s, d, false, now);
+	hw_counter_add(w->srv->st.expired, expired);
+	brk_deliver_account(w, s, fly0, q0);
+}
+
+void brk_deliver_resend(brk_worker *w, brk_session *s)
+{
+	uint64_t now = hw_clock_mono_ms();
+	uint32_t fly0 = s->nfly, q0 = s->nq;
+	brk_deliv *d = s->fly_head, *next;
+
+	for (; d != NULL; d = next) {
+		next = d->next;
+		if (d->pubrec)
+			brk_send_ack(w, s, HW_MQTT_PUBREL, d->pid, HW_RC_SUCCESS);
+		else
+			brk_deliver_send(w, s, d, true, now);
+	}
+	brk_deliver_account(w, s, fly0, q0);
+	brk_deliver_pump(w, s);
+}
+
+void brk_deliver_to(brk_worker *w, brk_session *s, brk_msg *m, uint8_t qos, bool retain,
+    const uint32_t *sub_ids, uint32_t nsub)
+{
+	uint64_t now = hw_clock_mono_ms();
+	uint32_t left, dropped = 0, fly0 = s->nfly, q0 = s->nq;
+	brk_deliv *d;
+	hw_buf b = { 0 };
+
+	if (!brk_msg_expiry_left(m, now, &left)) {
+		hw_counter_inc(w->srv->st.expired);
+		return;
+	}
+	if (qos == 0) {
+		if (!s->connected)
+			return;
+		if (!brk_deliver_frame(s, m, 0, retain, false, 0, sub_ids, nsub, now, &b)) {
+			hw_counter_inc(w->srv->st.too_large);
+			return;
+		}
+		hw_counter_inc(w->srv->st.delivered[0]);
+		brk_out_write(w, s->edge, s->conn, &b, true);
+		hw_buf_fini(&b);
+		return;
+	}
+	d = brk_deliv_alloc(m, qos, retain, sub_ids, nsub);
+	if (d == NULL) {
+		hw_counter_inc(w->srv->st.queue_dropped);
+		return;
+	}
+	if (brk_session_offer(s, d, &dropped) == 1)
+		brk_deliver_send(w, s, d, false, now);
+	hw_counter_add(w->srv->st.queue_dropped, dropped);
+	brk_deliver_account(w, s, fly0, q0);
+}

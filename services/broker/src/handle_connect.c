@@ -1,0 +1,281 @@
+// CONNECT: validation, takeover, session resume or creation, CONNACK, then
+// the resend of unacknowledged and queued messages.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "impl.h"
+
+// brk_connect_refuse answers with a failing CONNACK and closes.
+static void brk_connect_refuse(brk_ctx *c, uint8_t version, uint8_t reason)
+{
+	hw_mqtt_packet p = { .type = HW_MQTT_CONNACK };
+	hw_buf b = { 0 };
+
+	p.u.connack.reason = reason;
+	if (hw_mqtt_encode(&p, version, &b) != HW_OK)
+		hw_buf_reset(&b);
+	brk_out_close(c->w, c->edge, c->cp->conn, &b);
+	hw_buf_fini(&b);
+}
+
+// brk_connect_takeover closes the connection `old` holds. Its will goes out
+// now unless the session continues and the will was delayed (a reconnect in
+// time cancels a delayed will, MQTT 5 3.1.3.2.2).
+static void brk_connect_takeover(brk_worker *w, brk_session *old, bool clean)
+{
+	hw_buf b = { 0 };
+	uint8_t key[12];
+
+	hw_counter_inc(w->srv->st.takeovers);
+	if (old->version == HW_MQTT_V5)
+		(void)hw_mqtt_encode_disconnect(HW_RC_SESSION_TAKEN_OVER, HW_BYTES_NULL, HW_MQTT_V5, &b);
+	brk_out_close(w, old->edge, old->conn, &b);
+	hw_buf_fini(&b);
+	brk_map_del(&w->conns, brk_conn_key(key, old->edge, old->conn));
+	hw_gauge_add(w->srv->st.connections, -1);
+	old->connected = false;
+	if (old->will != NULL && (old->will_delay == 0 || clean))
+		brk_publish_will(w, old);
+	brk_msg_unref(old->will);
+	old->will = NULL;
+	old->will_at_ms = 0;
+}
+
+static uint32_t brk_connect_expiry(const hw_config *cfg, const hw_mqtt_connect *cn)
+{
+	uint32_t want;
+
+	if (cn->version != HW_MQTT_V5)
+		want = cn->clean_start ? 0 : UINT32_MAX;
+	else
+		want = hw_mqtt_has(&cn->props, HW_PROP_SESSION_EXPIRY) ? cn->props.session_expiry : 0;
+	return want > cfg->broker.max_session_expiry ? cfg->broker.max_session_expiry : want;
+}
+
+// brk_connect_session finds or creates the session for cid; *present tells
+// whether an existing one continues.
+static brk_session *brk_connect_session(brk_worker *w, hw_bytes cid, bool clean, bool *present)
+{
+	brk_session *s = brk_map_get(&w->sessions, cid);
+
+	*present = false;
+	if (s != NULL && s->connected)
+		brk_connect_takeover(w, s, clean);
+	if (s != NULL && clean) {
+		brk_session_end(w, s);
+		s = NULL;
+	}
+	if (s != NULL) {
+		*present = true;
+		brk_msg_unref(s->will); // a delayed will is cancelled by the reconnect
+		s->will = NULL;
+		s->will_at_ms = 0;
+		s->expire_at_ms = 0;
+		return s;
+	}
+	if (brk_session_alloc(&s, cid) != HW_OK)
+		return NULL;
+	if (brk_map_put(&w->sessions, cid, s, NULL) != HW_OK) {
+		brk_session_free(s);
+		return NULL;
+	}
+	hw_gauge_add(w->srv->st.sessions, 1);
+	return s;
+}
+
+static void brk_connect_limits(brk_session *s, const hw_config *cfg, const hw_mqtt_connect *cn)
+{
+	uint32_t window = cfg->broker.receive_maximum;
+
+	if (cn->version == HW_MQTT_V5 && hw_mqtt_has(&cn->props, HW_PROP_RECEIVE_MAXIMUM))
+		window = cn->props.receive_maximum;
+	if (window > cfg->broker.max_inflight)
+		window = cfg->broker.max_inflight;
+	s->window = window ? window : 1;
+	s->max_queued = cfg->broker.max_queued_messages;
+	s->max_queued_bytes = cfg->broker.max_queued_bytes;
+	s->max_packet = 0;
+	if (cn->version == HW_MQTT_V5 && hw_mqtt_has(&cn->props, HW_PROP_MAXIMUM_PACKET_SIZE))
+		s->max_packet = cn->props.maximum_packet_size;
+}
+
+typedef struct brk_connack_args {
+	bool     present;
+	bool     assigned;
+	hw_bytes cid;
+	uint16_t keepalive;
+	bool     ka_capped;
+	bool     expiry_changed;
+	uint32_t expiry;
+	uint32_t max_packet;
+} brk_connack_args;
+
+static void brk_connect_ack(brk_ctx *c, brk_session *s, const brk_connack_args *a)
+{
+	const hw_config *cfg = c->w->srv->cfg;
+	hw_mqtt_packet p = { .type = HW_MQTT_CONNACK };
+	hw_mqtt_props *pr = &p.u.connack.props;
+	hw_buf b = { 0 };
+
+	p.u.connack.session_present = a->present;
+	pr->receive_maximum = (uint16_t)cfg->broker.receive_maximum;
+	hw_mqtt_set(pr, HW_PROP_RECEIVE_MAXIMUM);
+	if (cfg->broker.topic_alias_maximum != 0) {
+		pr->topic_alias_maximum = (uint16_t)cfg->broker.topic_alias_maximum;
+		hw_mqtt_set(pr, HW_PROP_TOPIC_ALIAS_MAXIMUM);
+	}
+	if (!cfg->broker.retain_available) {
+		pr->retain_available = 0;
+		hw_mqtt_set(pr, HW_PROP_RETAIN_AVAILABLE);
+	}
+	pr->wildcard_sub_available = 1;
+	pr->sub_id_available = 1;
+	pr->shared_sub_available = 0;
+	hw_mqtt_set(pr, HW_PROP_WILDCARD_SUB_AVAILABLE);
+	hw_mqtt_set(pr, HW_PROP_SUB_ID_AVAILABLE);
+	hw_mqtt_set(pr, HW_PROP_SHARED_SUB_AVAILABLE);
+	if (a->max_packet != 0) {
+		pr->maximum_packet_size = a->max_packet;
+		hw_mqtt_set(pr, HW_PROP_MAXIMUM_PACKET_SIZE);
+	}
+	if (a->ka_capped) {
+		pr->server_keepalive = a->keepalive;
+		hw_mqtt_set(pr, HW_PROP_SERVER_KEEPALIVE);
+	}
+	if (a->assigned) {
+		pr->assigned_client_id = a->cid;
+		hw_mqtt_set(pr, HW_PROP_ASSIGNED_CLIENT_ID);
+	}
+	if (a->expiry_changed) {
+		pr->session_expiry = a->expiry;
+		hw_mqtt_set(pr, HW_PROP_SESSION_EXPIRY);
+	}
+	if (hw_mqtt_encode(&p, s->version, &b) == HW_OK)
+		brk_out_accept(c->w, c->edge, c->cp->conn, &b, a->keepalive, s->version);
+	hw_buf_fini(&b);
+}
+
+// brk_connect_attach binds s to this connection with the CONNECT's settings.
+static hw_err brk_connect_attach(brk_ctx *c, brk_session *s, const hw_mqtt_connect *cn,
+    uint32_t expiry)
+{
+	brk_worker *w = c->w;
+	const hw_config *cfg = w->srv->cfg;
+	uint8_t key[12];
+
+	s->connected = true;
+	s->edge = c->edge;
+	s->conn = c->cp->conn;
+	s->conn_gen++;
+	s->version = cn->version;
+	s->expiry = expiry;
+	s->expiry_zero_at_connect = expiry == 0;
+	s->in1_pending = 0;
+	brk_connect_limits(s, cfg, cn);
+	brk_session_alias_reset(s, cn->version == HW_MQTT_V5 ? (uint16_t)cfg->broker.topic_alias_maximum : 0);
+	if (cn->will) {
+		hw_bytes cid = { (uint8_t *)s->client_id, s->client_id_len };
+
+		if (brk_msg_from_will(&s->will, cn, cid, c->now_ms) != HW_OK)
+			s->will = NULL;
+		s->will_delay = hw_mqtt_has(&cn->will_props, HW_PROP_WILL_DELAY) ? cn->will_props.will_delay : 0;
+	}
+	if (brk_map_put(&w->conns, brk_conn_key(key, c->edge, s->conn), s, NULL) != HW_OK) {
+		s->connected = false;
+		return HW_ENOMEM;
+	}
+	hw_gauge_add(w->srv->st.connections, 1);
+	brk_offline_update(w, s);
+	return HW_OK;
+}
+
+static hw_bytes brk_connect_client_id(brk_ctx *c, const hw_mqtt_connect *cn, char *gen,
+    size_t cap, bool *assigned)
+{
+	const Hawser__Internal__V1__ConnInfo *info = c->cp->info;
+
+	*assigned = false;
+	if (cn->client_id.len != 0)
+		return cn->client_id;
+	*assigned = true;
+	if (info != NULL && info->assigned_client_id != NULL && info->assigned_client_id[0] != 0)
+		return hw_bytes_of_cstr(info->assigned_client_id);
+	snprintf(gen, cap, "hw-%016llx",
+	    (unsigned long long)(hw_clock_unix_us() ^ ((uint64_t)c->cp->conn << 20)));
+	return hw_bytes_of_cstr(gen);
+}
+
+static bool brk_connect_check(brk_ctx *c, hw_err err, const hw_mqtt_connect *cn, uint8_t reason)
+{
+	const hw_config *cfg = c->w->srv->cfg;
+	bool v5 = cn->version == HW_MQTT_V5;
+
+	if (err == HW_EUNSUPPORTED) {
+		brk_connect_refuse(c, HW_MQTT_V311, HW_RC311_BAD_VERSION);
+		return false;
+	}
+	if (err != HW_OK) {
+		// The version of a malformed CONNECT is not trustworthy: just close.
+		brk_out_close(c->w, c->edge, c->cp->conn, NULL);
+		return false;
+	}
+	if (!v5 && cn->client_id.len == 0 && !cn->clean_start) {
+		brk_connect_refuse(c, cn->version, HW_RC311_ID_REJECTED);
+		return false;
+	}
+	if (!cfg->broker.allow_anonymous && !cn->has_username) {
+		brk_connect_refuse(c, cn->version, v5 ? HW_RC_NOT_AUTHORIZED : HW_RC311_NOT_AUTHORIZED);
+		return false;
+	}
+	if (v5 && hw_mqtt_has(&cn->props, HW_PROP_AUTH_METHOD)) {
+		brk_connect_refuse(c, cn->version, HW_RC_BAD_AUTH_METHOD);
+		return false;
+	}
+	(void)reason;
+	return true;
+}
+
+void brk_handle_connect(brk_ctx *c)
+{
+	brk_worker *w = c->w;
+	const hw_config *cfg = w->srv->cfg;
+	hw_mqtt_connect *cn = &c->pkt->u.connect;
+	brk_connack_args a = { 0 };
+	uint8_t reason = HW_RC_MALFORMED;
+	char gen[40];
+	hw_err err;
+	brk_session *s;
+
+	if (c->s != NULL) {
+		brk_protocol_error(w, c->s, HW_RC_PROTOCOL_ERROR); // a second CONNECT
+		return;
+	}
+	err = hw_mqtt_decode(c->cp->data.data, c->cp->data.len, HW_MQTT_V311, true, c->pkt, &reason);
+	if (!brk_connect_check(c, err, cn, reason))
+		return;
+	a.cid = brk_connect_client_id(c, cn, gen, sizeof(gen), &a.assigned);
+	a.assigned = a.assigned && cn->version == HW_MQTT_V5;
+	a.expiry = brk_connect_expiry(cfg, cn);
+	a.expiry_changed = cn->version == HW_MQTT_V5 &&
+	    a.expiry != (hw_mqtt_has(&cn->props, HW_PROP_SESSION_EXPIRY) ? cn->props.session_expiry : 0);
+	a.keepalive = cn->keepalive;
+	if (cfg->broker.max_keepalive != 0 && cn->version == HW_MQTT_V5 &&
+	    (a.keepalive == 0 || a.keepalive > cfg->broker.max_keepalive)) {
+		a.keepalive = (uint16_t)cfg->broker.max_keepalive;
+		a.ka_capped = true;
+	}
+	a.max_packet = c->cp->info != NULL ? c->cp->info->max_packet_size : 0;
+	s = brk_connect_session(w, a.cid, cn->clean_start, &a.present);
+	if (s == NULL || brk_connect_attach(c, s, cn, a.expiry) != HW_OK) {
+		brk_connect_refuse(c, cn->version,
+		    cn->version == HW_MQTT_V5 ? HW_RC_SERVER_UNAVAILABLE : HW_RC311_SERVER_UNAVAILABLE);
+		if (s != NULL && !a.present)
+			brk_session_end(w, s);
+		return;
+	}
+	brk_connect_ack(c, s, &a);
+	brk_deliver_resend(w, s);
+}

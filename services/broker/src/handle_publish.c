@@ -1,0 +1,153 @@
+// PUBLISH from a client (topic aliases, checks, forwarding to a router) and
+// the router's Ack that releases the PUBACK / PUBREC.
+#include <stdlib.h>
+#include <string.h>
+
+#include "impl.h"
+#include "mqtt/topic.h"
+
+// brk_publish_topic resolves a v5 topic alias; false after a protocol
+// error was raised.
+static bool brk_publish_topic(brk_ctx *c, hw_bytes *topic)
+{
+	hw_mqtt_publish *pub = &c->pkt->u.publish;
+	brk_session *s = c->s;
+	uint16_t alias = pub->props.topic_alias;
+
+	*topic = pub->topic;
+	if (s->version == HW_MQTT_V5 && hw_mqtt_has(&pub->props, HW_PROP_TOPIC_ALIAS)) {
+		if (alias == 0 || alias > s->nalias) {
+			brk_protocol_error(c->w, s, HW_RC_TOPIC_ALIAS_INVALID);
+			return false;
+		}
+		if (topic->len != 0) {
+			if (brk_session_alias_set(s, alias, *topic) != HW_OK) {
+				brk_protocol_error(c->w, s, HW_RC_UNSPECIFIED);
+				return false;
+			}
+		} else {
+			*topic = brk_session_alias_get(s, alias);
+			if (topic->len == 0) {
+				brk_protocol_error(c->w, s, HW_RC_TOPIC_ALIAS_INVALID);
+				return false;
+			}
+		}
+	}
+	if (topic->len == 0 || !hw_topic_name_valid(*topic)) {
+		brk_protocol_error(c->w, s, HW_RC_TOPIC_NAME_INVALID);
+		return false;
+	}
+	return true;
+}
+
+// brk_publish_pending remembers an upstream publish until the router acks.
+static uint64_t brk_publish_pending(brk_worker *w, brk_session *s, uint16_t pid, uint8_t qos)
+{
+	uint64_t seq = (++w->next_seq << BRK_SEQ_WORKER_BITS) | w->index;
+	brk_pending *p = malloc(sizeof(*p) + s->client_id_len);
+
+	if (p == NULL)
+		return 0;
+	p->conn_gen = s->conn_gen;
+	p->pid = pid;
+	p->qos = qos;
+	p->cid_len = s->client_id_len;
+	memcpy(p->cid, s->client_id, s->client_id_len);
+	if (brk_map_put(&w->pending, (hw_bytes){ (uint8_t *)&seq, sizeof(seq) }, p, NULL) != HW_OK) {
+		free(p);
+		return 0;
+	}
+	return seq;
+}
+
+// brk_publish_checks applies the rules that answer without forwarding;
+// false when the publish must not be forwarded.
+static bool brk_publish_checks(brk_ctx *c)
+{
+	const hw_config *cfg = c->w->srv->cfg;
+	hw_mqtt_publish *pub = &c->pkt->u.publish;
+	brk_session *s = c->s;
+	brk_in2 *e;
+
+	if (pub->retain && !cfg->broker.retain_available) {
+		brk_protocol_error(c->w, s, HW_RC_RETAIN_NOT_SUPPORTED);
+		return false;
+	}
+	if (pub->qos == 2 && (e = brk_session_in2_find(s, pub->packet_id)) != NULL) {
+		// A resend before PUBREL: answer again, never forward twice.
+		if (e->acked)
+			brk_send_ack(c->w, s, HW_MQTT_PUBREC, pub->packet_id, e->reason);
+		return false;
+	}
+	if (pub->qos > 0 && s->in1_pending + s->nin2 >= cfg->broker.receive_maximum) {
+		brk_protocol_error(c->w, s, HW_RC_RECEIVE_MAX_EXCEEDED);
+		return false;
+	}
+	if (s->version == HW_MQTT_V5 && hw_mqtt_has(&pub->props, HW_PROP_PAYLOAD_FORMAT) &&
+	    pub->props.payload_format == 1 && !hw_mqtt_utf8_valid(pub->payload)) {
+		if (pub->qos > 0)
+			brk_send_ack(c->w, s, pub->qos == 1 ? HW_MQTT_PUBACK : HW_MQTT_PUBREC,
+			    pub->packet_id, HW_RC_PAYLOAD_FORMAT_INVALID);
+		return false;
+	}
+	return true;
+}
+
+void brk_handle_publish(brk_ctx *c)
+{
+	hw_mqtt_publish *pub = &c->pkt->u.publish;
+	brk_session *s = c->s;
+	brk_worker *w = c->w;
+	hw_bytes topic;
+	brk_msg *m;
+	uint64_t seq = 0;
+
+	if (!brk_publish_topic(c, &topic) || !brk_publish_checks(c))
+		return;
+	hw_counter_inc(w->srv->st.received[pub->qos]);
+	if (brk_msg_from_publish(&m, pub, topic, (hw_bytes){ (uint8_t *)s->client_id, s->client_id_len },
+	    c->now_ms) != HW_OK) {
+		if (pub->qos > 0)
+			brk_send_ack(w, s, pub->qos == 1 ? HW_MQTT_PUBACK : HW_MQTT_PUBREC,
+			    pub->packet_id, HW_RC_UNSPECIFIED);
+		return;
+	}
+	if (pub->qos > 0) {
+		seq = brk_publish_pending(w, s, pub->packet_id, pub->qos);
+		if (seq == 0 || (pub->qos == 2 && brk_session_in2_add(s, pub->packet_id) != HW_OK)) {
+			brk_send_ack(w, s, pub->qos == 1 ? HW_MQTT_PUBACK : HW_MQTT_PUBREC,
+			    pub->packet_id, HW_RC_UNSPECIFIED);
+			brk_msg_unref(m);
+			return;
+		}
+		if (pub->qos == 1)
+			s->in1_pending++;
+	}
+	brk_publish_upstream(w, s, m, seq);
+	brk_msg_unref(m);
+}
+
+void brk_handle_router_ack(brk_worker *w, uint64_t seq, uint32_t reason)
+{
+	brk_pending *p = brk_map_del(&w->pending, (hw_bytes){ (uint8_t *)&seq, sizeof(seq) });
+	uint8_t rc = reason == HW_RC_NO_MATCHING_SUBSCRIBERS || reason >= 0x80 ? (uint8_t)reason : 0;
+	brk_session *s;
+	brk_in2 *e;
+
+	if (p == NULL)
+		return;
+	s = brk_map_get(&w->sessions, (hw_bytes){ (uint8_t *)p->cid, p->cid_len });
+	if (s != NULL && p->qos == 1 && s->conn_gen == p->conn_gen) {
+		if (s->in1_pending > 0)
+			s->in1_pending--;
+		brk_send_ack(w, s, HW_MQTT_PUBACK, p->pid, rc);
+	} else if (s != NULL && p->qos == 2 && (e = brk_session_in2_find(s, p->pid)) != NULL &&
+	    !e->acked) {
+		e->acked = true;
+		e->reason = rc;
+		brk_send_ack(w, s, HW_MQTT_PUBREC, p->pid, rc);
+		if (rc >= 0x80)
+			brk_session_in2_del(s, p->pid);
+	}
+	free(p);
+}

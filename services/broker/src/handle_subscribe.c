@@ -1,0 +1,119 @@
+// SUBSCRIBE and UNSUBSCRIBE.
+#include <stdlib.h>
+
+#include "impl.h"
+#include "mqtt/topic.h"
+
+// brk_subscribe_one adds one entry; returns its SUBACK reason code.
+static uint8_t brk_subscribe_one(brk_ctx *c, hw_bytes filter, const hw_mqtt_sub_opts *o,
+    uint32_t sub_id, bool *existed)
+{
+	brk_session *s = c->s;
+	brk_subopts so = { o->qos > 2 ? 2 : o->qos, o->no_local, o->retain_as_published,
+		o->retain_handling, sub_id };
+	hw_bytes group, inner;
+	int share = hw_topic_share_parse(filter, &group, &inner);
+	bool ex2;
+
+	if (share < 0 || !hw_topic_filter_valid(filter))
+		return HW_RC_TOPIC_FILTER_INVALID;
+	if (share > 0)
+		return HW_RC_SHARED_SUB_NOT_SUPPORTED;
+	if (brk_session_sub_put(s, filter, &so, existed) != HW_OK)
+		return HW_RC_UNSPECIFIED;
+	if (brk_subindex_add(c->w->subs, filter, s, &so, &ex2) != HW_OK) {
+		if (!*existed)
+			brk_session_sub_del(s, filter);
+		return HW_RC_UNSPECIFIED;
+	}
+	if (!*existed)
+		hw_gauge_add(c->w->srv->st.subscriptions, 1);
+	return so.qos;
+}
+
+// brk_subscribe_retained sends the retained messages matching filter.
+static void brk_subscribe_retained(brk_ctx *c, hw_bytes filter, uint8_t granted, uint32_t sub_id)
+{
+	brk_msg **v = NULL;
+	size_t n = brk_retain_match(c->w->srv->retain, filter, &v);
+
+	for (size_t i = 0; i < n; i++) {
+		uint8_t qos = v[i]->qos < granted ? v[i]->qos : granted;
+
+		brk_deliver_to(c->w, c->s, v[i], qos, true, &sub_id, sub_id != 0);
+		brk_msg_unref(v[i]);
+	}
+	free(v);
+}
+
+static void brk_suback(brk_ctx *c, hw_mqtt_type type, const uint8_t *rc, uint32_t n)
+{
+	hw_mqtt_packet p = { .type = type };
+	hw_buf b = { 0 };
+
+	p.u.suback.packet_id = c->pkt->u.subscribe.packet_id;
+	p.u.suback.reasons = rc;
+	p.u.suback.count = n;
+	if (hw_mqtt_encode(&p, c->s->version, &b) == HW_OK)
+		brk_out_write(c->w, c->edge, c->s->conn, &b, false);
+	hw_buf_fini(&b);
+}
+
+void brk_handle_subscribe(brk_ctx *c)
+{
+	const hw_mqtt_subscribe *sub = &c->pkt->u.subscribe;
+	uint32_t sub_id = hw_mqtt_has(&sub->props, HW_PROP_SUBSCRIPTION_ID) ? sub->props.sub_id : 0;
+	uint8_t *rc = calloc(sub->count, 1);
+	bool *existed = calloc(sub->count, sizeof(bool));
+	hw_mqtt_sub_iter it;
+	hw_mqtt_sub_opts o;
+	hw_bytes f;
+	uint32_t i = 0;
+
+	if (rc == NULL || existed == NULL) {
+		brk_protocol_error(c->w, c->s, HW_RC_UNSPECIFIED);
+		goto out;
+	}
+	hw_mqtt_sub_iter_init(&it, sub, c->s->version);
+	while (i < sub->count && hw_mqtt_sub_next(&it, &f, &o)) {
+		rc[i] = brk_subscribe_one(c, f, &o, sub_id, &existed[i]);
+		i++;
+	}
+	brk_suback(c, HW_MQTT_SUBACK, rc, i);
+	if (!c->w->srv->cfg->broker.retain_available)
+		goto out;
+	// Retained messages after the SUBACK, per Retain Handling.
+	hw_mqtt_sub_iter_init(&it, sub, c->s->version);
+	for (uint32_t j = 0; j < i && hw_mqtt_sub_next(&it, &f, &o); j++)
+		if (rc[j] < 0x80 && (o.retain_handling == 0 || (o.retain_handling == 1 && !existed[j])))
+			brk_subscribe_retained(c, f, rc[j], sub_id);
+out:
+	free(rc);
+	free(existed);
+}
+
+void brk_handle_unsubscribe(brk_ctx *c)
+{
+	const hw_mqtt_subscribe *sub = &c->pkt->u.subscribe;
+	uint8_t *rc = calloc(sub->count, 1);
+	hw_mqtt_sub_iter it;
+	hw_bytes f;
+	uint32_t i = 0;
+
+	if (rc == NULL) {
+		brk_protocol_error(c->w, c->s, HW_RC_UNSPECIFIED);
+		return;
+	}
+	hw_mqtt_unsub_iter_init(&it, sub, c->s->version);
+	while (i < sub->count && hw_mqtt_sub_next(&it, &f, NULL)) {
+		bool had = brk_session_sub_del(c->s, f);
+
+		if (had) {
+			brk_subindex_remove(c->w->subs, f, c->s);
+			hw_gauge_add(c->w->srv->st.subscriptions, -1);
+		}
+		rc[i++] = had ? HW_RC_SUCCESS : HW_RC_NO_SUBSCRIPTION_EXISTED;
+	}
+	brk_suback(c, HW_MQTT_UNSUBACK, rc, i);
+	free(rc);
+}

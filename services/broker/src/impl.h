@@ -1,0 +1,196 @@
+#ifndef BRK_IMPL_H
+#define BRK_IMPL_H
+
+// Internals shared by the broker's modules (server, worker, handlers,
+// delivery, output). Not a public contract: server.h is.
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/metrics.h"
+#include "link/httpd.h"
+#include "link/link.h"
+#include "map.h"
+#include "mqtt/codec.h"
+#include "msg.h"
+#include "retain.h"
+#include "server.h"
+#include "session.h"
+#include "subindex.h"
+
+typedef Hawser__Internal__V1__ConnPacket brk_connpacket;
+typedef Hawser__Internal__V1__ConnGone brk_conngone;
+typedef Hawser__Internal__V1__Ack brk_ack_pb;
+
+// Seqs of our upstream publishes carry the sending worker in the low bits,
+// so the router's Ack goes straight back to that worker.
+#define BRK_SEQ_WORKER_BITS 10
+#define BRK_SEQ_WORKER_MASK ((UINT64_C(1) << BRK_SEQ_WORKER_BITS) - 1)
+
+typedef struct brk_stats {
+	hw_metrics   *reg;
+	hw_gauge     *sessions, *connections, *subscriptions, *inflight, *queued, *retained;
+	hw_counter   *received[3], *delivered[3];
+	hw_counter   *queue_dropped, *takeovers, *wills, *expired, *too_large;
+} brk_stats;
+
+// A received batch shared by the items dispatched to workers.
+typedef struct brk_batch {
+	atomic_int refs;
+	hw_batch  *b;
+} brk_batch;
+
+// Countdown of the workers still to take one downstream Publish.
+typedef struct brk_fanin {
+	atomic_int left;
+	atomic_int matched;
+	uint64_t   seq;
+	char       url[];      // router inbox to Ack
+} brk_fanin;
+
+enum { BRK_WORK_PACKET, BRK_WORK_GONE, BRK_WORK_PUBLISH, BRK_WORK_ACK };
+
+typedef struct brk_work brk_work;
+struct brk_work {
+	brk_work      *next;
+	int            kind;
+	brk_batch     *batch;    // PACKET, GONE, ACK
+	const hw_item *item;
+	brk_msg       *msg;      // PUBLISH
+	brk_fanin     *fanin;    // PUBLISH with seq != 0
+};
+
+// An output destination (an edge or a router inbox) and its pending items.
+typedef struct brk_dest {
+	char         *url;
+	hw_link_peer *peer;
+	hw_item     **items;
+	size_t        n, cap;
+} brk_dest;
+
+// An edge node as seen by one worker.
+typedef struct brk_edge {
+	char     *node;
+	uint32_t  index;
+	brk_dest *dest;
+} brk_edge;
+
+// An upstream publish awaiting the router's Ack.
+typedef struct brk_pending {
+	uint32_t conn_gen;
+	uint16_t pid;
+	uint8_t  qos;
+	size_t   cid_len;
+	char     cid[];
+} brk_pending;
+
+typedef struct brk_worker {
+	struct brk_server *srv;
+	uint32_t          index;
+	pthread_t         thread;
+	bool              started;
+
+	pthread_mutex_t   mu;
+	pthread_cond_t    cv;
+	brk_work         *head, *tail;
+	bool              stop;
+
+	brk_map           sessions;   // client id -> brk_session
+	brk_map           conns;      // (edge index, conn id) -> brk_session
+	brk_subindex     *subs;
+	brk_edge        **edges;
+	size_t            nedges;
+	brk_dest        **dests;
+	size_t            ndests;
+	brk_map           pending;    // seq -> brk_pending
+	uint64_t          next_seq;
+	brk_session      *offline;    // sessions with a timer (expiry or will)
+	uint64_t          next_timer; // earliest timer, 0 = none (may be early)
+	uint64_t          match_epoch;
+	brk_session      *matched;
+} brk_worker;
+
+struct brk_server {
+	const hw_config *cfg;
+	brk_stats        st;
+	hw_link         *link;
+	char           **routers;     // router inbox URLs (from cfg)
+	size_t           nrouters;
+	brk_retain      *retain;
+	brk_worker      *workers;
+	uint32_t         nworkers;
+	hw_httpd        *httpd;
+	atomic_bool      running;
+};
+
+// worker.c
+hw_err brk_worker_init(brk_worker *w, struct brk_server *srv, uint32_t index);
+void brk_worker_fini(brk_worker *w);
+hw_err brk_worker_start(brk_worker *w);
+void brk_worker_stop(brk_worker *w);
+// brk_worker_push appends a chain of work items (first..last); any thread.
+void brk_worker_push(brk_worker *w, brk_work *first, brk_work *last);
+void brk_batch_unref(brk_batch *b);
+
+// out.c: outputs of a worker, flushed once per drain.
+brk_dest *brk_out_dest(brk_worker *w, const char *url);
+brk_edge *brk_out_edge(brk_worker *w, const char *node, const char *url);
+// brk_out_write queues a ConnWrite taking the bytes of *frame (emptied).
+void brk_out_write(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame, bool droppable);
+void brk_out_accept(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame,
+    uint32_t keepalive, uint8_t version);
+// brk_out_close queues a ConnClose with *frame (may be NULL or empty).
+void brk_out_close(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame);
+void brk_out_publish(brk_worker *w, brk_dest *d, brk_msg *m, uint64_t seq, uint64_t now_ms);
+void brk_out_ack(brk_worker *w, brk_dest *d, uint64_t seq, uint32_t reason);
+void brk_out_flush(brk_worker *w);
+void brk_out_fini(brk_worker *w);
+
+// Small helpers used by the handlers (worker.c / deliver.c / handle_*.c).
+void brk_send_ack(brk_worker *w, brk_session *s, hw_mqtt_type type, uint16_t pid, uint8_t reason);
+void brk_protocol_error(brk_worker *w, brk_session *s, uint8_t reason);
+void brk_conn_lost(brk_worker *w, brk_session *s, bool publish_will);
+void brk_session_end(brk_worker *w, brk_session *s);
+void brk_publish_upstream(brk_worker *w, brk_session *s, brk_msg *m, uint64_t seq);
+void brk_publish_will(brk_worker *w, brk_session *s);
+void brk_offline_update(brk_worker *w, brk_session *s);
+hw_bytes brk_conn_key(uint8_t key[12], const brk_edge *e, uint64_t conn);
+
+// deliver.c
+// brk_deliver_publish delivers msg to this worker's matching sessions;
+// returns whether any session matched.
+bool brk_deliver_publish(brk_worker *w, brk_msg *msg);
+void brk_deliver_to(brk_worker *w, brk_session *s, brk_msg *m, uint8_t qos, bool retain,
+    const uint32_t *sub_ids, uint32_t nsub);
+void brk_deliver_pump(brk_worker *w, brk_session *s);
+void brk_deliver_resend(brk_worker *w, brk_session *s);
+
+// Packet handlers: one per MQTT packet type (handle_*.c).
+typedef struct brk_ctx {
+	brk_worker           *w;
+	brk_edge             *edge;
+	const brk_connpacket *cp;
+	brk_session          *s;       // NULL before CONNECT
+	hw_mqtt_packet       *pkt;
+	uint64_t              now_ms;
+} brk_ctx;
+typedef void (*brk_handler_fn)(brk_ctx *c);
+
+void brk_handle_connect(brk_ctx *c);
+void brk_handle_publish(brk_ctx *c);
+void brk_handle_puback(brk_ctx *c);
+void brk_handle_pubrec(brk_ctx *c);
+void brk_handle_pubrel(brk_ctx *c);
+void brk_handle_pubcomp(brk_ctx *c);
+void brk_handle_subscribe(brk_ctx *c);
+void brk_handle_unsubscribe(brk_ctx *c);
+void brk_handle_pingreq(brk_ctx *c);
+void brk_handle_disconnect(brk_ctx *c);
+void brk_handle_auth(brk_ctx *c);
+// brk_handle_router_ack answers the client once the router took its publish.
+void brk_handle_router_ack(brk_worker *w, uint64_t seq, uint32_t reason);
+
+#endif

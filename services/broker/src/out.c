@@ -1,0 +1,267 @@
+// Worker outputs. Design notes: a worker appends items to the destination
+// they go to (an edge inbox or a router inbox) while it drains its mailbox,
+// then brk_out_flush sends one Batch per destination and frees the items.
+// Items own their frame bytes (or hold a message reference), so nothing they
+// point to can disappear before the flush.
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "impl.h"
+
+typedef Hawser__Internal__V1__ConnWrite brk_write_pb;
+typedef Hawser__Internal__V1__ConnClose brk_close_pb;
+typedef Hawser__Internal__V1__UserProperty brk_user_pb;
+
+typedef struct brk_oitem {
+	hw_item  item;         // first: the dest's item array points here
+	union {
+		brk_write_pb   w;
+		brk_close_pb   c;
+		brk_publish_pb p;
+		brk_ack_pb     a;
+	} u;
+	hw_buf   data;
+	brk_msg *hold;
+	brk_user_pb  *users;
+	brk_user_pb **userp;
+} brk_oitem;
+
+static void brk_oitem_free(brk_oitem *o)
+{
+	hw_buf_fini(&o->data);
+	brk_msg_unref(o->hold);
+	free(o);
+}
+
+brk_dest *brk_out_dest(brk_worker *w, const char *url)
+{
+	brk_dest *d, **nd;
+
+	for (size_t i = 0; i < w->ndests; i++)
+		if (strcmp(w->dests[i]->url, url) == 0)
+			return w->dests[i];
+	nd = realloc(w->dests, (w->ndests + 1) * sizeof(*nd));
+	if (nd == NULL)
+		return NULL;
+	w->dests = nd;
+	d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return NULL;
+	d->url = strdup(url);
+	if (d->url == NULL || hw_link_peer(w->srv->link, url, &d->peer) != HW_OK) {
+		free(d->url);
+		free(d);
+		return NULL;
+	}
+	w->dests[w->ndests++] = d;
+	return d;
+}
+
+brk_edge *brk_out_edge(brk_worker *w, const char *node, const char *url)
+{
+	brk_edge *e, **ne;
+	brk_dest *d;
+
+	for (size_t i = 0; i < w->nedges; i++)
+		if (strcmp(w->edges[i]->node, node) == 0) {
+			// An edge restarted on another address keeps its node id.
+			if (strcmp(w->edges[i]->dest->url, url) != 0) {
+				d = brk_out_dest(w, url);
+				if (d != NULL)
+					w->edges[i]->dest = d;
+			}
+			return w->edges[i];
+		}
+	d = brk_out_dest(w, url);
+	if (d == NULL)
+		return NULL;
+	ne = realloc(w->edges, (w->nedges + 1) * sizeof(*ne));
+	if (ne == NULL)
+		return NULL;
+	w->edges = ne;
+	e = calloc(1, sizeof(*e));
+	if (e == NULL || (e->node = strdup(node)) == NULL) {
+		free(e);
+		return NULL;
+	}
+	e->index = (uint32_t)w->nedges;
+	e->dest = d;
+	w->edges[w->nedges++] = e;
+	return e;
+}
+
+static void brk_out_add(brk_dest *d, brk_oitem *o)
+{
+	if (d->n == d->cap) {
+		size_t ncap = d->cap ? d->cap * 2 : 32;
+		hw_item **ni = realloc(d->items, ncap * sizeof(*ni));
+
+		if (ni == NULL) {
+			hw_log_warn("BRK-OUT-NOMEM", "dropped an item for %s", d->url);
+			brk_oitem_free(o);
+			return;
+		}
+		d->items = ni;
+		d->cap = ncap;
+	}
+	d->items[d->n++] = &o->item;
+}
+
+static brk_oitem *brk_oitem_new(size_t extra)
+{
+	brk_oitem *o = calloc(1, sizeof(*o) + extra);
+	hw_item init = HAWSER__INTERNAL__V1__ITEM__INIT;
+
+	if (o != NULL)
+		o->item = init;
+	return o;
+}
+
+static void brk_out_write_item(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame,
+    bool droppable, bool accepted, uint32_t keepalive, uint8_t version)
+{
+	brk_oitem *o = brk_oitem_new(0);
+	brk_write_pb init = HAWSER__INTERNAL__V1__CONN_WRITE__INIT;
+
+	if (o == NULL || e == NULL) {
+		free(o);
+		hw_buf_fini(frame);
+		return;
+	}
+	o->data = *frame;
+	memset(frame, 0, sizeof(*frame));
+	o->u.w = init;
+	o->u.w.conn = conn;
+	o->u.w.data.data = o->data.ptr;
+	o->u.w.data.len = o->data.len;
+	o->u.w.droppable = droppable;
+	o->u.w.accepted = accepted;
+	o->u.w.keepalive = keepalive;
+	o->u.w.version = version;
+	o->item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_WRITE;
+	o->item.write = &o->u.w;
+	brk_out_add(e->dest, o);
+}
+
+void brk_out_write(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame, bool droppable)
+{
+	brk_out_write_item(w, e, conn, frame, droppable, false, 0, 0);
+}
+
+void brk_out_accept(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame,
+    uint32_t keepalive, uint8_t version)
+{
+	brk_out_write_item(w, e, conn, frame, false, true, keepalive, version);
+}
+
+void brk_out_close(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame)
+{
+	brk_oitem *o = brk_oitem_new(0);
+	brk_close_pb init = HAWSER__INTERNAL__V1__CONN_CLOSE__INIT;
+
+	if (o == NULL || e == NULL) {
+		free(o);
+		if (frame != NULL)
+			hw_buf_fini(frame);
+		return;
+	}
+	if (frame != NULL) {
+		o->data = *frame;
+		memset(frame, 0, sizeof(*frame));
+	}
+	o->u.c = init;
+	o->u.c.conn = conn;
+	o->u.c.data.data = o->data.ptr;
+	o->u.c.data.len = o->data.len;
+	o->item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_CLOSE;
+	o->item.close = &o->u.c;
+	brk_out_add(e->dest, o);
+}
+
+void brk_out_publish(brk_worker *w, brk_dest *d, brk_msg *m, uint64_t seq, uint64_t now_ms)
+{
+	uint32_t nu = m->props.user_count;
+	brk_oitem *o = brk_oitem_new(nu * (sizeof(brk_user_pb) + sizeof(brk_user_pb *)));
+	brk_publish_pb init = HAWSER__INTERNAL__V1__PUBLISH__INIT;
+	uint32_t left = 0;
+
+	if (o == NULL || d == NULL) {
+		free(o);
+		return;
+	}
+	o->hold = brk_msg_ref(m);
+	o->users = (brk_user_pb *)(o + 1);
+	o->userp = (brk_user_pb **)(o->users + nu);
+	o->u.p = init;
+	brk_msg_to_pb(m, &o->u.p, o->users, o->userp);
+	if (m->has_expiry) {
+		if (!brk_msg_expiry_left(m, now_ms, &left))
+			left = 1; // about to expire: let the next hop drop it
+		o->u.p.expiry_interval = left;
+	}
+	o->u.p.seq = seq;
+	o->u.p.broker = w->srv->cfg->node.id;
+	o->item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_PUBLISH;
+	o->item.publish = &o->u.p;
+	brk_out_add(d, o);
+}
+
+void brk_out_ack(brk_worker *w, brk_dest *d, uint64_t seq, uint32_t reason)
+{
+	brk_oitem *o = brk_oitem_new(0);
+	brk_ack_pb init = HAWSER__INTERNAL__V1__ACK__INIT;
+
+	if (o == NULL || d == NULL) {
+		free(o);
+		return;
+	}
+	o->u.a = init;
+	o->u.a.seq = seq;
+	o->u.a.reason = reason;
+	o->item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_ACK;
+	o->item.ack = &o->u.a;
+	brk_out_add(d, o);
+}
+
+static void brk_out_drop(brk_dest *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		brk_oitem_free((brk_oitem *)d->items[i]);
+	d->n = 0;
+}
+
+void brk_out_flush(brk_worker *w)
+{
+	for (size_t i = 0; i < w->ndests; i++) {
+		brk_dest *d = w->dests[i];
+		hw_err err;
+
+		if (d->n == 0)
+			continue;
+		err = hw_link_send(d->peer, d->items, d->n);
+		if (err != HW_OK)
+			hw_log_warn("BRK-SEND", "lost %zu items for %s: %s", d->n, d->url,
+			    hw_strerror(err));
+		brk_out_drop(d);
+	}
+}
+
+void brk_out_fini(brk_worker *w)
+{
+	for (size_t i = 0; i < w->ndests; i++) {
+		brk_out_drop(w->dests[i]);
+		free(w->dests[i]->items);
+		free(w->dests[i]->url);
+		free(w->dests[i]);
+	}
+	free(w->dests);
+	for (size_t i = 0; i < w->nedges; i++) {
+		free(w->edges[i]->node);
+		free(w->edges[i]);
+	}
+	free(w->edges);
+	w->dests = NULL;
+	w->edges = NULL;
+	w->ndests = w->nedges = 0;
+}

@@ -1,0 +1,328 @@
+// Sessions: window and queue policy (see session.h), subscriptions,
+// incoming QoS 2 ids and topic aliases.
+#include <stdlib.h>
+#include <string.h>
+
+#include "session.h"
+
+hw_err brk_session_alloc(brk_session **out, hw_bytes client_id)
+{
+	brk_session *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return HW_ENOMEM;
+	s->client_id = malloc(client_id.len + 1);
+	if (s->client_id == NULL) {
+		free(s);
+		return HW_ENOMEM;
+	}
+	if (client_id.len)
+		memcpy(s->client_id, client_id.ptr, client_id.len);
+	s->client_id[client_id.len] = 0;
+	s->client_id_len = client_id.len;
+	s->window = 1;
+	s->next_pid = 1;
+	*out = s;
+	return HW_OK;
+}
+
+static void brk_deliv_list_free(brk_deliv *d)
+{
+	while (d != NULL) {
+		brk_deliv *next = d->next;
+
+		brk_deliv_free(d);
+		d = next;
+	}
+}
+
+void brk_session_free(brk_session *s)
+{
+	if (s == NULL)
+		return;
+	brk_deliv_list_free(s->fly_head);
+	brk_deliv_list_free(s->q_head);
+	brk_msg_unref(s->will);
+	for (size_t i = 0; i < s->nsubs; i++)
+		free(s->subs[i].filter);
+	free(s->subs);
+	free(s->in2);
+	brk_session_alias_reset(s, 0);
+	free(s->match_subs);
+	free(s->client_id);
+	free(s);
+}
+
+brk_deliv *brk_deliv_alloc(brk_msg *msg, uint8_t qos, bool retain, const uint32_t *sub_ids,
+    uint32_t nsub)
+{
+	brk_deliv *d = malloc(sizeof(*d) + nsub * sizeof(uint32_t));
+
+	if (d == NULL)
+		return NULL;
+	d->next = NULL;
+	d->msg = brk_msg_ref(msg);
+	d->pid = 0;
+	d->qos = qos;
+	d->retain = retain;
+	d->pubrec = false;
+	d->nsub = nsub;
+	if (nsub)
+		memcpy(d->sub_ids, sub_ids, nsub * sizeof(uint32_t));
+	return d;
+}
+
+void brk_deliv_free(brk_deliv *d)
+{
+	if (d == NULL)
+		return;
+	brk_msg_unref(d->msg);
+	free(d);
+}
+
+static bool brk_session_pid_used(const brk_session *s, uint16_t pid)
+{
+	for (const brk_deliv *d = s->fly_head; d != NULL; d = d->next)
+		if (d->pid == pid)
+			return true;
+	return false;
+}
+
+// brk_session_fly appends d to the in-flight list with a fresh packet id.
+// The window is at most 65535, so a free id always exists.
+static void brk_session_fly(brk_session *s, brk_deliv *d)
+{
+	uint16_t pid = s->next_pid;
+
+	while (pid == 0 || brk_session_pid_used(s, pid))
+		pid++;
+	d->pid = pid;
+	s->next_pid = (uint16_t)(pid + 1);
+	d->next = NULL;
+	if (s->fly_tail != NULL)
+		s->fly_tail->next = d;
+	else
+		s->fly_head = d;
+	s->fly_tail = d;
+	s->nfly++;
+}
+
+static brk_deliv *brk_session_q_pop(brk_session *s)
+{
+	brk_deliv *d = s->q_head;
+
+	if (d == NULL)
+		return NULL;
+	s->q_head = d->next;
+	if (s->q_head == NULL)
+		s->q_tail = NULL;
+	s->nq--;
+	s->q_bytes -= d->msg->size;
+	d->next = NULL;
+	return d;
+}
+
+static bool brk_session_q_over(const brk_session *s, const brk_deliv *d)
+{
+	return s->nq + 1 > s->max_queued || s->q_bytes + d->msg->size > s->max_queued_bytes;
+}
+
+int brk_session_offer(brk_session *s, brk_deliv *d, uint32_t *dropped)
+{
+	if (s->connected && s->nq == 0 && s->nfly < s->window) {
+		brk_session_fly(s, d);
+		return 1;
+	}
+	while (s->nq > 0 && brk_session_q_over(s, d)) {
+		brk_deliv_free(brk_session_q_pop(s));
+		(*dropped)++;
+	}
+	if (brk_session_q_over(s, d)) {
+		// Bounds of 0 (or a message larger than the byte bound) queue nothing.
+		brk_deliv_free(d);
+		(*dropped)++;
+		return 0;
+	}
+	d->next = NULL;
+	if (s->q_tail != NULL)
+		s->q_tail->next = d;
+	else
+		s->q_head = d;
+	s->q_tail = d;
+	s->nq++;
+	s->q_bytes += d->msg->size;
+	return 0;
+}
+
+brk_deliv *brk_session_next(brk_session *s, uint64_t now_ms, uint32_t *expired)
+{
+	uint32_t left;
+
+	while (s->connected && s->nfly < s->window && s->q_head != NULL) {
+		brk_deliv *d = brk_session_q_pop(s);
+
+		if (!brk_msg_expiry_left(d->msg, now_ms, &left)) {
+			brk_deliv_free(d);
+			(*expired)++;
+			continue;
+		}
+		brk_session_fly(s, d);
+		return d;
+	}
+	return NULL;
+}
+
+brk_deliv *brk_session_find(brk_session *s, uint16_t pid)
+{
+	for (brk_deliv *d = s->fly_head; d != NULL; d = d->next)
+		if (d->pid == pid)
+			return d;
+	return NULL;
+}
+
+static bool brk_session_unlink(brk_session *s, brk_deliv *target)
+{
+	brk_deliv *prev = NULL;
+
+	for (brk_deliv *d = s->fly_head; d != NULL; prev = d, d = d->next) {
+		if (d != target)
+			continue;
+		if (prev != NULL)
+			prev->next = d->next;
+		else
+			s->fly_head = d->next;
+		if (s->fly_tail == d)
+			s->fly_tail = prev;
+		s->nfly--;
+		brk_deliv_free(d);
+		return true;
+	}
+	return false;
+}
+
+bool brk_session_done(brk_session *s, uint16_t pid)
+{
+	brk_deliv *d = brk_session_find(s, pid);
+
+	return d != NULL && brk_session_unlink(s, d);
+}
+
+void brk_session_discard(brk_session *s, brk_deliv *d)
+{
+	brk_session_unlink(s, d);
+}
+
+hw_err brk_session_sub_put(brk_session *s, hw_bytes filter, const brk_subopts *o, bool *existed)
+{
+	brk_sub *sub;
+
+	for (size_t i = 0; i < s->nsubs; i++)
+		if (s->subs[i].len == filter.len && memcmp(s->subs[i].filter, filter.ptr, filter.len) == 0) {
+			s->subs[i].opts = *o;
+			*existed = true;
+			return HW_OK;
+		}
+	*existed = false;
+	if (s->nsubs == s->capsubs) {
+		size_t ncap = s->capsubs ? s->capsubs * 2 : 4;
+		brk_sub *ns = realloc(s->subs, ncap * sizeof(*ns));
+
+		if (ns == NULL)
+			return HW_ENOMEM;
+		s->subs = ns;
+		s->capsubs = ncap;
+	}
+	sub = &s->subs[s->nsubs];
+	sub->filter = malloc(filter.len + 1);
+	if (sub->filter == NULL)
+		return HW_ENOMEM;
+	memcpy(sub->filter, filter.ptr, filter.len);
+	sub->filter[filter.len] = 0;
+	sub->len = filter.len;
+	sub->opts = *o;
+	s->nsubs++;
+	return HW_OK;
+}
+
+bool brk_session_sub_del(brk_session *s, hw_bytes filter)
+{
+	for (size_t i = 0; i < s->nsubs; i++)
+		if (s->subs[i].len == filter.len && memcmp(s->subs[i].filter, filter.ptr, filter.len) == 0) {
+			free(s->subs[i].filter);
+			memmove(&s->subs[i], &s->subs[i + 1], (s->nsubs - i - 1) * sizeof(brk_sub));
+			s->nsubs--;
+			return true;
+		}
+	return false;
+}
+
+brk_in2 *brk_session_in2_find(brk_session *s, uint16_t pid)
+{
+	for (size_t i = 0; i < s->nin2; i++)
+		if (s->in2[i].pid == pid)
+			return &s->in2[i];
+	return NULL;
+}
+
+hw_err brk_session_in2_add(brk_session *s, uint16_t pid)
+{
+	if (s->nin2 == s->capin2) {
+		size_t ncap = s->capin2 ? s->capin2 * 2 : 4;
+		brk_in2 *n = realloc(s->in2, ncap * sizeof(*n));
+
+		if (n == NULL)
+			return HW_ENOMEM;
+		s->in2 = n;
+		s->capin2 = ncap;
+	}
+	s->in2[s->nin2++] = (brk_in2){ .pid = pid };
+	return HW_OK;
+}
+
+bool brk_session_in2_del(brk_session *s, uint16_t pid)
+{
+	brk_in2 *e = brk_session_in2_find(s, pid);
+
+	if (e == NULL)
+		return false;
+	*e = s->in2[--s->nin2];
+	return true;
+}
+
+hw_err brk_session_alias_reset(brk_session *s, uint16_t max)
+{
+	for (uint16_t i = 0; i < s->nalias; i++)
+		free((void *)s->alias[i].ptr);
+	free(s->alias);
+	s->alias = NULL;
+	s->nalias = 0;
+	if (max == 0)
+		return HW_OK;
+	s->alias = calloc(max, sizeof(*s->alias));
+	if (s->alias == NULL)
+		return HW_ENOMEM;
+	s->nalias = max;
+	return HW_OK;
+}
+
+hw_err brk_session_alias_set(brk_session *s, uint16_t alias, hw_bytes topic)
+{
+	uint8_t *copy;
+
+	if (alias == 0 || alias > s->nalias)
+		return HW_EINVAL;
+	copy = malloc(topic.len ? topic.len : 1);
+	if (copy == NULL)
+		return HW_ENOMEM;
+	memcpy(copy, topic.ptr, topic.len);
+	free((void *)s->alias[alias - 1].ptr);
+	s->alias[alias - 1] = (hw_bytes){ copy, topic.len };
+	return HW_OK;
+}
+
+hw_bytes brk_session_alias_get(const brk_session *s, uint16_t alias)
+{
+	if (alias == 0 || alias > s->nalias || s->alias[alias - 1].ptr == NULL)
+		return HW_BYTES_NULL;
+	return s->alias[alias - 1];
+}

@@ -1,0 +1,153 @@
+#ifndef BRK_SESSION_H
+#define BRK_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/err.h"
+#include "msg.h"
+#include "subindex.h"
+
+// A session and its QoS 1/2 delivery state. A session belongs to one worker
+// thread, which alone reads and writes it: no locks. The struct is public
+// to the broker's modules (the packet handlers read and set its fields);
+// the window/queue policy lives in the functions below so it can be tested
+// on its own.
+//
+// Outgoing policy: a QoS 1/2 delivery goes in flight (gets a packet id) only
+// while the session is connected, fewer than `window` are in flight and
+// nothing is queued before it, so order is kept. Otherwise it is queued;
+// past max_queued messages or max_queued_bytes the OLDEST queued delivery
+// is dropped (newer data is worth more to a live feed) and counted. In-flight
+// deliveries are never dropped by the queue bounds. Packet ids are never
+// reused while in flight.
+
+typedef struct brk_deliv brk_deliv;
+struct brk_deliv {
+	brk_deliv *next;
+	brk_msg   *msg;
+	uint16_t   pid;       // 0 while queued
+	uint8_t    qos;       // effective QoS (1 or 2)
+	bool       retain;    // RETAIN flag to send
+	bool       pubrec;    // QoS 2: PUBREC received, PUBREL sent
+	uint32_t   nsub;
+	uint32_t   sub_ids[]; // v5 subscription identifiers to send
+};
+
+typedef struct brk_sub {
+	char       *filter;
+	size_t      len;
+	brk_subopts opts;
+} brk_sub;
+
+// Incoming QoS 2 publish awaiting PUBREL (or the router's Ack first).
+typedef struct brk_in2 {
+	uint16_t pid;
+	bool     acked;       // the router took it; PUBREC sent
+	uint8_t  reason;      // reason of that PUBREC
+} brk_in2;
+
+typedef struct brk_session brk_session;
+struct brk_session {
+	char       *client_id;
+	size_t      client_id_len;
+
+	// connection (valid while connected)
+	bool        connected;
+	void       *edge;          // the worker's brk_edge
+	uint64_t    conn;
+	uint32_t    conn_gen;      // bumped at every CONNECT
+	uint8_t     version;
+	uint32_t    max_packet;    // client's Maximum Packet Size, 0 = none
+
+	uint32_t    expiry;        // seconds; 0xFFFFFFFF never
+	bool        expiry_zero_at_connect;
+	uint64_t    expire_at_ms;  // while offline, 0 = never
+
+	brk_msg    *will;
+	uint32_t    will_delay;
+	uint64_t    will_at_ms;    // armed delayed will, 0 = none
+
+	brk_sub    *subs;
+	size_t      nsubs, capsubs;
+
+	// outgoing QoS 1/2
+	uint32_t    window;
+	uint32_t    max_queued;
+	uint64_t    max_queued_bytes;
+	brk_deliv  *fly_head, *fly_tail;
+	uint32_t    nfly;
+	brk_deliv  *q_head, *q_tail;
+	uint32_t    nq;
+	uint64_t    q_bytes;
+	uint16_t    next_pid;
+
+	// incoming
+	brk_in2    *in2;
+	size_t      nin2, capin2;
+	uint32_t    in1_pending;   // QoS 1 forwarded, router Ack awaited
+
+	// topic aliases from the client (per connection)
+	hw_bytes   *alias;
+	uint16_t    nalias;
+
+	// worker scratch: matching and the offline list
+	uint64_t    match_epoch;
+	uint8_t     match_qos;
+	bool        match_rap;
+	uint32_t    match_nsub;
+	uint32_t   *match_subs;
+	uint32_t    match_cap;
+	brk_session *match_next;
+	brk_session *off_prev, *off_next;
+	bool        off_listed;
+};
+
+// brk_session_alloc creates an empty, disconnected session for client_id.
+hw_err brk_session_alloc(brk_session **out, hw_bytes client_id);
+// brk_session_free frees s with its deliveries, will, subscriptions and
+// aliases (the caller has already removed them from the index).
+void brk_session_free(brk_session *s);
+
+// brk_deliv_alloc builds a delivery of msg (takes a new reference).
+brk_deliv *brk_deliv_alloc(brk_msg *msg, uint8_t qos, bool retain, const uint32_t *sub_ids,
+    uint32_t nsub);
+// brk_deliv_free releases d's message and frees d.
+void brk_deliv_free(brk_deliv *d);
+
+// brk_session_offer takes d (ownership passes in every case). Returns 1
+// when d went in flight (d->pid set: send it now), 0 when queued. Every
+// delivery dropped to respect the queue bounds (possibly d itself) adds one
+// to *dropped.
+int brk_session_offer(brk_session *s, brk_deliv *d, uint32_t *dropped);
+// brk_session_next moves the head of the queue in flight and returns it
+// (send it), or NULL when not connected, the window is full or the queue is
+// empty. Queued deliveries whose message expired by now_ms are freed and
+// counted in *expired.
+brk_deliv *brk_session_next(brk_session *s, uint64_t now_ms, uint32_t *expired);
+// brk_session_find returns the in-flight delivery with pid, or NULL.
+brk_deliv *brk_session_find(brk_session *s, uint16_t pid);
+// brk_session_done removes the in-flight delivery with pid (PUBACK,
+// PUBCOMP, or a failing PUBREC) and frees it; false if none.
+bool brk_session_done(brk_session *s, uint16_t pid);
+// brk_session_discard removes in-flight d (e.g. too large to send), frees it.
+void brk_session_discard(brk_session *s, brk_deliv *d);
+
+// brk_session_sub_put records a subscription (updating the options of an
+// existing one, *existed true). brk_session_sub_del removes one.
+hw_err brk_session_sub_put(brk_session *s, hw_bytes filter, const brk_subopts *o, bool *existed);
+bool brk_session_sub_del(brk_session *s, hw_bytes filter);
+
+// Incoming QoS 2 packet ids: find (NULL if none), add, delete.
+brk_in2 *brk_session_in2_find(brk_session *s, uint16_t pid);
+hw_err brk_session_in2_add(brk_session *s, uint16_t pid);
+bool brk_session_in2_del(brk_session *s, uint16_t pid);
+
+// Topic aliases: reset for a new connection with `max` aliases; set copies
+// the topic; get returns an empty view for an unknown alias.
+hw_err brk_session_alias_reset(brk_session *s, uint16_t max);
+hw_err brk_session_alias_set(brk_session *s, uint16_t alias, hw_bytes topic);
+hw_bytes brk_session_alias_get(const brk_session *s, uint16_t alias);
+
+#endif

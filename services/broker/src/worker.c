@@ -1,0 +1,436 @@
+// Worker threads.
+//
+// Design notes:
+// - Shared-nothing: worker i alone touches the sessions of the slots it
+//   owns (slot % nworkers == i), their subscriptions (its subindex shard),
+//   its connection table and its pending upstream acks. Other threads only
+//   append to its mailbox (mu + cv) with brk_worker_push.
+// - Loop: take everything queued, process it in order, run due timers
+//   (session expiry, delayed wills), flush the outputs (one Batch per
+//   destination), then release the batches the work items pointed into.
+//   The wait is a timed condvar wait on CLOCK_MONOTONIC until the next
+//   timer; there are no sleeps.
+// - Stop: brk_worker_stop sets `stop`; the worker drains what is queued,
+//   flushes and exits.
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/slot.h"
+#include "impl.h"
+
+static const brk_handler_fn brk_handlers[16] = {
+	[HW_MQTT_CONNECT] = brk_handle_connect,
+	[HW_MQTT_PUBLISH] = brk_handle_publish,
+	[HW_MQTT_PUBACK] = brk_handle_puback,
+	[HW_MQTT_PUBREC] = brk_handle_pubrec,
+	[HW_MQTT_PUBREL] = brk_handle_pubrel,
+	[HW_MQTT_PUBCOMP] = brk_handle_pubcomp,
+	[HW_MQTT_SUBSCRIBE] = brk_handle_subscribe,
+	[HW_MQTT_UNSUBSCRIBE] = brk_handle_unsubscribe,
+	[HW_MQTT_PINGREQ] = brk_handle_pingreq,
+	[HW_MQTT_DISCONNECT] = brk_handle_disconnect,
+	[HW_MQTT_AUTH] = brk_handle_auth,
+};
+
+hw_err brk_worker_init(brk_worker *w, struct brk_server *srv, uint32_t index)
+{
+	pthread_condattr_t ca;
+
+	memset(w, 0, sizeof(*w));
+	w->srv = srv;
+	w->index = index;
+	brk_map_init(&w->sessions);
+	brk_map_init(&w->conns);
+	brk_map_init(&w->pending);
+	if (brk_subindex_alloc(&w->subs) != HW_OK)
+		return HW_ENOMEM;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	return HW_OK;
+}
+
+void brk_batch_unref(brk_batch *b)
+{
+	if (b != NULL && atomic_fetch_sub(&b->refs, 1) == 1) {
+		hw_link_batch_free(b->b);
+		free(b);
+	}
+}
+
+static void brk_work_free(brk_work *wk)
+{
+	while (wk != NULL) {
+		brk_work *next = wk->next;
+
+		brk_batch_unref(wk->batch);
+		brk_msg_unref(wk->msg);
+		if (wk->fanin != NULL && atomic_load(&wk->fanin->left) == -1)
+			free(wk->fanin);
+		free(wk);
+		wk = next;
+	}
+}
+
+static void brk_worker_free_session(void *arg, hw_bytes key, void *val)
+{
+	(void)arg;
+	(void)key;
+	brk_session_free(val);
+}
+
+static void brk_worker_free_pending(void *arg, hw_bytes key, void *val)
+{
+	(void)arg;
+	(void)key;
+	free(val);
+}
+
+void brk_worker_fini(brk_worker *w)
+{
+	brk_work_free(w->head);
+	w->head = w->tail = NULL;
+	brk_map_each(&w->sessions, brk_worker_free_session, NULL);
+	brk_map_fini(&w->sessions);
+	brk_map_fini(&w->conns);
+	brk_map_each(&w->pending, brk_worker_free_pending, NULL);
+	brk_map_fini(&w->pending);
+	brk_subindex_free(w->subs);
+	brk_out_fini(w);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+}
+
+void brk_worker_push(brk_worker *w, brk_work *first, brk_work *last)
+{
+	pthread_mutex_lock(&w->mu);
+	if (w->tail != NULL)
+		w->tail->next = first;
+	else
+		w->head = first;
+	w->tail = last;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+hw_bytes brk_conn_key(uint8_t key[12], const brk_edge *e, uint64_t conn)
+{
+	memcpy(key, &e->index, 4);
+	memcpy(key + 4, &conn, 8);
+	return (hw_bytes){ key, 12 };
+}
+
+// ---- session lifecycle helpers -------------------------------------------
+
+void brk_offline_update(brk_worker *w, brk_session *s)
+{
+	bool want = !s->connected && (s->expire_at_ms != 0 || s->will_at_ms != 0);
+
+	uint64_t t = s->will_at_ms != 0 && (s->expire_at_ms == 0 || s->will_at_ms < s->expire_at_ms)
+	    ? s->will_at_ms : s->expire_at_ms;
+
+	if (want && t != 0 && (w->next_timer == 0 || t < w->next_timer))
+		w->next_timer = t;
+	if (want == s->off_listed)
+		return;
+	if (want) {
+		s->off_prev = NULL;
+		s->off_next = w->offline;
+		if (w->offline != NULL)
+			w->offline->off_prev = s;
+		w->offline = s;
+	} else {
+		if (s->off_prev != NULL)
+			s->off_prev->off_next = s->off_next;
+		else
+			w->offline = s->off_next;
+		if (s->off_next != NULL)
+			s->off_next->off_prev = s->off_prev;
+		s->off_prev = s->off_next = NULL;
+	}
+	s->off_listed = want;
+}
+
+void brk_publish_upstream(brk_worker *w, brk_session *s, brk_msg *m, uint64_t seq)
+{
+	brk_server *srv = w->srv;
+	uint32_t slot = hw_slot_of((hw_bytes){ (const uint8_t *)s->client_id, s->client_id_len });
+	brk_dest *d;
+
+	if (srv->nrouters == 0)
+		return;
+	// One router per client keeps a client's publishes in order.
+	d = brk_out_dest(w, srv->routers[slot % srv->nrouters]);
+	brk_out_publish(w, d, m, seq, hw_clock_mono_ms());
+}
+
+void brk_publish_will(brk_worker *w, brk_session *s)
+{
+	if (s->will == NULL)
+		return;
+	brk_publish_upstream(w, s, s->will, 0);
+	hw_counter_inc(w->srv->st.wills);
+	brk_msg_unref(s->will);
+	s->will = NULL;
+	s->will_at_ms = 0;
+}
+
+void brk_session_end(brk_worker *w, brk_session *s)
+{
+	brk_stats *st = &w->srv->st;
+	uint8_t key[12];
+
+	if (s->will != NULL && s->will_at_ms != 0)
+		brk_publish_will(w, s); // the session ended before the will delay
+	for (size_t i = 0; i < s->nsubs; i++)
+		brk_subindex_remove(w->subs, (hw_bytes){ (uint8_t *)s->subs[i].filter, s->subs[i].len }, s);
+	hw_gauge_add(st->subscriptions, -(int64_t)s->nsubs);
+	hw_gauge_add(st->inflight, -(int64_t)s->nfly);
+	hw_gauge_add(st->queued, -(int64_t)s->nq);
+	if (s->connected) {
+		brk_map_del(&w->conns, brk_conn_key(key, s->edge, s->conn));
+		hw_gauge_add(st->connections, -1);
+		s->connected = false;
+	}
+	s->expire_at_ms = s->will_at_ms = 0;
+	brk_offline_update(w, s);
+	brk_map_del(&w->sessions, (hw_bytes){ (uint8_t *)s->client_id, s->client_id_len });
+	hw_gauge_add(st->sessions, -1);
+	brk_session_free(s);
+}
+
+void brk_conn_lost(brk_worker *w, brk_session *s, bool publish_will)
+{
+	uint64_t now = hw_clock_mono_ms();
+	uint8_t key[12];
+
+	if (!s->connected)
+		return;
+	brk_map_del(&w->conns, brk_conn_key(key, s->edge, s->conn));
+	hw_gauge_add(w->srv->st.connections, -1);
+	s->connected = false;
+	brk_session_alias_reset(s, 0);
+	if (s->will != NULL && publish_will && s->will_delay != 0 && s->expiry != 0) {
+		s->will_at_ms = now + (uint64_t)s->will_delay * 1000;
+	} else if (s->will != NULL && publish_will) {
+		brk_publish_will(w, s);
+	} else {
+		brk_msg_unref(s->will);
+		s->will = NULL;
+	}
+	if (s->expiry == 0) {
+		brk_session_end(w, s);
+		return;
+	}
+	s->expire_at_ms = s->expiry == UINT32_MAX ? 0 : now + (uint64_t)s->expiry * 1000;
+	brk_offline_update(w, s);
+}
+
+void brk_send_ack(brk_worker *w, brk_session *s, hw_mqtt_type type, uint16_t pid, uint8_t reason)
+{
+	hw_buf b = { 0 };
+
+	if (!s->connected)
+		return;
+	if (hw_mqtt_encode_ack(type, pid, reason, s->version, &b) == HW_OK)
+		brk_out_write(w, s->edge, s->conn, &b, false);
+	hw_buf_fini(&b);
+}
+
+void brk_protocol_error(brk_worker *w, brk_session *s, uint8_t reason)
+{
+	char label[8];
+	hw_buf b = { 0 };
+
+	snprintf(label, sizeof(label), "0x%02x", reason);
+	hw_counter_inc(hw_metrics_counter(w->srv->st.reg, "hawser_broker_protocol_errors_total",
+	    "Connections closed for a malformed or protocol-violating packet.", "reason", label));
+	if (s->version == HW_MQTT_V5)
+		(void)hw_mqtt_encode_disconnect(reason, HW_BYTES_NULL, HW_MQTT_V5, &b);
+	brk_out_close(w, s->edge, s->conn, &b);
+	hw_buf_fini(&b);
+	brk_conn_lost(w, s, true);
+}
+
+// ---- work items -----------------------------------------------------------
+
+static void brk_worker_packet(brk_worker *w, brk_batch *bb, const brk_connpacket *cp)
+{
+	brk_edge *e = brk_out_edge(w, bb->b->from, bb->b->reply_to);
+	hw_mqtt_packet pkt;
+	brk_ctx c = { .w = w, .edge = e, .cp = cp, .pkt = &pkt, .now_ms = hw_clock_mono_ms() };
+	uint8_t key[12], reason = HW_RC_MALFORMED;
+	brk_handler_fn fn;
+	unsigned type;
+
+	if (e == NULL || cp->data.len == 0)
+		return;
+	type = cp->data.data[0] >> 4;
+	c.s = brk_map_get(&w->conns, brk_conn_key(key, e, cp->conn));
+	if (type == HW_MQTT_CONNECT) {
+		brk_handle_connect(&c);
+		return;
+	}
+	if (c.s == NULL) {
+		// Not (or no longer) a connection of ours, e.g. taken over.
+		brk_out_close(w, e, cp->conn, NULL);
+		return;
+	}
+	if (hw_mqtt_decode(cp->data.data, cp->data.len, c.s->version, true, &pkt, &reason) != HW_OK) {
+		brk_protocol_error(w, c.s, reason);
+		return;
+	}
+	fn = brk_handlers[pkt.type & 15];
+	if (fn == NULL) {
+		brk_protocol_error(w, c.s, HW_RC_PROTOCOL_ERROR);
+		return;
+	}
+	fn(&c);
+}
+
+static void brk_worker_gone(brk_worker *w, brk_batch *bb, const brk_conngone *g)
+{
+	brk_edge *e = brk_out_edge(w, bb->b->from, bb->b->reply_to);
+	uint8_t key[12];
+	brk_session *s;
+
+	if (e == NULL)
+		return;
+	s = brk_map_get(&w->conns, brk_conn_key(key, e, g->conn));
+	if (s != NULL)
+		brk_conn_lost(w, s, g->cause != HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__NORMAL);
+}
+
+static void brk_worker_publish(brk_worker *w, brk_work *wk)
+{
+	bool matched = brk_deliver_publish(w, wk->msg);
+	brk_fanin *f = wk->fanin;
+
+	if (f == NULL)
+		return;
+	if (matched)
+		atomic_store(&f->matched, 1);
+	if (atomic_fetch_sub(&f->left, 1) == 1) {
+		brk_out_ack(w, brk_out_dest(w, f->url), f->seq,
+		    atomic_load(&f->matched) ? HW_RC_SUCCESS : HW_RC_NO_MATCHING_SUBSCRIBERS);
+		// The last worker frees it once this work item is released.
+		atomic_store(&f->left, -1);
+	} else {
+		wk->fanin = NULL;
+	}
+}
+
+static void brk_worker_one(brk_worker *w, brk_work *wk)
+{
+	switch (wk->kind) {
+	case BRK_WORK_PACKET:
+		brk_worker_packet(w, wk->batch, wk->item->packet);
+		break;
+	case BRK_WORK_GONE:
+		brk_worker_gone(w, wk->batch, wk->item->gone);
+		break;
+	case BRK_WORK_PUBLISH:
+		brk_worker_publish(w, wk);
+		break;
+	case BRK_WORK_ACK:
+		brk_handle_router_ack(w, wk->item->ack->seq, wk->item->ack->reason);
+		break;
+	}
+}
+
+// brk_worker_timers fires due wills and expiries; returns the next deadline
+// (0 = none).
+static uint64_t brk_worker_timers(brk_worker *w, uint64_t now)
+{
+	uint64_t next = 0;
+	brk_session *s = w->offline, *n;
+
+	for (; s != NULL; s = n) {
+		n = s->off_next;
+		if (s->will_at_ms != 0 && s->will_at_ms <= now)
+			brk_publish_will(w, s);
+		if (s->expire_at_ms != 0 && s->expire_at_ms <= now) {
+			brk_session_end(w, s);
+			continue;
+		}
+		brk_offline_update(w, s);
+		if (s->will_at_ms != 0 && (next == 0 || s->will_at_ms < next))
+			next = s->will_at_ms;
+		if (s->expire_at_ms != 0 && (next == 0 || s->expire_at_ms < next))
+			next = s->expire_at_ms;
+	}
+	return next;
+}
+
+static void brk_worker_wait(brk_worker *w, uint64_t deadline_ms)
+{
+	struct timespec ts;
+	uint64_t now = hw_clock_mono_ms();
+
+	if (deadline_ms == 0) {
+		pthread_cond_wait(&w->cv, &w->mu);
+		return;
+	}
+	if (deadline_ms <= now)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)((deadline_ms - now) / 1000);
+	ts.tv_nsec += (long)((deadline_ms - now) % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+}
+
+static void *brk_worker_main(void *arg)
+{
+	brk_worker *w = arg;
+	for (;;) {
+		brk_work *list;
+		bool stop;
+
+		pthread_mutex_lock(&w->mu);
+		if (w->head == NULL && !w->stop)
+			brk_worker_wait(w, w->next_timer);
+		list = w->head;
+		w->head = w->tail = NULL;
+		stop = w->stop;
+		pthread_mutex_unlock(&w->mu);
+
+		for (brk_work *wk = list; wk != NULL; wk = wk->next)
+			brk_worker_one(w, wk);
+		if (w->next_timer != 0 && w->next_timer <= hw_clock_mono_ms())
+			w->next_timer = brk_worker_timers(w, hw_clock_mono_ms());
+		brk_out_flush(w);
+		brk_work_free(list);
+		if (stop && list == NULL)
+			break;
+	}
+	return NULL;
+}
+
+hw_err brk_worker_start(brk_worker *w)
+{
+	if (pthread_create(&w->thread, NULL, brk_worker_main, w) != 0)
+		return HW_EIO;
+	w->started = true;
+	return HW_OK;
+}
+
+void brk_worker_stop(brk_worker *w)
+{
+	if (!w->started)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->stop = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(w->thread, NULL);
+	w->started = false;
+}
