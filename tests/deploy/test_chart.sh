@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# test_chart.sh: the Helm chart lints, renders and validates offline.
+#
+#  1. helm and kubeconform (pinned) are built with `go install` into the
+#     cache when absent; Kubernetes JSON schemas come from the PyPI package
+#     kubernetes-validate (pip download, no install) and are made
+#     self-contained by k8s_schemas.py.
+#  2. For each values profile in deploy/helm/hawser/ci/: helm lint --strict,
+#     helm template, check_render.py (tier wiring, rollout and drain rules,
+#     the rendered config accepted by hawser-edge --check-config), and
+#     kubeconform -strict against three Kubernetes versions (ServiceMonitor,
+#     a CRD with no schema in the package, is skipped).
+#  3. values.schema.json refuses bad values; deploy/k8s/hawser.yaml equals a
+#     fresh render.
+#
+# Environment:
+#   HAWSER_DEPLOY_CACHE  tool and schema cache (default .cache/deploy)
+#   HAWSER_BIN_DIR       directory with hawser-edge (default build/bin, else
+#                        built into build-deploy/)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+chart="$root/deploy/helm/hawser"
+cache="${HAWSER_DEPLOY_CACHE:-$root/.cache/deploy}"
+HELM_VERSION=v3.16.4
+# Kubernetes minor that helm reports by default (its Makefile derives it
+# from the client-go it is built with: v0.31 -> 1.31).
+HELM_K8S_MINOR=31
+KUBECONFORM_VERSION=v0.6.7
+SCHEMA_PKG=kubernetes-validate
+SCHEMA_PKG_VERSION=1.37.0
+K8S_VERSIONS=(1.35.0 1.36.0 1.37.0)
+
+t0=$(date +%s)
+say() { printf '[chart] %s\n' "$*" >&2; }
+passed=0
+failed=0
+ok() { printf 'ok: %s\n' "$*"; passed=$((passed + 1)); }
+bad() { printf 'FAIL: %s\n' "$*"; failed=$((failed + 1)); }
+
+mkdir -p "$cache/bin"
+helm="$cache/bin/helm"
+kubeconform="$cache/bin/kubeconform"
+
+# --- tools -------------------------------------------------------------------
+t_tools=$(date +%s)
+if ! [ -x "$helm" ] || [ "$("$helm" version --template '{{.Version}}' 2>/dev/null)" != "$HELM_VERSION" ]; then
+	say "go install helm $HELM_VERSION"
+	ld="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+	for pkg in pkg/lint/rules pkg/chartutil; do
+		ld="$ld -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$HELM_K8S_MINOR"
+	done
+	GOBIN="$cache/bin" GOFLAGS=-buildvcs=false go install -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+if ! [ -x "$kubeconform" ] || [ "$(cat "$cache/bin/.kubeconform-version" 2>/dev/null)" != "$KUBECONFORM_VERSION" ]; then
+	say "go install kubeconform $KUBECONFORM_VERSION"
+	GOBIN="$cache/bin" GOFLAGS=-buildvcs=false go install "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+	echo "$KUBECONFORM_VERSION" >"$cache/bin/.kubeconform-version"
+fi
+schema_src="$cache/schemas/$SCHEMA_PKG-$SCHEMA_PKG_VERSION"
+if ! [ -f "$schema_src/.complete" ]; then
+	say "pip download $SCHEMA_PKG==$SCHEMA_PKG_VERSION (Kubernetes JSON schemas)"
+	dl="$cache/dl"
+	mkdir -p "$dl"
+	python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+		--only-binary=:all: -d "$dl" "$SCHEMA_PKG==$SCHEMA_PKG_VERSION"
+	rm -rf "$schema_src"
+	python3 - "$dl" "$schema_src" "${K8S_VERSIONS[@]}" <<'PY'
+import glob, os, sys, zipfile
+dl, dest, versions = sys.argv[1], sys.argv[2], sys.argv[3:]
+whl = sorted(glob.glob(os.path.join(dl, "kubernetes_validate-*.whl")))[-1]
+prefix = "kubernetes_validate/kubernetes-json-schema/"
+dirs = tuple(f"{prefix}v{v}-local-strict/" for v in versions)
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        if name.startswith(dirs) and not name.endswith("/"):
+            out = os.path.join(dest, name[len(prefix):])
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with z.open(name) as src, open(out, "wb") as f:
+                f.write(src.read())
+PY
+	touch "$schema_src/.complete"
+fi
+tools_s=$(($(date +%s) - t_tools))
+say "tools ready in ${tools_s}s: $("$helm" version --template '{{.Version}}'), kubeconform $KUBECONFORM_VERSION, schemas ${K8S_VERSIONS[*]}"
+
+# --- hawser-edge for --check-config ------------------------------------------
+edge_bin=""
+for d in "${HAWSER_BIN_DIR:-}" "$root/build/bin" "$root/build-deploy/bin"; do
+	if [ -n "$d" ] && [ -x "$d/hawser-edge" ]; then edge_bin="$d/hawser-edge"; break; fi
+done
+if [ -z "$edge_bin" ]; then
+	say "building hawser-edge in build-deploy/"
+	if cmake -S "$root" -B "$root/build-deploy" -G Ninja -DHAWSER_TESTS=OFF >/dev/null &&
+		cmake --build "$root/build-deploy" --target hawser-edge >/dev/null; then
+		edge_bin="$root/build-deploy/bin/hawser-edge"
+	else
+		bad "could not build hawser-edge for the config check"
+	fi
+fi
+
+# --- profiles ----------------------------------------------------------------
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+schemas="$cache/schemas/standalone"
+for values in "$chart"/ci/*-values.yaml; do
+	p="$(basename "$values" -values.yaml)"
+	if out="$("$helm" lint --strict "$chart" -f "$values" 2>&1)"; then
+		ok "$p: helm lint --strict"
+	else
+		bad "$p: helm lint --strict"
+		printf '%s\n' "$out"
+	fi
+	if ! "$helm" template hawser "$chart" -n hawser-ci -f "$values" >"$work/$p.yaml" 2>"$work/$p.err"; then
+		bad "$p: helm template"
+		cat "$work/$p.err"
+		continue
+	fi
+	ok "$p: helm template ($(grep -c '^kind:' "$work/$p.yaml") objects)"
+	if out="$(python3 "$root/tests/deploy/check_render.py" "$work/$p.yaml" "$edge_bin" 2>&1)"; then
+		ok "$p: render checks ($(grep -c '^ok:' <<<"$out") assertions)"
+	else
+		bad "$p: render checks"
+		grep -v '^ok:' <<<"$out"
+	fi
+	skip="$(python3 "$root/tests/deploy/k8s_schemas.py" "$schema_src" "$schemas" \
+		"$(IFS=,; echo "${K8S_VERSIONS[*]}")" "$work/$p.yaml" | paste -sd, -)"
+	for v in "${K8S_VERSIONS[@]}"; do
+		if out="$("$kubeconform" -strict -summary -kubernetes-version "$v" ${skip:+-skip "$skip"} \
+			-schema-location "$schemas/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
+			"$work/$p.yaml" 2>&1)"; then
+			ok "$p: kubeconform -strict Kubernetes $v ($(tail -1 <<<"$out" | sed 's/^Summary: //'))"
+		else
+			bad "$p: kubeconform -strict Kubernetes $v"
+			printf '%s\n' "$out"
+		fi
+	done
+done
+
+# --- values.schema.json refuses what the binaries or the chart would not run --
+refuse() {
+	local why="$1"; shift
+	if "$helm" template hawser "$chart" "$@" >/dev/null 2>"$work/refuse.err"; then
+		bad "refuses $why (rendered anyway)"
+	else
+		ok "refuses $why"
+	fi
+}
+refuse "an unknown edge config key" --set edge.config.max_conections=10
+refuse "an out-of-range broker config value" --set broker.config.receive_maximum=0
+refuse "TLS without a Secret" --set tls.enabled=true
+refuse "an unknown store backend" --set store.backend=etcd
+
+# --- deploy/k8s is the default render ----------------------------------------
+if "$helm" template hawser "$chart" --skip-tests >"$work/k8s.yaml" &&
+	diff -u "$root/deploy/k8s/hawser.yaml" "$work/k8s.yaml" >"$work/k8s.diff"; then
+	ok "deploy/k8s/hawser.yaml equals helm template hawser deploy/helm/hawser --skip-tests"
+else
+	bad "deploy/k8s/hawser.yaml is stale; regenerate it (see deploy/k8s/README.md)"
+	head -40 "$work/k8s.diff"
+fi
+
+say "total ${SECONDS}s (tools ${tools_s}s)"
+printf '%d passed, %d failed\n' "$passed" "$failed"
+[ "$failed" -eq 0 ]
