@@ -175,9 +175,15 @@ void edge_conn_peer(edge_conn *c, char *out, size_t n)
 	} else if (ss.ss_family == AF_INET6) {
 		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
 
-		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
 		port = ntohs(a->sin6_port);
-		snprintf(out, n, "[%s]:%d", ip, port);
+		// An IPv4 client of a dual-stack listener reads as plain IPv4.
+		if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+			inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], ip, sizeof(ip));
+			snprintf(out, n, "%s:%d", ip, port);
+		} else {
+			inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+			snprintf(out, n, "[%s]:%d", ip, port);
+		}
 	}
 }
 
