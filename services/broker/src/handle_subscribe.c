@@ -12,7 +12,7 @@ static uint8_t brk_subscribe_one(brk_ctx *c, hw_bytes filter, const hw_mqtt_sub_
 	brk_subopts so = { o->qos > 2 ? 2 : o->qos, o->no_local, o->retain_as_published,
 		o->retain_handling, sub_id };
 	hw_bytes group, inner;
-	int share = hw_topic_share_parse(filter, &group, &inner);
+	int share = c->s->version == HW_MQTT_V5 ? hw_topic_share_parse(filter, &group, &inner) : 0;
 	bool ex2;
 
 	if (share < 0 || !hw_topic_filter_valid(filter))
@@ -59,6 +59,23 @@ static void brk_suback(brk_ctx *c, hw_mqtt_type type, const uint8_t *rc, uint32_
 	hw_buf_fini(&b);
 }
 
+// brk_subscribe_valid311: an invalid filter in 3.1.1 is a protocol
+// violation that closes the connection (MQTT 3.1.1 4.7.1, 4.8), as
+// Mosquitto does; v5 refuses just that entry with SUBACK 0x8F.
+static bool brk_subscribe_valid311(brk_ctx *c)
+{
+	hw_mqtt_sub_iter it;
+	hw_bytes f;
+
+	if (c->s->version == HW_MQTT_V5)
+		return true;
+	hw_mqtt_sub_iter_init(&it, &c->pkt->u.subscribe, c->s->version);
+	while (hw_mqtt_sub_next(&it, &f, NULL))
+		if (!hw_topic_filter_valid(f))
+			return false;
+	return true;
+}
+
 void brk_handle_subscribe(brk_ctx *c)
 {
 	const hw_mqtt_subscribe *sub = &c->pkt->u.subscribe;
@@ -72,6 +89,10 @@ void brk_handle_subscribe(brk_ctx *c)
 
 	if (rc == NULL || existed == NULL) {
 		brk_protocol_error(c->w, c->s, HW_RC_UNSPECIFIED);
+		goto out;
+	}
+	if (!brk_subscribe_valid311(c)) {
+		brk_protocol_error(c->w, c->s, HW_RC_TOPIC_FILTER_INVALID);
 		goto out;
 	}
 	hw_mqtt_sub_iter_init(&it, sub, c->s->version);
