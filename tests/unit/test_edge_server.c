@@ -763,6 +763,32 @@ static void test_broker_close_and_unknown_conn(void **state)
 	h_stop(h);
 }
 
+static void test_second_connect_v5(void **state)
+{
+	harness *h = h_start(NULL);
+	uint8_t b[128];
+	size_t n;
+	uint64_t conn;
+	int fd;
+	fb_item it;
+
+	(void)state;
+	fd = connect_accept(h, 5, "twice", 60, &conn);
+	n = mk_connect(b, 5, "twice", 60);
+	c_send(fd, b, n);
+	c_packet(fd, b);
+	assert_int_equal(b[0], 0xE0);
+	assert_int_equal(b[2], 0x82);
+	c_eof(fd);
+	close(fd);
+	// The second CONNECT is not forwarded; the broker hears ConnGone.
+	it = fb_wait(&h->fb, 2);
+	assert_int_equal(it.kind, FB_GONE);
+	assert_int_equal(it.cause, HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__PROTOCOL);
+	assert_int_equal(h_counter(h, "hawser_edge_protocol_errors_total", "reason", "unexpected"), 1);
+	h_stop(h);
+}
+
 static void test_too_large_v5(void **state)
 {
 	const char *const extra[] = { "edge.max_packet_size=128", NULL };
@@ -909,6 +935,23 @@ static void test_http_and_stop(void **state)
 	h_stop(h);
 }
 
+static void test_demo_page(void **state)
+{
+	const char *const extra[] = { "edge.demo_page=true", NULL };
+	harness *h = h_start(extra);
+	char *body = malloc(65536);
+	char want[64];
+
+	(void)state;
+	assert_int_equal(http_get(h, "/", body, 65536), 200);
+	assert_non_null(strstr(body, "text/html"));
+	// The page names the WebSocket port actually bound.
+	snprintf(want, sizeof(want), "ws://HOST:%d/mqtt", edge_server_port(h->s, "ws"));
+	assert_non_null(strstr(body, want));
+	free(body);
+	h_stop(h);
+}
+
 static void test_listen_port_in_use(void **state)
 {
 	hw_config cfg;
@@ -950,9 +993,11 @@ int main(void)
 		cmocka_unit_test(test_connect_rules),
 		cmocka_unit_test(test_keepalive_v5),
 		cmocka_unit_test(test_broker_close_and_unknown_conn),
+		cmocka_unit_test(test_second_connect_v5),
 		cmocka_unit_test(test_too_large_v5),
 		cmocka_unit_test(test_write_queue_policy),
 		cmocka_unit_test(test_http_and_stop),
+		cmocka_unit_test(test_demo_page),
 		cmocka_unit_test(test_listen_port_in_use),
 	};
 
