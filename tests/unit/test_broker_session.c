@@ -1,0 +1,191 @@
+// Session window and queue policy: never more than the window in flight,
+// order kept, packet ids never reused while in flight, queue bounds drop
+// the oldest, expired messages are skipped.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "session.h"
+
+static brk_msg *mk(const char *payload, uint64_t now, int expiry)
+{
+	hw_mqtt_publish p = { .qos = 1, .payload = hw_bytes_of_cstr(payload) };
+	brk_msg *m;
+
+	if (expiry >= 0) {
+		p.props.message_expiry = (uint32_t)expiry;
+		hw_mqtt_set(&p.props, HW_PROP_MESSAGE_EXPIRY);
+	}
+	assert_int_equal(brk_msg_from_publish(&m, &p, hw_bytes_of_cstr("t"), hw_bytes_of_cstr("c"), now),
+	    HW_OK);
+	return m;
+}
+
+static brk_session *mksess(uint32_t window, uint32_t max_queued)
+{
+	brk_session *s;
+
+	assert_int_equal(brk_session_alloc(&s, hw_bytes_of_cstr("c1")), HW_OK);
+	s->window = window;
+	s->max_queued = max_queued;
+	s->max_queued_bytes = 1 << 20;
+	s->connected = true;
+	return s;
+}
+
+// offer puts one message of payload p; returns the offer result.
+static int offer(brk_session *s, const char *p, uint32_t *dropped)
+{
+	brk_msg *m = mk(p, 0, -1);
+	brk_deliv *d = brk_deliv_alloc(m, 1, false, NULL, 0);
+	int r;
+
+	brk_msg_unref(m);
+	assert_non_null(d);
+	r = brk_session_offer(s, d, dropped);
+	return r;
+}
+
+static const char *payload_of(const brk_deliv *d)
+{
+	return (const char *)d->msg->payload.ptr;
+}
+
+static void test_window_and_order(void **state)
+{
+	brk_session *s = mksess(2, 10);
+	uint32_t dropped = 0, expired = 0;
+	brk_deliv *d;
+	uint16_t p1, p2;
+
+	(void)state;
+	assert_int_equal(offer(s, "m1", &dropped), 1);
+	assert_int_equal(offer(s, "m2", &dropped), 1);
+	assert_int_equal(offer(s, "m3", &dropped), 0);  // window full: queued
+	assert_int_equal(offer(s, "m4", &dropped), 0);
+	assert_int_equal(s->nfly, 2);
+	assert_int_equal(s->nq, 2);
+	assert_null(brk_session_next(s, 0, &expired));  // still full
+	p1 = s->fly_head->pid;
+	p2 = s->fly_head->next->pid;
+	assert_int_not_equal(p1, p2);
+	// Acknowledging the second frees one slot: m3 goes next, in order.
+	assert_true(brk_session_done(s, p2));
+	assert_false(brk_session_done(s, p2));
+	d = brk_session_next(s, 0, &expired);
+	assert_non_null(d);
+	assert_string_equal(payload_of(d), "m3");
+	assert_int_not_equal(d->pid, p1);               // p1 is still in flight
+	assert_null(brk_session_next(s, 0, &expired));
+	assert_true(brk_session_done(s, p1));
+	d = brk_session_next(s, 0, &expired);
+	assert_string_equal(payload_of(d), "m4");
+	assert_int_equal(s->nfly, 2);
+	assert_int_equal(s->nq, 0);
+	assert_int_equal(dropped, 0);
+	brk_session_free(s);
+}
+
+static void test_offline_queues_then_resend_order(void **state)
+{
+	brk_session *s = mksess(3, 10);
+	uint32_t dropped = 0, expired = 0;
+	const char *want[] = { "a", "b", "c" };
+	int i = 0;
+
+	(void)state;
+	assert_int_equal(offer(s, "a", &dropped), 1);
+	assert_int_equal(offer(s, "b", &dropped), 1);
+	s->connected = false;
+	// Offline: nothing goes in flight, even with room in the window.
+	assert_int_equal(offer(s, "c", &dropped), 0);
+	assert_int_equal(offer(s, "d", &dropped), 0);
+	assert_null(brk_session_next(s, 0, &expired));
+	s->connected = true;
+	// Resend walks the in-flight list in send order, then the queue refills it.
+	for (brk_deliv *d = s->fly_head; d != NULL; d = d->next)
+		assert_string_equal(payload_of(d), want[i++]);
+	assert_int_equal(i, 2);
+	assert_string_equal(payload_of(brk_session_next(s, 0, &expired)), "c");
+	assert_null(brk_session_next(s, 0, &expired));  // window of 3 is full
+	assert_int_equal(s->nq, 1);
+	brk_session_free(s);
+}
+
+static void test_queue_bound_drops_oldest(void **state)
+{
+	brk_session *s = mksess(1, 2);
+	uint32_t dropped = 0, expired = 0;
+
+	(void)state;
+	assert_int_equal(offer(s, "f", &dropped), 1);
+	assert_int_equal(offer(s, "q1", &dropped), 0);
+	assert_int_equal(offer(s, "q2", &dropped), 0);
+	assert_int_equal(offer(s, "q3", &dropped), 0);  // q1 dropped
+	assert_int_equal(dropped, 1);
+	assert_int_equal(s->nq, 2);
+	assert_true(brk_session_done(s, s->fly_head->pid));
+	assert_string_equal(payload_of(brk_session_next(s, 0, &expired)), "q2");
+	// A zero bound queues nothing (and sheds what a larger bound kept).
+	s->max_queued = 0;
+	assert_int_equal(offer(s, "z", &dropped), 0);
+	assert_int_equal(dropped, 3);
+	assert_int_equal(s->nq, 0);
+	assert_int_equal(s->q_bytes, 0);
+	brk_session_free(s);
+}
+
+static void test_expired_skipped(void **state)
+{
+	brk_session *s = mksess(1, 10);
+	uint32_t dropped = 0, expired = 0;
+	brk_msg *m;
+
+	(void)state;
+	assert_int_equal(offer(s, "first", &dropped), 1);
+	m = mk("stale", 0, 1);                          // expires at 1000 ms
+	assert_int_equal(brk_session_offer(s, brk_deliv_alloc(m, 1, false, NULL, 0), &dropped), 0);
+	brk_msg_unref(m);
+	assert_int_equal(offer(s, "fresh", &dropped), 0);
+	assert_true(brk_session_done(s, s->fly_head->pid));
+	assert_string_equal(payload_of(brk_session_next(s, 5000, &expired)), "fresh");
+	assert_int_equal(expired, 1);
+	brk_session_free(s);
+}
+
+static void test_pids_skip_in_flight(void **state)
+{
+	brk_session *s = mksess(3, 10);
+	uint32_t dropped = 0;
+	uint16_t keep;
+
+	(void)state;
+	s->next_pid = 65535;
+	assert_int_equal(offer(s, "a", &dropped), 1);   // 65535
+	keep = s->fly_head->pid;
+	assert_int_equal(keep, 65535);
+	assert_int_equal(offer(s, "b", &dropped), 1);   // wraps past 0 to 1
+	assert_int_equal(s->fly_tail->pid, 1);
+	s->next_pid = 65535;                            // force a collision
+	assert_int_equal(offer(s, "c", &dropped), 1);
+	assert_int_not_equal(s->fly_tail->pid, 65535);
+	assert_int_not_equal(s->fly_tail->pid, 1);
+	assert_int_not_equal(s->fly_tail->pid, 0);
+	brk_session_free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_window_and_order),
+		cmocka_unit_test(test_offline_queues_then_resend_order),
+		cmocka_unit_test(test_queue_bound_drops_oldest),
+		cmocka_unit_test(test_expired_skipped),
+		cmocka_unit_test(test_pids_skip_in_flight),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
