@@ -18,11 +18,40 @@ static const char edge_http_demo_head[] =
     "<h1>Hawser</h1><p>A long-connection MQTT gateway: clients hold one "
     "persistent MQTT 3.1.1 or 5.0 connection each and publish and subscribe "
     "to topics; backends reach them through the same topics.</p><h2>Connect</h2><ul>";
-static const char edge_http_demo_tail[] =
+static const char edge_http_demo_tail_list[] =
     "</ul><p>Try <code>mosquitto_sub -h HOST -p PORT -t 'demo/#' -v</code> and "
-    "<code>mosquitto_pub -h HOST -p PORT -t demo/hello -m hi</code>.</p>"
+    "<code>mosquitto_pub -h HOST -p PORT -t demo/hello -m hi</code>.</p>";
+static const char edge_http_demo_tail[] =
     "<p>Operations: <a href=\"/metrics\">/metrics</a>, <a href=\"/healthz\">/healthz</a>, "
     "<a href=\"/readyz\">/readyz</a>.</p></body></html>\n";
+
+// The in-browser client: MQTT 3.1.1 over WebSocket in a few lines of JS
+// (CONNECT, SUBSCRIBE, PUBLISH QoS 0, PINGREQ), no external files.
+static const char edge_http_demo_js[] =
+    "<h2>Try it here</h2><p><button id='go'>Connect</button> and subscribe to <input id='sub' value='demo/#'></p><p><input id='topic' value='demo/hello'> <input id='msg' value='hi from the browser'> <button id='pub'>Publish</button></p><div id='log' style='font-family:monospace;white-space:pre-wrap'></div>\n"
+    "<script>(function(){\n"
+    "var $=function(i){return document.getElementById(i)};\n"
+    "var te=new TextEncoder(),td=new TextDecoder(),ws=null,buf=new Uint8Array(0),ping=null;\n"
+    "function vbi(n){var o=[];do{var b=n%128;n=Math.floor(n/128);if(n>0)b|=128;o.push(b)}while(n>0);return o}\n"
+    "function str(s){var b=te.encode(s);return [b.length>>8,b.length&255].concat(Array.from(b))}\n"
+    "function pkt(h,body){return new Uint8Array([h].concat(vbi(body.length),body))}\n"
+    "function log(t){var d=document.createElement('div');d.textContent=t;$('log').prepend(d)}\n"
+    "function handle(t,q,p){\n"
+    " if(t==2){if(p[1]==0){log('connected');ws.send(pkt(0x82,[0,1].concat(str($('sub').value),[0])));ping=setInterval(function(){ws.send(new Uint8Array([0xC0,0]))},30000)}else log('refused, code '+p[1])}\n"
+    " else if(t==9)log('subscribed to '+$('sub').value);\n"
+    " else if(t==3){var tl=(p[0]<<8)|p[1],o=2+tl+(q?2:0);log(td.decode(p.subarray(2,2+tl))+': '+td.decode(p.subarray(o)));if(q==1)ws.send(new Uint8Array([0x40,2,p[2+tl],p[3+tl]]))}\n"
+    "}\n"
+    "function parse(){for(;;){if(buf.length<2)return;var m=1,l=0,i=1,b;do{if(i>=buf.length)return;b=buf[i++];l+=(b&127)*m;m*=128}while(b&128);if(buf.length<i+l)return;handle(buf[0]>>4,(buf[0]>>1)&3,buf.subarray(i,i+l));buf=buf.slice(i+l)}}\n"
+    "$('go').onclick=function(){\n"
+    " if(ws)ws.close();\n"
+    " var url=(hwTls?'wss://':'ws://')+location.hostname+':'+hwPort+'/mqtt',id='demo-'+Math.random().toString(16).slice(2,10);\n"
+    " ws=new WebSocket(url,'mqtt');ws.binaryType='arraybuffer';\n"
+    " ws.onopen=function(){ws.send(pkt(0x10,str('MQTT').concat([4,2,0,60],str(id))));log('connecting to '+url+' as '+id)};\n"
+    " ws.onmessage=function(e){var d=new Uint8Array(e.data),n=new Uint8Array(buf.length+d.length);n.set(buf);n.set(d,buf.length);buf=n;parse()};\n"
+    " ws.onclose=function(){log('connection closed');clearInterval(ping);ws=null;buf=new Uint8Array(0)};\n"
+    "};\n"
+    "$('pub').onclick=function(){if(ws)ws.send(pkt(0x30,str($('topic').value).concat(Array.from(te.encode($('msg').value)))))};\n"
+    "})();</script>\n";
 
 // edge_http_demo renders the demo page with the ports actually bound.
 static hw_err edge_http_demo(edge_server *s, hw_buf *b)
@@ -49,6 +78,18 @@ static hw_err edge_http_demo(edge_server *s, hw_buf *b)
 		    s->ls[rows[i].kind].port);
 		n += snprintf(line + n, sizeof(line) - (size_t)n, "</li>");
 		err = hw_buf_append(b, line, (size_t)n);
+	}
+	if (err == HW_OK)
+		err = hw_buf_append(b, edge_http_demo_tail_list, sizeof(edge_http_demo_tail_list) - 1);
+	if (err == HW_OK && (s->ls[EDGE_L_WS].port >= 0 || s->ls[EDGE_L_WSS].port >= 0)) {
+		bool tls = s->ls[EDGE_L_WS].port < 0;
+		char vars[96];
+		int n = snprintf(vars, sizeof(vars), "<script>var hwPort=%d,hwTls=%d;</script>",
+		    tls ? s->ls[EDGE_L_WSS].port : s->ls[EDGE_L_WS].port, tls ? 1 : 0);
+
+		err = hw_buf_append(b, vars, (size_t)n);
+		if (err == HW_OK)
+			err = hw_buf_append(b, edge_http_demo_js, sizeof(edge_http_demo_js) - 1);
 	}
 	if (err == HW_OK)
 		err = hw_buf_append(b, edge_http_demo_tail, sizeof(edge_http_demo_tail) - 1);
