@@ -14,6 +14,10 @@
 //   the loop applies them in edge_forward_inbound. inq_open is cleared
 //   under inq_mu before the lws context is destroyed, so the NNG thread
 //   never touches a dead context.
+// - The hand-over queue is bounded (EDGE_FWD_INQ_MAX batches): when the loop
+//   falls that far behind, the NNG receive callback waits (inq_cv) until the
+//   loop has taken the queue or the server closes. The brokers then see
+//   their sends back up instead of this process growing without bound.
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +26,7 @@
 #include "mqtt/codec.h"
 
 #define EDGE_FWD_BATCH_MAX 256
+#define EDGE_FWD_INQ_MAX 4096
 
 typedef Hawser__Internal__V1__ConnPacket edge_connpacket;
 typedef Hawser__Internal__V1__ConnInfo edge_conninfo;
@@ -46,9 +51,11 @@ typedef struct edge_fwd_gone {
 static void edge_forward_recv(void *arg, hw_batch *b)
 {
 	edge_server *s = arg;
-	bool queued = false;
+	bool queued = false, open;
 
 	pthread_mutex_lock(&s->inq_mu);
+	while (s->inq_open && s->inq_n >= EDGE_FWD_INQ_MAX)
+		pthread_cond_wait(&s->inq_cv, &s->inq_mu);
 	if (s->inq_open) {
 		if (s->inq_n == s->inq_cap) {
 			size_t ncap = s->inq_cap ? s->inq_cap * 2 : 16;
@@ -65,9 +72,12 @@ static void edge_forward_recv(void *arg, hw_batch *b)
 			lws_cancel_service(s->ctx);
 		}
 	}
+	open = s->inq_open;
 	pthread_mutex_unlock(&s->inq_mu);
 	if (!queued) {
-		hw_log_warn("EDGE-LINK-DROP", "dropped a batch from %s", b->from);
+		// Closed: the server is going away. Otherwise out of memory.
+		if (open)
+			hw_log_warn("EDGE-LINK-DROP", "out of memory: dropped a batch from %s", b->from);
 		hw_link_batch_free(b);
 	}
 }
@@ -303,6 +313,7 @@ void edge_forward_inbound(edge_server *s)
 		s->inq = NULL;
 		s->inq_n = 0;
 		s->inq_cap = 0;
+		pthread_cond_broadcast(&s->inq_cv);
 		pthread_mutex_unlock(&s->inq_mu);
 		if (n == 0) {
 			free(q);
@@ -320,6 +331,7 @@ void edge_forward_close(edge_server *s)
 {
 	pthread_mutex_lock(&s->inq_mu);
 	s->inq_open = false;
+	pthread_cond_broadcast(&s->inq_cv);
 	pthread_mutex_unlock(&s->inq_mu);
 	if (s->link != NULL)
 		hw_link_close(s->link);

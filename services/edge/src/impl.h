@@ -130,6 +130,7 @@ struct edge_server {
 
 	// Batches from brokers, handed over from the NNG thread (inq_mu).
 	pthread_mutex_t     inq_mu;
+	pthread_cond_t      inq_cv;       // the queue has room / closed
 	hw_batch          **inq;
 	size_t              inq_n;
 	size_t              inq_cap;

@@ -238,6 +238,7 @@ hw_err edge_server_alloc(edge_server **out, const hw_config *cfg, hw_metrics *me
 	s->cfg = cfg;
 	s->metrics = metrics;
 	pthread_mutex_init(&s->inq_mu, NULL);
+	pthread_cond_init(&s->inq_cv, NULL);
 	atomic_init(&s->stop_requested, false);
 	atomic_init(&s->ready, false);
 	edge_wheel_init(&s->wheel, hw_clock_mono_ms());
@@ -310,6 +311,7 @@ void edge_server_free(edge_server *s)
 		pthread_mutex_lock(&s->inq_mu);
 		s->inq_open = false;
 		s->destroying = true;
+		pthread_cond_broadcast(&s->inq_cv);
 		pthread_mutex_unlock(&s->inq_mu);
 		lws_sul_cancel(&s->tick_sul);
 		lws_sul_cancel(&s->pass_sul);
@@ -324,6 +326,7 @@ void edge_server_free(edge_server *s)
 	edge_conn_reap(s);
 	edge_map_fini(&s->conns);
 	free(s->scratch);
+	pthread_cond_destroy(&s->inq_cv);
 	pthread_mutex_destroy(&s->inq_mu);
 	free(s);
 }
