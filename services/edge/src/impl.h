@@ -221,8 +221,9 @@ void edge_conn_reap(edge_server *s);
 // forward.c
 // edge_forward_open opens the NNG link and one peer per broker.
 hw_err edge_forward_open(edge_server *s);
-// edge_forward_packet queues a client packet for c's broker (a CONNECT with
-// its ConnInfo when assigned_id is non-NULL or is_connect).
+// edge_forward_packet queues a copy of a client packet for c's broker.
+// is_connect adds the ConnInfo; assigned_id (NULL unless the client sent an
+// empty id) goes into it. HW_ENOMEM or HW_EINVAL (no broker): close c.
 hw_err edge_forward_packet(edge_server *s, edge_conn *c, const uint8_t *pkt, size_t len,
     bool is_connect, const char *assigned_id);
 // edge_forward_gone queues ConnGone for c.
