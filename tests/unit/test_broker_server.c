@@ -1,0 +1,682 @@
+// In-process tests of the broker tier: a brk_server on inproc:// links
+// between a fake edge (sends raw MQTT bytes as ConnPacket, records ConnWrite
+// and ConnClose) and a fake router in direct mode (offers every upstream
+// Publish back to the broker with its own seq and acks the publisher once
+// the broker acked the offer).
+//
+// Every wait has a deadline; nothing sleeps to synchronize.
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
+
+#include "core/config.h"
+#include "core/metrics.h"
+#include "core/slot.h"
+#include "link/link.h"
+#include "mqtt/codec.h"
+
+#include "../../services/broker/src/server.h"
+
+#define WAIT_MS 5000
+#define MAXREC 256
+
+enum { REC_WRITE = 1, REC_CLOSE, REC_PUBLISH };
+
+typedef struct rec {
+	int      kind;
+	bool     taken;    // already returned by wait_rec
+	uint64_t conn;
+	bool     droppable, accepted;
+	uint32_t keepalive, version;
+	uint8_t  data[1024];
+	size_t   len;
+	char     topic[64];
+	uint32_t qos;
+	bool     retain;
+} rec;
+
+typedef struct fake {
+	hw_link        *link;
+	hw_link_peer   *broker;
+	pthread_mutex_t mu;
+	pthread_cond_t  cv;
+	rec             recs[MAXREC];
+	size_t          n;
+	// router only: offered seq -> publisher's seq
+	uint64_t        next_seq;
+	uint64_t        orig[MAXREC];
+	size_t          acks_seen;
+	uint32_t        last_ack_reason;
+} fake;
+
+typedef struct harness {
+	hw_config   cfg;
+	hw_metrics *metrics;
+	brk_server *srv;
+	fake        edge, router;
+	char        broker_url[64];
+} harness;
+
+static int g_seq;
+
+static void fake_record(fake *f, const rec *r)
+{
+	if (f->n < MAXREC)
+		f->recs[f->n++] = *r;
+}
+
+static void edge_recv(void *arg, hw_batch *b)
+{
+	fake *f = arg;
+
+	pthread_mutex_lock(&f->mu);
+	for (size_t i = 0; i < b->n_items; i++) {
+		hw_item *it = b->items[i];
+		rec r = { 0 };
+		ProtobufCBinaryData d = { 0 };
+
+		if (it->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_WRITE) {
+			r.kind = REC_WRITE;
+			r.conn = it->write->conn;
+			r.droppable = it->write->droppable;
+			r.accepted = it->write->accepted;
+			r.keepalive = it->write->keepalive;
+			r.version = it->write->version;
+			d = it->write->data;
+		} else if (it->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_CLOSE) {
+			r.kind = REC_CLOSE;
+			r.conn = it->close->conn;
+			d = it->close->data;
+		} else {
+			continue;
+		}
+		r.len = d.len < sizeof(r.data) ? d.len : sizeof(r.data);
+		if (r.len)
+			memcpy(r.data, d.data, r.len);
+		fake_record(f, &r);
+	}
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	hw_link_batch_free(b);
+}
+
+// The router offers each upstream publish back (direct mode) and acks the
+// publisher when the broker acks the offer.
+static void router_recv(void *arg, hw_batch *b)
+{
+	fake *f = arg;
+
+	pthread_mutex_lock(&f->mu);
+	for (size_t i = 0; i < b->n_items; i++) {
+		hw_item *it = b->items[i];
+
+		if (it->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_PUBLISH) {
+			Hawser__Internal__V1__Publish p = *it->publish;
+			hw_item out = HAWSER__INTERNAL__V1__ITEM__INIT;
+			hw_item *op = &out;
+			rec r = { .kind = REC_PUBLISH, .qos = p.qos, .retain = p.retain };
+
+			snprintf(r.topic, sizeof(r.topic), "%s", p.topic);
+			r.len = p.payload.len < sizeof(r.data) ? p.payload.len : sizeof(r.data);
+			memcpy(r.data, p.payload.data, r.len);
+			fake_record(f, &r);
+			f->next_seq++;
+			f->orig[f->next_seq % MAXREC] = p.seq;
+			p.seq = f->next_seq;
+			out.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_PUBLISH;
+			out.publish = &p;
+			(void)hw_link_send(f->broker, &op, 1);
+		} else if (it->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_ACK) {
+			uint64_t orig = f->orig[it->ack->seq % MAXREC];
+			Hawser__Internal__V1__Ack a = HAWSER__INTERNAL__V1__ACK__INIT;
+			hw_item out = HAWSER__INTERNAL__V1__ITEM__INIT;
+			hw_item *op = &out;
+
+			f->acks_seen++;
+			f->last_ack_reason = it->ack->reason;
+			if (orig != 0) {
+				a.seq = orig;
+				a.reason = it->ack->reason;
+				out.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_ACK;
+				out.ack = &a;
+				(void)hw_link_send(f->broker, &op, 1);
+			}
+		}
+	}
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	hw_link_batch_free(b);
+}
+
+// wait_rec waits for the oldest record not yet taken that matches (kind,
+// conn) (conn UINT64_MAX: any), marks it taken and returns it. Records of
+// other connections stay for their own waits. *from counts the records
+// taken through this cursor (for messages only).
+static rec wait_rec(fake *f, size_t *from, int kind, uint64_t conn)
+{
+	struct timespec ts;
+	rec r = { 0 };
+	bool found = false;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += WAIT_MS / 1000;
+	pthread_mutex_lock(&f->mu);
+	for (;;) {
+		for (size_t i = 0; i < f->n; i++) {
+			rec *x = &f->recs[i];
+
+			if (!x->taken && x->kind == kind && (conn == UINT64_MAX || x->conn == conn)) {
+				x->taken = true;
+				r = *x;
+				(*from)++;
+				found = true;
+				break;
+			}
+		}
+		if (found || pthread_cond_timedwait(&f->cv, &f->mu, &ts) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&f->mu);
+	if (!found)
+		fail_msg("timed out waiting for a record of kind %d for conn %llu (%zu taken, %zu held)",
+		    kind, (unsigned long long)conn, *from, f->n);
+	return r;
+}
+
+static void set(harness *h, const char *kv)
+{
+	char *why = NULL;
+
+	if (hw_config_set(&h->cfg, kv, &why) != HW_OK)
+		fail_msg("config %s: %s", kv, why ? why : "?");
+}
+
+static void fake_open(fake *f, const char *node, const char *url, hw_link_recv_fn fn,
+    const char *broker_url)
+{
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cv, NULL);
+	assert_int_equal(hw_link_open(&f->link, node, url, NULL, NULL), HW_OK);
+	assert_int_equal(hw_link_peer(f->link, broker_url, &f->broker), HW_OK);
+	assert_int_equal(hw_link_start(f->link, fn, f), HW_OK);
+}
+
+static harness *harness_start(const char **extra)
+{
+	harness *h = calloc(1, sizeof(*h));
+	char kv[128], edge_url[64], router_url[64];
+	int seq = ++g_seq;
+
+	assert_non_null(h);
+	snprintf(h->broker_url, sizeof(h->broker_url), "inproc://tb-broker-%d", seq);
+	snprintf(edge_url, sizeof(edge_url), "inproc://tb-edge-%d", seq);
+	snprintf(router_url, sizeof(router_url), "inproc://tb-router-%d", seq);
+	assert_int_equal(hw_config_init(&h->cfg), HW_OK);
+	snprintf(kv, sizeof(kv), "broker.listen=%s", h->broker_url);
+	set(h, kv);
+	snprintf(kv, sizeof(kv), "broker.routers=%s", router_url);
+	set(h, kv);
+	set(h, "broker.workers=2");
+	set(h, "node.id=test-broker");
+	for (; extra != NULL && *extra != NULL; extra++)
+		set(h, *extra);
+	assert_int_equal(hw_metrics_alloc(&h->metrics), HW_OK);
+	assert_int_equal(brk_server_alloc(&h->srv, &h->cfg, h->metrics), HW_OK);
+	assert_int_equal(brk_server_start(h->srv, 0), HW_OK);
+	fake_open(&h->edge, "fake-edge", edge_url, edge_recv, h->broker_url);
+	fake_open(&h->router, "fake-router", router_url, router_recv, h->broker_url);
+	return h;
+}
+
+static void harness_stop(harness *h)
+{
+	brk_server_stop(h->srv);
+	brk_server_free(h->srv);
+	hw_link_close(h->edge.link);
+	hw_link_close(h->router.link);
+	hw_metrics_free(h->metrics);
+	hw_config_fini(&h->cfg);
+	free(h);
+}
+
+// ---- client side -------------------------------------------------------------
+
+static void edge_send(harness *h, uint64_t conn, const char *cid, const hw_buf *pkt, bool connect)
+{
+	Hawser__Internal__V1__ConnPacket cp = HAWSER__INTERNAL__V1__CONN_PACKET__INIT;
+	Hawser__Internal__V1__ConnInfo info = HAWSER__INTERNAL__V1__CONN_INFO__INIT;
+	hw_item it = HAWSER__INTERNAL__V1__ITEM__INIT;
+	hw_item *ip = &it;
+
+	cp.conn = conn;
+	cp.slot = hw_slot_of(hw_bytes_of_cstr(cid));
+	cp.data.data = pkt->ptr;
+	cp.data.len = pkt->len;
+	if (connect) {
+		info.peer = "127.0.0.1:1";
+		info.listener = "mqtt";
+		info.max_packet_size = 65536;
+		if (cid[0] == 0)
+			info.assigned_client_id = "hw-assigned";
+		cp.info = &info;
+		cp.slot = hw_slot_of(hw_bytes_of_cstr(cid[0] ? cid : "hw-assigned"));
+	}
+	it.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_PACKET;
+	it.packet = &cp;
+	assert_int_equal(hw_link_send(h->edge.broker, &ip, 1), HW_OK);
+}
+
+static void edge_gone(harness *h, uint64_t conn, const char *cid, int cause)
+{
+	Hawser__Internal__V1__ConnGone g = HAWSER__INTERNAL__V1__CONN_GONE__INIT;
+	hw_item it = HAWSER__INTERNAL__V1__ITEM__INIT;
+	hw_item *ip = &it;
+
+	g.conn = conn;
+	g.slot = hw_slot_of(hw_bytes_of_cstr(cid));
+	g.cause = cause;
+	it.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_GONE;
+	it.gone = &g;
+	assert_int_equal(hw_link_send(h->edge.broker, &ip, 1), HW_OK);
+}
+
+static void send_pkt(harness *h, uint64_t conn, const char *cid, const hw_mqtt_packet *p,
+    uint8_t version)
+{
+	hw_buf b = { 0 };
+
+	assert_int_equal(hw_mqtt_encode(p, version, &b), HW_OK);
+	edge_send(h, conn, cid, &b, p->type == HW_MQTT_CONNECT);
+	hw_buf_fini(&b);
+}
+
+typedef struct conn_opts {
+	bool        clean;
+	uint32_t    expiry;
+	const char *will_topic;
+	uint32_t    will_delay;
+} conn_opts;
+
+static void connect_as(harness *h, uint64_t conn, const char *cid, uint8_t version,
+    const conn_opts *o)
+{
+	hw_mqtt_packet p = { .type = HW_MQTT_CONNECT };
+	hw_mqtt_connect *c = &p.u.connect;
+
+	c->version = version;
+	c->clean_start = o->clean;
+	c->keepalive = 30;
+	c->client_id = hw_bytes_of_cstr(cid);
+	if (version == HW_MQTT_V5 && o->expiry) {
+		c->props.session_expiry = o->expiry;
+		hw_mqtt_set(&c->props, HW_PROP_SESSION_EXPIRY);
+	}
+	if (o->will_topic != NULL) {
+		c->will = true;
+		c->will_qos = 0;
+		c->will_topic = hw_bytes_of_cstr(o->will_topic);
+		c->will_payload = HW_BYTES_STR("gone");
+		if (o->will_delay) {
+			c->will_props.will_delay = o->will_delay;
+			hw_mqtt_set(&c->will_props, HW_PROP_WILL_DELAY);
+		}
+	}
+	send_pkt(h, conn, cid, &p, version);
+}
+
+static hw_mqtt_packet decode(const rec *r, uint8_t version)
+{
+	hw_mqtt_packet p;
+	uint8_t reason;
+
+	assert_int_equal(hw_mqtt_decode(r->data, r->len, version, false, &p, &reason), HW_OK);
+	return p;
+}
+
+static hw_mqtt_packet expect(harness *h, size_t *from, uint64_t conn, uint8_t version,
+    hw_mqtt_type type)
+{
+	rec r = wait_rec(&h->edge, from, REC_WRITE, conn);
+	static rec keep[8];
+	static int k;
+	hw_mqtt_packet p;
+
+	// Decoded views point into the record: keep a few alive.
+	keep[k & 7] = r;
+	p = decode(&keep[k & 7], version);
+	k++;
+	assert_int_equal(p.type, type);
+	return p;
+}
+
+static void subscribe(harness *h, uint64_t conn, const char *cid, uint8_t version,
+    const char *filter, uint8_t qos, uint32_t sub_id)
+{
+	hw_mqtt_packet p = { .type = HW_MQTT_SUBSCRIBE };
+	hw_mqtt_sub_opts o = { .qos = qos };
+	hw_buf entries = { 0 };
+
+	assert_int_equal(hw_mqtt_sub_entries_add(&entries, hw_bytes_of_cstr(filter), &o), HW_OK);
+	p.flags = 2;
+	p.u.subscribe.packet_id = 1;
+	p.u.subscribe.count = 1;
+	p.u.subscribe.entries = (hw_bytes){ entries.ptr, entries.len };
+	if (sub_id) {
+		p.u.subscribe.props.sub_id = sub_id;
+		hw_mqtt_set(&p.u.subscribe.props, HW_PROP_SUBSCRIPTION_ID);
+	}
+	send_pkt(h, conn, cid, &p, version);
+	hw_buf_fini(&entries);
+}
+
+static void publish(harness *h, uint64_t conn, const char *cid, uint8_t version,
+    const char *topic, const char *payload, uint8_t qos, uint16_t pid, bool retain)
+{
+	hw_mqtt_packet p = { .type = HW_MQTT_PUBLISH };
+
+	p.u.publish.qos = qos;
+	p.u.publish.retain = retain;
+	p.u.publish.topic = hw_bytes_of_cstr(topic);
+	p.u.publish.payload = hw_bytes_of_cstr(payload);
+	p.u.publish.packet_id = pid;
+	send_pkt(h, conn, cid, &p, version);
+}
+
+static void ack(harness *h, uint64_t conn, const char *cid, uint8_t version, hw_mqtt_type t,
+    uint16_t pid)
+{
+	hw_buf b = { 0 };
+
+	assert_int_equal(hw_mqtt_encode_ack(t, pid, 0, version, &b), HW_OK);
+	edge_send(h, conn, cid, &b, false);
+	hw_buf_fini(&b);
+}
+
+static bool payload_is(const hw_mqtt_packet *p, const char *s)
+{
+	return p->u.publish.payload.len == strlen(s) &&
+	    memcmp(p->u.publish.payload.ptr, s, strlen(s)) == 0;
+}
+
+// ---- tests -------------------------------------------------------------------
+
+static void test_v5_connect_subscribe_publish_qos1(void **state)
+{
+	harness *h = harness_start(NULL);
+	conn_opts o = { .clean = true };
+	size_t ef = 0, rf = 0;
+	hw_mqtt_packet p;
+	rec r;
+
+	(void)state;
+	connect_as(h, 1, "", HW_MQTT_V5, &o);   // empty id: the edge assigned one
+	r = wait_rec(&h->edge, &ef, REC_WRITE, 1);
+	assert_true(r.accepted);
+	assert_int_equal(r.version, HW_MQTT_V5);
+	assert_int_equal(r.keepalive, 30);
+	p = decode(&r, HW_MQTT_V5);
+	assert_int_equal(p.type, HW_MQTT_CONNACK);
+	assert_int_equal(p.u.connack.reason, 0);
+	assert_false(p.u.connack.session_present);
+	assert_true(hw_mqtt_has(&p.u.connack.props, HW_PROP_ASSIGNED_CLIENT_ID));
+	assert_true(hw_bytes_eq(p.u.connack.props.assigned_client_id, HW_BYTES_STR("hw-assigned")));
+	assert_int_equal(p.u.connack.props.receive_maximum, h->cfg.broker.receive_maximum);
+	assert_true(hw_mqtt_has(&p.u.connack.props, HW_PROP_SHARED_SUB_AVAILABLE));
+	assert_int_equal(p.u.connack.props.shared_sub_available, 0);
+
+	subscribe(h, 1, "hw-assigned", HW_MQTT_V5, "s/+", 1, 42);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_SUBACK);
+	assert_int_equal(p.u.suback.count, 1);
+	assert_int_equal(p.u.suback.reasons[0], 1);
+
+	o.clean = true;
+	connect_as(h, 2, "pub", HW_MQTT_V311, &o);
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_CONNACK);
+	publish(h, 2, "pub", HW_MQTT_V311, "s/x", "hello", 1, 9, false);
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "s/x");
+	// PUBACK only after the router's Ack.
+	p = expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBACK);
+	assert_int_equal(p.u.ack.packet_id, 9);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBLISH);
+	assert_int_equal(p.u.publish.qos, 1);
+	assert_true(payload_is(&p, "hello"));
+	assert_int_equal(p.u.publish.props.sub_id, 42);
+	assert_false(p.u.publish.dup);
+	ack(h, 1, "hw-assigned", HW_MQTT_V5, HW_MQTT_PUBACK, p.u.publish.packet_id);
+	harness_stop(h);
+}
+
+static void test_no_subscribers_reason(void **state)
+{
+	harness *h = harness_start(NULL);
+	conn_opts o = { .clean = true };
+	size_t ef = 0;
+	hw_mqtt_packet p;
+
+	(void)state;
+	connect_as(h, 1, "lonely", HW_MQTT_V5, &o);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	publish(h, 1, "lonely", HW_MQTT_V5, "nobody/here", "x", 1, 3, false);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBACK);
+	assert_int_equal(p.u.ack.packet_id, 3);
+	assert_int_equal(p.u.ack.reason, HW_RC_NO_MATCHING_SUBSCRIBERS);
+	harness_stop(h);
+}
+
+static void test_takeover_closes_old_and_publishes_will(void **state)
+{
+	harness *h = harness_start(NULL);
+	conn_opts o = { .clean = true, .will_topic = "wills/dev" };
+	size_t ef = 0, rf = 0;
+	hw_mqtt_packet p;
+	rec r;
+
+	(void)state;
+	connect_as(h, 1, "dev", HW_MQTT_V5, &o);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	o.will_topic = NULL;
+	connect_as(h, 2, "dev", HW_MQTT_V5, &o);
+	r = wait_rec(&h->edge, &ef, REC_CLOSE, 1);
+	p = decode(&r, HW_MQTT_V5);
+	assert_int_equal(p.type, HW_MQTT_DISCONNECT);
+	assert_int_equal(p.u.disconnect.reason, HW_RC_SESSION_TAKEN_OVER);
+	expect(h, &ef, 2, HW_MQTT_V5, HW_MQTT_CONNACK);
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "wills/dev");
+	harness_stop(h);
+}
+
+static void test_persistent_session_resend_dup_then_queue(void **state)
+{
+	harness *h = harness_start(NULL);
+	conn_opts o = { .clean = false };
+	size_t ef = 0;
+	hw_mqtt_packet p;
+	uint16_t first;
+
+	(void)state;
+	connect_as(h, 1, "sub", HW_MQTT_V311, &o);
+	p = expect(h, &ef, 1, HW_MQTT_V311, HW_MQTT_CONNACK);
+	assert_false(p.u.connack.session_present);
+	subscribe(h, 1, "sub", HW_MQTT_V311, "q/#", 1, 0);
+	expect(h, &ef, 1, HW_MQTT_V311, HW_MQTT_SUBACK);
+	connect_as(h, 2, "pub", HW_MQTT_V311, &(conn_opts){ .clean = true });
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_CONNACK);
+	publish(h, 2, "pub", HW_MQTT_V311, "q/1", "one", 1, 1, false);
+	p = expect(h, &ef, 1, HW_MQTT_V311, HW_MQTT_PUBLISH);
+	first = p.u.publish.packet_id;
+	assert_true(payload_is(&p, "one"));
+	// The subscriber goes away without acknowledging; two more arrive.
+	edge_gone(h, 1, "sub", HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__NETWORK);
+	publish(h, 2, "pub", HW_MQTT_V311, "q/2", "two", 1, 2, false);
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBACK);
+	publish(h, 2, "pub", HW_MQTT_V311, "q/3", "three", 1, 3, false);
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBACK);
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBACK);
+	connect_as(h, 3, "sub", HW_MQTT_V311, &o);
+	p = expect(h, &ef, 3, HW_MQTT_V311, HW_MQTT_CONNACK);
+	assert_true(p.u.connack.session_present);
+	p = expect(h, &ef, 3, HW_MQTT_V311, HW_MQTT_PUBLISH);
+	assert_true(p.u.publish.dup);
+	assert_int_equal(p.u.publish.packet_id, first);
+	assert_true(payload_is(&p, "one"));
+	p = expect(h, &ef, 3, HW_MQTT_V311, HW_MQTT_PUBLISH);
+	assert_false(p.u.publish.dup);
+	assert_true(payload_is(&p, "two"));
+	p = expect(h, &ef, 3, HW_MQTT_V311, HW_MQTT_PUBLISH);
+	assert_true(payload_is(&p, "three"));
+	harness_stop(h);
+}
+
+static void test_qos2_resend_not_forwarded_twice(void **state)
+{
+	harness *h = harness_start(NULL);
+	conn_opts o = { .clean = true };
+	size_t ef = 0, rf = 0;
+	hw_mqtt_packet p;
+
+	(void)state;
+	connect_as(h, 1, "q2", HW_MQTT_V5, &o);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	publish(h, 1, "q2", HW_MQTT_V5, "t/q2", "once", 2, 5, false);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBREC);
+	assert_int_equal(p.u.ack.packet_id, 5);
+	publish(h, 1, "q2", HW_MQTT_V5, "t/q2", "once", 2, 5, false);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBREC);
+	ack(h, 1, "q2", HW_MQTT_V5, HW_MQTT_PUBREL, 5);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBCOMP);
+	assert_int_equal(p.u.ack.reason, 0);
+	ack(h, 1, "q2", HW_MQTT_V5, HW_MQTT_PUBREL, 5);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBCOMP);
+	assert_int_equal(p.u.ack.reason, HW_RC_PACKET_ID_NOT_FOUND);
+	// Exactly one publish reached the router.
+	wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	pthread_mutex_lock(&h->router.mu);
+	assert_int_equal(h->router.n, 1);
+	pthread_mutex_unlock(&h->router.mu);
+	harness_stop(h);
+}
+
+static void test_malformed_closes_with_reason_and_will(void **state)
+{
+	harness *h = harness_start(NULL);
+	conn_opts o = { .clean = true, .will_topic = "wills/bad" };
+	// PUBREL whose reserved flags are 0000 instead of 0010: malformed.
+	uint8_t bad[] = { 0x60, 0x02, 0x00, 0x01 };
+	hw_buf b = { 0 };
+	size_t ef = 0, rf = 0;
+	hw_mqtt_packet p;
+	rec r;
+
+	(void)state;
+	connect_as(h, 1, "bad", HW_MQTT_V5, &o);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	b.ptr = bad;
+	b.len = sizeof(bad);
+	edge_send(h, 1, "bad", &b, false);
+	r = wait_rec(&h->edge, &ef, REC_CLOSE, 1);
+	p = decode(&r, HW_MQTT_V5);
+	assert_int_equal(p.type, HW_MQTT_DISCONNECT);
+	assert_int_equal(p.u.disconnect.reason, HW_RC_MALFORMED);
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "wills/bad");
+	harness_stop(h);
+}
+
+static void test_topic_alias(void **state)
+{
+	harness *h = harness_start(NULL);
+	conn_opts o = { .clean = true };
+	hw_mqtt_packet p = { .type = HW_MQTT_PUBLISH };
+	size_t ef = 0, rf = 0;
+	rec r;
+
+	(void)state;
+	connect_as(h, 1, "al", HW_MQTT_V5, &o);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	p.u.publish.topic = HW_BYTES_STR("alias/topic");
+	p.u.publish.payload = HW_BYTES_STR("1");
+	p.u.publish.props.topic_alias = 3;
+	hw_mqtt_set(&p.u.publish.props, HW_PROP_TOPIC_ALIAS);
+	send_pkt(h, 1, "al", &p, HW_MQTT_V5);
+	p.u.publish.topic = HW_BYTES_NULL;
+	p.u.publish.payload = HW_BYTES_STR("2");
+	send_pkt(h, 1, "al", &p, HW_MQTT_V5);
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "alias/topic");
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "alias/topic");
+	// An alias never set, with an empty topic, is a protocol error 0x94.
+	p.u.publish.props.topic_alias = 4;
+	send_pkt(h, 1, "al", &p, HW_MQTT_V5);
+	r = wait_rec(&h->edge, &ef, REC_CLOSE, 1);
+	p = decode(&r, HW_MQTT_V5);
+	assert_int_equal(p.u.disconnect.reason, HW_RC_TOPIC_ALIAS_INVALID);
+	harness_stop(h);
+}
+
+static void test_retained_and_window(void **state)
+{
+	const char *extra[] = { "broker.receive_maximum=2", NULL };
+	harness *h = harness_start(extra);
+	conn_opts o = { .clean = true };
+	size_t ef = 0;
+	hw_mqtt_packet p;
+	uint16_t pids[2];
+
+	(void)state;
+	connect_as(h, 1, "pub", HW_MQTT_V311, &o);
+	expect(h, &ef, 1, HW_MQTT_V311, HW_MQTT_CONNACK);
+	publish(h, 1, "pub", HW_MQTT_V311, "ret/a", "kept", 1, 1, true);
+	expect(h, &ef, 1, HW_MQTT_V311, HW_MQTT_PUBACK);
+	connect_as(h, 2, "sub", HW_MQTT_V311, &o);
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_CONNACK);
+	subscribe(h, 2, "sub", HW_MQTT_V311, "ret/#", 1, 0);
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_SUBACK);
+	p = expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBLISH);
+	assert_true(p.u.publish.retain);
+	assert_true(payload_is(&p, "kept"));
+	pids[0] = p.u.publish.packet_id;
+	// Live messages: window of 2, so the third waits for an ack.
+	publish(h, 1, "pub", HW_MQTT_V311, "ret/b", "b", 1, 2, false);
+	p = expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBLISH);
+	assert_false(p.u.publish.retain);
+	pids[1] = p.u.publish.packet_id;
+	publish(h, 1, "pub", HW_MQTT_V311, "ret/c", "c", 1, 3, false);
+	expect(h, &ef, 1, HW_MQTT_V311, HW_MQTT_PUBACK);
+	expect(h, &ef, 1, HW_MQTT_V311, HW_MQTT_PUBACK);
+	// "c" is queued: the publisher got both PUBACKs, the subscriber has 2 in
+	// flight. Acking one releases "c".
+	ack(h, 2, "sub", HW_MQTT_V311, HW_MQTT_PUBACK, pids[0]);
+	p = expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBLISH);
+	assert_true(payload_is(&p, "c"));
+	assert_int_not_equal(p.u.publish.packet_id, pids[1]);
+	harness_stop(h);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_v5_connect_subscribe_publish_qos1),
+		cmocka_unit_test(test_no_subscribers_reason),
+		cmocka_unit_test(test_takeover_closes_old_and_publishes_will),
+		cmocka_unit_test(test_persistent_session_resend_dup_then_queue),
+		cmocka_unit_test(test_qos2_resend_not_forwarded_twice),
+		cmocka_unit_test(test_malformed_closes_with_reason_and_will),
+		cmocka_unit_test(test_topic_alias),
+		cmocka_unit_test(test_retained_and_window),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
