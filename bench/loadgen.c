@@ -88,6 +88,7 @@ typedef struct lg_opts {
 	const char *src_base;    // first source address
 	uint32_t    src_count;   // rotate over this many source addresses
 	bool        idle_sub;    // idle conns subscribe to their own topic
+	bool        verbose;     // print why connections fail
 	uint16_t    keepalive;
 } lg_opts;
 
@@ -180,6 +181,11 @@ typedef enum lg_state {
 	LG_ST_CLOSED,
 } lg_state;
 
+static const char *const lg_role_names[] = { "idle", "publisher", "subscriber" };
+static const char *const lg_state_names[] = {
+	"new", "tcp-connect", "ws-handshake", "connack-wait", "suback-wait", "ready", "closed",
+};
+
 typedef enum lg_phase {
 	LG_PH_CONNECT, LG_PH_HOLD, LG_PH_PUB, LG_PH_DRAIN, LG_PH_STOP,
 } lg_phase;
@@ -233,6 +239,7 @@ typedef struct lg_worker {
 	uint64_t  tick_us;
 	uint64_t  ping_ms;
 	uint32_t  rng;
+	unsigned  logged;        // failures printed (-v)
 	hw_buf    scratch;
 	hw_buf    frame;
 	uint8_t  *payload;
@@ -341,12 +348,19 @@ static void lg_arm(lg_worker *w, lg_conn *c, bool out)
 		c->out_armed = out;
 }
 
-static void lg_close(lg_worker *w, lg_conn *c, bool failure)
+// lg_close closes c; why is NULL for an orderly close, else the failure
+// (printed with -v, for the first few connections of each worker).
+static void lg_close(lg_worker *w, lg_conn *c, const char *why)
 {
 	lg_state was = (lg_state)c->state;
 
 	if (c->state == LG_ST_CLOSED || c->state == LG_ST_NEW)
 		return;
+	if (why != NULL && w->run->o.verbose && w->logged < 20) {
+		w->logged++;
+		fprintf(stderr, "loadgen: connection %u (%s) in state %s closed: %s\n", c->idx,
+		    lg_role_names[c->role], lg_state_names[c->state], why);
+	}
 	if (c->fd >= 0) {
 		epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
 		close(c->fd);
@@ -359,7 +373,7 @@ static void lg_close(lg_worker *w, lg_conn *c, bool failure)
 	if (was != LG_ST_READY) {
 		w->pending--;
 		atomic_fetch_add_explicit(&w->n_failed, 1, memory_order_relaxed);
-	} else if (failure) {
+	} else if (why != NULL) {
 		atomic_fetch_add_explicit(&w->n_dropped, 1, memory_order_relaxed);
 	}
 }
@@ -379,7 +393,7 @@ static bool lg_flush(lg_worker *w, lg_conn *c)
 			lg_arm(w, c, true);
 			return true;
 		}
-		lg_close(w, c, true);
+		lg_close(w, c, "send failed");
 		return false;
 	}
 	lg_arm(w, c, false);
@@ -604,6 +618,7 @@ static bool lg_parse(lg_worker *w, lg_conn *c)
 {
 	size_t at = 0;
 	bool ok = true;
+	char why[96] = "";
 
 	while (ok && at < c->rx.len) {
 		size_t flen;
@@ -613,16 +628,27 @@ static bool lg_parse(lg_worker *w, lg_conn *c)
 
 		if (err == HW_EAGAIN || (err == HW_OK && flen > c->rx.len - at))
 			break;
-		if (err != HW_OK ||
-		    hw_mqtt_decode(c->rx.ptr + at, flen, w->run->o.version, false, &p, &reason) != HW_OK) {
+		if (err != HW_OK) {
+			snprintf(why, sizeof why, "bad fixed header (%s)", hw_strerror(err));
+			ok = false;
+			break;
+		}
+		err = hw_mqtt_decode(c->rx.ptr + at, flen, w->run->o.version, false, &p, &reason);
+		if (err != HW_OK) {
+			snprintf(why, sizeof why, "undecodable packet type %u (%s, reason 0x%02x)",
+			    c->rx.ptr[at] >> 4, hw_strerror(err), reason);
 			ok = false;
 			break;
 		}
 		ok = lg_on_packet(w, c, &p);
+		if (!ok)
+			snprintf(why, sizeof why, "unexpected packet type %u (reason byte 0x%02x)",
+			    (unsigned)p.type, p.type == HW_MQTT_DISCONNECT ? p.u.disconnect.reason :
+			    p.type == HW_MQTT_CONNACK ? p.u.connack.reason : 0);
 		at += flen;
 	}
 	if (!ok) {
-		lg_close(w, c, true);
+		lg_close(w, c, why);
 		return false;
 	}
 	hw_buf_consume(&c->rx, at);
@@ -653,19 +679,19 @@ static bool lg_ws_handshake_send(lg_worker *w, lg_conn *c)
 
 // lg_ws_unframe moves payloads of whole frames from wsrx into rx; answers
 // pings; false on a close frame or bad framing.
-static bool lg_ws_unframe(lg_worker *w, lg_conn *c)
+static const char *lg_ws_unframe(lg_worker *w, lg_conn *c)
 {
 	size_t at = 0;
 
 	if (c->state == LG_ST_WS) {
 		const char *end = memmem(c->wsrx.ptr, c->wsrx.len, "\r\n\r\n", 4);
 		if (end == NULL)
-			return c->wsrx.len < 8192;
+			return c->wsrx.len < 8192 ? NULL : "WebSocket handshake reply too long";
 		if (c->wsrx.len < 12 || memcmp(c->wsrx.ptr + 9, "101", 3) != 0)
-			return false;
+			return "WebSocket upgrade refused";
 		at = (size_t)((const uint8_t *)end - c->wsrx.ptr) + 4;
 		if (!lg_send_connect(w, c))
-			return false;
+			return "out of memory";
 	}
 	for (;;) {
 		hw_rd rd = hw_rd_of(c->wsrx.ptr + at, c->wsrx.len - at);
@@ -688,7 +714,7 @@ static bool lg_ws_unframe(lg_worker *w, lg_conn *c)
 			len = ((uint64_t)hi << 32) | lo;
 		}
 		if (len > LG_MAX_PACKET * 2u)
-			return false;
+			return "WebSocket frame too large";
 		if ((b1 & 0x80u) != 0) {
 			hw_bytes m;
 			if (hw_rd_bytes(&rd, 4, &m) != HW_OK)
@@ -702,7 +728,7 @@ static bool lg_ws_unframe(lg_worker *w, lg_conn *c)
 		case 0x0: case 0x1: case 0x2: {
 			size_t base = c->rx.len;
 			if (hw_buf_append(&c->rx, body.ptr, body.len) != HW_OK)
-				return false;
+				return "out of memory";
 			if ((b1 & 0x80u) != 0)
 				for (size_t i = 0; i < body.len; i++)
 					c->rx.ptr[base + i] ^= mask[i & 3];
@@ -713,24 +739,26 @@ static bool lg_ws_unframe(lg_worker *w, lg_conn *c)
 			uint8_t pong[2 + 4 + 125];
 			uint32_t m = lg_rand(w);
 			if (body.len > 125)
-				return false;
+				return "WebSocket ping too long";
 			pong[0] = 0x8A;
 			pong[1] = (uint8_t)(0x80u | body.len);
 			memcpy(pong + 2, &m, 4);
 			for (size_t i = 0; i < body.len; i++)
 				pong[6 + i] = (uint8_t)((body.ptr[i] ^ mask[i & 3]) ^ pong[2 + (i & 3)]);
 			if (hw_buf_append(&c->tx, pong, 6 + body.len) != HW_OK)
-				return false;
+				return "out of memory";
 			break;
 		}
 		case 0xA:
 			break;
+		case 0x8:
+			return "WebSocket close frame from the server";
 		default:
-			return false;   // close (0x8) or unknown opcode
+			return "unknown WebSocket opcode";
 		}
 	}
 	hw_buf_consume(&c->wsrx, at);
-	return true;
+	return NULL;
 }
 
 // ---------------------------------------------------------------- I/O
@@ -747,7 +775,7 @@ static void lg_on_readable(lg_worker *w, lg_conn *c)
 		size_t room;
 
 		if (hw_buf_reserve(in, LG_RX_CHUNK) != HW_OK) {
-			lg_close(w, c, true);
+			lg_close(w, c, "out of memory");
 			return;
 		}
 		room = in->cap - in->len;
@@ -763,12 +791,15 @@ static void lg_on_readable(lg_worker *w, lg_conn *c)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
-		lg_close(w, c, true);
+		lg_close(w, c, n == 0 ? "closed by peer" : "recv failed");
 		return;
 	}
-	if (w->run->o.ws && !lg_ws_unframe(w, c)) {
-		lg_close(w, c, true);
-		return;
+	if (w->run->o.ws) {
+		const char *why = lg_ws_unframe(w, c);
+		if (why != NULL) {
+			lg_close(w, c, why);
+			return;
+		}
 	}
 	lg_parse(w, c);
 }
@@ -780,12 +811,12 @@ static void lg_on_connected(lg_worker *w, lg_conn *c)
 	bool ok;
 
 	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-		lg_close(w, c, true);
+		lg_close(w, c, "connect failed");
 		return;
 	}
 	ok = w->run->o.ws ? lg_ws_handshake_send(w, c) : lg_send_connect(w, c);
 	if (!ok) {
-		lg_close(w, c, true);
+		lg_close(w, c, "out of memory");
 		return;
 	}
 	lg_flush(w, c);
@@ -974,7 +1005,7 @@ static void lg_worker_stop(lg_worker *w)
 			lg_flush(w, c);
 		}
 		if (c->state != LG_ST_CLOSED && c->state != LG_ST_NEW) {
-			lg_close(w, c, false);
+			lg_close(w, c, NULL);
 		}
 	}
 	hw_buf_fini(&dis);
@@ -1044,6 +1075,7 @@ static void lg_usage(FILE *f)
 	    "  -t, --threads N      worker threads [1]\n"
 	    "  --pid PID            target process: sample CPU and RSS\n"
 	    "  --target NAME        label in the result line\n"
+	    "  -v, --verbose        print why connections fail (first 20 per thread)\n"
 	    "Progress on stderr every second; one JSON result line on stdout.\n");
 }
 
@@ -1084,7 +1116,7 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		{ "idle-sub", 1, NULL, O_IDLESUB }, { "src-base", 1, NULL, O_SRCB },
 		{ "src-count", 1, NULL, O_SRCN }, { "threads", 1, NULL, 't' },
 		{ "pid", 1, NULL, O_PID }, { "target", 1, NULL, O_TARGET },
-		{ "count", 1, NULL, O_COUNT },
+		{ "count", 1, NULL, O_COUNT }, { "verbose", 0, NULL, 'v' },
 		{ "help", 0, NULL, O_HELP }, { NULL, 0, NULL, 0 },
 	};
 	bool src_auto = true;
@@ -1101,7 +1133,7 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		.src_base = "127.0.0.1", .src_count = 0, .idle_sub = true,
 		.keepalive = 60,
 	};
-	while ((ch = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "t:hv", opts, NULL)) != -1) {
 		double v = 0;
 		const char *a = optarg;
 		bool ok = true;
@@ -1148,6 +1180,7 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		case 't': ok = lg_num(a, 1, 64, &v); o->threads = (uint32_t)v; break;
 		case O_PID: ok = lg_num(a, 1, 1e9, &v); o->pid = (pid_t)v; break;
 		case O_TARGET: o->target = a; break;
+		case 'v': o->verbose = true; break;
 		case O_COUNT: ok = lg_num(a, 0, 1e15, &v); o->count = (uint64_t)v; break;
 		case O_HELP: case 'h': lg_usage(stdout); exit(0);
 		default: ok = false; break;

@@ -144,7 +144,7 @@ run_one() {
 	fi
 	log "$target $scen qos=$qos $*"
 	# The loadgen bounds itself; timeout is only a guard against a bug.
-	line=$(timeout 600 taskset -c "$LOADGEN_CPU" "$LOADGEN" --port "$PORT" --pid "$TARGET_PID" \
+	line=$(timeout 600 taskset -c "$LOADGEN_CPU" "$LOADGEN" -v --port "$PORT" --pid "$TARGET_PID" \
 	    --target "$target" --transport "$TRANSPORT" --mqtt "$MQTT" --qos "$qos" \
 	    --size "$SIZE" --conn-rate "$CONN_RATE" "$@" | tail -n 1) || true
 	if ! kill -0 "$TARGET_PID" 2>/dev/null; then
