@@ -678,7 +678,7 @@ static bool lg_ws_handshake_send(lg_worker *w, lg_conn *c)
 }
 
 // lg_ws_unframe moves payloads of whole frames from wsrx into rx; answers
-// pings; false on a close frame or bad framing.
+// pings; returns NULL, or why the connection must close.
 static const char *lg_ws_unframe(lg_worker *w, lg_conn *c)
 {
 	size_t at = 0;
