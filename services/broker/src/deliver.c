@@ -113,11 +113,14 @@ static void brk_deliver_send(brk_worker *w, brk_session *s, brk_deliv *d, bool d
 
 	if (!brk_deliver_frame(s, d->msg, d->qos, d->retain, dup, d->pid, d->sub_ids, d->nsub, now, &b)) {
 		hw_counter_inc(w->srv->st.too_large);
+		(void)BRK_STORE(w, out_del, brk_cid(s), d->pid);
 		brk_session_discard(s, d);
 		return;
 	}
-	if (!dup)
+	if (!dup) {
 		hw_counter_inc(w->srv->st.delivered[d->qos]);
+		(void)BRK_STORE(w, out_put, brk_cid(s), d->pid, d->qos, d->msg);
+	}
 	brk_out_write(w, s->edge, s->conn, &b, false);
 	hw_buf_fini(&b);
 }

@@ -4,6 +4,7 @@
 static void brk_ack_done(brk_ctx *c, uint16_t pid)
 {
 	if (brk_session_done(c->s, pid)) {
+		(void)BRK_STORE(c->w, out_del, brk_cid(c->s), pid);
 		hw_gauge_add(c->w->srv->st.inflight, -1);
 		brk_deliver_pump(c->w, c->s); // the window has room again
 	}
@@ -31,6 +32,7 @@ void brk_handle_pubrec(brk_ctx *c)
 		return;
 	}
 	d->pubrec = true;
+	(void)BRK_STORE(c->w, out_pubrec, brk_cid(c->s), pid);
 	brk_send_ack(c->w, c->s, HW_MQTT_PUBREL, pid, HW_RC_SUCCESS);
 }
 
@@ -47,6 +49,8 @@ void brk_handle_pubrel(brk_ctx *c)
 	uint16_t pid = c->pkt->u.ack.packet_id;
 	bool known = brk_session_in2_del(c->s, pid);
 
+	if (known)
+		(void)BRK_STORE(c->w, in2_del, brk_cid(c->s), pid);
 	brk_send_ack(c->w, c->s, HW_MQTT_PUBCOMP, pid, known ? HW_RC_SUCCESS : HW_RC_PACKET_ID_NOT_FOUND);
 }
 

@@ -189,7 +189,8 @@ static hw_err brk_connect_attach(brk_ctx *c, brk_session *s, const hw_mqtt_conne
 	}
 	hw_gauge_add(w->srv->st.connections, 1);
 	brk_offline_update(w, s);
-	return HW_OK;
+	return BRK_STORE(w, session_put, &(brk_store_session){ .client_id = brk_cid(s),
+		.expiry = s->expiry, .clean = cn->clean_start });
 }
 
 static hw_bytes brk_connect_client_id(brk_ctx *c, const hw_mqtt_connect *cn, char *gen,

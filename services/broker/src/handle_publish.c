@@ -114,7 +114,8 @@ void brk_handle_publish(brk_ctx *c)
 	}
 	if (pub->qos > 0) {
 		seq = brk_publish_pending(w, s, pub->packet_id, pub->qos);
-		if (seq == 0 || (pub->qos == 2 && brk_session_in2_add(s, pub->packet_id) != HW_OK)) {
+		if (seq == 0 || (pub->qos == 2 && (brk_session_in2_add(s, pub->packet_id) != HW_OK ||
+		    BRK_STORE(w, in2_put, brk_cid(s), pub->packet_id) != HW_OK))) {
 			brk_send_ack(w, s, pub->qos == 1 ? HW_MQTT_PUBACK : HW_MQTT_PUBREC,
 			    pub->packet_id, HW_RC_UNSPECIFIED);
 			brk_msg_unref(m);

@@ -28,6 +28,8 @@ static uint8_t brk_subscribe_one(brk_ctx *c, hw_bytes filter, const hw_mqtt_sub_
 	}
 	if (!*existed)
 		hw_gauge_add(c->w->srv->st.subscriptions, 1);
+	if (BRK_STORE(c->w, sub_put, brk_cid(s), filter, &so) != HW_OK)
+		return HW_RC_UNSPECIFIED;
 	return so.qos;
 }
 
@@ -130,6 +132,7 @@ void brk_handle_unsubscribe(brk_ctx *c)
 		bool had = brk_session_sub_del(c->s, f);
 
 		if (had) {
+			(void)BRK_STORE(c->w, sub_del, brk_cid(c->s), f);
 			brk_subindex_remove(c->w->subs, f, c->s);
 			hw_gauge_add(c->w->srv->st.subscriptions, -1);
 		}

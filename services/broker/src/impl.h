@@ -19,6 +19,7 @@
 #include "retain.h"
 #include "server.h"
 #include "session.h"
+#include "store/store.h"
 #include "subindex.h"
 
 typedef Hawser__Internal__V1__ConnPacket brk_connpacket;
@@ -124,7 +125,14 @@ struct brk_server {
 	uint32_t         nworkers;
 	hw_httpd        *httpd;
 	atomic_bool      running;
+	const brk_store_ops *store_ops;
+	brk_store       *store;
 };
+
+// BRK_STORE(w, op, args...) writes through to the session store.
+#define BRK_STORE(w, op, ...) ((w)->srv->store_ops->op((w)->srv->store, __VA_ARGS__))
+// brk_cid is the client id of s as bytes.
+#define brk_cid(s) ((hw_bytes){ (const uint8_t *)(s)->client_id, (s)->client_id_len })
 
 // worker.c
 hw_err brk_worker_init(brk_worker *w, struct brk_server *srv, uint32_t index);

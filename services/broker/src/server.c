@@ -88,8 +88,10 @@ static void brk_server_downstream(brk_server *s, brk_batch *bb, const brk_publis
 		hw_log_warn("BRK-NOMEM", "dropped a publish from %s", bb->b->from);
 		return;
 	}
-	if (m->retain && s->cfg->broker.retain_available)
+	if (m->retain && s->cfg->broker.retain_available) {
 		(void)brk_retain_put(s->retain, m);
+		(void)s->store_ops->retain_put(s->store, m);
+	}
 	if (p->seq != 0) {
 		size_t ul = strlen(bb->b->reply_to);
 
@@ -174,6 +176,15 @@ hw_err brk_server_alloc(brk_server **out, const hw_config *cfg, hw_metrics *metr
 	s->nworkers = cfg->broker.workers ? cfg->broker.workers : (uint32_t)(ncpu > 0 ? ncpu : 1);
 	if (s->nworkers > BRK_SEQ_WORKER_MASK)
 		s->nworkers = BRK_SEQ_WORKER_MASK;
+	s->store_ops = brk_store_find(cfg->store.backend);
+	if (s->store_ops == NULL) {
+		hw_log_error("BRK-STORE", "store.backend=%s is not available in this build",
+		    cfg->store.backend);
+		err = HW_EUNSUPPORTED;
+		goto fail;
+	}
+	if ((err = s->store_ops->open(&s->store, cfg)) != HW_OK)
+		goto fail;
 	if ((err = brk_retain_alloc(&s->retain, s->st.retained)) != HW_OK)
 		goto fail;
 	err = HW_ENOMEM;
@@ -255,5 +266,7 @@ void brk_server_free(brk_server *s)
 		brk_worker_fini(&s->workers[i]);
 	free(s->workers);
 	brk_retain_free(s->retain);
+	if (s->store != NULL)
+		s->store_ops->close(s->store);
 	free(s);
 }

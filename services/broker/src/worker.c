@@ -200,6 +200,7 @@ void brk_session_end(brk_worker *w, brk_session *s)
 	s->expire_at_ms = s->will_at_ms = 0;
 	brk_offline_update(w, s);
 	brk_map_del(&w->sessions, (hw_bytes){ (uint8_t *)s->client_id, s->client_id_len });
+	(void)BRK_STORE(w, session_del, brk_cid(s));
 	hw_gauge_add(st->sessions, -1);
 	brk_session_free(s);
 }

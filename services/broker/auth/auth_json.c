@@ -1,6 +1,6 @@
-// Bounded JSON reader and writer (json.h).
+// Bounded JSON reader and writer (auth_json.h).
 
-#include "json.h"
+#include "auth_json.h"
 
 #include <stdint.h>
 #include <stdio.h>
