@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "core/buf.h"
 #include "core/version.h"
 
 typedef enum cfg_type {
@@ -35,6 +36,7 @@ typedef enum cfg_type {
 	CFG_U32,
 	CFG_BOOL,
 	CFG_ENUM,
+	CFG_JSON, // structured: YAML subtree kept as JSON text (env/--set: JSON text)
 } cfg_type;
 
 static const char *const cfg_type_names[] = {
@@ -43,6 +45,7 @@ static const char *const cfg_type_names[] = {
 	[CFG_U32] = "u32",
 	[CFG_BOOL] = "bool",
 	[CFG_ENUM] = "enum",
+	[CFG_JSON] = "json",
 };
 
 // Format checks applied to string values and to every element of lists.
@@ -76,10 +79,16 @@ typedef struct cfg_entry {
 	{ k, CFG_BOOL, CFG_FIELD(f), def, 0, 0, NULL, CFG_CHECK_NONE, false, doc }
 #define CFG_ENUM(k, f, def, allowed, doc) \
 	{ k, CFG_ENUM, CFG_FIELD(f), def, 0, 0, allowed, CFG_CHECK_NONE, true, doc }
+#define CFG_JSON(k, f, doc) \
+	{ k, CFG_JSON, CFG_FIELD(f), "", 0, 0, NULL, CFG_CHECK_NONE, false, doc }
 
 static const char *const cfg_log_levels[] = { "debug", "info", "warn", "error", "off", NULL };
 static const char *const cfg_router_modes[] = { "direct", NULL };
 static const char *const cfg_store_backends[] = { "memory", "redis", NULL };
+static const char *const cfg_auth_defaults[] = { "allow", "deny", NULL };
+static const char *const cfg_auth_algs[] = { "HS256", "RS256", "ES256", NULL };
+static const char *const cfg_auth_fields[] = { "password", "username", NULL };
+static const char *const cfg_auth_on_error[] = { "deny", "allow", "ignore", NULL };
 
 #define HP CFG_CHECK_HOSTPORT
 #define NU CFG_CHECK_NNG_URL
@@ -171,6 +180,43 @@ static const cfg_entry cfg_table[] = {
 	    "HTTP listener for /metrics, /healthz, /readyz, host:port; empty disables."),
 	CFG_ENUM("router.mode", router.mode, "direct", cfg_router_modes,
 	    "Routing mode; direct routes publishes straight back to subscribers."),
+
+	CFG_LIST("auth.chain", auth.chain, "", NO, false,
+	    "Authentication methods tried in order on CONNECT: jwt, http, file, anonymous; empty accepts every client when broker.allow_anonymous is true and none otherwise."),
+	CFG_ENUM("auth.acl_default", auth.acl_default, "allow", cfg_auth_defaults,
+	    "Verdict of a SUBSCRIBE or PUBLISH that no ACL rule decides."),
+	CFG_JSON("auth.rules", auth.rules,
+	    "Ordered ACL rules (YAML sequence of {permission, action, topic, max_qos, retain, delegate}); see docs/auth.md."),
+	CFG_JSON("auth.callbacks", auth.callbacks,
+	    "Named HTTP callbacks for delegated ACL rules (mapping name -> {url, timeout_ms, retries, cache_ttl_ms, on_error}); see docs/auth.md."),
+	CFG_ENUM("auth.jwt.alg", auth.jwt.alg, "HS256", cfg_auth_algs,
+	    "The one JWT algorithm accepted; tokens with any other alg (including none) are refused."),
+	CFG_STR("auth.jwt.key", auth.jwt.key, "", NO, false,
+	    "JWT verification key inline: the HS256 secret or a PEM public key (prefer the environment variable)."),
+	CFG_STR("auth.jwt.key_file", auth.jwt.key_file, "", NO, false,
+	    "File holding the JWT verification key (HS256 secret bytes or PEM public key)."),
+	CFG_ENUM("auth.jwt.token_field", auth.jwt.token_field, "password", cfg_auth_fields,
+	    "CONNECT field carrying the JWT."),
+	CFG_U32("auth.jwt.leeway_s", auth.jwt.leeway_s, "30", 0, 86400,
+	    "Seconds of clock skew tolerated when checking exp and nbf."),
+	CFG_STR("auth.jwt.user_claim", auth.jwt.user_claim, "sub", NO, true,
+	    "JWT claim whose string value becomes the user (%u)."),
+	CFG_STR("auth.jwt.acl_claim", auth.jwt.acl_claim, "", NO, false,
+	    "JWT claim carrying per-client ACL rules (JSON array of rules); empty disables."),
+	CFG_LIST("auth.jwt.attr_claims", auth.jwt.attr_claims, "", NO, false,
+	    "JWT claims exported as attributes usable as %{name} in ACL topics."),
+	CFG_STR("auth.http.url", auth.http.url, "", NO, false,
+	    "URL of the CONNECT authentication callback (POST JSON)."),
+	CFG_U32("auth.http.timeout_ms", auth.http.timeout_ms, "2000", 1, 600000,
+	    "Milliseconds one callback attempt may take."),
+	CFG_U32("auth.http.retries", auth.http.retries, "1", 0, 10,
+	    "Extra attempts after a failed (not denied) callback."),
+	CFG_U32("auth.http.cache_ttl_ms", auth.http.cache_ttl_ms, "60000", 0, 86400000,
+	    "Milliseconds a callback answer is reused for the same credentials; 0 disables the cache."),
+	CFG_ENUM("auth.http.on_error", auth.http.on_error, "deny", cfg_auth_on_error,
+	    "Answer when the callback service is down: deny, allow, or ignore (try the next method)."),
+	CFG_STR("auth.file.path", auth.file.path, "", NO, false,
+	    "Password file: one user:pbkdf2-sha256:<iterations>:<salt b64>:<hash b64> per line."),
 
 	CFG_ENUM("store.backend", store.backend, "memory", cfg_store_backends,
 	    "Session store: memory (single process) or redis."),
@@ -601,6 +647,22 @@ static hw_err cfg_apply_text(hw_config *cfg, const cfg_entry *e, const char *tex
 		*(uint32_t *)field = v;
 		return HW_OK;
 	}
+	case CFG_JSON: {
+		// Only the shape is checked here; the owning module parses and
+		// validates the content (it knows the schema).
+		const char *p = text;
+		char       *copy;
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p != '\0' && *p != '[' && *p != '{')
+			return cfg_fail(why, "%s: bad value (%s): expected JSON text (an array or an object)",
+			    e->key, src);
+		if ((copy = strdup(text)) == NULL)
+			return cfg_fail(why, "%s: out of memory", e->key);
+		free(*(char **)field);
+		*(char **)field = copy;
+		return HW_OK;
+	}
 	case CFG_BOOL: {
 		bool v;
 		if (!cfg_parse_bool(text, &v))
@@ -664,7 +726,7 @@ void hw_config_fini(hw_config *cfg)
 	for (size_t i = 0; i < CFG_N; i++) {
 		const cfg_entry *e = &cfg_table[i];
 		void            *field = cfg_field(cfg, e);
-		if (e->type == CFG_STRING || e->type == CFG_ENUM) {
+		if (e->type == CFG_STRING || e->type == CFG_ENUM || e->type == CFG_JSON) {
 			free(*(char **)field);
 			*(char **)field = NULL;
 		} else if (e->type == CFG_LIST) {
@@ -776,10 +838,112 @@ static bool cfg_has_prefix_key(const char *prefix)
 	return false;
 }
 
+// cfg_json_scalar appends YAML scalar n as JSON: plain true/false/null and
+// numbers keep their type, everything else becomes a string.
+static hw_err cfg_json_scalar(const yaml_node_t *n, hw_buf *out)
+{
+	const char *v = (const char *)n->data.scalar.value;
+	size_t      len = n->data.scalar.length;
+	hw_err      rv = HW_OK;
+
+	if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+		bool num = len > 0;
+		for (size_t i = 0; i < len && num; i++)
+			num = isdigit((unsigned char)v[i]) || (i == 0 && v[i] == '-' && len > 1);
+		if (num || strcmp(v, "true") == 0 || strcmp(v, "false") == 0 ||
+		    strcmp(v, "null") == 0)
+			return hw_buf_append(out, v, len);
+		if (cfg_yaml_is_null(n))
+			return hw_buf_append(out, "null", 4);
+	}
+	rv = hw_buf_append_u8(out, '"');
+	for (size_t i = 0; i < len && rv == HW_OK; i++) {
+		unsigned char c = (unsigned char)v[i];
+		char          esc[8];
+		if (c == '"' || c == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)c;
+			rv = hw_buf_append(out, esc, 2);
+		} else if (c < 0x20) {
+			snprintf(esc, sizeof(esc), "\\u%04x", c);
+			rv = hw_buf_append(out, esc, 6);
+		} else {
+			rv = hw_buf_append_u8(out, c);
+		}
+	}
+	if (rv == HW_OK)
+		rv = hw_buf_append_u8(out, '"');
+	return rv;
+}
+
+// cfg_yaml_json appends node n (and everything under it) as JSON text.
+static hw_err cfg_yaml_json(yaml_document_t *doc, yaml_node_t *n, hw_buf *out, int depth)
+{
+	hw_err rv = HW_OK;
+
+	if (n == NULL || depth > 32)
+		return HW_EINVAL;
+	switch (n->type) {
+	case YAML_SCALAR_NODE:
+		return cfg_json_scalar(n, out);
+	case YAML_SEQUENCE_NODE:
+		rv = hw_buf_append_u8(out, '[');
+		for (yaml_node_item_t *it = n->data.sequence.items.start;
+		     it < n->data.sequence.items.top && rv == HW_OK; it++) {
+			if (it != n->data.sequence.items.start)
+				rv = hw_buf_append_u8(out, ',');
+			if (rv == HW_OK)
+				rv = cfg_yaml_json(doc, yaml_document_get_node(doc, *it), out, depth + 1);
+		}
+		return rv != HW_OK ? rv : hw_buf_append_u8(out, ']');
+	case YAML_MAPPING_NODE:
+		rv = hw_buf_append_u8(out, '{');
+		for (yaml_node_pair_t *p = n->data.mapping.pairs.start;
+		     p < n->data.mapping.pairs.top && rv == HW_OK; p++) {
+			yaml_node_t *k = yaml_document_get_node(doc, p->key);
+			if (k == NULL || k->type != YAML_SCALAR_NODE)
+				return HW_EINVAL;
+			if (p != n->data.mapping.pairs.start)
+				rv = hw_buf_append_u8(out, ',');
+			if (rv == HW_OK) {
+				// Keys are always strings in JSON.
+				yaml_node_t key = *k;
+				key.data.scalar.style = YAML_DOUBLE_QUOTED_SCALAR_STYLE;
+				rv = cfg_json_scalar(&key, out);
+			}
+			if (rv == HW_OK)
+				rv = hw_buf_append_u8(out, ':');
+			if (rv == HW_OK)
+				rv = cfg_yaml_json(doc, yaml_document_get_node(doc, p->value), out,
+				    depth + 1);
+		}
+		return rv != HW_OK ? rv : hw_buf_append_u8(out, '}');
+	default:
+		return HW_EINVAL;
+	}
+}
+
 // cfg_yaml_leaf applies the value node v to entry e.
 static hw_err cfg_yaml_leaf(cfg_yaml *y, const cfg_entry *e, yaml_node_t *v,
     const char *src, char **why)
 {
+	if (e->type == CFG_JSON) {
+		hw_buf out = { 0 };
+		hw_err rv;
+		if (v->type == YAML_SCALAR_NODE) // JSON text in a string, or null
+			return cfg_apply_text(y->cfg, e,
+			    cfg_yaml_is_null(v) ? "" : (const char *)v->data.scalar.value, src, why);
+		if ((rv = cfg_yaml_json(y->doc, v, &out, 0)) == HW_OK)
+			rv = hw_buf_append_u8(&out, 0);
+		if (rv != HW_OK) {
+			hw_buf_fini(&out);
+			return cfg_fail(why, "%s: %s (%s)", e->key,
+			    rv == HW_ENOMEM ? "out of memory" : "nested too deeply or malformed", src);
+		}
+		rv = cfg_apply_text(y->cfg, e, (const char *)out.ptr, src, why);
+		hw_buf_fini(&out);
+		return rv;
+	}
 	if (v->type == YAML_MAPPING_NODE)
 		return cfg_fail(why, "%s: expected a %s, not a mapping (%s)", e->key,
 		    cfg_type_names[e->type], src);
@@ -1025,6 +1189,15 @@ static void cfg_put_inline(FILE *fp, const hw_config *cfg, const cfg_entry *e)
 	case CFG_BOOL:
 		fputs(*(const bool *)field ? "true" : "false", fp);
 		break;
+	case CFG_JSON: {
+		// JSON is YAML flow syntax: the dump reloads as the same value.
+		const char *j = *(char *const *)field;
+		if (j == NULL || j[0] == '\0')
+			fputs("\"\"", fp);
+		else
+			fputs(j, fp);
+		break;
+	}
 	}
 }
 

@@ -71,6 +71,36 @@ typedef struct hw_config {
 		char    *mode;           // "direct" (Kafka pipelines: later)
 	} router;
 	struct {
+		// Authentication chain and ACL (services/broker/auth). Scalars
+		// are ordinary keys; `rules` and `callbacks` are structured: the
+		// YAML subtree is kept as JSON text (env/--set take JSON text)
+		// and parsed and validated by the broker's auth module.
+		char   **chain;          // auth.chain: jwt|http|file|anonymous, in order
+		char    *acl_default;    // "allow" | "deny"
+		char    *rules;          // JSON array of rule objects; "" = none
+		char    *callbacks;      // JSON object name -> callback settings; ""
+		struct {
+			char    *alg;          // HS256 | RS256 | ES256
+			char    *key;          // secret (HS256) or PEM public key, inline
+			char    *key_file;     // or from a file
+			char    *token_field;  // "password" | "username"
+			uint32_t leeway_s;     // exp/nbf tolerance
+			char    *user_claim;   // claim naming the user ("sub")
+			char    *acl_claim;    // claim carrying per-client rules; ""
+			char   **attr_claims;  // claims usable as %{name} in rules
+		} jwt;
+		struct {
+			char    *url;          // CONNECT callback; "" = none
+			uint32_t timeout_ms;
+			uint32_t retries;
+			uint32_t cache_ttl_ms; // 0 = no cache
+			char    *on_error;     // deny | allow | ignore (service down)
+		} http;
+		struct {
+			char    *path;         // password file (PBKDF2-HMAC-SHA256)
+		} file;
+	} auth;
+	struct {
 		char *backend;           // "memory" | "redis"
 		char *redis_url;         // "redis://[:password@]host:port/db"
 	} store;
