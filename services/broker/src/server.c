@@ -229,6 +229,15 @@ hw_err brk_server_start(brk_server *s, int serve_http)
 			return err;
 		}
 	}
+	// Dial the routers now rather than at the first publish.
+	for (size_t i = 0; i < s->nrouters; i++) {
+		hw_link_peer *p;
+
+		if ((err = hw_link_peer(s->link, s->routers[i], &p)) != HW_OK) {
+			hw_log_error("BRK-LINK", "router %s: %s", s->routers[i], hw_strerror(err));
+			return err;
+		}
+	}
 	err = hw_link_start(s->link, brk_server_recv, s);
 	if (err != HW_OK)
 		return err;
