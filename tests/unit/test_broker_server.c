@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/metrics.h"
 #include "core/slot.h"
@@ -666,6 +667,67 @@ static void test_retained_and_window(void **state)
 	harness_stop(h);
 }
 
+
+static void test_qos0_fanout_droppable_per_version(void **state)
+{
+	harness *h = harness_start(NULL);
+	conn_opts o = { .clean = true };
+	const char *ids[3] = { "fa", "fb", "fc" };
+	const uint8_t ver[3] = { HW_MQTT_V311, HW_MQTT_V311, HW_MQTT_V5 };
+	size_t ef = 0;
+	rec r[3];
+	hw_mqtt_packet p;
+
+	(void)state;
+	for (int i = 0; i < 3; i++) {
+		connect_as(h, (uint64_t)(10 + i), ids[i], ver[i], &o);
+		expect(h, &ef, (uint64_t)(10 + i), ver[i], HW_MQTT_CONNACK);
+		subscribe(h, (uint64_t)(10 + i), ids[i], ver[i], "fan/#", 0, 0);
+		expect(h, &ef, (uint64_t)(10 + i), ver[i], HW_MQTT_SUBACK);
+	}
+	connect_as(h, 1, "fpub", HW_MQTT_V311, &o);
+	expect(h, &ef, 1, HW_MQTT_V311, HW_MQTT_CONNACK);
+	publish(h, 1, "fpub", HW_MQTT_V311, "fan/x", "all", 0, 0, false);
+	for (int i = 0; i < 3; i++) {
+		r[i] = wait_rec(&h->edge, &ef, REC_WRITE, (uint64_t)(10 + i));
+		assert_true(r[i].droppable);
+		p = decode(&r[i], ver[i]);
+		assert_int_equal(p.type, HW_MQTT_PUBLISH);
+		assert_int_equal(p.u.publish.qos, 0);
+		assert_true(payload_is(&p, "all"));
+	}
+	assert_int_equal(r[0].len, r[1].len);
+	assert_memory_equal(r[0].data, r[1].data, r[0].len);
+	assert_int_not_equal(r[0].len, r[2].len); // v5 carries a property length
+	harness_stop(h);
+}
+
+static void test_session_expiry_publishes_delayed_will(void **state)
+{
+	harness *h = harness_start(NULL);
+	conn_opts o = { .clean = true, .expiry = 1, .will_topic = "wills/late", .will_delay = 3600 };
+	size_t ef = 0, rf = 0;
+	uint64_t t0;
+	rec r;
+
+	(void)state;
+	connect_as(h, 1, "late", HW_MQTT_V5, &o);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	t0 = hw_clock_mono_ms();
+	edge_gone(h, 1, "late", HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__NETWORK);
+	// The will is delayed by an hour but the session ends after 1 s: the
+	// will goes out when the session ends (MQTT 5 3.1.3.2.2), not before.
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "wills/late");
+	assert_true(hw_clock_mono_ms() - t0 >= 900);
+	// The session is gone: a new CONNECT without clean start finds none.
+	o.clean = false;
+	o.will_topic = NULL;
+	connect_as(h, 2, "late", HW_MQTT_V5, &o);
+	assert_false(expect(h, &ef, 2, HW_MQTT_V5, HW_MQTT_CONNACK).u.connack.session_present);
+	harness_stop(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -677,6 +739,8 @@ int main(void)
 		cmocka_unit_test(test_malformed_closes_with_reason_and_will),
 		cmocka_unit_test(test_topic_alias),
 		cmocka_unit_test(test_retained_and_window),
+		cmocka_unit_test(test_qos0_fanout_droppable_per_version),
+		cmocka_unit_test(test_session_expiry_publishes_delayed_will),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

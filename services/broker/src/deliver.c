@@ -48,9 +48,50 @@ static void brk_deliver_match_one(void *arg, void *owner, const brk_subopts *o)
 	}
 }
 
+// QoS 0 frames without subscription identifiers are the same for every
+// session of one protocol version and RETAIN flag: encode each once.
+typedef struct brk_qos0_cache {
+	brk_frame *f[2][2]; // [v5][retain]
+	bool       tried[2][2];
+} brk_qos0_cache;
+
+static bool brk_deliver_frame(brk_session *s, brk_msg *m, uint8_t qos, bool retain, bool dup,
+    uint16_t pid, const uint32_t *sub_ids, uint32_t nsub, uint64_t now, hw_buf *out);
+
+// brk_deliver_qos0_shared sends a cached QoS 0 frame; false when s needs
+// its own (not cacheable, or the cache could not be built).
+static bool brk_deliver_qos0_shared(brk_worker *w, brk_session *s, brk_msg *m, bool retain,
+    brk_qos0_cache *cache, uint64_t now)
+{
+	int v = s->version == HW_MQTT_V5, r = retain;
+	brk_frame *f;
+
+	if (!cache->tried[v][r]) {
+		hw_buf b = { 0 };
+		brk_session probe = { .version = s->version };
+
+		cache->tried[v][r] = true;
+		if (brk_deliver_frame(&probe, m, 0, retain, false, 0, NULL, 0, now, &b))
+			cache->f[v][r] = brk_frame_from(&b);
+		hw_buf_fini(&b);
+	}
+	f = cache->f[v][r];
+	if (f == NULL)
+		return false;
+	if (s->max_packet != 0 && f->len > s->max_packet) {
+		hw_counter_inc(w->srv->st.too_large);
+		return true;
+	}
+	hw_counter_inc(w->srv->st.delivered[0]);
+	brk_out_write_frame(w, s->edge, s->conn, f, true);
+	return true;
+}
+
 bool brk_deliver_publish(brk_worker *w, brk_msg *msg)
 {
 	brk_match_ctx mc = { w, msg };
+	brk_qos0_cache cache = { 0 };
+	uint64_t now = hw_clock_mono_ms();
 	bool any = false;
 
 	w->match_epoch++;
@@ -59,10 +100,20 @@ bool brk_deliver_publish(brk_worker *w, brk_msg *msg)
 	for (brk_session *s = w->matched; s != NULL; s = s->match_next) {
 		uint8_t qos = msg->qos < s->match_qos ? msg->qos : s->match_qos;
 
+		bool retain = s->match_rap && msg->retain;
+		uint32_t left;
+
 		any = true;
-		brk_deliver_to(w, s, msg, qos, s->match_rap && msg->retain, s->match_subs, s->match_nsub);
+		if (qos == 0 && s->match_nsub == 0 && s->connected &&
+		    brk_msg_expiry_left(msg, now, &left) &&
+		    brk_deliver_qos0_shared(w, s, msg, retain, &cache, now))
+			continue;
+		brk_deliver_to(w, s, msg, qos, retain, s->match_subs, s->match_nsub);
 	}
 	w->matched = NULL;
+	for (int v = 0; v < 2; v++)
+		for (int r = 0; r < 2; r++)
+			brk_frame_unref(cache.f[v][r]);
 	return any;
 }
 

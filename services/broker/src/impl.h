@@ -143,11 +143,26 @@ void brk_worker_stop(brk_worker *w);
 void brk_worker_push(brk_worker *w, brk_work *first, brk_work *last);
 void brk_batch_unref(brk_batch *b);
 
+// brk_frame is an encoded MQTT frame shared by the ConnWrite items of many
+// connections (a QoS 0 fan-out encodes once per protocol version and RETAIN
+// flag, not once per subscriber).
+typedef struct brk_frame {
+	atomic_int refs;
+	size_t     len;
+	uint8_t    data[];
+} brk_frame;
+
+// brk_frame_from copies the bytes of b into a new frame (one reference).
+brk_frame *brk_frame_from(const hw_buf *b);
+void brk_frame_unref(brk_frame *f);
+
 // out.c: outputs of a worker, flushed once per drain.
 brk_dest *brk_out_dest(brk_worker *w, const char *url);
 brk_edge *brk_out_edge(brk_worker *w, const char *node, const char *url);
 // brk_out_write queues a ConnWrite taking the bytes of *frame (emptied).
 void brk_out_write(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame, bool droppable);
+// brk_out_write_frame queues a ConnWrite that references f (adds a ref).
+void brk_out_write_frame(brk_worker *w, brk_edge *e, uint64_t conn, brk_frame *f, bool droppable);
 void brk_out_accept(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame,
     uint32_t keepalive, uint8_t version);
 // brk_out_close queues a ConnClose with *frame (may be NULL or empty).

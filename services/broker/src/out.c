@@ -23,6 +23,7 @@ typedef struct brk_oitem {
 	} u;
 	hw_buf   data;
 	brk_msg *hold;
+	brk_frame *frame;
 	brk_user_pb  *users;
 	brk_user_pb **userp;
 } brk_oitem;
@@ -31,6 +32,7 @@ static void brk_oitem_free(brk_oitem *o)
 {
 	hw_buf_fini(&o->data);
 	brk_msg_unref(o->hold);
+	brk_frame_unref(o->frame);
 	free(o);
 }
 
@@ -139,6 +141,46 @@ static void brk_out_write_item(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf
 	o->u.w.accepted = accepted;
 	o->u.w.keepalive = keepalive;
 	o->u.w.version = version;
+	o->item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_WRITE;
+	o->item.write = &o->u.w;
+	brk_out_add(e->dest, o);
+}
+
+brk_frame *brk_frame_from(const hw_buf *b)
+{
+	brk_frame *f = malloc(sizeof(*f) + b->len);
+
+	if (f == NULL)
+		return NULL;
+	atomic_init(&f->refs, 1);
+	f->len = b->len;
+	memcpy(f->data, b->ptr, b->len);
+	return f;
+}
+
+void brk_frame_unref(brk_frame *f)
+{
+	if (f != NULL && atomic_fetch_sub(&f->refs, 1) == 1)
+		free(f);
+}
+
+void brk_out_write_frame(brk_worker *w, brk_edge *e, uint64_t conn, brk_frame *f, bool droppable)
+{
+	brk_oitem *o = brk_oitem_new(0);
+	brk_write_pb init = HAWSER__INTERNAL__V1__CONN_WRITE__INIT;
+
+	(void)w;
+	if (o == NULL || e == NULL) {
+		free(o);
+		return;
+	}
+	atomic_fetch_add(&f->refs, 1);
+	o->frame = f;
+	o->u.w = init;
+	o->u.w.conn = conn;
+	o->u.w.data.data = f->data;
+	o->u.w.data.len = f->len;
+	o->u.w.droppable = droppable;
 	o->item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_WRITE;
 	o->item.write = &o->u.w;
 	brk_out_add(e->dest, o);
