@@ -35,7 +35,7 @@ typedef struct brk_stats {
 	hw_metrics   *reg;
 	hw_gauge     *sessions, *connections, *subscriptions, *inflight, *queued, *retained;
 	hw_counter   *received[3], *delivered[3];
-	hw_counter   *queue_dropped, *takeovers, *wills, *expired, *too_large;
+	hw_counter   *queue_dropped, *takeovers, *wills, *expired, *too_large, *send_lost;
 } brk_stats;
 
 // A received batch shared by the items dispatched to workers.
@@ -112,6 +112,7 @@ typedef struct brk_worker {
 	uint64_t          next_timer; // earliest timer, 0 = none (may be early)
 	uint64_t          match_epoch;
 	brk_session      *matched;
+	uint64_t          send_warned_ms;
 } brk_worker;
 
 struct brk_server {
@@ -135,12 +136,19 @@ struct brk_server {
 #define brk_cid(s) ((hw_bytes){ (const uint8_t *)(s)->client_id, (s)->client_id_len })
 
 // worker.c
+// brk_worker_init prepares worker `index` of srv (no thread yet);
+// brk_worker_fini frees what it holds (sessions, queued work, outputs)
+// after brk_worker_stop.
 hw_err brk_worker_init(brk_worker *w, struct brk_server *srv, uint32_t index);
 void brk_worker_fini(brk_worker *w);
+// brk_worker_start starts the thread; brk_worker_stop makes it drain what is
+// queued, flush and exit, and joins it. Both from the server's thread.
 hw_err brk_worker_start(brk_worker *w);
 void brk_worker_stop(brk_worker *w);
-// brk_worker_push appends a chain of work items (first..last); any thread.
+// brk_worker_push appends a chain of work items (first..last), ownership
+// passing to the worker; any thread.
 void brk_worker_push(brk_worker *w, brk_work *first, brk_work *last);
+// brk_batch_unref drops a reference and frees the batch with the last.
 void brk_batch_unref(brk_batch *b);
 
 // brk_frame is an encoded MQTT frame shared by the ConnWrite items of many
@@ -156,42 +164,70 @@ typedef struct brk_frame {
 brk_frame *brk_frame_from(const hw_buf *b);
 void brk_frame_unref(brk_frame *f);
 
-// out.c: outputs of a worker, flushed once per drain.
+// out.c: outputs of a worker, flushed once per drain. Worker thread only.
+// brk_out_dest finds or creates the destination for an inbox url (NULL on
+// ENOMEM); brk_out_edge the edge of a node id, answering at url.
 brk_dest *brk_out_dest(brk_worker *w, const char *url);
 brk_edge *brk_out_edge(brk_worker *w, const char *node, const char *url);
 // brk_out_write queues a ConnWrite taking the bytes of *frame (emptied).
 void brk_out_write(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame, bool droppable);
 // brk_out_write_frame queues a ConnWrite that references f (adds a ref).
 void brk_out_write_frame(brk_worker *w, brk_edge *e, uint64_t conn, brk_frame *f, bool droppable);
+// brk_out_accept is brk_out_write for the CONNACK that accepts a session.
 void brk_out_accept(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame,
     uint32_t keepalive, uint8_t version);
 // brk_out_close queues a ConnClose with *frame (may be NULL or empty).
 void brk_out_close(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame);
+// brk_out_publish queues a Publish of m (referenced, not copied) for a
+// router; brk_out_ack an Ack.
 void brk_out_publish(brk_worker *w, brk_dest *d, brk_msg *m, uint64_t seq, uint64_t now_ms);
 void brk_out_ack(brk_worker *w, brk_dest *d, uint64_t seq, uint32_t reason);
+// brk_out_flush sends one Batch per destination with pending items (a
+// refused batch is counted in hawser_broker_send_lost_total) and frees them.
 void brk_out_flush(brk_worker *w);
+// brk_out_fini frees the destinations and edges.
 void brk_out_fini(brk_worker *w);
 
-// Small helpers used by the handlers (worker.c / deliver.c / handle_*.c).
+// Session helpers (worker.c), worker thread only.
+// brk_send_ack writes a PUBACK/PUBREC/PUBREL/PUBCOMP to s if connected.
 void brk_send_ack(brk_worker *w, brk_session *s, hw_mqtt_type type, uint16_t pid, uint8_t reason);
+// brk_protocol_error closes s's connection (v5: DISCONNECT with reason;
+// 3.1.1: no data), counts it, and handles it as a lost connection (will).
 void brk_protocol_error(brk_worker *w, brk_session *s, uint8_t reason);
+// brk_conn_lost detaches s from its connection: the will goes out now, is
+// armed (Will Delay), or is dropped (!publish_will); then the session ends
+// (expiry 0) or waits offline for its expiry. May free s.
 void brk_conn_lost(brk_worker *w, brk_session *s, bool publish_will);
+// brk_session_end publishes an armed will, removes s's subscriptions and
+// connection, and frees s.
 void brk_session_end(brk_worker *w, brk_session *s);
+// brk_publish_upstream sends m to the router chosen for s's client id
+// (one router per client keeps its publishes in order); seq 0 = no Ack.
 void brk_publish_upstream(brk_worker *w, brk_session *s, brk_msg *m, uint64_t seq);
+// brk_publish_will publishes and drops s's will, if any.
 void brk_publish_will(brk_worker *w, brk_session *s);
+// brk_offline_update puts s on, or takes it off, the timer list.
 void brk_offline_update(brk_worker *w, brk_session *s);
+// brk_conn_key builds the connection table key (edge, conn id) in key.
 hw_bytes brk_conn_key(uint8_t key[12], const brk_edge *e, uint64_t conn);
 
 // deliver.c
 // brk_deliver_publish delivers msg to this worker's matching sessions;
 // returns whether any session matched.
 bool brk_deliver_publish(brk_worker *w, brk_msg *msg);
+// brk_deliver_to delivers m to s at qos (0: only when connected; 1/2: in
+// flight or queued per the session policy).
 void brk_deliver_to(brk_worker *w, brk_session *s, brk_msg *m, uint8_t qos, bool retain,
     const uint32_t *sub_ids, uint32_t nsub);
+// brk_deliver_pump sends queued deliveries while the window has room.
 void brk_deliver_pump(brk_worker *w, brk_session *s);
+// brk_deliver_resend, after CONNACK: in-flight deliveries again in order
+// (DUP PUBLISH, or PUBREL when PUBREC was seen), then queued ones.
 void brk_deliver_resend(brk_worker *w, brk_session *s);
 
-// Packet handlers: one per MQTT packet type (handle_*.c).
+// Packet handlers: one per MQTT packet type (handle_*.c), dispatched by
+// type through the table in worker.c. c->s is the connection's session
+// (NULL only for CONNECT); c->pkt is decoded (CONNECT decodes itself).
 typedef struct brk_ctx {
 	brk_worker           *w;
 	brk_edge             *edge;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "impl.h"
 
@@ -282,9 +283,18 @@ void brk_out_flush(brk_worker *w)
 		if (d->n == 0)
 			continue;
 		err = hw_link_send(d->peer, d->items, d->n);
-		if (err != HW_OK)
-			hw_log_warn("BRK-SEND", "lost %zu items for %s: %s", d->n, d->url,
-			    hw_strerror(err));
+		if (err != HW_OK) {
+			uint64_t now = hw_clock_mono_ms();
+
+			hw_counter_add(w->srv->st.send_lost, d->n);
+			// At most one line per second per worker: overload must not
+			// turn into a log storm (the counter has the numbers).
+			if (now - w->send_warned_ms >= 1000) {
+				w->send_warned_ms = now;
+				hw_log_warn("BRK-SEND", "lost %zu items for %s: %s", d->n, d->url,
+				    hw_strerror(err));
+			}
+		}
 		brk_out_drop(d);
 	}
 }

@@ -44,6 +44,8 @@ static void brk_stats_init(brk_stats *st, hw_metrics *m)
 	st->wills = hw_metrics_counter(m, "hawser_broker_wills_published_total", "Will messages published.", NULL, NULL);
 	st->expired = hw_metrics_counter(m, "hawser_broker_expired_messages_total",
 	    "Messages dropped because their expiry interval passed.", NULL, NULL);
+	st->send_lost = hw_metrics_counter(m, "hawser_broker_send_lost_total",
+	    "Items (frames, publishes, acks) a full or closed link refused.", NULL, NULL);
 	st->too_large = hw_metrics_counter(m, "hawser_broker_oversize_dropped_total",
 	    "Messages not sent because they exceed the client's Maximum Packet Size.", NULL, NULL);
 }
