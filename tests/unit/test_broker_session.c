@@ -132,7 +132,7 @@ static void test_queue_bound_drops_oldest(void **state)
 	assert_string_equal(payload_of(brk_session_next(s, 0, &expired)), "q2");
 	// A zero bound queues nothing (and sheds what a larger bound kept).
 	s->max_queued = 0;
-	assert_int_equal(offer(s, "z", &dropped), 0);
+	assert_int_equal(offer(s, "z", &dropped), -1);
 	assert_int_equal(dropped, 3);
 	assert_int_equal(s->nq, 0);
 	assert_int_equal(s->q_bytes, 0);

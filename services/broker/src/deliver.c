@@ -150,6 +150,18 @@ static bool brk_deliver_frame(brk_session *s, brk_msg *m, uint8_t qos, bool reta
 	return hw_mqtt_encode(&p, s->version, out) == HW_OK;
 }
 
+// brk_deliver_queue_sync writes the queue changes through to the store:
+// `pushed` deliveries were appended, the rest of the change came off the head.
+static void brk_deliver_queue_sync(brk_worker *w, brk_session *s, uint32_t q0, brk_deliv *pushed)
+{
+	uint32_t pops = q0 + (pushed != NULL) - s->nq;
+
+	for (uint32_t i = 0; i < pops; i++)
+		(void)BRK_STORE(w, queue_pop, brk_cid(s));
+	if (pushed != NULL)
+		(void)BRK_STORE(w, queue_push, brk_cid(s), pushed->qos, pushed->msg);
+}
+
 static void brk_deliver_account(brk_worker *w, brk_session *s, uint32_t fly0, uint32_t q0)
 {
 	hw_gauge_add(w->srv->st.inflight, (int64_t)s->nfly - (int64_t)fly0);
@@ -184,6 +196,7 @@ void brk_deliver_pump(brk_worker *w, brk_session *s)
 
 	while ((d = brk_session_next(s, now, &expired)) != NULL)
 		brk_deliver_send(w, s, d, false, now);
+	brk_deliver_queue_sync(w, s, q0, NULL);
 	hw_counter_add(w->srv->st.expired, expired);
 	brk_deliver_account(w, s, fly0, q0);
 }
@@ -234,8 +247,17 @@ void brk_deliver_to(brk_worker *w, brk_session *s, brk_msg *m, uint8_t qos, bool
 		hw_counter_inc(w->srv->st.queue_dropped);
 		return;
 	}
-	if (brk_session_offer(s, d, &dropped) == 1)
+	switch (brk_session_offer(s, d, &dropped)) {
+	case 1:
 		brk_deliver_send(w, s, d, false, now);
+		break;
+	case 0:
+		brk_deliver_queue_sync(w, s, q0, d);
+		break;
+	default:
+		brk_deliver_queue_sync(w, s, q0, NULL);
+		break;
+	}
 	hw_counter_add(w->srv->st.queue_dropped, dropped);
 	brk_deliver_account(w, s, fly0, q0);
 }

@@ -141,7 +141,7 @@ int brk_session_offer(brk_session *s, brk_deliv *d, uint32_t *dropped)
 		// Bounds of 0 (or a message larger than the byte bound) queue nothing.
 		brk_deliv_free(d);
 		(*dropped)++;
-		return 0;
+		return -1;
 	}
 	d->next = NULL;
 	if (s->q_tail != NULL)

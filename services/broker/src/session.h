@@ -117,9 +117,11 @@ brk_deliv *brk_deliv_alloc(brk_msg *msg, uint8_t qos, bool retain, const uint32_
 void brk_deliv_free(brk_deliv *d);
 
 // brk_session_offer takes d (ownership passes in every case). Returns 1
-// when d went in flight (d->pid set: send it now), 0 when queued. Every
-// delivery dropped to respect the queue bounds (possibly d itself) adds one
-// to *dropped.
+// when d went in flight (d->pid set: send it now), 0 when queued, -1 when d
+// itself could not be queued (bounds of 0, or larger than the byte bound)
+// and was freed. Every delivery dropped to respect the queue bounds
+// (possibly d itself) adds one to *dropped; queued ones are dropped from
+// the head (oldest first).
 int brk_session_offer(brk_session *s, brk_deliv *d, uint32_t *dropped);
 // brk_session_next moves the head of the queue in flight and returns it
 // (send it), or NULL when not connected, the window is full or the queue is
