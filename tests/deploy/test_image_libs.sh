@@ -174,6 +174,26 @@ for p in listed:
         else:
             failures.append(f"removing {p} from the list was not detected")
 
+# The runtime stage's shape that the chart relies on.
+last_stage = re.split(r"(?im)^\s*FROM\s", re.sub(r"\\\n", " ", open(dockerfile).read()))[-1]
+def shape(cond, what):
+    global passed
+    if cond:
+        passed += 1
+        print("ok: " + what)
+    else:
+        failures.append(what)
+copies = " ".join(re.findall(r"(?m)^\s*COPY\s+--from=\S+\s+(.*)$", last_stage))
+shape(all(re.search(r"/bin/%s(\s|$)" % b, copies) for b in
+          ("hawser", "hawser-edge", "hawser-broker", "hawser-router")) and
+      copies.rstrip().endswith("/usr/local/bin/"),
+      "runtime stage copies the four binaries into /usr/local/bin")
+shape(re.search(r"(?m)^\s*USER\s+10001(:10001)?\s*$", last_stage) is not None,
+      "runtime stage runs as uid 10001 (the chart's runAsUser)")
+exposed = set(" ".join(re.findall(r"(?m)^\s*EXPOSE\s+(.*)$", last_stage)).split())
+shape({"1883", "8083", "9100", "7100", "7200", "7300"} <= exposed,
+      "runtime stage exposes 1883 8083 9100 7100 7200 7300")
+
 for f in failures:
     print("FAIL: " + f)
 print(f"{passed} passed, {len(failures)} failed")
