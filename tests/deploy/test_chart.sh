@@ -80,6 +80,34 @@ for values in "$chart"/ci/*-values.yaml; do
 	done
 done
 
+# --- NOTES.txt renders for every profile ------------------------------------
+# (`helm install --dry-run=client` would show it but still dials a cluster in
+# helm 3.16, helm/helm#13144; so a copy of the chart renders NOTES.txt
+# through tpl into a ConfigMap.)
+cp -r "$chart" "$work/notes-chart"
+cp "$chart/templates/NOTES.txt" "$work/notes-chart/notes.tpl"
+cat >"$work/notes-chart/templates/zz-notes.yaml" <<'TPL'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: notes
+data:
+  notes: {{ tpl (.Files.Get "notes.tpl") . | quote }}
+TPL
+for values in "$chart"/ci/*-values.yaml; do
+	p="$(basename "$values" -values.yaml)"
+	if "$helm" template hawser "$work/notes-chart" -n hawser-ci -f "$values" \
+		--show-only templates/zz-notes.yaml >"$work/notes-$p.yaml" 2>&1 &&
+		python3 -c 'import sys, yaml
+n = yaml.safe_load(open(sys.argv[1]))["data"]["notes"]
+assert "helm test -n hawser-ci hawser" in n and ".hawser-ci.svc." in n, n' "$work/notes-$p.yaml"; then
+		ok "$p: NOTES.txt renders (edge address, helm test)"
+	else
+		bad "$p: NOTES.txt"
+		cat "$work/notes-$p.yaml"
+	fi
+done
+
 # --- values.schema.json refuses what the binaries or the chart would not run --
 refuse() {
 	local why="$1"; shift
