@@ -412,7 +412,10 @@ static void test_password_file(void **state)
 	assert_int_equal(brk_auth_passwd_entry("alice", "wonderland", 0, &e1), HW_OK);
 	assert_int_equal(brk_auth_passwd_entry("bob", "builder", 1000, &e2), HW_OK);
 	assert_int_equal(strncmp(e1, "alice:$pbkdf2-sha256$10000$", 27), 0);
-	fprintf(fp, "# users\n\n%s\n%s\n", e1, e2);
+	// The third line was made by tests/auth/mkpasswd.py (the documented
+	// tool), for the password "from python".
+	fprintf(fp, "# users\n\n%s\n%s\n%s\n", e1, e2,
+	    "pyuser:$pbkdf2-sha256$10000$yoqjgI6z6uZKz3VQJ6xXpw==$3nFnPCuK/3dG5RvGSjSPQppz31ZPeHZrifp7GI98EeY=");
 	fclose(fp);
 	assert_int_equal(hw_config_init(&cfg), HW_OK);
 	cfg_set(&cfg, "auth.chain=file,anonymous");
@@ -422,6 +425,7 @@ static void test_password_file(void **state)
 		fail_msg("alloc: %s", why);
 	brk_identity_unref(expect_allowed(a, "alice", "wonderland", "file", "alice"));
 	brk_identity_unref(expect_allowed(a, "bob", "builder", "file", "bob"));
+	brk_identity_unref(expect_allowed(a, "pyuser", "from python", "file", "pyuser"));
 	expect_denied(a, "alice", "Wonderland", 0x04, 0x86);
 	expect_denied(a, "alice", NULL, 0x04, 0x86);
 	expect_denied(a, "bob", "wonderland", 0x04, 0x86);
@@ -436,7 +440,7 @@ static void test_password_file(void **state)
 	fputs("mallory:$pbkdf2-sha256$10$AAAAAAAAAAA=$AAAA\n", fp);
 	fclose(fp);
 	assert_int_equal(brk_auth_alloc(&a, &cfg, NULL, &why), HW_ECONFIG);
-	assert_non_null(strstr(why, ":5: iterations"));
+	assert_non_null(strstr(why, ":6: iterations"));
 	free(why);
 	unlink(path);
 	free(e1);
