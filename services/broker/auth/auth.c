@@ -600,6 +600,11 @@ bad:
 
 static void job_http_error(conn_job *j, hw_err err)
 {
+	// Shutting down is never "the service is down": no on_error allow.
+	if (err == HW_ECLOSED) {
+		job_finish(j, NULL, "", DENY_NOT_AUTHORIZED, err, "shutting down");
+		return;
+	}
 	switch (j->snap->http.on_error) {
 	case BRK_ON_ERROR_ALLOW:
 		job_allow(j, "http", j->username, NULL, NULL);
