@@ -60,7 +60,7 @@ for values in "$chart"/ci/*-values.yaml; do
 		continue
 	fi
 	ok "$p: helm template ($(grep -c '^kind:' "$work/$p.yaml") objects)"
-	if out="$(python3 "$root/tests/deploy/check_render.py" "$work/$p.yaml" "$edge_bin" 2>&1)"; then
+	if out="$("$py" "$root/tests/deploy/check_render.py" "$work/$p.yaml" "$edge_bin" 2>&1)"; then
 		ok "$p: render checks ($(grep -c '^ok:' <<<"$out") assertions)"
 	else
 		bad "$p: render checks"
@@ -98,7 +98,7 @@ for values in "$chart"/ci/*-values.yaml; do
 	p="$(basename "$values" -values.yaml)"
 	if "$helm" template hawser "$work/notes-chart" -n hawser-ci -f "$values" \
 		--show-only templates/zz-notes.yaml >"$work/notes-$p.yaml" 2>&1 &&
-		python3 -c 'import sys, yaml
+		"$py" -c 'import sys, yaml
 n = yaml.safe_load(open(sys.argv[1]))["data"]["notes"]
 assert "helm test -n hawser-ci hawser" in n and ".hawser-ci.svc." in n, n' "$work/notes-$p.yaml"; then
 		ok "$p: NOTES.txt renders (edge address, helm test)"

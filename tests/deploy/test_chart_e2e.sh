@@ -49,7 +49,7 @@ for s in ss: s.close()')
 	>"$work/render.yaml"
 
 set +e
-python3 "$root/tests/deploy/run_render.py" "$work/render.yaml" "$bindir" "$work" | tee "$work/out"
+"$py" "$root/tests/deploy/run_render.py" "$work/render.yaml" "$bindir" "$work" | tee "$work/out"
 rc=${PIPESTATUS[0]}
 set -e
 n_ok=$(grep -c '^ok:' "$work/out" || true)

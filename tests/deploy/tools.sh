@@ -2,7 +2,7 @@
 # cache when absent) and offline Kubernetes JSON schemas from the PyPI
 # package kubernetes-validate (pip download, no install). Sourced by the
 # tests in this folder; sets helm, kubeconform, schema_src, K8S_VERSIONS,
-# tools_s (seconds spent here).
+# py (a python3 with PyYAML), tools_s (seconds spent here).
 #
 #   HAWSER_DEPLOY_CACHE  cache folder (default .cache/deploy)
 cache="${HAWSER_DEPLOY_CACHE:-$root/.cache/deploy}"
@@ -16,6 +16,17 @@ SCHEMA_PKG_VERSION=1.37.0
 K8S_VERSIONS=(1.35.0 1.36.0 1.37.0)
 
 say() { printf '[chart] %s\n' "$*" >&2; }
+
+# A Python with PyYAML for the render checks (Debian: python3-yaml).
+py=""
+for c in "${HAWSER_PYTHON:-}" python3 /usr/bin/python3; do
+	if [ -n "$c" ] && "$c" -c 'import yaml' 2>/dev/null; then py="$c"; break; fi
+done
+if [ -z "$py" ]; then
+	echo "FAIL: no python3 with PyYAML (apt-get install python3-yaml)"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
 
 mkdir -p "$cache/bin"
 helm="$cache/bin/helm"
