@@ -325,6 +325,25 @@ static lg_proc lg_proc_read(pid_t pid)
 	return p;
 }
 
+// lg_host_busy returns the CPU seconds all processes of the host have used
+// since boot (from /proc/stat), to tell how much of a run went to others.
+static double lg_host_busy(void)
+{
+	unsigned long long v[8] = { 0 };
+	FILE *f = fopen("/proc/stat", "r");
+	int n = 0;
+
+	if (f == NULL)
+		return 0;
+	// user nice system idle iowait irq softirq steal
+	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+	    &v[3], &v[4], &v[5], &v[6], &v[7]);
+	fclose(f);
+	if (n < 8)
+		return 0;
+	return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static double lg_self_cpu(void)
 {
 	struct rusage ru;
@@ -1408,7 +1427,7 @@ int main(int argc, char **argv)
 	lg_totals prev = { 0 }, t;
 	lg_hist *hist = calloc(1, sizeof *hist);
 	uint64_t t0, last, t_conn0, t_conn1, t_pub0 = 0, t_pub1 = 0;
-	double self0, self_m0, self_m1, cpu_s = 0, dur, wall_m;
+	double self0, self_m0, self_m1, host0, host_m0, host_m1, cpu_s = 0, dur, wall_m;
 	uint64_t t_m0, t_m1;
 	int rc = 2;
 
@@ -1432,6 +1451,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	self0 = lg_self_cpu();
+	host0 = lg_host_busy();
 	t0 = t_conn0 = last = lg_now_ms();
 	for (uint32_t i = 0; i < r->o.threads; i++) {
 		if (pthread_create(&r->w[i].th, NULL, lg_worker_main, &r->w[i]) != 0) {
@@ -1444,8 +1464,10 @@ int main(int argc, char **argv)
 	p1 = lg_proc_read(r->o.pid);
 	// The measured phase: connecting for idle, publishing plus drain else.
 	self_m0 = self0;
+	host_m0 = host0;
 	t_m0 = t_conn0;
 	self_m1 = lg_self_cpu();
+	host_m1 = lg_host_busy();
 	t_m1 = t_conn1;
 	if (r->o.scenario == LG_IDLE) {
 		atomic_store(&r->phase, LG_PH_HOLD);
@@ -1461,6 +1483,7 @@ int main(int argc, char **argv)
 		atomic_store(&r->phase, LG_PH_PUB);
 		t_pub0 = lg_now_us();
 		self_m0 = lg_self_cpu();
+		host_m0 = lg_host_busy();
 		t_m0 = t_pub0 / 1000u;
 		lg_wait(r, t0, lg_now_ms() + (uint64_t)(r->o.duration * 1000), &last, &prev,
 		    r->o.count > 0 ? lg_sent_all : NULL);
@@ -1469,6 +1492,7 @@ int main(int argc, char **argv)
 		lg_wait(r, t0, lg_now_ms() + (uint64_t)(r->o.drain * 1000), &last, &prev, lg_drained);
 		p2 = lg_proc_read(r->o.pid);
 		self_m1 = lg_self_cpu();
+		host_m1 = lg_host_busy();
 		t_m1 = lg_now_ms();
 		cpu_s = p2.cpu_s - p1.cpu_s;
 	}
@@ -1482,13 +1506,16 @@ int main(int argc, char **argv)
 		uint64_t expected = t.sent * r->fan;
 		uint64_t lost = expected > t.recv ? expected - t.recv : 0;
 		uint64_t dup = t.recv > expected ? t.recv - expected : 0;
-		double conn_s = (double)(t_conn1 - t_conn0) / 1000.0;
+		double conn_s = (double)(t_conn1 - t_conn0) / 1000.0, others;
 		uint64_t end_us = t.last_rx_us > t_pub1 ? t.last_rx_us : t_pub1;
 		long long rss_delta = (long long)p2.rss_kb - (long long)p0.rss_kb;
 		const char *scen = r->o.scenario_name;
 
 		dur = t_pub0 == 0 ? 0 : (double)(end_us - t_pub0) / 1e6;
 		wall_m = t_m1 > t_m0 ? (double)(t_m1 - t_m0) / 1000.0 : 0.0;
+		// CPU the rest of the host used meanwhile: a run that shared its
+		// cores with other work measured that work too.
+		others = (host_m1 - host_m0) - (self_m1 - self_m0) - (r->o.pid > 0 ? cpu_s : 0.0);
 		printf("{\"scenario\":\"%s\",\"target\":\"%s\",\"transport\":\"%s\",\"mqtt\":\"%s\","
 		    "\"qos\":%u,\"conns\":%u,\"ready\":%" PRIu64 ",\"failed\":%" PRIu64
 		    ",\"dropped\":%" PRIu64 ",\"pubs\":%u,\"subs\":%u,\"size\":%u,\"rate\":%.0f,"
@@ -1499,7 +1526,7 @@ int main(int argc, char **argv)
 		    ",\"max_us\":%" PRIu64 ",\"connect_s\":%.3f,\"connects_per_s\":%.1f,"
 		    "\"cpu_s\":%.3f,\"cpu_us_per_msg\":%.3f,\"cpu_us_per_conn\":%.3f,"
 		    "\"rss_kb\":%" PRIu64 ",\"rss_before_kb\":%" PRIu64 ",\"rss_per_conn_bytes\":%.0f,"
-		    "\"target_cpu_pct\":%.1f,\"loadgen_cpu_pct\":%.1f,\"loadgen_cpu_s\":%.3f}\n",
+		    "\"target_cpu_pct\":%.1f,\"loadgen_cpu_pct\":%.1f,\"others_cpu_pct\":%.1f,\"loadgen_cpu_s\":%.3f}\n",
 		    scen, r->o.target, r->o.ws ? "ws" : "tcp",
 		    r->o.version == HW_MQTT_V5 ? "5.0" : "3.1.1", r->o.qos, r->nconns, t.ready,
 		    t.failed, t.dropped, r->npub, r->nsub, r->o.size, r->o.rate, t.sent, t.recv,
@@ -1515,6 +1542,7 @@ int main(int argc, char **argv)
 		    r->o.pid > 0 && t.ready > 0 ? (double)rss_delta * 1024.0 / (double)t.ready : 0.0,
 		    r->o.pid > 0 && wall_m > 0 ? cpu_s * 100.0 / wall_m : 0.0,
 		    wall_m > 0 ? (self_m1 - self_m0) * 100.0 / wall_m : 0.0,
+		    wall_m > 0 && others > 0 ? others * 100.0 / wall_m : 0.0,
 		    lg_self_cpu() - self0);
 		fflush(stdout);
 		rc = t.ready == r->nconns ? 0 : 1;

@@ -16,6 +16,8 @@
 #   MAX_PAIRS=100 MAX_WINDOW=16   (p2p-max: closed loop, no rate limit)
 #   CONN_RATE=20000  TARGET_CPU=0  LOADGEN_CPU=1  BUILD_DIR=build
 #   HAWSER_BIN=$BUILD_DIR/bin/hawser  MOSQUITTO_BIN=/usr/sbin/mosquitto
+#   QUIET_PCT=15 QUIET_WAIT=30  (before each run, wait up to QUIET_WAIT s for
+#                                the host to be at most QUIET_PCT % busy)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +43,8 @@ TARGET_CPU=${TARGET_CPU:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
 HAWSER_BIN=${HAWSER_BIN:-$BUILD_DIR/bin/hawser}
 MOSQUITTO_BIN=${MOSQUITTO_BIN:-/usr/sbin/mosquitto}
+QUIET_PCT=${QUIET_PCT:-15}
+QUIET_WAIT=${QUIET_WAIT:-30}
 LOADGEN=$BUILD_DIR/bin/loadgen
 RESULTS_DIR=$ROOT/bench/results
 
@@ -134,6 +138,30 @@ start_target() {
 	fi
 }
 
+# busy_pct: percent of all cores busy over the next second (/proc/stat).
+busy_pct() {
+	local b0 t0 b1 t1
+	local prog='/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}'
+	read -r b0 t0 < <(awk "$prog" /proc/stat)
+	sleep 1
+	read -r b1 t1 < <(awk "$prog" /proc/stat)
+	echo $(((t1 > t0) ? 100 * (b1 - b0) / (t1 - t0) : 0))
+}
+
+# wait_quiet: other work on the host skews every number, so wait (at most
+# QUIET_WAIT seconds) until the host is below QUIET_PCT percent busy.
+wait_quiet() {
+	local deadline=$((SECONDS + QUIET_WAIT)) pct
+	while :; do
+		pct=$(busy_pct)
+		((pct <= QUIET_PCT)) && return 0
+		if ((SECONDS >= deadline)); then
+			log "host still ${pct}% busy with other work; measuring anyway (see other processes CPU %)"
+			return 0
+		fi
+	done
+}
+
 # run_one TARGET SCENARIO QOS LOADGEN-ARGS...: one measurement, one line.
 run_one() {
 	local target=$1 scen=$2 qos=$3 line
@@ -142,6 +170,7 @@ run_one() {
 		echo "{\"scenario\":\"$scen\",\"target\":\"$target\",\"qos\":$qos,\"error\":\"target did not start\"}" >>"$LINES"
 		return 0
 	fi
+	wait_quiet
 	log "$target $scen qos=$qos $*"
 	# The loadgen bounds itself; timeout is only a guard against a bug.
 	line=$(timeout 600 taskset -c "$LOADGEN_CPU" "$LOADGEN" -v --port "$PORT" --pid "$TARGET_PID" \
@@ -239,11 +268,12 @@ with open(sys.argv[2], "w") as f:
 # One row per (scenario, qos, metric); a column per target, then the ratio.
 metrics = {
     "idle": [("connects/s", "connects_per_s"), ("RSS/conn (B)", "rss_per_conn_bytes"),
-             ("CPU/conn (us)", "cpu_us_per_conn"), ("target CPU %", "target_cpu_pct")],
+             ("CPU/conn (us)", "cpu_us_per_conn"), ("target CPU %", "target_cpu_pct"),
+             ("other processes CPU %", "others_cpu_pct")],
     "pub": [("deliveries/s", "msgs_per_s"), ("lost", "lost"), ("p50 (us)", "p50_us"),
             ("p99 (us)", "p99_us"), ("max (us)", "max_us"),
             ("CPU/delivery (us)", "cpu_us_per_msg"), ("target CPU %", "target_cpu_pct"),
-            ("loadgen CPU %", "loadgen_cpu_pct")],
+            ("loadgen CPU %", "loadgen_cpu_pct"), ("other processes CPU %", "others_cpu_pct")],
 }
 targets = []
 for r in rows:
