@@ -83,7 +83,7 @@ typedef struct cfg_entry {
 	{ k, CFG_JSON, CFG_FIELD(f), "", 0, 0, NULL, CFG_CHECK_NONE, false, doc }
 
 static const char *const cfg_log_levels[] = { "debug", "info", "warn", "error", "off", NULL };
-static const char *const cfg_router_modes[] = { "direct", NULL };
+static const char *const cfg_router_modes[] = { "direct", "kafka", NULL };
 static const char *const cfg_store_backends[] = { "memory", "redis", NULL };
 static const char *const cfg_auth_defaults[] = { "allow", "deny", NULL };
 static const char *const cfg_auth_algs[] = { "HS256", "RS256", "ES256", NULL };
@@ -179,7 +179,19 @@ static const cfg_entry cfg_table[] = {
 	CFG_STR("router.http_listen", router.http_listen, "0.0.0.0:9102", HP, false,
 	    "HTTP listener for /metrics, /healthz, /readyz, host:port; empty disables."),
 	CFG_ENUM("router.mode", router.mode, "direct", cfg_router_modes,
-	    "Routing mode; direct routes publishes straight back to subscribers."),
+	    "Routing mode: direct (no Kafka; publishes go straight back to subscribers) or kafka (router.pipelines, then direct for unmatched topics); see services/router/README.md."),
+	CFG_JSON("router.pipelines", router.pipelines,
+	    "Kafka pipelines, in match order (YAML sequence of {name, filter, mode, topic, key}); needs router.mode kafka; see services/router/README.md."),
+	CFG_BOOL("router.direct", router.direct, "true",
+	    "Whether publishes no pipeline matches go direct to subscribers; false refuses them (reason 0x90)."),
+	CFG_STR("router.kafka.brokers", router.kafka.brokers, "", NO, false,
+	    "Kafka bootstrap servers, host:port[,host:port...]; required when router.mode is kafka."),
+	CFG_STR("router.kafka.group", router.kafka.group, "hawser-router", NO, true,
+	    "Kafka consumer group of the routers (consume_only and publish_consume pipelines)."),
+	CFG_U32("router.kafka.message_timeout_ms", router.kafka.message_timeout_ms, "30000", 1000, 900000,
+	    "How long a produce may wait for Kafka before the client publish fails (0x80)."),
+	CFG_JSON("router.kafka.properties", router.kafka.properties,
+	    "Extra librdkafka properties for producer and consumer (mapping name -> value), e.g. security settings."),
 
 	CFG_LIST("auth.chain", auth.chain, "", NO, false,
 	    "Authentication methods tried in order on CONNECT: jwt, http, file, anonymous; empty accepts every client when broker.allow_anonymous is true and none otherwise."),

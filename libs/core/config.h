@@ -68,7 +68,15 @@ typedef struct hw_config {
 		char    *listen;         // NNG inbox "tcp://0.0.0.0:7200"
 		char    *advertise;
 		char    *http_listen;    // "0.0.0.0:9102"
-		char    *mode;           // "direct" (Kafka pipelines: later)
+		char    *mode;           // "direct" (no Kafka) | "kafka"
+		char    *pipelines;      // JSON array of pipeline objects; "" = none
+		bool     direct;         // unmatched topics go direct (else refused)
+		struct {
+			char    *brokers;            // bootstrap servers
+			char    *group;              // consumer group id
+			uint32_t message_timeout_ms; // produce bound
+			char    *properties;         // JSON object of librdkafka props; ""
+		} kafka;
 	} router;
 	struct {
 		// Authentication chain and ACL (services/broker/auth). Scalars

@@ -3,7 +3,8 @@
 // publish is offered to every broker and acked to its origin only after all
 // of them acked (0x00 if any matched, 0x10 if none did), QoS 0 needs no
 // acks, offers to a broker keep the order of the publishes, a broker that is
-// not connected is skipped, and a router.mode other than direct is refused.
+// not connected is skipped, and router.mode values other than direct/kafka
+// (or kafka without pipelines, or pipelines in direct mode) are refused.
 // Every wait is on a condition variable with a deadline; no sleeps.
 
 #include <setjmp.h>
@@ -486,23 +487,35 @@ static void test_unconnected_broker_skipped(void **state)
 	teardown(fx);
 }
 
-// router.mode must be "direct" today: anything else stops startup.
+// router.mode is "direct" (no Kafka) or "kafka" (with pipelines): any other
+// value, kafka without pipelines, or pipelines in direct mode stop startup.
 static void test_mode_other_than_direct_refused(void **state)
 {
-	hw_config   cfg;
-	hw_metrics *reg;
-	rtr_server *srv = NULL;
+	static const char *const cases[][2] = {
+		{ "bogus", "" },
+		{ "kafka", "" },
+		{ "direct", "[{\"name\":\"t\",\"filter\":\"t/#\",\"mode\":\"publish_only\",\"topic\":\"t\"}]" },
+	};
 
 	(void)state;
-	assert_int_equal(hw_config_init(&cfg), HW_OK);
-	assert_int_equal(hw_metrics_alloc(&reg), HW_OK);
-	free(cfg.router.mode);
-	cfg.router.mode = strdup("kafka");
-	assert_non_null(cfg.router.mode);
-	assert_int_equal(rtr_server_alloc(&srv, &cfg, reg), HW_ECONFIG);
-	assert_null(srv);
-	hw_metrics_free(reg);
-	hw_config_fini(&cfg);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		hw_config   cfg;
+		hw_metrics *reg;
+		rtr_server *srv = NULL;
+
+		assert_int_equal(hw_config_init(&cfg), HW_OK);
+		assert_int_equal(hw_metrics_alloc(&reg), HW_OK);
+		free(cfg.router.mode);
+		cfg.router.mode = strdup(cases[i][0]);
+		free(cfg.router.pipelines);
+		cfg.router.pipelines = strdup(cases[i][1]);
+		assert_non_null(cfg.router.mode);
+		assert_non_null(cfg.router.pipelines);
+		assert_int_equal(rtr_server_alloc(&srv, &cfg, reg), HW_ECONFIG);
+		assert_null(srv);
+		hw_metrics_free(reg);
+		hw_config_fini(&cfg);
+	}
 }
 
 int main(void)

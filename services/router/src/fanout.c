@@ -268,6 +268,16 @@ hw_err rtr_fanout_start(rtr_fanout *f)
 	return HW_OK;
 }
 
+size_t rtr_fanout_connected(const rtr_fanout *f)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < f->nbrokers; i++)
+		if (f->brokers[i].peer != NULL && hw_link_peer_connected(f->brokers[i].peer))
+			n++;
+	return n;
+}
+
 size_t rtr_fanout_brokers(const rtr_fanout *f)
 {
 	return f->nbrokers;

@@ -57,6 +57,10 @@ hw_err rtr_fanout_start(rtr_fanout *f);
 // rtr_fanout_brokers returns how many brokers the fanout offers to.
 size_t rtr_fanout_brokers(const rtr_fanout *f);
 
+// rtr_fanout_connected returns how many brokers have a live link now (the
+// ones an offer made now would go to).
+size_t rtr_fanout_connected(const rtr_fanout *f);
+
 // rtr_fanout_offer queues msg (borrowed until the outbox flush) for every
 // connected broker. With done.fn set, done is called exactly once with the
 // outcome: later, or before this returns when there is nothing to wait for

@@ -33,6 +33,8 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "fanout.h"
+#include "kafka/kafka.h"
+#include "kafka/pipeconf.h"
 #include "link/httpd.h"
 #include "link/link.h"
 #include "outbox.h"
@@ -46,6 +48,9 @@
 #define RTR_REASON_OK       0x00u
 #define RTR_REASON_NO_MATCH 0x10u
 #define RTR_REASON_FAILED   0x80u
+// A publish no pipeline takes while router.direct is false: "Topic Name
+// invalid" (the name is well-formed but not accepted here).
+#define RTR_REASON_REFUSED  0x90u
 
 struct rtr_server {
 	const hw_config    *cfg;
@@ -55,6 +60,8 @@ struct rtr_server {
 	rtr_outbox         *ob;
 	rtr_fanout         *fanout;
 	rtr_pipeline_table *pipes;
+	rtr_pipeconf_list   pconf;  // router.pipelines, parsed
+	rtr_kafka          *kafka;  // NULL in direct mode
 
 	pthread_t           thread;
 	bool                thread_running;
@@ -67,6 +74,7 @@ struct rtr_server {
 	size_t              qn;
 	size_t              qcap;
 	bool                stopping;
+	bool                woken;  // Kafka has events (or more work) waiting
 
 	hw_batch          **work; // the thread's own: batches of the pass
 	size_t              workcap;
@@ -75,6 +83,7 @@ struct rtr_server {
 	hw_counter         *acks_ok;
 	hw_counter         *acks_no_match;
 	hw_counter         *acks_failed;
+	hw_counter         *refused;
 };
 
 // ---------------------------------------------------------------------------
@@ -118,10 +127,11 @@ static void rtr_server_publish(rtr_server *s, const rtr_msg *msg, hw_link_peer *
 	}
 	row = rtr_pipeline_match(s->pipes, hw_bytes_of_cstr(msg->topic));
 	if (row == NULL) {
-		// The catch-all row makes this unreachable today; a table
-		// without one drops what no pipeline claims.
+		// No pipeline and no catch-all direct row (router.direct
+		// false): refused.
+		hw_counter_inc(s->refused);
 		if (done.fn != NULL)
-			rtr_server_answer(s, origin, msg->seq, RTR_REASON_NO_MATCH);
+			rtr_server_answer(s, origin, msg->seq, RTR_REASON_REFUSED);
 		return;
 	}
 	if ((err = row->ops->publish(row->sink, msg, done)) != HW_OK) {
@@ -214,7 +224,7 @@ static void *rtr_server_main(void *arg)
 		uint64_t now = hw_clock_mono_ms();
 		uint64_t due = rtr_fanout_next_deadline(s->fanout);
 
-		if (s->qn == 0 && !s->stopping && due > now) {
+		if (s->qn == 0 && !s->stopping && !s->woken && due > now) {
 			if (due > now + RTR_IDLE_MS)
 				due = now + RTR_IDLE_MS;
 			rtr_server_wait_until(s, due);
@@ -224,18 +234,28 @@ static void *rtr_server_main(void *arg)
 			hw_batch **taken = s->q;
 			size_t     takencap = s->qcap, n = s->qn;
 			bool       stopping = s->stopping;
+			bool       more = false;
 
 			s->q = s->work;
 			s->qcap = s->workcap;
 			s->qn = 0;
 			s->work = taken;
 			s->workcap = takencap;
+			s->woken = false;
 			pthread_mutex_unlock(&s->mtx);
 			if (n > 0)
 				rtr_server_pass(s, taken, n);
+			// Kafka: delivery reports (acks to publishing brokers),
+			// rebalances, consumed records (offers).
+			if (s->kafka != NULL)
+				more = rtr_kafka_poll(s->kafka);
 			rtr_fanout_expire(s->fanout, hw_clock_mono_ms());
-			rtr_outbox_flush(s->ob); // acks of expired offers
+			rtr_outbox_flush(s->ob); // acks of expired offers, Kafka's work
+			if (s->kafka != NULL)
+				rtr_kafka_pass_end(s->kafka); // commits; frees offered records
 			pthread_mutex_lock(&s->mtx);
+			if (more)
+				s->woken = true;
 			// Stopping: the pass just made took everything queued
 			// before the stop; what arrives later is dropped.
 			if (stopping)
@@ -272,6 +292,18 @@ static void rtr_server_recv(void *arg, hw_batch *b)
 	pthread_mutex_unlock(&s->mtx);
 }
 
+// rtr_server_wake runs on librdkafka's threads when Kafka events wait: wake
+// the processing thread, nothing more.
+static void rtr_server_wake(void *arg)
+{
+	rtr_server *s = arg;
+
+	pthread_mutex_lock(&s->mtx);
+	s->woken = true;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mtx);
+}
+
 static bool rtr_server_ready(void *arg)
 {
 	rtr_server *s = arg;
@@ -293,24 +325,107 @@ static void rtr_server_metrics(rtr_server *s, hw_metrics *m)
 	    "no_match");
 	s->acks_failed = hw_metrics_counter(m, "hawser_router_acks_total", help, "result",
 	    "failed");
+	s->refused = hw_metrics_counter(m, "hawser_router_refused_total",
+	    "Publishes no pipeline takes, refused (0x90) because router.direct is false.", NULL,
+	    NULL);
 }
 
-// rtr_server_pipelines builds the pipeline table: today the catch-all
-// direct row. Kafka rows (from config still to come) go before it.
-static hw_err rtr_server_pipelines(rtr_server *s)
+// rtr_server_row opens the sink of one row and appends the row.
+static hw_err rtr_server_row(rtr_server *s, const char *name, const char *filter,
+    rtr_pipeline_mode mode, const rtr_sink_ops *ops, const rtr_pipeconf *pc)
 {
-	rtr_sink_env env = { .cfg = s->cfg, .metrics = s->metrics, .fanout = s->fanout };
+	rtr_sink_env env = { .cfg = s->cfg, .metrics = s->metrics, .fanout = s->fanout,
+		.kafka = s->kafka, .pipe = pc };
 	void        *sink = NULL;
 	hw_err       err;
 
+	if (ops != NULL && (err = ops->open(&sink, &env)) != HW_OK)
+		return err;
+	if ((err = rtr_pipeline_add(s->pipes, name, filter, mode, ops, sink)) != HW_OK) {
+		if (ops != NULL)
+			ops->close(sink);
+		return err;
+	}
+	return HW_OK;
+}
+
+// rtr_server_pipelines builds the pipeline table: in kafka mode the rows of
+// router.pipelines in order, then (unless router.direct is false) the
+// catch-all direct row.
+static hw_err rtr_server_pipelines(rtr_server *s)
+{
+	hw_err err;
+
 	if ((err = rtr_pipeline_table_alloc(&s->pipes)) != HW_OK)
 		return err;
-	if ((err = rtr_sink_direct.open(&sink, &env)) != HW_OK)
+	for (size_t i = 0; i < s->pconf.n; i++) {
+		const rtr_pipeconf *pc = &s->pconf.v[i];
+		const rtr_sink_ops *ops = NULL;
+		const char         *consumes = NULL;
+
+		switch (pc->mode) {
+		case RTR_MODE_PUBLISH_ONLY:
+			ops = &rtr_sink_kafka;
+			break;
+		case RTR_MODE_PUBLISH_CONSUME:
+			ops = &rtr_sink_kafka;
+			consumes = pc->topic;
+			break;
+		case RTR_MODE_FILTERED:
+			ops = &rtr_sink_kafka;
+			consumes = pc->clean_topic;
+			break;
+		case RTR_MODE_CONSUME_ONLY:
+			consumes = pc->topic;
+			break;
+		case RTR_MODE_DIRECT:
+			ops = &rtr_sink_direct;
+			break;
+		}
+		if ((err = rtr_server_row(s, pc->name, pc->filter, pc->mode, ops, pc)) != HW_OK) {
+			hw_log_error("RTR-CONFIG", "router.pipelines[%zu] (%s): cannot set up: %s", i,
+			    pc->name, hw_strerror(err));
+			return err;
+		}
+		if (consumes != NULL && (err = rtr_kafka_consume(s->kafka, pc, consumes)) != HW_OK)
+			return err;
+		hw_log_info("RTR-PIPELINE", "pipeline=%s mode=%s filter=%s produce=%s consume=%s",
+		    pc->name, rtr_pipeline_mode_name(pc->mode), pc->filter != NULL ? pc->filter : "-",
+		    ops == &rtr_sink_kafka ? pc->topic : "-", consumes != NULL ? consumes : "-");
+	}
+	if (s->cfg->router.direct &&
+	    (err = rtr_server_row(s, "direct", NULL, RTR_MODE_DIRECT, &rtr_sink_direct, NULL)) != HW_OK)
 		return err;
-	if ((err = rtr_pipeline_add(s->pipes, "direct", NULL, RTR_MODE_DIRECT, &rtr_sink_direct,
-	    sink)) != HW_OK) {
-		rtr_sink_direct.close(sink);
+	return HW_OK;
+}
+
+// rtr_server_config checks router.mode against router.pipelines and parses
+// the pipelines into s->pconf.
+static hw_err rtr_server_config(rtr_server *s)
+{
+	const hw_config *cfg = s->cfg;
+	const char      *mode = cfg->router.mode != NULL ? cfg->router.mode : "";
+	char            *why = NULL;
+	hw_err           err;
+
+	if (strcmp(mode, "direct") != 0 && strcmp(mode, "kafka") != 0) {
+		hw_log_error("RTR-CONFIG", "router.mode: \"%s\" is not supported (direct or kafka)", mode);
+		return HW_ECONFIG;
+	}
+	if ((err = rtr_pipeconf_parse(cfg->router.pipelines, &s->pconf, &why)) != HW_OK) {
+		hw_log_error("RTR-CONFIG", "%s", why != NULL ? why : "router.pipelines: invalid");
+		free(why);
 		return err;
+	}
+	if (strcmp(mode, "direct") == 0 && s->pconf.n > 0) {
+		hw_log_error("RTR-CONFIG",
+		    "router.pipelines: %zu pipelines configured but router.mode is direct (no Kafka); set router.mode: kafka",
+		    s->pconf.n);
+		return HW_ECONFIG;
+	}
+	if (strcmp(mode, "kafka") == 0 && s->pconf.n == 0) {
+		hw_log_error("RTR-CONFIG", "router.mode: kafka needs router.pipelines");
+		return HW_ECONFIG;
 	}
 	return HW_OK;
 }
@@ -324,11 +439,6 @@ hw_err rtr_server_alloc(rtr_server **out, const hw_config *cfg, hw_metrics *metr
 
 	if (out == NULL || cfg == NULL)
 		return HW_EINVAL;
-	if (cfg->router.mode == NULL || strcmp(cfg->router.mode, "direct") != 0) {
-		hw_log_error("RTR-CONFIG", "router.mode: \"%s\" is not supported (only \"direct\")",
-		    cfg->router.mode != NULL ? cfg->router.mode : "");
-		return HW_ECONFIG;
-	}
 	if (cfg->router.listen == NULL || cfg->router.listen[0] == '\0') {
 		hw_log_error("RTR-CONFIG", "router.listen: an inbox URL is required");
 		return HW_ECONFIG;
@@ -356,6 +466,8 @@ hw_err rtr_server_alloc(rtr_server **out, const hw_config *cfg, hw_metrics *metr
 		return HW_ENOMEM;
 	}
 	pthread_condattr_destroy(&ca);
+	if ((err = rtr_server_config(s)) != HW_OK)
+		goto fail;
 	if (metrics != NULL)
 		rtr_server_metrics(s, metrics);
 
@@ -370,6 +482,9 @@ hw_err rtr_server_alloc(rtr_server **out, const hw_config *cfg, hw_metrics *metr
 		goto fail;
 	if ((err = rtr_fanout_alloc(&s->fanout, s->link, cfg->router.brokers, s->ob,
 	    RTR_FANOUT_TIMEOUT_MS, metrics)) != HW_OK)
+		goto fail;
+	if (s->pconf.n > 0 && (err = rtr_kafka_alloc(&s->kafka, cfg, s->fanout, metrics,
+	    rtr_server_wake, s)) != HW_OK)
 		goto fail;
 	if ((err = rtr_server_pipelines(s)) != HW_OK)
 		goto fail;
@@ -390,6 +505,8 @@ hw_err rtr_server_start(rtr_server *s, int serve_http)
 	if (s->thread_running || s->stopped)
 		return HW_EEXIST;
 	if ((err = rtr_fanout_start(s->fanout)) != HW_OK)
+		return err;
+	if (s->kafka != NULL && (err = rtr_kafka_start(s->kafka)) != HW_OK)
 		return err;
 	if (pthread_create(&s->thread, NULL, rtr_server_main, s) != 0) {
 		hw_log_error("RTR-START", "cannot start the processing thread");
@@ -452,7 +569,9 @@ void rtr_server_free(rtr_server *s)
 	for (size_t i = 0; i < s->qn; i++)
 		hw_link_batch_free(s->q[i]);
 	rtr_pipeline_table_free(s->pipes);
+	rtr_kafka_free(s->kafka); // wakes go to s->mtx: before it is destroyed
 	rtr_fanout_free(s->fanout);
+	rtr_pipeconf_fini(&s->pconf);
 	rtr_outbox_free(s->ob);
 	free(s->q);
 	free(s->work);

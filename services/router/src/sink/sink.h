@@ -10,7 +10,7 @@
 
 // A sink is where a pipeline sends the client publishes it matched: the
 // `direct` sink offers them straight to the brokers (fanout.h); a Kafka sink
-// (later) produces them to a Kafka topic. Variation lives behind the const
+// produces them to a Kafka topic. Variation lives behind the const
 // ops table rtr_sink_ops (STYLE.md), so the pipeline table and the server
 // never test which sink they hold.
 //
@@ -25,6 +25,8 @@
 typedef Hawser__Internal__V1__Publish rtr_msg;
 
 typedef struct rtr_fanout rtr_fanout;
+typedef struct rtr_kafka rtr_kafka;
+typedef struct rtr_pipeconf rtr_pipeconf;
 
 // rtr_sink_done_fn is the completion of one publish: reason is an MQTT 5
 // reason code (0x00 taken and at least one subscriber matched, 0x10 taken,
@@ -51,6 +53,8 @@ typedef struct rtr_sink_env {
 	const hw_config *cfg;
 	hw_metrics      *metrics;
 	rtr_fanout      *fanout;  // offers to brokers (the direct sink's target)
+	rtr_kafka       *kafka;   // the Kafka client (Kafka sinks); NULL in direct mode
+	const rtr_pipeconf *pipe; // the pipeline the sink serves (Kafka sinks)
 } rtr_sink_env;
 
 typedef struct rtr_sink_ops {
@@ -78,5 +82,11 @@ typedef struct rtr_sink_ops {
 // rtr_sink_direct offers every publish to every broker through the router's
 // fanout (env->fanout must be set) and completes when they have all acked.
 extern const rtr_sink_ops rtr_sink_direct;
+
+// rtr_sink_kafka produces every publish to the pipeline's Kafka topic
+// (env->kafka and env->pipe must be set; kafka.h) and completes when Kafka
+// has acknowledged the record (0x00) or given up on it (0x80, after
+// router.kafka.message_timeout_ms).
+extern const rtr_sink_ops rtr_sink_kafka;
 
 #endif
