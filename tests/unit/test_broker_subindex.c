@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -144,6 +145,43 @@ static void test_unsubscribe(void **state)
 	brk_subindex_free(ix);
 }
 
+// Many siblings at one level (per-user topics) go through the hashed
+// child index: matching, removal and pruning must behave the same.
+static void test_many_siblings(void **state)
+{
+	static int owners[300];
+	brk_subindex *ix;
+	char f[32];
+
+	(void)state;
+	assert_int_equal(brk_subindex_alloc(&ix), HW_OK);
+	for (int i = 0; i < 300; i++) {
+		snprintf(f, sizeof(f), "u/%d/inbox", i);
+		add(ix, f, &owners[i], 1);
+	}
+	add(ix, "u/+/inbox", &owners[0], 0);
+	for (int i = 0; i < 300; i += 37) {
+		hits h = { 0 };
+
+		snprintf(f, sizeof(f), "u/%d/inbox", i);
+		brk_subindex_match(ix, B(f), collect, &h);
+		assert_int_equal(h.n, 2);
+		assert_true(h.owners[0] == &owners[i] || h.owners[1] == &owners[i]);
+	}
+	for (int i = 0; i < 300; i += 2) {
+		snprintf(f, sizeof(f), "u/%d/inbox", i);
+		assert_true(brk_subindex_remove(ix, B(f), &owners[i]));
+	}
+	assert_int_equal(count_matches(ix, "u/4/inbox"), 1);   // only u/+/inbox
+	assert_int_equal(count_matches(ix, "u/5/inbox"), 2);
+	assert_int_equal(count_matches(ix, "u/300/inbox"), 1);
+	assert_int_equal(brk_subindex_count(ix), 151);
+	// Re-adding a pruned sibling works through the index.
+	add(ix, "u/4/inbox", &owners[4], 1);
+	assert_int_equal(count_matches(ix, "u/4/inbox"), 2);
+	brk_subindex_free(ix);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -151,6 +189,7 @@ int main(void)
 		cmocka_unit_test(test_dollar_topics),
 		cmocka_unit_test(test_overlap_one_owner_and_update),
 		cmocka_unit_test(test_unsubscribe),
+		cmocka_unit_test(test_many_siblings),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

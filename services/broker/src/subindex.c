@@ -1,12 +1,16 @@
 // Subscription trie. Design notes: a node per topic level; literal
-// children in a small array (levels fan out widely only near the root and
-// arrays keep the walk cache-friendly), '+' and '#' as dedicated children.
+// children in an array, indexed by a hash map once a node has more than
+// BRK_SUBNODE_HASH_AT of them (per-user topics fan out to millions at one
+// level), '+' and '#' as dedicated children.
 // Subscribers of a filter sit in the node where the filter ends. Removing
 // the last subscriber prunes empty nodes up to the root.
 #include <stdlib.h>
 #include <string.h>
 
+#include "map.h"
 #include "subindex.h"
+
+#define BRK_SUBNODE_HASH_AT 8
 
 typedef struct brk_subent {
 	void       *owner;
@@ -20,6 +24,7 @@ struct brk_subnode {
 	size_t        level_len;
 	brk_subnode **kids;
 	size_t        nkids, capkids;
+	brk_map      *index;         // level -> kid, when nkids > BRK_SUBNODE_HASH_AT
 	brk_subnode  *plus, *hash;
 	brk_subent   *subs;
 	size_t        nsubs, capsubs;
@@ -53,6 +58,10 @@ static void brk_subnode_fini(brk_subnode *n)
 	free(n->kids);
 	free(n->subs);
 	free(n->level);
+	if (n->index != NULL) {
+		brk_map_fini(n->index);
+		free(n->index);
+	}
 }
 
 void brk_subindex_free(brk_subindex *ix)
@@ -83,6 +92,50 @@ static bool brk_subindex_level(hw_bytes *rest, bool *done, hw_bytes *lvl)
 	return true;
 }
 
+// brk_subnode_find_kid looks up a literal child.
+static brk_subnode *brk_subnode_find_kid(const brk_subnode *n, hw_bytes lvl)
+{
+	if (n->index != NULL)
+		return brk_map_get(n->index, lvl);
+	for (size_t i = 0; i < n->nkids; i++) {
+		brk_subnode *k = n->kids[i];
+
+		if (k->level_len == lvl.len && memcmp(k->level, lvl.ptr, lvl.len) == 0)
+			return k;
+	}
+	return NULL;
+}
+
+// brk_subnode_index_kid adds k to n's hash index, building the index when
+// n grows past the threshold. On ENOMEM the index is dropped and lookups
+// fall back to the array.
+static void brk_subnode_index_kid(brk_subnode *n, brk_subnode *k)
+{
+	hw_bytes key = { (const uint8_t *)k->level, k->level_len };
+
+	if (n->index == NULL && n->nkids > BRK_SUBNODE_HASH_AT) {
+		n->index = calloc(1, sizeof(*n->index));
+		if (n->index == NULL)
+			return;
+		brk_map_init(n->index);
+		for (size_t i = 0; i < n->nkids; i++) {
+			brk_subnode *x = n->kids[i];
+
+			if (brk_map_put(n->index, (hw_bytes){ (const uint8_t *)x->level, x->level_len },
+			    x, NULL) != HW_OK)
+				goto fail;
+		}
+		return;
+	}
+	if (n->index != NULL && brk_map_put(n->index, key, k, NULL) != HW_OK)
+		goto fail;
+	return;
+fail:
+	brk_map_fini(n->index);
+	free(n->index);
+	n->index = NULL;
+}
+
 static brk_subnode *brk_subnode_kid(brk_subnode *n, hw_bytes lvl, bool create)
 {
 	brk_subnode **slot = NULL;
@@ -95,13 +148,9 @@ static brk_subnode *brk_subnode_kid(brk_subnode *n, hw_bytes lvl, bool create)
 	if (slot != NULL && (*slot != NULL || !create))
 		return *slot;
 	if (slot == NULL) {
-		for (size_t i = 0; i < n->nkids; i++) {
-			k = n->kids[i];
-			if (k->level_len == lvl.len && memcmp(k->level, lvl.ptr, lvl.len) == 0)
-				return k;
-		}
-		if (!create)
-			return NULL;
+		k = brk_subnode_find_kid(n, lvl);
+		if (k != NULL || !create)
+			return k;
 		if (n->nkids == n->capkids) {
 			size_t ncap = n->capkids ? n->capkids * 2 : 4;
 			brk_subnode **nk = realloc(n->kids, ncap * sizeof(*nk));
@@ -124,10 +173,12 @@ static brk_subnode *brk_subnode_kid(brk_subnode *n, hw_bytes lvl, bool create)
 	k->level[lvl.len] = 0;
 	k->level_len = lvl.len;
 	k->parent = n;
-	if (slot != NULL)
+	if (slot != NULL) {
 		*slot = k;
-	else
+	} else {
 		n->kids[n->nkids++] = k;
+		brk_subnode_index_kid(n, k);
+	}
 	return k;
 }
 
@@ -150,9 +201,15 @@ static void brk_subnode_prune(brk_subnode *n)
 			for (size_t i = 0; i < p->nkids; i++)
 				if (p->kids[i] == n) {
 					p->kids[i] = p->kids[--p->nkids];
+					if (p->index != NULL)
+						brk_map_del(p->index, (hw_bytes){ (const uint8_t *)n->level, n->level_len });
 					break;
 				}
 		free(n->kids);
+		if (n->index != NULL) {
+			brk_map_fini(n->index);
+			free(n->index);
+		}
 		free(n->subs);
 		free(n->level);
 		free(n);
@@ -235,6 +292,7 @@ static void brk_subnode_emit(const brk_subnode *n, brk_subindex_fn fn, void *arg
 static void brk_subnode_match(const brk_subnode *n, hw_bytes rest, bool done, bool first,
     brk_subindex_fn fn, void *arg)
 {
+	const brk_subnode *k;
 	hw_bytes lvl;
 	bool dollar;
 
@@ -250,14 +308,9 @@ static void brk_subnode_match(const brk_subnode *n, hw_bytes rest, bool done, bo
 		brk_subnode_emit(n->hash, fn, arg);
 	if (n->plus != NULL && !dollar)
 		brk_subnode_match(n->plus, rest, done, false, fn, arg);
-	for (size_t i = 0; i < n->nkids; i++) {
-		const brk_subnode *k = n->kids[i];
-
-		if (k->level_len == lvl.len && memcmp(k->level, lvl.ptr, lvl.len) == 0) {
-			brk_subnode_match(k, rest, done, false, fn, arg);
-			break;
-		}
-	}
+	k = brk_subnode_find_kid(n, lvl);
+	if (k != NULL)
+		brk_subnode_match(k, rest, done, false, fn, arg);
 }
 
 void brk_subindex_match(const brk_subindex *ix, hw_bytes topic, brk_subindex_fn fn, void *arg)
