@@ -12,8 +12,14 @@ resolved to 127.0.0.1. Then, like the kubelet and `helm test`:
   - send the edge SIGTERM (what the kubelet does after the preStop hook) and
     check it exits within the grace period the Deployment gives it.
 
-usage: run_render.py RENDER.yaml BIN_DIR WORK_DIR
-The render must use free ports (the caller sets them with --set).
+  - when the edge has an mqtts port, publish and subscribe over TLS too,
+    verifying the server certificate against the Secret's ca.crt.
+
+usage: run_render.py RENDER.yaml BIN_DIR WORK_DIR [SECRET=DIR ...]
+The render must use free ports (the caller sets them with --set). Each
+SECRET=DIR stands for an existing Secret: volumes of that Secret read DIR
+(the config's paths under their mountPath are rewritten to DIR), and
+secretKeyRef values are read from DIR/<key>.
 Prints ok:/FAIL: lines; exit status 1 on any failure.
 """
 import os
@@ -46,6 +52,9 @@ def wait_for(pred, seconds):
     return pred()
 
 
+SECRETS = {}
+
+
 def env_of(container, tier):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     for e in container.get("env", []):
@@ -58,7 +67,9 @@ def env_of(container, tier):
             elif field == "metadata.name":
                 v = f"{tier}-0"
             elif "secretKeyRef" in e["valueFrom"]:
-                raise SystemExit(f"{tier}: secret env {e['name']} not supported here")
+                ref = e["valueFrom"]["secretKeyRef"]
+                with open(os.path.join(SECRETS[ref["name"]], ref["key"])) as f:
+                    v = f.read().strip()
             else:
                 raise SystemExit(f"{tier}: unsupported env source {e}")
         env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), v)
@@ -73,12 +84,44 @@ def http_ok(port, path):
         return False
 
 
+def tls_pubsub(port, cafile, work, seconds=15):
+    """Subscribe and publish over TLS (certificate verified); like the test pod."""
+    tls = ["-h", "127.0.0.1", "-p", str(port), "--cafile", cafile, "-q", "1", "-t", "hawser/tls-test"]
+    out = open(os.path.join(work, "tls-sub.out"), "w+")
+    sub = subprocess.Popen(["mosquitto_sub", *tls, "-C", "1", "-W", str(seconds)], stdout=out,
+                           stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + seconds
+    try:
+        while sub.poll() is None and time.monotonic() < deadline:
+            subprocess.run(["mosquitto_pub", *tls, "-m", "over-tls"], timeout=5,
+                           capture_output=True)
+            wait_for(lambda: sub.poll() is not None, 1)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+        sub.wait()
+    out.seek(0)
+    got = out.read().strip()
+    out.close()
+    return sub.returncode == 0 and got == "over-tls"
+
+
 def main(argv):
     render, bindir, work = argv[1], argv[2], argv[3]
+    SECRETS.update(a.split("=", 1) for a in argv[4:])
     docs = [d for d in yaml.safe_load_all(open(render)) if d]
     ns = next(d["metadata"]["namespace"] for d in docs if d["kind"] == "ConfigMap")
     cfg = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["hawser.yaml"]
     cfg = re.sub(r"[a-z0-9-]+\." + re.escape(ns) + r"\.svc\.[a-z0-9.-]+?(?=:\d)", "127.0.0.1", cfg)
+    for d in docs:
+        if d["kind"] != "Deployment":
+            continue
+        spec = d["spec"]["template"]["spec"]
+        vols = {v["name"]: v for v in spec.get("volumes", [])}
+        for m in spec["containers"][0].get("volumeMounts", []):
+            sec = vols[m["name"]].get("secret")
+            if sec:
+                cfg = cfg.replace(m["mountPath"].rstrip("/") + "/", SECRETS[sec["secretName"]] + "/")
     cfg_path = os.path.join(work, "hawser.yaml")
     with open(cfg_path, "w") as f:
         f.write(cfg)
@@ -119,6 +162,14 @@ def main(argv):
                            timeout=int(tenv["DEADLINE"]) + 30)
         check(r.returncode == 0, "helm test pod script: MQTT publish/subscribe through the edge"
               + ("" if r.returncode == 0 else f" (rc {r.returncode}: {r.stdout.strip()} {r.stderr.strip()})"))
+
+        ec = deps["edge"]["spec"]["template"]["spec"]["containers"][0]
+        eports = {x["name"]: x["containerPort"] for x in ec["ports"]}
+        if "mqtts" in eports:
+            tls = next(v["secret"]["secretName"] for v in deps["edge"]["spec"]["template"]["spec"]["volumes"]
+                       if v["name"] == "tls")
+            check(tls_pubsub(eports["mqtts"], os.path.join(SECRETS[tls], "ca.crt"), work),
+                  f"edge: MQTT over TLS on :{eports['mqtts']} with the Secret's certificate")
 
         p, log, c = procs["edge"]
         grace = deps["edge"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
