@@ -201,6 +201,8 @@ static const cfg_entry cfg_table[] = {
 	    "Ordered ACL rules (YAML sequence of {permission, action, topic, max_qos, retain, delegate}); see docs/auth.md."),
 	CFG_JSON("auth.callbacks", auth.callbacks,
 	    "Named HTTP callbacks for delegated ACL rules (mapping name -> {url, timeout_ms, retries, cache_ttl_ms, on_error}); see docs/auth.md."),
+	CFG_JSON("auth.listener_chains", auth.listener_chains,
+	    "Per-listener chains overriding auth.chain (mapping mqtt|mqtts|ws|wss -> [methods])."),
 	CFG_ENUM("auth.jwt.alg", auth.jwt.alg, "HS256", cfg_auth_algs,
 	    "The one JWT algorithm accepted; tokens with any other alg (including none) are refused."),
 	CFG_STR("auth.jwt.key", auth.jwt.key, "", NO, false,

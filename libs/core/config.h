@@ -87,6 +87,7 @@ typedef struct hw_config {
 		char    *acl_default;    // "allow" | "deny"
 		char    *rules;          // JSON array of rule objects; "" = none
 		char    *callbacks;      // JSON object name -> callback settings; ""
+		char    *listener_chains;// JSON object listener -> [methods]; ""
 		struct {
 			char    *alg;          // HS256 | RS256 | ES256
 			char    *key;          // secret (HS256) or PEM public key, inline

@@ -380,6 +380,27 @@ static void test_acl_rules_from_yaml(void **state)
 	assert_string_equal(cfg.auth.rules,
 	    "[{\"permission\":\"deny\",\"topic\":\"user/%u/private/#\"},"
 	    "{\"topic\":\"user/%u/#\",\"action\":\"both\",\"max_qos\":1,\"retain\":false}]");
+	// --print-config output loads back to the same rules.
+	{
+		char     *text = NULL;
+		size_t    tl = 0;
+		FILE     *mf = open_memstream(&text, &tl);
+		char      p2[] = "/tmp/hawser-auth-dump-XXXXXX";
+		int       fd2 = mkstemp(p2);
+		hw_config back;
+		hw_config_dump(&cfg, mf);
+		fclose(mf);
+		assert_int_equal(write(fd2, text, tl), (ssize_t)tl);
+		close(fd2);
+		assert_int_equal(hw_config_init(&back), HW_OK);
+		if (hw_config_load_file(&back, p2, &why) != HW_OK)
+			fail_msg("reload dump: %s\n%s", why, text);
+		assert_string_equal(back.auth.rules, cfg.auth.rules);
+		assert_string_equal(back.auth.callbacks, "");
+		hw_config_fini(&back);
+		unlink(p2);
+		free(text);
+	}
 	assert_int_equal(brk_auth_alloc(&a, &cfg, NULL, &why), HW_OK);
 	assert_int_equal(brk_auth_check(a, id, S, hw_bytes_of_cstr("user/alice/x"), 2, false, NULL,
 	                     NULL).qos, 1);

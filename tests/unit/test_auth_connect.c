@@ -448,6 +448,41 @@ static void test_password_file(void **state)
 	hw_config_fini(&cfg);
 }
 
+static void test_listener_chains(void **state)
+{
+	hw_config            cfg;
+	brk_auth            *a = NULL;
+	char                *why = NULL;
+	brk_auth_connect_req req = { 0 };
+	outcome              tcp = { 0 }, ws = { 0 };
+
+	(void)state;
+	assert_int_equal(hw_config_init(&cfg), HW_OK);
+	cfg_set(&cfg, "auth.chain=jwt");
+	cfg_set(&cfg, "auth.jwt.key=" SECRET);
+	cfg_set(&cfg, "auth.listener_chains={\"ws\":[\"anonymous\"]}");
+	if (brk_auth_alloc(&a, &cfg, NULL, &why) != HW_OK)
+		fail_msg("alloc: %s", why);
+	req.version = 4;
+	req.client_id = "c1";
+	req.listener = "mqtt";
+	assert_int_equal(brk_auth_connect(a, &req, on_connect, &tcp), HW_OK);
+	req.listener = "ws";
+	assert_int_equal(brk_auth_connect(a, &req, on_connect, &ws), HW_OK);
+	assert_false(tcp.allowed);
+	assert_int_equal(tcp.code, 0x05);
+	assert_true(ws.allowed);
+	assert_string_equal(ws.method, "anonymous");
+	brk_identity_unref(ws.id);
+	brk_auth_free(a);
+
+	cfg_set(&cfg, "auth.listener_chains={\"ws\":[\"anonymous\"],\"wss\":[\"ldap\"]}");
+	assert_int_equal(brk_auth_validate(&cfg, &why), HW_ECONFIG);
+	assert_non_null(strstr(why, "auth.listener_chains.wss: unknown method \"ldap\""));
+	free(why);
+	hw_config_fini(&cfg);
+}
+
 static void test_empty_chain(void **state)
 {
 	hw_config cfg;
@@ -476,6 +511,7 @@ int main(void)
 		cmocka_unit_test(test_jwt_malformed_and_missing),
 		cmocka_unit_test(test_jwt_config_errors),
 		cmocka_unit_test(test_password_file),
+		cmocka_unit_test(test_listener_chains),
 		cmocka_unit_test(test_empty_chain),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

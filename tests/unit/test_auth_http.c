@@ -521,22 +521,54 @@ static void test_http_delegated_acl(void **state)
 	fx_free(f);
 }
 
+static void srv_wait_slow(srv *s, int n)
+{
+	struct timespec ts;
+
+	deadline_in(&ts, 5000);
+	pthread_mutex_lock(&s->mu);
+	while (s->slow_waiting < n && pthread_cond_timedwait(&s->cv, &s->mu, &ts) != ETIMEDOUT)
+		;
+	assert_int_equal(s->slow_waiting, n);
+	pthread_mutex_unlock(&s->mu);
+}
+
+// A CONNECT waiting for its callback finishes on the snapshot it started
+// with; CONNECTs started after the reload use the new settings.
+static void test_http_reload_in_flight(void **state)
+{
+	fixture *f = fx_new("/auth", 0,
+	    "auth.http.timeout_ms=400;auth.http.retries=0;auth.http.cache_ttl_ms=0");
+	outcome  before, after;
+	char    *why = NULL;
+
+	(void)state;
+	start_connect(f->a, "slow", "pw", &before);
+	srv_wait_slow(f->s, 1);
+	cfg_set(&f->cfg, "auth.http.on_error=allow");
+	assert_int_equal(brk_auth_reload(f->a, &f->cfg, &why), HW_OK);
+	start_connect(f->a, "slow", "pw", &after);
+	assert_true(outcome_wait(&before, 5000));
+	assert_true(outcome_wait(&after, 5000));
+	assert_false(before.allowed);          // old settings: on_error deny
+	assert_int_equal(before.status, HW_ETIMEDOUT);
+	assert_true(after.allowed);            // new settings: on_error allow
+	assert_string_equal(brk_identity_user(after.id), "slow");
+	outcome_fini(&before);
+	outcome_fini(&after);
+	fx_free(f);
+}
+
 // brk_auth_free completes work still waiting for its callback, once.
 static void test_http_free_completes_pending(void **state)
 {
-	fixture        *f = fx_new("/auth", 0, "auth.http.timeout_ms=60000");
-	outcome         o;
-	struct timespec ts;
+	fixture *f = fx_new("/auth", 0, "auth.http.timeout_ms=60000");
+	outcome  o;
 
 	(void)state;
 	start_connect(f->a, "slow", "pw", &o);
 	// Wait until the server holds the request, so it is really in flight.
-	deadline_in(&ts, 5000);
-	pthread_mutex_lock(&f->s->mu);
-	while (f->s->slow_waiting == 0 && pthread_cond_timedwait(&f->s->cv, &f->s->mu, &ts) != ETIMEDOUT)
-		;
-	assert_int_equal(f->s->slow_waiting, 1);
-	pthread_mutex_unlock(&f->s->mu);
+	srv_wait_slow(f->s, 1);
 	brk_auth_free(f->a);
 	f->a = NULL;
 	assert_true(outcome_done(&o));
@@ -555,6 +587,7 @@ int main(void)
 		cmocka_unit_test(test_http_service_down),
 		cmocka_unit_test(test_http_server_error_retried),
 		cmocka_unit_test(test_http_delegated_acl),
+		cmocka_unit_test(test_http_reload_in_flight),
 		cmocka_unit_test(test_http_free_completes_pending),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

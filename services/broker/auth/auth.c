@@ -75,6 +75,9 @@ static void snap_free(brk_auth_snap *s)
 		free(s->cbs[i].url);
 	}
 	free(s->cbs);
+	for (size_t i = 0; i < s->nlchains; i++)
+		free(s->lchains[i].listener);
+	free(s->lchains);
 	brk_acl_rules_fini(&s->rules);
 	free(s);
 }
@@ -196,6 +199,100 @@ out:
 	return rv;
 }
 
+// snap_method_init prepares what method k needs (once per snapshot).
+static hw_err snap_method_init(brk_auth_snap *s, const hw_config *cfg, int k, const char *key,
+    char **why)
+{
+	if (s->inited[k])
+		return HW_OK;
+	s->inited[k] = true;
+	if (k == BRK_M_JWT) {
+		hw_err rv = brk_jwt_cfg_init(&s->jwt, cfg, why);
+		s->has_jwt = rv == HW_OK;
+		return rv;
+	}
+	if (k == BRK_M_FILE) {
+		if (cfg->auth.file.path == NULL || cfg->auth.file.path[0] == '\0')
+			return auth_fail(why, "auth.file.path: required when file is in %s", key);
+		return brk_pwfile_load(cfg->auth.file.path, &s->pw, why);
+	}
+	if (k == BRK_M_HTTP) {
+		const char *u = cfg->auth.http.url;
+		if (u == NULL || (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0))
+			return auth_fail(why, "auth.http.url: an http(s):// URL is required when http is in %s",
+			    key);
+		if ((s->http.url = strdup(u)) == NULL || (s->http.name = strdup("connect")) == NULL)
+			return HW_ENOMEM;
+		s->http.timeout_ms = cfg->auth.http.timeout_ms;
+		s->http.retries = cfg->auth.http.retries;
+		s->http.cache_ttl_ms = cfg->auth.http.cache_ttl_ms;
+		s->http.on_error = auth_on_error(cfg->auth.http.on_error);
+	}
+	return HW_OK;
+}
+
+// snap_chain_add appends method m to chain (of *n) after checking it.
+static hw_err snap_chain_add(brk_auth_snap *s, const hw_config *cfg, const char *key,
+    const char *m, int *chain, size_t *n, char **why)
+{
+	int k = strcmp(m, "jwt") == 0 ? BRK_M_JWT : strcmp(m, "http") == 0 ? BRK_M_HTTP :
+	        strcmp(m, "file") == 0 ? BRK_M_FILE : strcmp(m, "anonymous") == 0 ? BRK_M_ANON : 0;
+
+	if (k == 0)
+		return auth_fail(why, "%s: unknown method \"%s\" (jwt, http, file, anonymous)", key, m);
+	for (size_t j = 0; j < *n; j++) {
+		if (chain[j] == k)
+			return auth_fail(why, "%s: \"%s\" listed twice", key, m);
+	}
+	chain[(*n)++] = k;
+	return snap_method_init(s, cfg, k, key, why);
+}
+
+// snap_listener_chains reads auth.listener_chains: {listener: [methods]}.
+static hw_err snap_listener_chains(brk_auth_snap *s, const hw_config *cfg, char **why)
+{
+	const char *text = cfg->auth.listener_chains;
+	brk_json   *j = NULL;
+	size_t      i = 0;
+	hw_err      rv = HW_OK;
+
+	if (text == NULL || text[0] == '\0')
+		return HW_OK;
+	if (brk_json_parse(text, strlen(text), &j) != HW_OK || j->type != BRK_JSON_OBJECT) {
+		rv = auth_fail(why, "auth.listener_chains: must be a mapping of listener -> [methods]");
+		goto out;
+	}
+	if (j->n > 0 && (s->lchains = calloc(j->n, sizeof(*s->lchains))) == NULL) {
+		rv = HW_ENOMEM;
+		goto out;
+	}
+	for (const brk_json *l = j->child; l != NULL; l = l->next, i++) {
+		brk_auth_chain *c = &s->lchains[i];
+		char            key[128];
+		s->nlchains = i + 1;
+		snprintf(key, sizeof(key), "auth.listener_chains.%.80s", l->key);
+		if ((c->listener = strdup(l->key)) == NULL) {
+			rv = HW_ENOMEM;
+			goto out;
+		}
+		if (l->type != BRK_JSON_ARRAY) {
+			rv = auth_fail(why, "%s: must be a list of methods", key);
+			goto out;
+		}
+		for (const brk_json *m = l->child; m != NULL; m = m->next) {
+			if (m->type != BRK_JSON_STRING) {
+				rv = auth_fail(why, "%s: methods are strings", key);
+				goto out;
+			}
+			if ((rv = snap_chain_add(s, cfg, key, m->str, c->m, &c->n, why)) != HW_OK)
+				goto out;
+		}
+	}
+out:
+	brk_json_free(j);
+	return rv;
+}
+
 static hw_err snap_build(const hw_config *cfg, brk_auth_snap **out, char **why)
 {
 	brk_auth_snap *s = calloc(1, sizeof(*s));
@@ -210,47 +307,12 @@ static hw_err snap_build(const hw_config *cfg, brk_auth_snap **out, char **why)
 	s->open_allow = cfg->broker.allow_anonymous;
 	s->default_allow = cfg->auth.acl_default == NULL || strcmp(cfg->auth.acl_default, "deny") != 0;
 	for (size_t i = 0; cfg->auth.chain != NULL && cfg->auth.chain[i] != NULL; i++) {
-		const char *m = cfg->auth.chain[i];
-		int         k = strcmp(m, "jwt") == 0 ? BRK_M_JWT : strcmp(m, "http") == 0 ? BRK_M_HTTP :
-		        strcmp(m, "file") == 0 ? BRK_M_FILE : strcmp(m, "anonymous") == 0 ? BRK_M_ANON : 0;
-		if (k == 0) {
-			rv = auth_fail(why, "auth.chain: unknown method \"%s\" (jwt, http, file, anonymous)", m);
+		if ((rv = snap_chain_add(s, cfg, "auth.chain", cfg->auth.chain[i], s->chain,
+		         &s->nchain, why)) != HW_OK)
 			goto fail;
-		}
-		for (size_t j = 0; j < s->nchain; j++) {
-			if (s->chain[j] == k) {
-				rv = auth_fail(why, "auth.chain: \"%s\" listed twice", m);
-				goto fail;
-			}
-		}
-		s->chain[s->nchain++] = k;
-		if (k == BRK_M_JWT) {
-			if ((rv = brk_jwt_cfg_init(&s->jwt, cfg, why)) != HW_OK)
-				goto fail;
-			s->has_jwt = true;
-		} else if (k == BRK_M_FILE) {
-			if (cfg->auth.file.path == NULL || cfg->auth.file.path[0] == '\0') {
-				rv = auth_fail(why, "auth.file.path: required when file is in auth.chain");
-				goto fail;
-			}
-			if ((rv = brk_pwfile_load(cfg->auth.file.path, &s->pw, why)) != HW_OK)
-				goto fail;
-		} else if (k == BRK_M_HTTP) {
-			const char *u = cfg->auth.http.url;
-			if (u == NULL || (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0)) {
-				rv = auth_fail(why, "auth.http.url: an http(s):// URL is required when http is in auth.chain");
-				goto fail;
-			}
-			if ((s->http.url = strdup(u)) == NULL || (s->http.name = strdup("connect")) == NULL) {
-				rv = HW_ENOMEM;
-				goto fail;
-			}
-			s->http.timeout_ms = cfg->auth.http.timeout_ms;
-			s->http.retries = cfg->auth.http.retries;
-			s->http.cache_ttl_ms = cfg->auth.http.cache_ttl_ms;
-			s->http.on_error = auth_on_error(cfg->auth.http.on_error);
-		}
 	}
+	if ((rv = snap_listener_chains(s, cfg, why)) != HW_OK)
+		goto fail;
 	if ((rv = snap_callbacks(s, cfg->auth.callbacks, why)) != HW_OK)
 		goto fail;
 	if (cfg->auth.rules != NULL && cfg->auth.rules[0] != '\0') {
@@ -465,6 +527,8 @@ typedef struct conn_job {
 	void               *arg;
 	uint8_t             key[BRK_CACHE_KEY];
 	bool                nocache;
+	const int          *chain;      // into snap: the listener's or the global chain
+	size_t              nchain;
 } conn_job;
 
 static char *auth_dup_bytes(hw_bytes b)
@@ -707,8 +771,8 @@ static void job_run(conn_job *j)
 {
 	brk_auth_snap *s = j->snap;
 
-	for (; j->step < s->nchain; j->step++) {
-		switch (s->chain[j->step]) {
+	for (; j->step < j->nchain; j->step++) {
+		switch (j->chain[j->step]) {
 		case BRK_M_JWT: {
 			const char *tok = s->jwt.in_username ? j->username : j->password;
 			size_t      tl = tok == NULL ? 0 : s->jwt.in_username ? strlen(tok) : j->password_len;
@@ -785,12 +849,20 @@ hw_err brk_auth_connect(brk_auth *a, const brk_auth_connect_req *req,
 		job_finish(j, NULL, "", DENY_BAD_METHOD, HW_EUNSUPPORTED, "authentication method not supported");
 		return HW_OK;
 	}
-	if (j->snap->nchain == 0) {
+	j->chain = j->snap->chain;
+	j->nchain = j->snap->nchain;
+	for (size_t i = 0; i < j->snap->nlchains && j->listener != NULL; i++) {
+		if (strcmp(j->snap->lchains[i].listener, j->listener) == 0) {
+			j->chain = j->snap->lchains[i].m;
+			j->nchain = j->snap->lchains[i].n;
+		}
+	}
+	if (j->nchain == 0) {
 		if (j->snap->open_allow)
 			job_allow(j, "open", j->username, NULL, NULL);
 		else
 			job_finish(j, NULL, "", DENY_NOT_AUTHORIZED, HW_EDENIED,
-			    "no auth.chain and broker.allow_anonymous is false");
+			    "empty auth chain and broker.allow_anonymous is false");
 		return HW_OK;
 	}
 	job_run(j);

@@ -110,10 +110,20 @@ typedef struct brk_auth_cb {
 	int      on_error;
 } brk_auth_cb;
 
+// A chain of methods for one listener (auth.listener_chains).
+typedef struct brk_auth_chain {
+	char  *listener;
+	int    m[8];
+	size_t n;
+} brk_auth_chain;
+
 typedef struct brk_auth_snap {
-	atomic_int    refs;
-	int           chain[8];
-	size_t        nchain;
+	atomic_int      refs;
+	int             chain[8];      // auth.chain
+	size_t          nchain;
+	brk_auth_chain *lchains;       // auth.listener_chains
+	size_t          nlchains;
+	bool            inited[8];     // per BRK_M_*: settings loaded
 	bool          open_allow;    // empty chain: accept everyone?
 	bool          default_allow;
 	brk_jwt_cfg   jwt;
