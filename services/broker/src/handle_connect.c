@@ -165,7 +165,13 @@ static hw_err brk_connect_attach(brk_ctx *c, brk_session *s, const hw_mqtt_conne
 	brk_worker *w = c->w;
 	const hw_config *cfg = w->srv->cfg;
 	uint8_t key[12];
+	hw_err err;
 
+	// The session record is durable before the CONNACK says so.
+	err = BRK_STORE(w, session_put, &(brk_store_session){ .client_id = brk_cid(s),
+		.expiry = expiry, .clean = cn->clean_start });
+	if (err != HW_OK)
+		return err;
 	s->connected = true;
 	s->edge = c->edge;
 	s->conn = c->cp->conn;
@@ -189,8 +195,7 @@ static hw_err brk_connect_attach(brk_ctx *c, brk_session *s, const hw_mqtt_conne
 	}
 	hw_gauge_add(w->srv->st.connections, 1);
 	brk_offline_update(w, s);
-	return BRK_STORE(w, session_put, &(brk_store_session){ .client_id = brk_cid(s),
-		.expiry = s->expiry, .clean = cn->clean_start });
+	return HW_OK;
 }
 
 static hw_bytes brk_connect_client_id(brk_ctx *c, const hw_mqtt_connect *cn, char *gen,
