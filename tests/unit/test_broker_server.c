@@ -728,6 +728,33 @@ static void test_session_expiry_publishes_delayed_will(void **state)
 	harness_stop(h);
 }
 
+static uint8_t refused_with(harness *h, uint64_t conn, uint8_t version)
+{
+	size_t ef = 0;
+	rec r = wait_rec(&h->edge, &ef, REC_CLOSE, conn);
+	hw_mqtt_packet p = decode(&r, version);
+
+	assert_int_equal(p.type, HW_MQTT_CONNACK);
+	return p.u.connack.reason;
+}
+
+static void test_connect_refusals(void **state)
+{
+	const char *extra[] = { "broker.allow_anonymous=false", NULL };
+	harness *h = harness_start(extra);
+
+	(void)state;
+	// 3.1.1: an empty client id needs clean session 1.
+	connect_as(h, 1, "", HW_MQTT_V311, &(conn_opts){ .clean = false });
+	assert_int_equal(refused_with(h, 1, HW_MQTT_V311), HW_RC311_ID_REJECTED);
+	// No user name while anonymous clients are not allowed.
+	connect_as(h, 2, "anon", HW_MQTT_V311, &(conn_opts){ .clean = true });
+	assert_int_equal(refused_with(h, 2, HW_MQTT_V311), HW_RC311_NOT_AUTHORIZED);
+	connect_as(h, 3, "anon5", HW_MQTT_V5, &(conn_opts){ .clean = true });
+	assert_int_equal(refused_with(h, 3, HW_MQTT_V5), HW_RC_NOT_AUTHORIZED);
+	harness_stop(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -741,6 +768,7 @@ int main(void)
 		cmocka_unit_test(test_retained_and_window),
 		cmocka_unit_test(test_qos0_fanout_droppable_per_version),
 		cmocka_unit_test(test_session_expiry_publishes_delayed_will),
+		cmocka_unit_test(test_connect_refusals),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
