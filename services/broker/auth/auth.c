@@ -748,7 +748,7 @@ static void job_http(conn_job *j)
 		// A password may hold NUL bytes; the key then covers the part
 		// before the first NUL only, so such passwords skip the cache.
 		bool cacheable = j->password == NULL || strlen(j->password) == j->password_len;
-		brk_cache_key(j->key, parts, sizeof(parts) / sizeof(parts[0]));
+		brk_cache_key(j->a->cache, j->key, parts, sizeof(parts) / sizeof(parts[0]));
 		if (cacheable && brk_cache_get(j->a->cache, j->key, hw_clock_mono_ms(), &cached)) {
 			hw_counter_inc(j->a->cache_hits);
 			if (job_http_answer(j, (const char *)cached.ptr, cached.len)) {
@@ -939,7 +939,7 @@ static brk_acl_result acl_delegate(brk_auth *a, const brk_auth_cb *cb, const brk
 	parts[2] = id != NULL ? id->client_id : NULL;
 	parts[3] = act;
 	parts[4] = t;
-	brk_cache_key(key, parts, 5);
+	brk_cache_key(a->cache, key, parts, 5);
 	if (cb->cache_ttl_ms > 0 && brk_cache_get(a->cache, key, hw_clock_mono_ms(), &v)) {
 		hw_counter_inc(a->cache_hits);
 		if (v.len == 1 && v.ptr[0] == '1')

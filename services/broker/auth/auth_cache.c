@@ -33,6 +33,7 @@ typedef struct cache_stripe {
 } cache_stripe;
 
 struct brk_cache {
+	EVP_MD      *sha256;       // fetched once: an implicit fetch per digest is slow
 	size_t       max_per_stripe;
 	cache_stripe s[CACHE_STRIPES];
 };
@@ -43,6 +44,10 @@ hw_err brk_cache_alloc(brk_cache **out, size_t max_entries)
 
 	if (c == NULL)
 		return HW_ENOMEM;
+	if ((c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL) {
+		free(c);
+		return HW_EINTERNAL;
+	}
 	c->max_per_stripe = max_entries / CACHE_STRIPES + 1;
 	for (size_t i = 0; i < CACHE_STRIPES; i++)
 		pthread_mutex_init(&c->s[i].mu, NULL);
@@ -75,16 +80,17 @@ void brk_cache_free(brk_cache *c)
 		cache_stripe_clear(&c->s[i], 0, true);
 		pthread_mutex_destroy(&c->s[i].mu);
 	}
+	EVP_MD_free(c->sha256);
 	free(c);
 }
 
-void brk_cache_key(uint8_t key[BRK_CACHE_KEY], const char *const *parts, size_t n)
+void brk_cache_key(brk_cache *c, uint8_t key[BRK_CACHE_KEY], const char *const *parts, size_t n)
 {
 	EVP_MD_CTX  *ctx = EVP_MD_CTX_new();
 	unsigned int len = 0;
 
 	memset(key, 0, BRK_CACHE_KEY);
-	if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+	if (ctx == NULL || EVP_DigestInit_ex(ctx, c->sha256, NULL) != 1)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		const char *p = parts[i] != NULL ? parts[i] : "";

@@ -27,7 +27,7 @@ typedef struct brk_cache brk_cache;
 hw_err brk_cache_alloc(brk_cache **out, size_t max_entries);
 void brk_cache_free(brk_cache *c);
 // brk_cache_key hashes the n NUL-terminated parts (NULL parts hash as "").
-void brk_cache_key(uint8_t key[BRK_CACHE_KEY], const char *const *parts, size_t n);
+void brk_cache_key(brk_cache *c, uint8_t key[BRK_CACHE_KEY], const char *const *parts, size_t n);
 // brk_cache_get copies the value under key into *val (when val is not NULL;
 // appended) if present and not expired at now_ms.
 bool brk_cache_get(brk_cache *c, const uint8_t key[BRK_CACHE_KEY], uint64_t now_ms, hw_buf *val);
