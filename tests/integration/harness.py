@@ -234,7 +234,8 @@ def slot_owner(slot, members):
 class Deployment:
     name = "?"
 
-    def __init__(self):
+    def __init__(self, extra=None):
+        self.extra = list(extra or [])  # more --set flags for every process
         self.procs = []
         self.edges = []
         self.brokers = []  # broker member URLs (split only)
@@ -307,7 +308,7 @@ class AllInOne(Deployment):
     name = "allinone"
 
     def start(self):
-        p = self._spawn("hawser", [binary("hawser")] + _common_sets("allinone") + _edge_sets())
+        p = self._spawn("hawser", [binary("hawser")] + _common_sets("allinone") + _edge_sets() + self.extra)
         self.edges = [_read_edge(p)]
         return self
 
@@ -333,7 +334,7 @@ class Split(Deployment):
         eps = []
         for i, port in enumerate((e1, e2)):
             eps.append(self._spawn(f"edge-{i + 1}", [binary("hawser-edge")] + _common_sets(f"edge-{i + 1}") + _edge_sets() + [
-                "--set", f"edge.listen=tcp://127.0.0.1:{port}", "--set", f"edge.brokers={brokers}"]))
+                "--set", f"edge.listen=tcp://127.0.0.1:{port}", "--set", f"edge.brokers={brokers}"] + self.extra))
         self.tier_http = {}
         for proc, listen, ready in [(rp, "RTR-LISTEN", "RTR-READY")] + [(bp, "BRK-LISTEN", "BRK-READY") for bp in bps]:
             idx, _, _ = proc.wait_id(ready)
@@ -351,9 +352,9 @@ class Mosquitto(Deployment):
     """Development reference only (HAWSER_TEST_TARGET=mosquitto): one
     mosquitto with one TCP + one WebSocket listener per simulated edge."""
 
-    def __init__(self, name, n_edges):
+    def __init__(self, name, n_edges, extra=None):
         self.name = name
-        super().__init__()
+        super().__init__(extra)
         self.n_edges = n_edges
 
     def start(self):

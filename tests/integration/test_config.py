@@ -127,3 +127,13 @@ def test_listen_conflict_fails_startup():
                                        "--set", "edge.http_listen=127.0.0.1:0"], timeout=20)
     assert r.returncode != 0
     assert str(port) in r.stderr
+
+
+def test_allinone_embedded_defaults():
+    # What scripts/run.sh serves: MQTT 1883, WebSocket 8083, HTTP 9100, and
+    # the tiers joined by inproc:// links.
+    r = harness.run_cli("hawser", ["--print-config"])
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for want in ("0.0.0.0:1883", "0.0.0.0:8083", "0.0.0.0:9100", "inproc://"):
+        assert want in out, f"{want} not in the all-in-one's effective config:\n{out}"
