@@ -378,7 +378,15 @@ hw_err brk_auth_alloc(brk_auth **out, const hw_config *cfg, hw_metrics *m, char 
 	            "Duration of HTTP auth/ACL callback attempts.", buckets,
 	            (int)(sizeof(buckets) / sizeof(buckets[0]))))) != HW_OK)
 		goto fail_cache;
-	pthread_rwlock_init(&a->lock, NULL);
+	{
+		// Workers hold the read side all the time under load; without
+		// writer preference a SIGHUP reload could wait indefinitely.
+		pthread_rwlockattr_t attr;
+		pthread_rwlockattr_init(&attr);
+		pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&a->lock, &attr);
+		pthread_rwlockattr_destroy(&attr);
+	}
 	*out = a;
 	return HW_OK;
 fail_cache:
