@@ -31,6 +31,8 @@ pkgs=(
 	libjwt-dev libcurl4-openssl-dev libssl-dev
 	mosquitto mosquitto-clients redis-server clang
 	python3 python3-venv
+	# scripts/kafka.sh (Kafka integration tests) runs Apache Kafka from Maven Central.
+	openjdk-17-jre-headless maven
 )
 # Node may come from elsewhere (nvm, nodesource); only install Debian's when
 # there is none on PATH.
