@@ -413,6 +413,16 @@ static void test_acl_rules_from_yaml(void **state)
 	hw_config_fini(&cfg);
 }
 
+static void test_acl_denied_codes(void **state)
+{
+	(void)state;
+	assert_int_equal(brk_auth_denied_code(4, BRK_ACL_SUBSCRIBE), 0x80);
+	assert_int_equal(brk_auth_denied_code(3, BRK_ACL_SUBSCRIBE), 0x80);
+	assert_int_equal(brk_auth_denied_code(5, BRK_ACL_SUBSCRIBE), 0x87);
+	assert_int_equal(brk_auth_denied_code(5, BRK_ACL_PUBLISH), 0x87);
+	assert_int_equal(brk_auth_denied_code(4, BRK_ACL_PUBLISH), 0x00);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -423,6 +433,7 @@ int main(void)
 		cmocka_unit_test(test_acl_rule_errors),
 		cmocka_unit_test_setup_teardown(test_acl_reload, setup, teardown),
 		cmocka_unit_test(test_acl_rules_from_yaml),
+		cmocka_unit_test(test_acl_denied_codes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -387,6 +387,17 @@ hw_err brk_auth_alloc(brk_auth **out, const hw_config *cfg, hw_metrics *m, char 
 		pthread_rwlock_init(&a->lock, &attr);
 		pthread_rwlockattr_destroy(&attr);
 	}
+	{
+		char chain[64] = "";
+		for (size_t i = 0; i < a->snap->nchain; i++) {
+			static const char *const names[] = { "", "jwt", "http", "file", "anonymous" };
+			snprintf(chain + strlen(chain), sizeof(chain) - strlen(chain), "%s%s",
+			    i ? "," : "", names[a->snap->chain[i]]);
+		}
+		hw_log_info("BRK-AUTH", "auth chain=[%s] listener_chains=%zu rules=%zu callbacks=%zu acl_default=%s",
+		    chain, a->snap->nlchains, a->snap->rules.n, a->snap->ncb,
+		    a->snap->default_allow ? "allow" : "deny");
+	}
 	*out = a;
 	return HW_OK;
 fail_cache:
@@ -1067,4 +1078,11 @@ brk_acl_result brk_auth_check(brk_auth *a, const brk_identity *id, brk_acl_actio
 	}
 	snap_unref(s);
 	return r.verdict == BRK_ACL_PENDING ? r : acl_count(a, r);
+}
+
+uint8_t brk_auth_denied_code(uint8_t version, brk_acl_action action)
+{
+	if (version >= 5)
+		return 0x87;
+	return action == BRK_ACL_SUBSCRIBE ? 0x80 : 0x00;
 }

@@ -135,6 +135,12 @@ typedef void (*brk_acl_fn)(void *arg, brk_acl_result res);
 brk_acl_result brk_auth_check(brk_auth *a, const brk_identity *id, brk_acl_action action,
     hw_bytes topic, uint8_t qos, bool retain, brk_acl_fn fn, void *arg);
 
+// brk_auth_denied_code returns the code to answer a DENY with: SUBSCRIBE
+// 0x80 (3.1.1 SUBACK failure) or 0x87 (5.0 SUBACK Not authorized); PUBLISH
+// 0x87 for 5.0 (PUBACK / PUBREC), and 0x00 for 3.1.1, whose acks carry no
+// reason: acknowledge as usual and drop the message. Pure; any thread.
+uint8_t brk_auth_denied_code(uint8_t version, brk_acl_action action);
+
 // ---------------------------------------------------------------------------
 // Identities
 
