@@ -408,7 +408,7 @@ static void test_http_allow_deny_and_cache(void **state)
 
 static void test_http_timeout_does_not_block_others(void **state)
 {
-	fixture *f = fx_new("/auth", 0, "auth.http.timeout_ms=300;auth.http.retries=0;auth.http.cache_ttl_ms=0");
+	fixture *f = fx_new("/auth", 0, "auth.http.timeout_ms=1500;auth.http.retries=0;auth.http.cache_ttl_ms=0");
 	outcome  slow, fast;
 	hw_buf   text = { 0 };
 
