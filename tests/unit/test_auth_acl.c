@@ -287,6 +287,26 @@ static void test_acl_default_allow(void **state)
 	hw_config_fini(&cfg);
 }
 
+// An earlier allow rule with a lower max_qos that matches part of a
+// wildcard filter caps the QoS granted to the whole filter.
+static void test_acl_qos_cap_from_overlap(void **state)
+{
+	hw_config cfg;
+	brk_auth *a = NULL;
+	char     *why = NULL;
+
+	(void)state;
+	assert_int_equal(hw_config_init(&cfg), HW_OK);
+	cfg_set(&cfg, "auth.acl_default=deny");
+	cfg_set(&cfg, "auth.rules=[{\"topic\":\"a/slow\",\"max_qos\":0},{\"topic\":\"a/#\"}]");
+	assert_int_equal(brk_auth_alloc(&a, &cfg, NULL, &why), HW_OK);
+	assert_int_equal(brk_auth_check(a, NULL, S, hw_bytes_of_cstr("a/+"), 2, false, NULL, NULL).qos, 0);
+	assert_int_equal(brk_auth_check(a, NULL, S, hw_bytes_of_cstr("a/fast"), 2, false, NULL, NULL).qos, 2);
+	assert_int_equal(brk_auth_check(a, NULL, S, hw_bytes_of_cstr("a/slow"), 2, false, NULL, NULL).qos, 0);
+	brk_auth_free(a);
+	hw_config_fini(&cfg);
+}
+
 // Every bad rule is refused with its index and content in the message.
 static void test_acl_rule_errors(void **state)
 {
@@ -430,6 +450,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_acl_per_client_rules_first, setup, teardown),
 		cmocka_unit_test(test_acl_containment),
 		cmocka_unit_test(test_acl_default_allow),
+		cmocka_unit_test(test_acl_qos_cap_from_overlap),
 		cmocka_unit_test(test_acl_rule_errors),
 		cmocka_unit_test_setup_teardown(test_acl_reload, setup, teardown),
 		cmocka_unit_test(test_acl_rules_from_yaml),

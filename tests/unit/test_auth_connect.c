@@ -387,6 +387,12 @@ static void test_jwt_config_errors(void **state)
 	assert_int_equal(brk_auth_validate(&cfg, &why), HW_ECONFIG);
 	assert_non_null(strstr(why, "not a PEM public key"));
 	free(why);
+	cfg_set(&cfg, "auth.chain=anonymous");
+	cfg_set(&cfg, "broker.allow_anonymous=false");
+	assert_int_equal(brk_auth_validate(&cfg, &why), HW_ECONFIG);
+	assert_non_null(strstr(why, "auth.chain: lists anonymous but broker.allow_anonymous is false"));
+	free(why);
+	cfg_set(&cfg, "broker.allow_anonymous=true");
 	cfg_set(&cfg, "auth.chain=anonymous,kerberos");
 	assert_int_equal(brk_auth_validate(&cfg, &why), HW_ECONFIG);
 	assert_non_null(strstr(why, "auth.chain: unknown method \"kerberos\""));

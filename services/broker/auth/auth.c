@@ -244,6 +244,8 @@ static hw_err snap_chain_add(brk_auth_snap *s, const hw_config *cfg, const char 
 		if (chain[j] == k)
 			return auth_fail(why, "%s: \"%s\" listed twice", key, m);
 	}
+	if (k == BRK_M_ANON && !cfg->broker.allow_anonymous)
+		return auth_fail(why, "%s: lists anonymous but broker.allow_anonymous is false", key);
 	chain[(*n)++] = k;
 	return snap_method_init(s, cfg, k, key, why);
 }
@@ -1008,10 +1010,13 @@ out:
 	return r;
 }
 
-// acl_eval walks one rule list; returns true when a rule decided.
+// acl_eval walks one rule list; returns true when a rule decided. *cap is
+// the lowest max_qos of the allow rules met so far that match part of a
+// wildcard filter: those topics are granted no more than that.
 static bool acl_eval(brk_auth *a, const brk_auth_snap *s, const brk_acl_rules *rs,
     const brk_identity *id, const brk_acl_vars *vars, brk_acl_action action, hw_bytes f,
-    uint8_t qos, bool retain, brk_acl_fn fn, void *arg, brk_acl_result *out)
+    bool wild, uint8_t qos, bool retain, uint8_t *cap, brk_acl_fn fn, void *arg,
+    brk_acl_result *out)
 {
 	for (size_t i = 0; i < rs->n; i++) {
 		const brk_acl_rule *r = &rs->v[i];
@@ -1024,8 +1029,10 @@ static bool acl_eval(brk_auth *a, const brk_auth_snap *s, const brk_acl_rules *r
 				return true;
 			if (action == BRK_ACL_PUBLISH && (qos > r->max_qos || (retain && !r->retain)))
 				return true;
-			if (action == BRK_ACL_SUBSCRIBE && qos > r->max_qos)
-				qos = r->max_qos;
+			if (action == BRK_ACL_SUBSCRIBE) {
+				qos = qos > r->max_qos ? r->max_qos : qos;
+				qos = qos > *cap ? *cap : qos;
+			}
 			if (r->perm == BRK_ACL_PERM_ALLOW) {
 				out->verdict = BRK_ACL_ALLOW;
 				out->qos = qos;
@@ -1036,11 +1043,16 @@ static bool acl_eval(brk_auth *a, const brk_auth_snap *s, const brk_acl_rules *r
 				*out = acl_delegate(a, cb, id, action, f, qos, retain, fn, arg);
 			return true;
 		}
-		if (r->perm != BRK_ACL_PERM_ALLOW && brk_acl_overlaps(f, r, vars)) {
+		// Without wildcards, overlapping is containing: nothing to do.
+		if (!wild || !brk_acl_overlaps(f, r, vars))
+			continue;
+		if (r->perm != BRK_ACL_PERM_ALLOW) {
 			out->verdict = BRK_ACL_DENY;
 			out->qos = 0;
 			return true;
 		}
+		if (r->max_qos < *cap)
+			*cap = r->max_qos;
 	}
 	return false;
 }
@@ -1052,6 +1064,8 @@ brk_acl_result brk_auth_check(brk_auth *a, const brk_identity *id, brk_acl_actio
 	brk_auth_snap *s;
 	brk_acl_vars   vars = { 0 };
 	hw_bytes       group, inner;
+	bool           wild;
+	uint8_t        cap = 2;
 
 	if (qos > 2 || topic.ptr == NULL || topic.len == 0)
 		return acl_count(a, r);
@@ -1069,12 +1083,14 @@ brk_acl_result brk_auth_check(brk_auth *a, const brk_identity *id, brk_acl_actio
 		vars.attr_values = (const char *const *)id->attr_values;
 		vars.n_attrs = id->n_attrs;
 	}
+	wild = action == BRK_ACL_SUBSCRIBE && hw_topic_filter_has_wildcard(topic);
 	s = snap_get(a);
-	if (!(id != NULL && acl_eval(a, s, &id->rules, id, &vars, action, topic, qos, retain, fn,
-	                       arg, &r)) &&
-	    !acl_eval(a, s, &s->rules, id, &vars, action, topic, qos, retain, fn, arg, &r)) {
+	if (!(id != NULL && acl_eval(a, s, &id->rules, id, &vars, action, topic, wild, qos, retain,
+	                       &cap, fn, arg, &r)) &&
+	    !acl_eval(a, s, &s->rules, id, &vars, action, topic, wild, qos, retain, &cap, fn, arg,
+	        &r)) {
 		r.verdict = s->default_allow ? BRK_ACL_ALLOW : BRK_ACL_DENY;
-		r.qos = s->default_allow ? qos : 0;
+		r.qos = s->default_allow ? (qos > cap ? cap : qos) : 0;
 	}
 	snap_unref(s);
 	return r.verdict == BRK_ACL_PENDING ? r : acl_count(a, r);
