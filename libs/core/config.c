@@ -194,7 +194,7 @@ static const cfg_entry cfg_table[] = {
 	    "Extra librdkafka properties for producer and consumer (mapping name -> value), e.g. security settings."),
 
 	CFG_LIST("auth.chain", auth.chain, "", NO, false,
-	    "Authentication methods tried in order on CONNECT: jwt, http, file, anonymous; empty accepts every client when broker.allow_anonymous is true and none otherwise."),
+	    "Authentication methods tried in order on CONNECT: jwt, http, file, anonymous; empty verifies nothing (a user name is taken as is; without one, broker.allow_anonymous decides)."),
 	CFG_ENUM("auth.acl_default", auth.acl_default, "allow", cfg_auth_defaults,
 	    "Verdict of a SUBSCRIBE or PUBLISH that no ACL rule decides."),
 	CFG_JSON("auth.rules", auth.rules,

@@ -396,6 +396,9 @@ hw_err brk_auth_alloc(brk_auth **out, const hw_config *cfg, hw_metrics *m, char 
 			snprintf(chain + strlen(chain), sizeof(chain) - strlen(chain), "%s%s",
 			    i ? "," : "", names[a->snap->chain[i]]);
 		}
+		if (a->snap->nchain == 0)
+			hw_log_warn("BRK-AUTH-OPEN", "auth.chain is empty: CONNECT credentials are not "
+			    "verified (a user name is taken as is)");
 		hw_log_info("BRK-AUTH", "auth chain=[%s] listener_chains=%zu rules=%zu callbacks=%zu acl_default=%s",
 		    chain, a->snap->nlchains, a->snap->rules.n, a->snap->ncb,
 		    a->snap->default_allow ? "allow" : "deny");
@@ -879,11 +882,13 @@ hw_err brk_auth_connect(brk_auth *a, const brk_auth_connect_req *req,
 		}
 	}
 	if (j->nchain == 0) {
-		if (j->snap->open_allow)
+		// No authentication configured: the broker's historical rule.
+		// A user name is taken as is; without one, allow_anonymous decides.
+		if (j->snap->open_allow || j->username != NULL)
 			job_allow(j, "open", j->username, NULL, NULL);
 		else
 			job_finish(j, NULL, "", DENY_NOT_AUTHORIZED, HW_EDENIED,
-			    "empty auth chain and broker.allow_anonymous is false");
+			    "no user name, empty auth chain and broker.allow_anonymous is false");
 		return HW_OK;
 	}
 	job_run(j);
