@@ -119,6 +119,11 @@ static void *srv_conn_main(void *arg)
 	           strstr(end, "\"protocol\":5") != NULL) {
 		srv_reply(c->fd, 200, "{\"result\":\"allow\",\"user\":\"alice-id\","
 		    "\"attrs\":{\"room\":\"r9\"},\"acl\":[{\"topic\":\"room/%{room}/#\"}]}");
+	} else if (strstr(end, "\"username\":\"bin\"") != NULL) {
+		// A binary password arrives base64-encoded: "\xff\x00k" -> "/wBr".
+		srv_reply(c->fd, 200, strstr(end, "\"password\":null,") != NULL &&
+		                          strstr(end, "\"password_base64\":\"/wBr\"") != NULL ?
+		    "{\"result\":\"allow\"}" : "{\"result\":\"deny\"}");
 	} else if (strstr(end, "\"username\":\"broken\"") != NULL) {
 		srv_reply(c->fd, 500, "{}");
 	} else {
@@ -406,6 +411,26 @@ static void test_http_allow_deny_and_cache(void **state)
 	fx_free(f);
 }
 
+static void test_http_binary_password(void **state)
+{
+	fixture             *f = fx_new("/auth", 0, NULL);
+	brk_auth_connect_req req = { 0 };
+	outcome              o;
+
+	(void)state;
+	req.version = 4;
+	req.client_id = "c1";
+	req.username = hw_bytes_of_cstr("bin");
+	req.password = (hw_bytes){ (const uint8_t *)"\xff\x00k", 3 };
+	outcome_init(&o);
+	assert_int_equal(brk_auth_connect(f->a, &req, on_connect, &o), HW_OK);
+	assert_true(outcome_wait(&o, 5000));
+	assert_true(o.allowed);
+	assert_string_equal(brk_identity_user(o.id), "bin");
+	outcome_fini(&o);
+	fx_free(f);
+}
+
 static void test_http_timeout_does_not_block_others(void **state)
 {
 	fixture *f = fx_new("/auth", 0, "auth.http.timeout_ms=1500;auth.http.retries=0;auth.http.cache_ttl_ms=0");
@@ -583,6 +608,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_http_allow_deny_and_cache),
+		cmocka_unit_test(test_http_binary_password),
 		cmocka_unit_test(test_http_timeout_does_not_block_others),
 		cmocka_unit_test(test_http_service_down),
 		cmocka_unit_test(test_http_server_error_retried),

@@ -15,6 +15,7 @@
 
 #include <jwt.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -733,10 +734,13 @@ static void job_http_done(void *arg, hw_err err, long status, const char *body, 
 
 static hw_err job_http_body(const conn_job *j, hw_buf *b)
 {
+	// A binary password (MQTT allows any bytes) cannot be a JSON string:
+	// it goes as password_base64 instead, with password null.
+	bool   text = j->password == NULL || brk_json_utf8_valid(j->password, j->password_len);
 	struct { const char *k; const char *v; size_t n; } f[] = {
 		{ "clientid", j->client_id, strlen(j->client_id) },
 		{ "username", j->username, j->username != NULL ? strlen(j->username) : 0 },
-		{ "password", j->password, j->password_len },
+		{ "password", text ? j->password : NULL, j->password_len },
 		{ "peer", j->peer, j->peer != NULL ? strlen(j->peer) : 0 },
 		{ "listener", j->listener, j->listener != NULL ? strlen(j->listener) : 0 },
 	};
@@ -752,6 +756,18 @@ static hw_err job_http_body(const conn_job *j, hw_buf *b)
 			rv = hw_buf_append_u8(b, ':');
 		if (rv == HW_OK)
 			rv = f[i].v != NULL ? brk_json_put_str(b, f[i].v, f[i].n) : hw_buf_append(b, "null", 4);
+	}
+	if (rv == HW_OK && !text) {
+		size_t need = 4 * ((j->password_len + 2) / 3) + 1;
+		char  *b64 = malloc(need);
+		if (b64 == NULL)
+			return HW_ENOMEM;
+		EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)j->password,
+		    (int)j->password_len);
+		rv = hw_buf_append(b, ",\"password_base64\":", 19);
+		if (rv == HW_OK)
+			rv = brk_json_put_str(b, b64, strlen(b64));
+		free(b64);
 	}
 	snprintf(proto, sizeof(proto), ",\"protocol\":%u}", j->version);
 	if (rv == HW_OK)

@@ -74,6 +74,13 @@ static hw_err json_put_utf8(hw_buf *b, uint32_t cp)
 }
 
 // json_utf8_ok checks that s[0..n) is valid UTF-8 without NUL.
+static bool json_utf8_ok(const uint8_t *s, size_t n);
+
+bool brk_json_utf8_valid(const void *s, size_t n)
+{
+	return json_utf8_ok(s, n);
+}
+
 static bool json_utf8_ok(const uint8_t *s, size_t n)
 {
 	for (size_t i = 0; i < n;) {

@@ -56,6 +56,9 @@ const char *brk_json_str(const brk_json *j);
 // brk_json_put_str appends s as a JSON string literal (quoted, escaped).
 hw_err brk_json_put_str(hw_buf *out, const char *s, size_t len);
 
+// brk_json_utf8_valid reports whether s[0..n) is valid UTF-8 without NUL.
+bool brk_json_utf8_valid(const void *s, size_t n);
+
 // brk_json_dump appends j as compact JSON text.
 hw_err brk_json_dump(const brk_json *j, hw_buf *out);
 
