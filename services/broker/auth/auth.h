@@ -17,8 +17,9 @@
 // thread (libcurl multi), on which slow work completes. A completion
 // callback (brk_auth_connect_fn, brk_acl_fn) runs EITHER inline, before the
 // call that started it returns (JWT, password file, anonymous, cache hits),
-// OR later on the HTTP thread. A callback must not block: the broker posts
-// the result to the session's worker and returns. Every started operation
+// OR on the HTTP thread, possibly while the starting call is still
+// returning. A callback must not block and must not call brk_auth_free: the
+// broker posts the result to the session's worker and returns. Every started operation
 // calls its callback exactly once, also at brk_auth_free (then with a deny).
 //
 // Reload. The rules, keys, password file and callback settings form an
@@ -128,9 +129,11 @@ typedef void (*brk_acl_fn)(void *arg, brk_acl_result res);
 // retain: PUBLISH with RETAIN. id may be NULL (anonymous, no %u).
 //
 // Returns ALLOW or DENY at once (fn is not called), or PENDING when a
-// delegated rule needs its callback: fn will then be called exactly once on
-// the HTTP thread (or inline before return on a race with the cache). With
-// fn NULL a check that would be PENDING is DENY. The topic is copied.
+// delegated rule needs its callback: fn is then called exactly once on the
+// HTTP thread - possibly before brk_auth_check has returned, so post the
+// result to the session's worker rather than touching session state in fn.
+// With fn NULL a check that would be PENDING is DENY. The topic is copied;
+// id may be released as soon as this returns.
 // Counts hawser_broker_acl_checks_total{result}. Any thread.
 brk_acl_result brk_auth_check(brk_auth *a, const brk_identity *id, brk_acl_action action,
     hw_bytes topic, uint8_t qos, bool retain, brk_acl_fn fn, void *arg);
