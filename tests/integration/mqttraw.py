@@ -256,10 +256,16 @@ class Closed(Exception):
 class RawClient:
     """One MQTT connection over TCP or WebSocket (subprotocol mqtt, path /mqtt)."""
 
-    def __init__(self, endpoint, version=4, timeout=5.0):
+    def __init__(self, endpoint, version=4, timeout=5.0, rcvbuf=None):
         self.version = version
         self.ep = endpoint
-        self.sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
+        if rcvbuf is None:
+            self.sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
+        else:  # a small receive buffer must be set before connect()
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((endpoint.host, endpoint.port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.raw = bytearray()     # undecoded transport bytes (ws frames)
         self.stream = bytearray()  # MQTT byte stream
