@@ -17,6 +17,7 @@ Test modules import the fixtures by name:
 
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -184,6 +185,75 @@ def consume_all(bootstrap, topic, pred, settle_count, timeout=30.0):
     return out
 
 
+def _kafka_config(bootstrap, pipelines, direct, message_timeout_ms, group, properties):
+    import json
+    lines = ["router:", "  mode: kafka", f"  direct: {'true' if direct else 'false'}",
+             "  kafka:", f"    brokers: \"{bootstrap}\"",
+             f"    group: \"{group}\"",
+             f"    message_timeout_ms: {message_timeout_ms}"]
+    if properties:
+        lines.append("    properties: " + json.dumps(properties))
+    lines.append("  pipelines:")
+    for p in pipelines:
+        lines.append("    - " + json.dumps(p))
+    return "\n".join(lines) + "\n"
+
+
+class KafkaSplit(harness.Deployment):
+    """The split tiers pointed at Kafka: n_routers routers (one consumer
+    group), 2 brokers, 2 edges. Every router has the same pipelines; each
+    broker sends a publisher's messages to router[slot % n_routers]."""
+    name = "kafka-split"
+
+    def __init__(self, bootstrap, pipelines, n_routers=1, direct=True, message_timeout_ms=60000,
+                 group=None, properties=None, broker_sets=()):
+        super().__init__()
+        self.config = _kafka_config(bootstrap, pipelines, direct, message_timeout_ms,
+                                    group or unique("hawser-it"), properties)
+        self.n_routers = n_routers
+        self.broker_sets = list(broker_sets)
+        self.routers = []  # Procs
+
+    def start(self):
+        conf = os.path.join(self.tmp, "hawser.yaml")
+        with open(conf, "w") as f:
+            f.write(self.config)
+        ports = harness.free_ports(self.n_routers + 4)
+        rurls = [f"tcp://127.0.0.1:{p}" for p in ports[:self.n_routers]]
+        self.brokers = [f"tcp://127.0.0.1:{p}" for p in ports[self.n_routers:self.n_routers + 2]]
+        brokers = ",".join(self.brokers)
+        for i, url in enumerate(rurls):
+            self.routers.append(self._spawn(f"router-{i + 1}", [
+                harness.binary("hawser-router"), "--config", conf]
+                + harness._common_sets(f"router-{i + 1}") + [
+                "--set", f"router.listen={url}", "--set", f"router.brokers={brokers}",
+                "--set", "router.http_listen=127.0.0.1:0"]))
+        bps = []
+        for i, url in enumerate(self.brokers):
+            sets = []
+            for kv in self.broker_sets:
+                sets += ["--set", kv]
+            bps.append(self._spawn(f"broker-{i + 1}", [harness.binary("hawser-broker")]
+                                   + harness._common_sets(f"broker-{i + 1}") + [
+                "--set", f"broker.listen={url}", "--set", f"broker.routers={','.join(rurls)}",
+                "--set", "broker.http_listen=127.0.0.1:0"] + sets))
+        eps = []
+        for i, port in enumerate(ports[-2:]):
+            eps.append(self._spawn(f"edge-{i + 1}", [harness.binary("hawser-edge")]
+                                   + harness._common_sets(f"edge-{i + 1}") + harness._edge_sets() + [
+                "--set", f"edge.listen=tcp://127.0.0.1:{port}", "--set", f"edge.brokers={brokers}"]))
+        for proc in self.routers:
+            idx, _, _ = proc.wait_id("RTR-READY")
+            for line in proc.lines_with_id("RTR-LISTEN", upto=idx + 1):
+                m = re.search(r"http_port=(-?\d+)", line.get("msg", ""))
+                if m:
+                    self.tier_http[proc.name] = int(m.group(1))
+        for proc in bps:
+            proc.wait_id("BRK-READY")
+        self.edges = [harness._read_edge(ep) for ep in eps]
+        return self
+
+
 class KafkaAllInOne(harness.Deployment):
     """The all-in-one hawser pointed at Kafka with `pipelines` (a list of
     dicts as in router.pipelines)."""
@@ -199,15 +269,8 @@ class KafkaAllInOne(harness.Deployment):
         self.group = group or unique("hawser-it")
 
     def config_text(self):
-        import json
-        lines = ["router:", "  mode: kafka", f"  direct: {'true' if self.direct else 'false'}",
-                 "  kafka:", f"    brokers: \"{self.bootstrap}\"",
-                 f"    group: \"{self.group}\"",
-                 f"    message_timeout_ms: {self.message_timeout_ms}",
-                 "  pipelines:"]
-        for p in self.pipelines:
-            lines.append("    - " + json.dumps(p))
-        return "\n".join(lines) + "\n"
+        return _kafka_config(self.bootstrap, self.pipelines, self.direct,
+                             self.message_timeout_ms, self.group, None)
 
     def start(self):
         conf = os.path.join(self.tmp, "hawser.yaml")
@@ -219,13 +282,38 @@ class KafkaAllInOne(harness.Deployment):
         return self
 
 
-def wait_assigned(dep, topics, timeout=30.0):
-    """Waits until the router logged RTR-ASSIGN for a partition of every
-    topic in `topics` (its consumer joined the group)."""
-    proc = dep.procs[0]
+def wait_assigned(dep, topics, timeout=30.0, procs=None):
+    """Waits until the routers (`procs`, default: the deployment's first
+    process) logged RTR-ASSIGN for at least one partition of every topic in
+    `topics`, between them (their consumers joined the group)."""
+    procs = procs or [dep.procs[0]]
     want = set(topics)
-    proc.wait_line(lambda t, p: p is not None and p.get("id") == "RTR-ASSIGN" and
-                   any(p.get("msg", "").startswith(f"consuming {w}[") for w in want) and
-                   all(any(q.get("msg", "").startswith(f"consuming {w}[")
-                           for q in proc.lines_with_id("RTR-ASSIGN")) for w in want),
-                   timeout, f"RTR-ASSIGN for {sorted(want)}")
+
+    def seen():
+        have = set()
+        for proc in procs:
+            for q in proc.lines_with_id("RTR-ASSIGN"):
+                msg = q.get("msg", "")
+                for w in want:
+                    if msg.startswith(f"consuming {w}["):
+                        have.add(w)
+        return have
+
+    # Each router's lines are waited on in turn (a condition variable per
+    # process, so slices of at most 0.5 s) until the union covers `want`.
+    deadline = time.monotonic() + timeout
+    while True:
+        for proc in procs:
+            if seen() >= want:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise harness.StartupError(
+                    f"no RTR-ASSIGN for {sorted(want - seen())} within {timeout:.0f} s\n"
+                    + "\n".join(p.tail() for p in procs))
+            try:
+                proc.wait_line(lambda t, p: seen() >= want, min(0.5, left), "RTR-ASSIGN")
+                return
+            except harness.StartupError:
+                if not proc.alive():
+                    raise

@@ -19,8 +19,8 @@ import pytest
 
 import clients
 import harness
-from kafka import (KafkaAllInOne, consume, create_topics, kafka, pb, produce,  # noqa: F401
-                   unique, wait_assigned)
+from kafka import (KafkaAllInOne, KafkaSplit, consume, create_topics, kafka, pb,  # noqa: F401
+                   produce, unique, wait_assigned)
 
 T = 30.0  # deadline for anything that crosses Kafka
 
@@ -32,8 +32,8 @@ def topics(kafka):
     return t
 
 
-@pytest.fixture(scope="module")
-def dep(kafka, topics):
+@pytest.fixture(scope="module", params=["allinone", "split"])
+def dep(kafka, topics, request):
     pipelines = [
         {"name": "telemetry", "filter": "kt/tele/#", "mode": "publish_only", "topic": topics["tele"]},
         {"name": "chat", "filter": "kt/chat/#", "mode": "publish_consume", "topic": topics["chat"]},
@@ -41,10 +41,15 @@ def dep(kafka, topics):
         {"name": "moderated", "filter": "kt/mod/#", "mode": "filtered", "topic": topics["raw"],
          "clean_topic": topics["clean"]},
     ]
-    d = KafkaAllInOne(kafka.bootstrap, pipelines, direct=False)
+    # Each deployment its own consumer group: both read every record.
+    if request.param == "allinone":
+        d = KafkaAllInOne(kafka.bootstrap, pipelines, direct=False)
+    else:
+        d = KafkaSplit(kafka.bootstrap, pipelines, direct=False)
     try:
         d.start()
-        wait_assigned(d, [topics["chat"], topics["note"], topics["clean"]], timeout=T)
+        wait_assigned(d, [topics["chat"], topics["note"], topics["clean"]], timeout=T,
+                      procs=getattr(d, "routers", None))
         yield d
     except BaseException:
         print(d.tails())
@@ -59,8 +64,10 @@ def dep(kafka, topics):
 def mk(dep, request):
     made = []
 
-    def make(**kw):
-        c = clients.Client(dep.endpoint(0, "tcp"), unique("kc"), **kw)
+    def make(edge=0, **kw):
+        # In the split deployment subscribers (edge=1) sit on the other edge
+        # and, by client id, usually on the other broker.
+        c = clients.Client(dep.endpoint(edge, "tcp"), unique("kc"), **kw)
         made.append(c)
         c.connect()
         return c
@@ -79,7 +86,7 @@ def puback_codes(c):
 
 
 def test_publish_only_record_in_kafka(dep, kafka, topics, pb, mk):
-    sub = mk()
+    sub = mk(edge=1)
     sub.subscribe("kt/tele/#", qos=1)
     pub = mk()
     codes = puback_codes(pub)
@@ -112,7 +119,7 @@ def test_publish_only_record_in_kafka(dep, kafka, topics, pb, mk):
 
 def test_consume_only_backend_to_subscribers_in_order(dep, kafka, topics, pb, mk):
     topic = f"kt/note/{unique('user')}"
-    subs = [mk(), mk()]
+    subs = [mk(edge=1), mk(edge=0)]
     for s in subs:
         s.subscribe(topic, qos=1)
     recs = []
@@ -134,7 +141,7 @@ def test_consume_only_backend_to_subscribers_in_order(dep, kafka, topics, pb, mk
 
 def test_consume_only_skips_malformed_record(dep, kafka, topics, pb, mk):
     topic = f"kt/note/{unique('bad')}"
-    s = mk()
+    s = mk(edge=1)
     s.subscribe(topic, qos=1)
     good = pb.DownstreamMessage(topic=topic, payload=b"after", qos=1).SerializeToString()
     wild = pb.DownstreamMessage(topic="kt/note/+", payload=b"wild", qos=1).SerializeToString()
@@ -148,7 +155,7 @@ def test_consume_only_skips_malformed_record(dep, kafka, topics, pb, mk):
 
 def test_publish_consume_client_to_client_in_order(dep, kafka, topics, pb, mk):
     topic = f"kt/chat/{unique('room')}"
-    sub = mk()
+    sub = mk(edge=1)
     sub.subscribe(topic, qos=1)
     pub = mk()
     for i in range(20):
@@ -168,7 +175,7 @@ def test_publish_consume_client_to_client_in_order(dep, kafka, topics, pb, mk):
 
 def test_filtered_with_external_filter(dep, kafka, topics, pb, mk):
     topic = f"kt/mod/{unique('live')}"
-    sub = mk()
+    sub = mk(edge=1)
     sub.subscribe(topic, qos=1)
     pub = mk()
     for text in (b"hello", b"badword here", b"bye"):
@@ -192,7 +199,7 @@ def test_filtered_with_external_filter(dep, kafka, topics, pb, mk):
 
 
 def test_unmatched_topic_refused_when_direct_is_off(dep, mk):
-    sub = mk()
+    sub = mk(edge=1)
     sub.subscribe("kt/other/#", qos=1)
     pub = mk()
     codes = puback_codes(pub)
@@ -205,6 +212,12 @@ def test_unmatched_topic_refused_when_direct_is_off(dep, mk):
 
 
 def harness_metrics(dep):
+    """The router's metrics: the all-in-one serves one registry from its
+    edge; a split router serves its own."""
     import urllib.request
-    with urllib.request.urlopen(dep.http_base(0) + "/metrics", timeout=5) as r:
+    if dep.tier_http:
+        base = f"http://127.0.0.1:{dep.tier_http['router-1']}"
+    else:
+        base = dep.http_base(0)
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
         return r.read().decode()
