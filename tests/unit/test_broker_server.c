@@ -27,6 +27,7 @@
 #include "link/link.h"
 #include "mqtt/codec.h"
 
+#include "../../services/broker/src/impl.h"
 #include "../../services/broker/src/server.h"
 
 #define WAIT_MS 5000
@@ -755,6 +756,44 @@ static void test_connect_refusals(void **state)
 	harness_stop(h);
 }
 
+// The interest summary decides which workers a router Publish wakes: it
+// must never say "no" for a topic one of the worker's filters matches.
+static void test_interest_summary(void **state)
+{
+	static const char *filters[] = { "a/+/c", "sport/tennis/player1/#", "x/y", "deep/1/2/3/4/5" };
+	static const char *hits[] = { "a/b/c", "a/q/c", "sport/tennis/player1",
+		"sport/tennis/player1/ranking/x", "x/y", "deep/1/2/3/4/5" };
+	brk_worker *w = calloc(1, sizeof(*w));
+	brk_subopts o = { .qos = 1 };
+	brk_session *s;
+	bool existed;
+
+	(void)state;
+	assert_non_null(w);
+	assert_int_equal(brk_worker_init(w, NULL, 0), HW_OK);
+	assert_int_equal(brk_session_alloc(&s, HW_BYTES_STR("x")), HW_OK);
+	assert_false(brk_worker_interested(w, HW_BYTES_STR("a/b/c")));
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(brk_worker_sub_add(w, hw_bytes_of_cstr(filters[i]), s, &o, &existed), HW_OK);
+	for (size_t i = 0; i < 6; i++)
+		assert_true(brk_worker_interested(w, hw_bytes_of_cstr(hits[i])));
+	assert_false(brk_worker_interested(w, HW_BYTES_STR("zzz/none")));
+	// Subscribing twice counts once; removing drops the interest.
+	assert_int_equal(brk_worker_sub_add(w, HW_BYTES_STR("x/y"), s, &o, &existed), HW_OK);
+	assert_true(existed);
+	for (size_t i = 0; i < 4; i++)
+		assert_true(brk_worker_sub_remove(w, hw_bytes_of_cstr(filters[i]), s));
+	for (size_t i = 0; i < 6; i++)
+		assert_false(brk_worker_interested(w, hw_bytes_of_cstr(hits[i])));
+	// A filter starting with a wildcard may match anything.
+	assert_int_equal(brk_worker_sub_add(w, HW_BYTES_STR("+/y"), s, &o, &existed), HW_OK);
+	assert_true(brk_worker_interested(w, HW_BYTES_STR("zzz/none")));
+	assert_true(brk_worker_sub_remove(w, HW_BYTES_STR("+/y"), s));
+	brk_worker_fini(w);
+	brk_session_free(s);
+	free(w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -769,6 +808,7 @@ int main(void)
 		cmocka_unit_test(test_qos0_fanout_droppable_per_version),
 		cmocka_unit_test(test_session_expiry_publishes_delayed_will),
 		cmocka_unit_test(test_connect_refusals),
+		cmocka_unit_test(test_interest_summary),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,7 +21,7 @@ static uint8_t brk_subscribe_one(brk_ctx *c, hw_bytes filter, const hw_mqtt_sub_
 		return HW_RC_SHARED_SUB_NOT_SUPPORTED;
 	if (brk_session_sub_put(s, filter, &so, existed) != HW_OK)
 		return HW_RC_UNSPECIFIED;
-	if (brk_subindex_add(c->w->subs, filter, s, &so, &ex2) != HW_OK) {
+	if (brk_worker_sub_add(c->w, filter, s, &so, &ex2) != HW_OK) {
 		if (!*existed)
 			brk_session_sub_del(s, filter);
 		return HW_RC_UNSPECIFIED;
@@ -133,7 +133,7 @@ void brk_handle_unsubscribe(brk_ctx *c)
 
 		if (had) {
 			(void)BRK_STORE(c->w, sub_del, brk_cid(c->s), f);
-			brk_subindex_remove(c->w->subs, f, c->s);
+			brk_worker_sub_remove(c->w, f, c->s);
 			hw_gauge_add(c->w->srv->st.subscriptions, -1);
 		}
 		rc[i++] = had ? HW_RC_SUCCESS : HW_RC_NO_SUBSCRIPTION_EXISTED;

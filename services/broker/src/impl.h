@@ -88,6 +88,17 @@ typedef struct brk_pending {
 	char     cid[];
 } brk_pending;
 
+// Interest summary of a worker's shard, read by the receive thread so a
+// router Publish only wakes the workers that may hold a matching
+// subscription. Each filter counts once in interest[k][hash of its first k
+// levels], k = its literal levels before the first wildcard (at most
+// BRK_INTEREST_LEVELS). A topic may match only if some k has a non-zero
+// counter for the hash of its own first k levels. False positives only
+// cost a wakeup; a subscription being added while a publish is dispatched
+// may miss that publish, like any subscription racing a publish.
+#define BRK_INTEREST_LEVELS 4
+#define BRK_INTEREST_SLOTS 1024
+
 typedef struct brk_worker {
 	struct brk_server *srv;
 	uint32_t          index;
@@ -113,6 +124,7 @@ typedef struct brk_worker {
 	uint64_t          match_epoch;
 	brk_session      *matched;
 	uint64_t          send_warned_ms;
+	atomic_uint       interest[BRK_INTEREST_LEVELS + 1][BRK_INTEREST_SLOTS];
 } brk_worker;
 
 struct brk_server {
@@ -148,6 +160,14 @@ void brk_worker_stop(brk_worker *w);
 // brk_worker_push appends a chain of work items (first..last), ownership
 // passing to the worker; any thread.
 void brk_worker_push(brk_worker *w, brk_work *first, brk_work *last);
+// brk_worker_sub_add / brk_worker_sub_remove change the worker's shard of
+// the subscription index and its interest summary (worker thread only).
+hw_err brk_worker_sub_add(brk_worker *w, hw_bytes filter, brk_session *s,
+    const brk_subopts *o, bool *existed);
+bool brk_worker_sub_remove(brk_worker *w, hw_bytes filter, brk_session *s);
+// brk_worker_interested tells whether w may hold a subscription matching
+// topic. Any thread.
+bool brk_worker_interested(brk_worker *w, hw_bytes topic);
 // brk_batch_unref drops a reference and frees the batch with the last.
 void brk_batch_unref(brk_batch *b);
 

@@ -3,8 +3,9 @@
 // Design notes:
 // - The NNG receive callback (one NNG thread) splits each Batch by worker:
 //   ConnPacket/ConnGone go to the worker of their slot (slot % nworkers),
-//   a router's Publish goes to every worker (each matches its own shard of
-//   the subscription index), an Ack goes to the worker named in its seq.
+//   a router's Publish goes to every worker whose interest summary says it
+//   may hold a match (each matches its own shard of the subscription
+//   index), an Ack goes to the worker named in its seq.
 //   Each worker gets its share as one chain pushed under its mutex once.
 // - A downstream Publish is copied once into a refcounted brk_msg shared
 //   by every worker; the retained set is updated here, once per broker.
@@ -84,6 +85,8 @@ static void brk_server_downstream(brk_server *s, brk_batch *bb, const brk_publis
     brk_chain *ch)
 {
 	brk_fanin *f = NULL;
+	bool want[s->nworkers];
+	uint32_t n = 0;
 	brk_msg *m;
 
 	if (brk_msg_from_pb(&m, p, hw_clock_mono_ms()) != HW_OK) {
@@ -94,18 +97,32 @@ static void brk_server_downstream(brk_server *s, brk_batch *bb, const brk_publis
 		(void)brk_retain_put(s->retain, m);
 		(void)s->store_ops->retain_put(s->store, m);
 	}
+	// Only workers that may hold a match take it; with none, worker 0 takes
+	// it anyway so that someone answers the router (0x10).
+	for (uint32_t i = 0; i < s->nworkers; i++)
+		want[i] = brk_worker_interested(&s->workers[i], m->topic);
+	for (uint32_t i = 0; i < s->nworkers; i++)
+		n += want[i];
+	if (n == 0) {
+		want[0] = true;
+		n = 1;
+	}
 	if (p->seq != 0) {
 		size_t ul = strlen(bb->b->reply_to);
 
 		f = calloc(1, sizeof(*f) + ul + 1);
 		if (f != NULL) {
-			atomic_init(&f->left, (int)s->nworkers);
+			atomic_init(&f->left, (int)n);
 			f->seq = p->seq;
 			memcpy(f->url, bb->b->reply_to, ul + 1);
 		}
 	}
 	for (uint32_t i = 0; i < s->nworkers; i++) {
-		brk_work *wk = brk_work_new(BRK_WORK_PUBLISH, NULL, NULL);
+		brk_work *wk;
+
+		if (!want[i])
+			continue;
+		wk = brk_work_new(BRK_WORK_PUBLISH, NULL, NULL);
 
 		if (wk == NULL) {
 			// Without this worker the countdown never ends: no Ack, the

@@ -70,7 +70,11 @@ static void brk_work_free(brk_work *wk)
 
 		brk_batch_unref(wk->batch);
 		brk_msg_unref(wk->msg);
-		if (wk->fanin != NULL && atomic_load(&wk->fanin->left) == -1)
+		// A processed item keeps its fanin only when it was the last taker
+		// (left == -1); an item dropped unprocessed at shutdown still counts
+		// down, and the last one frees it.
+		if (wk->fanin != NULL && (atomic_load(&wk->fanin->left) == -1 ||
+		    atomic_fetch_sub(&wk->fanin->left, 1) == 1))
 			free(wk->fanin);
 		free(wk);
 		wk = next;
@@ -116,6 +120,88 @@ void brk_worker_push(brk_worker *w, brk_work *first, brk_work *last)
 	w->tail = last;
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
+}
+
+// brk_interest_slot hashes the first k levels of s (all of s when it has
+// fewer); *levels_out tells how many levels s has up to k+1.
+static uint32_t brk_interest_slot(hw_bytes s, int k, int *levels)
+{
+	uint64_t h = 1469598103934665603ull ^ (uint64_t)k;
+	int lv = 1;
+
+	for (size_t i = 0; i < s.len; i++) {
+		if (s.ptr[i] == '/' && lv++ == k)
+			break;
+		h ^= s.ptr[i];
+		h *= 1099511628211ull;
+	}
+	if (levels != NULL)
+		*levels = lv;
+	return (uint32_t)(h % BRK_INTEREST_SLOTS);
+}
+
+// brk_interest_levels counts the literal levels of filter before its first
+// wildcard, capped at BRK_INTEREST_LEVELS.
+static int brk_interest_levels(hw_bytes f)
+{
+	int k = 0;
+	size_t start = 0;
+
+	for (size_t i = 0; i <= f.len && k < BRK_INTEREST_LEVELS; i++) {
+		if (i < f.len && f.ptr[i] != '/')
+			continue;
+		if (i - start == 1 && (f.ptr[start] == '+' || f.ptr[start] == '#'))
+			return k;
+		k++;
+		start = i + 1;
+	}
+	return k;
+}
+
+static void brk_interest_add(brk_worker *w, hw_bytes filter, int delta)
+{
+	int k = brk_interest_levels(filter);
+	uint32_t slot = k == 0 ? 0 : brk_interest_slot(filter, k, NULL);
+
+	if (delta > 0)
+		atomic_fetch_add_explicit(&w->interest[k][slot], 1, memory_order_relaxed);
+	else
+		atomic_fetch_sub_explicit(&w->interest[k][slot], 1, memory_order_relaxed);
+}
+
+bool brk_worker_interested(brk_worker *w, hw_bytes topic)
+{
+	if (atomic_load_explicit(&w->interest[0][0], memory_order_relaxed) != 0)
+		return true;
+	for (int k = 1; k <= BRK_INTEREST_LEVELS; k++) {
+		int levels;
+		uint32_t slot = brk_interest_slot(topic, k, &levels);
+
+		if (atomic_load_explicit(&w->interest[k][slot], memory_order_relaxed) != 0)
+			return true;
+		if (levels < k)
+			break; // the topic has no more levels for longer prefixes
+	}
+	return false;
+}
+
+hw_err brk_worker_sub_add(brk_worker *w, hw_bytes filter, brk_session *s,
+    const brk_subopts *o, bool *existed)
+{
+	hw_err err = brk_subindex_add(w->subs, filter, s, o, existed);
+
+	if (err == HW_OK && !*existed)
+		brk_interest_add(w, filter, 1);
+	return err;
+}
+
+bool brk_worker_sub_remove(brk_worker *w, hw_bytes filter, brk_session *s)
+{
+	bool had = brk_subindex_remove(w->subs, filter, s);
+
+	if (had)
+		brk_interest_add(w, filter, -1);
+	return had;
 }
 
 hw_bytes brk_conn_key(uint8_t key[12], const brk_edge *e, uint64_t conn)
@@ -188,7 +274,7 @@ void brk_session_end(brk_worker *w, brk_session *s)
 	if (s->will != NULL && s->will_at_ms != 0)
 		brk_publish_will(w, s); // the session ended before the will delay
 	for (size_t i = 0; i < s->nsubs; i++)
-		brk_subindex_remove(w->subs, (hw_bytes){ (uint8_t *)s->subs[i].filter, s->subs[i].len }, s);
+		brk_worker_sub_remove(w, (hw_bytes){ (uint8_t *)s->subs[i].filter, s->subs[i].len }, s);
 	hw_gauge_add(st->subscriptions, -(int64_t)s->nsubs);
 	hw_gauge_add(st->inflight, -(int64_t)s->nfly);
 	hw_gauge_add(st->queued, -(int64_t)s->nq);
