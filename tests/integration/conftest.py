@@ -147,9 +147,17 @@ class DeploymentSlot:
         return dep
 
     def stop(self):
-        if self.dep is not None:
-            self.dep.stop()
-            self.dep = None
+        if self.dep is None:
+            return
+        dep, self.dep = self.dep, None
+        was_dead = {p.name for p in dep.procs if not p.alive()}
+        statuses = dep.stop()
+        # A clean SIGTERM shutdown exits 0 (processes that died during a test
+        # were reported by that test already).
+        bad = [(n, rc) for n, rc in statuses if rc != 0 and n not in was_dead]
+        if bad:
+            pytest.fail(f"{self.name} deployment did not shut down cleanly on SIGTERM "
+                        f"(name, exit status): {bad}\n{dep.tails()}")
 
 
 @pytest.fixture(scope="session", params=DEPLOYMENTS)

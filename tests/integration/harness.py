@@ -271,8 +271,9 @@ class Deployment:
         return "\n".join(p.tail() for p in self.procs)
 
     def stop(self):
-        for p in reversed(self.procs):
-            p.stop()
+        """Stops every process (edges first); returns [(name, exit status)]
+        (-9: it ignored SIGTERM and was killed)."""
+        return [(p.name, p.stop()) for p in reversed(self.procs)]
 
     def _spawn(self, name, argv, env=None):
         p = Proc(name, argv, env=env)
