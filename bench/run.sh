@@ -245,6 +245,10 @@ done
 
 # ---- report
 mkdir -p "$RESULTS_DIR"
+BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
+SANITIZER=$(sed -n 's/^HAWSER_SANITIZER:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
+[[ -n $SANITIZER ]] && log "warning: $BUILD_DIR is built with HAWSER_SANITIZER=$SANITIZER"
+export BUILD_TYPE SANITIZER
 python3 - "$LINES" "$RESULTS_DIR/latest.json" <<'EOF'
 import json, os, platform, sys, time
 
@@ -259,6 +263,8 @@ doc = {
              "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                           if l.startswith("model name")), "?")},
     "env": env,
+    "build": {"type": os.environ.get("BUILD_TYPE", ""),
+              "sanitizer": os.environ.get("SANITIZER", "")},
     "results": rows,
 }
 with open(sys.argv[2], "w") as f:
