@@ -794,6 +794,48 @@ static void test_interest_summary(void **state)
 	free(w);
 }
 
+static void test_payload_format_and_receive_maximum(void **state)
+{
+	const char *extra[] = { "broker.receive_maximum=1", NULL };
+	harness *h = harness_start(extra);
+	conn_opts o = { .clean = true };
+	hw_mqtt_packet p = { .type = HW_MQTT_PUBLISH };
+	size_t ef = 0, rf = 0;
+	rec r;
+
+	(void)state;
+	connect_as(h, 1, "pf", HW_MQTT_V5, &o);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	// Payload Format 1 (UTF-8) with bytes that are not UTF-8: PUBACK 0x99,
+	// and the message goes nowhere.
+	p.u.publish.qos = 1;
+	p.u.publish.packet_id = 7;
+	p.u.publish.topic = HW_BYTES_STR("pf/t");
+	p.u.publish.payload = HW_BYTES_STR("\xff\xfe");
+	p.u.publish.props.payload_format = 1;
+	hw_mqtt_set(&p.u.publish.props, HW_PROP_PAYLOAD_FORMAT);
+	send_pkt(h, 1, "pf", &p, HW_MQTT_V5);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBACK);
+	assert_int_equal(p.u.ack.packet_id, 7);
+	assert_int_equal(p.u.ack.reason, HW_RC_PAYLOAD_FORMAT_INVALID);
+	// Receive Maximum 1: a QoS 2 publish holds the only slot until PUBREL,
+	// so a second one exceeds it: DISCONNECT 0x93.
+	publish(h, 1, "pf", HW_MQTT_V5, "pf/q2", "a", 2, 1, false);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBREC);
+	publish(h, 1, "pf", HW_MQTT_V5, "pf/q2", "b", 2, 2, false);
+	r = wait_rec(&h->edge, &ef, REC_CLOSE, 1);
+	p = decode(&r, HW_MQTT_V5);
+	assert_int_equal(p.type, HW_MQTT_DISCONNECT);
+	assert_int_equal(p.u.disconnect.reason, HW_RC_RECEIVE_MAX_EXCEEDED);
+	// Only "a" reached the router.
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "pf/q2");
+	pthread_mutex_lock(&h->router.mu);
+	assert_int_equal(h->router.n, 1);
+	pthread_mutex_unlock(&h->router.mu);
+	harness_stop(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -809,6 +851,7 @@ int main(void)
 		cmocka_unit_test(test_session_expiry_publishes_delayed_will),
 		cmocka_unit_test(test_connect_refusals),
 		cmocka_unit_test(test_interest_summary),
+		cmocka_unit_test(test_payload_format_and_receive_maximum),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
