@@ -317,3 +317,16 @@ def wait_assigned(dep, topics, timeout=30.0, procs=None):
             except harness.StartupError:
                 if not proc.alive():
                     raise
+
+
+def stop_checked(dep, killed=()):
+    """Stops dep (SIGTERM, edges first) and fails unless every process that
+    was running exited 0: processes in `killed` (names) were killed by the
+    test, and processes that died earlier are reported with their output."""
+    dead = [x for x in dep.dead() if x.split(" ", 1)[0] not in killed]
+    was_dead = {p.name for p in dep.procs if not p.alive()}
+    statuses = dep.stop()
+    bad = [(n, rc) for n, rc in statuses if rc != 0 and n not in was_dead]
+    assert not dead, "process(es) died during the test:\n" + "\n".join(dead)
+    assert not bad, (f"not a clean SIGTERM shutdown (name, exit status): {bad}\n"
+                     + dep.tails())

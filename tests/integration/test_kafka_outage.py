@@ -14,7 +14,7 @@ import pytest
 
 import clients
 from kafka import (KafkaAllInOne, consume_all, create_topics, kafka, pb,  # noqa: F401
-                   unique, wait_assigned)
+                   stop_checked, unique, wait_assigned)
 
 T = 60.0
 
@@ -116,9 +116,7 @@ def test_puback_withheld_until_kafka_returns(kafka, pb, outage):
     finally:
         for c in made:
             c.close()
-        dead = d.dead()
-        d.stop()
-        assert not dead, "hawser died:\n" + "\n".join(dead)
+        stop_checked(d)
 
 
 def test_puback_failure_after_message_timeout(kafka, pb, outage):
@@ -162,6 +160,4 @@ def test_puback_failure_after_message_timeout(kafka, pb, outage):
     finally:
         for c in made:
             c.close()
-        dead = d.dead()
-        d.stop()
-        assert not dead, "hawser died:\n" + "\n".join(dead)
+        stop_checked(d)

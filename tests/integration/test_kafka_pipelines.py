@@ -20,7 +20,7 @@ import pytest
 import clients
 import harness
 from kafka import (KafkaAllInOne, KafkaSplit, consume, create_topics, kafka, pb,  # noqa: F401
-                   produce, unique, wait_assigned)
+                   produce, stop_checked, unique, wait_assigned)
 
 T = 30.0  # deadline for anything that crosses Kafka
 
@@ -55,9 +55,7 @@ def dep(kafka, topics, request):
         print(d.tails())
         raise
     finally:
-        dead = d.dead()
-        d.stop()
-        assert not dead, "hawser died:\n" + "\n".join(dead)
+        stop_checked(d)
 
 
 @pytest.fixture
