@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "impl.h"
 #include "mqtt/topic.h"
 
@@ -48,6 +49,8 @@ static uint64_t brk_publish_pending(brk_worker *w, brk_session *s, uint16_t pid,
 
 	if (p == NULL)
 		return 0;
+	p->seq = seq;
+	p->at_ms = hw_clock_mono_ms();
 	p->conn_gen = s->conn_gen;
 	p->pid = pid;
 	p->qos = qos;
@@ -151,4 +154,53 @@ void brk_handle_router_ack(brk_worker *w, uint64_t seq, uint32_t reason)
 			brk_session_in2_del(s, p->pid);
 	}
 	free(p);
+}
+
+typedef struct brk_sweep {
+	uint64_t     now;
+	brk_pending **old;
+	size_t       n, cap;
+} brk_sweep;
+
+static void brk_pending_old(void *arg, hw_bytes key, void *val)
+{
+	brk_sweep *sw = arg;
+	brk_pending *p = val;
+
+	(void)key;
+	if (sw->now - p->at_ms < BRK_PENDING_TIMEOUT_MS)
+		return;
+	if (sw->n == sw->cap) {
+		size_t ncap = sw->cap ? sw->cap * 2 : 16;
+		brk_pending **n = realloc(sw->old, ncap * sizeof(*n));
+
+		if (n == NULL)
+			return;
+		sw->old = n;
+		sw->cap = ncap;
+	}
+	sw->old[sw->n++] = p;
+}
+
+void brk_pending_sweep(brk_worker *w, uint64_t now_ms)
+{
+	brk_sweep sw = { .now = now_ms };
+
+	brk_map_each(&w->pending, brk_pending_old, &sw);
+	for (size_t i = 0; i < sw.n; i++) {
+		brk_pending *p = sw.old[i];
+		brk_session *s = brk_map_get(&w->sessions, (hw_bytes){ (uint8_t *)p->cid, p->cid_len });
+
+		brk_map_del(&w->pending, (hw_bytes){ (uint8_t *)&p->seq, sizeof(p->seq) });
+		if (s != NULL && p->qos == 1 && s->conn_gen == p->conn_gen && s->in1_pending > 0)
+			s->in1_pending--;
+		if (s != NULL && p->qos == 2) {
+			brk_in2 *e = brk_session_in2_find(s, p->pid);
+
+			if (e != NULL && !e->acked && brk_session_in2_del(s, p->pid))
+				(void)BRK_STORE(w, in2_del, brk_cid(s), p->pid);
+		}
+		free(p);
+	}
+	free(sw.old);
 }

@@ -81,6 +81,8 @@ typedef struct brk_edge {
 
 // An upstream publish awaiting the router's Ack.
 typedef struct brk_pending {
+	uint64_t seq;
+	uint64_t at_ms;        // when it was forwarded
 	uint32_t conn_gen;
 	uint16_t pid;
 	uint8_t  qos;
@@ -124,6 +126,7 @@ typedef struct brk_worker {
 	uint64_t          match_epoch;
 	brk_session      *matched;
 	uint64_t          send_warned_ms;
+	uint64_t          pending_swept_ms;
 	atomic_uint       interest[BRK_INTEREST_LEVELS + 1][BRK_INTEREST_SLOTS];
 } brk_worker;
 
@@ -271,5 +274,11 @@ void brk_handle_disconnect(brk_ctx *c);
 void brk_handle_auth(brk_ctx *c);
 // brk_handle_router_ack answers the client once the router took its publish.
 void brk_handle_router_ack(brk_worker *w, uint64_t seq, uint32_t reason);
+// brk_pending_sweep forgets upstream publishes whose Ack has not come for
+// BRK_PENDING_TIMEOUT_MS (a router died with them): the client's quota is
+// given back and a QoS 2 packet id is released, so the client's resend
+// after it reconnects is forwarded again.
+#define BRK_PENDING_TIMEOUT_MS 60000
+void brk_pending_sweep(brk_worker *w, uint64_t now_ms);
 
 #endif

@@ -494,6 +494,11 @@ static void *brk_worker_main(void *arg)
 			brk_worker_one(w, wk);
 		if (w->next_timer != 0 && w->next_timer <= hw_clock_mono_ms())
 			w->next_timer = brk_worker_timers(w, hw_clock_mono_ms());
+		if (brk_map_count(&w->pending) != 0 &&
+		    hw_clock_mono_ms() - w->pending_swept_ms >= BRK_PENDING_TIMEOUT_MS / 4) {
+			w->pending_swept_ms = hw_clock_mono_ms();
+			brk_pending_sweep(w, w->pending_swept_ms);
+		}
 		brk_out_flush(w);
 		brk_work_free(list);
 		if (stop && list == NULL)
