@@ -142,7 +142,7 @@ class DeploymentSlot:
                 dep.stop()
                 raise
         except Exception as e:
-            self.start_error = (test_id, str(e).splitlines()[0])
+            self.start_error = (test_id, (str(e).splitlines() or [repr(e)])[0])
             raise
         self.dep = dep
         return dep
