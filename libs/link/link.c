@@ -37,7 +37,7 @@
 
 #define LINK_RECVMAXSZ (64u * 1024u * 1024u)
 #define LINK_RECONNMINT_MS 100
-#define LINK_RECONNMAXT_MS 5000
+#define LINK_RECONNMAXT_MS 2000
 #define LINK_URL_MAX 512
 
 struct hw_link_peer {

@@ -319,7 +319,11 @@ hw_err rtr_fanout_offer(rtr_fanout *f, const rtr_msg *msg, rtr_sink_done done)
 	for (size_t i = 0; i < f->nbrokers; i++) {
 		rtr_fanout_broker *b = &f->brokers[i];
 
-		if (b->peer == NULL || !hw_link_peer_connected(b->peer))
+		// Every broker gets every offer, connected or not: the link
+		// queues for one that is (re)connecting, and its Ack is awaited
+		// (or the entry fails at its deadline). Skipping it would ack a
+		// publish that a broker holding subscribers never took.
+		if (b->peer == NULL)
 			continue;
 		if (rtr_outbox_add(f->ob, b->slot, item, p) != HW_OK) {
 			// That broker will not see it: the outcome is a failure,

@@ -16,12 +16,16 @@
 //
 // Design notes:
 // - One hw_link_peer per broker URL, created by rtr_fanout_start.
-// - An offer goes to every broker whose peer is connected at offer time.
-//   A broker that is not connected is skipped: it has no live link to us, so
-//   no edge can reach sessions through it right now, and nothing it does not
-//   hold could need the message. This is approximate (a broker that just
-//   reconnected may already hold sessions); the session-ownership work,
-//   where the router knows which broker owns which slots, makes it exact.
+// - An offer goes to every broker of router.brokers, connected or not. The
+//   link queues offers for a broker that is still dialing or reconnecting
+//   (HW_LINK_SENDBUF batches), so a broker that comes up late gets them in
+//   order; if it never acks, the entry fails at its deadline. Skipping
+//   unconnected brokers would ack publishes that a broker holding
+//   subscribers never took (it was lost right after startup, when the
+//   router's first dial had not connected yet). A broker that is gone for
+//   good makes QoS 1/2 publishes fail (0x80) after the timeout until it is
+//   removed from the list; session ownership (membership from DNS) removes
+//   dead brokers by itself.
 // - An offer that wants completion gets its own router seq (never 0) and a
 //   pending entry {seq, brokers still to ack, any-match, failed, deadline,
 //   done}, kept in a hash map by seq and in a list in deadline order. Every
