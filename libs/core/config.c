@@ -236,6 +236,10 @@ static const cfg_entry cfg_table[] = {
 	    "Session store: memory (single process) or redis."),
 	CFG_STR("store.redis_url", store.redis_url, "redis://127.0.0.1:6379/0", NO, false,
 	    "Redis URL redis://[:password@]host:port/db, used when store.backend is redis."),
+	CFG_U32("store.redis_timeout_ms", store.redis_timeout_ms, "2000", 10, 600000,
+	    "Milliseconds one Redis connect or reply may take before the connection is dropped and retried."),
+	CFG_STR("store.key_prefix", store.key_prefix, "hawser:", NO, false,
+	    "Prefix of every Redis key (several deployments may share one Redis); no { or }."),
 };
 
 #undef HP

@@ -112,6 +112,8 @@ typedef struct hw_config {
 	struct {
 		char *backend;           // "memory" | "redis"
 		char *redis_url;         // "redis://[:password@]host:port/db"
+		uint32_t redis_timeout_ms; // connect and reply timeout of one attempt
+		char *key_prefix;        // prepended to every Redis key (no braces)
 	} store;
 } hw_config;
 

@@ -150,16 +150,27 @@ static bool brk_deliver_frame(brk_session *s, brk_msg *m, uint8_t qos, bool reta
 	return hw_mqtt_encode(&p, s->version, out) == HW_OK;
 }
 
+// brk_deliver_durable tells whether s's deliveries are written to the
+// store: a session with expiry 0 ends with its connection, so nothing of it
+// could ever be resumed and the hot path skips the writes.
+static bool brk_deliver_durable(const brk_session *s)
+{
+	return s->expiry != 0;
+}
+
 // brk_deliver_queue_sync writes the queue changes through to the store:
-// `pushed` deliveries were appended, the rest of the change came off the head.
+// `pushed` was appended, and whatever left the head (into flight, expired,
+// dropped by the bounds) is trimmed.
 static void brk_deliver_queue_sync(brk_worker *w, brk_session *s, uint32_t q0, brk_deliv *pushed)
 {
 	uint32_t pops = q0 + (pushed != NULL) - s->nq;
 
-	for (uint32_t i = 0; i < pops; i++)
-		(void)BRK_STORE(w, queue_pop, brk_cid(s));
+	if (!brk_deliver_durable(s))
+		return;
+	if (pops != 0)
+		(void)BRK_STORE(w, queue_trim, brk_cid(s), s->q_head != NULL ? s->q_head->seq : s->next_seq);
 	if (pushed != NULL)
-		(void)BRK_STORE(w, queue_push, brk_cid(s), pushed->qos, pushed->msg);
+		(void)BRK_STORE(w, queue_push, brk_cid(s), pushed);
 }
 
 static void brk_deliver_account(brk_worker *w, brk_session *s, uint32_t fly0, uint32_t q0)
@@ -176,13 +187,15 @@ static void brk_deliver_send(brk_worker *w, brk_session *s, brk_deliv *d, bool d
 
 	if (!brk_deliver_frame(s, d->msg, d->qos, d->retain, dup, d->pid, d->sub_ids, d->nsub, now, &b)) {
 		hw_counter_inc(w->srv->st.too_large);
-		(void)BRK_STORE(w, out_del, brk_cid(s), d->pid);
+		if (brk_deliver_durable(s))
+			(void)BRK_STORE(w, out_del, brk_cid(s), d->pid);
 		brk_session_discard(s, d);
 		return;
 	}
 	if (!dup) {
 		hw_counter_inc(w->srv->st.delivered[d->qos]);
-		(void)BRK_STORE(w, out_put, brk_cid(s), d->pid, d->qos, d->msg);
+		if (brk_deliver_durable(s))
+			(void)BRK_STORE(w, out_put, brk_cid(s), d);
 	}
 	brk_out_write(w, s->edge, s->conn, &b, false);
 	hw_buf_fini(&b);
@@ -207,6 +220,10 @@ void brk_deliver_resend(brk_worker *w, brk_session *s)
 	uint32_t fly0 = s->nfly, q0 = s->nq;
 	brk_deliv *d = s->fly_head, *next;
 
+	if (s->nfly != 0)
+		hw_counter_add(hw_metrics_counter(w->srv->st.reg, "hawser_broker_redeliveries_total",
+		    "QoS 1/2 deliveries sent again (DUP PUBLISH or PUBREL) after a reconnect.", NULL, NULL),
+		    s->nfly);
 	for (; d != NULL; d = next) {
 		next = d->next;
 		if (d->pubrec)
@@ -247,6 +264,7 @@ void brk_deliver_to(brk_worker *w, brk_session *s, brk_msg *m, uint8_t qos, bool
 		hw_counter_inc(w->srv->st.queue_dropped);
 		return;
 	}
+	d->seq = s->next_seq++;
 	switch (brk_session_offer(s, d, &dropped)) {
 	case 1:
 		brk_deliver_send(w, s, d, false, now);

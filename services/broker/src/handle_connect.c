@@ -76,6 +76,19 @@ static brk_session *brk_connect_session(brk_worker *w, hw_bytes cid, bool clean,
 		s->expire_at_ms = 0;
 		return s;
 	}
+	if (!clean) {
+		// Not in this worker: the store may hold it (another broker, or
+		// before a restart). A store that cannot answer refuses the CONNECT
+		// rather than start a fresh session over a persistent one.
+		hw_err lerr = brk_session_load(w, cid, &s);
+
+		if (lerr == HW_OK) {
+			*present = true;
+			return s;
+		}
+		if (lerr != HW_ENOTFOUND)
+			return NULL;
+	}
 	if (brk_session_alloc(&s, cid) != HW_OK)
 		return NULL;
 	if (brk_map_put(&w->sessions, cid, s, NULL) != HW_OK) {

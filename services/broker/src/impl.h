@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "core/config.h"
 #include "core/metrics.h"
 #include "link/httpd.h"
@@ -52,7 +53,7 @@ typedef struct brk_fanin {
 	char       url[];      // router inbox to Ack
 } brk_fanin;
 
-enum { BRK_WORK_PACKET, BRK_WORK_GONE, BRK_WORK_PUBLISH, BRK_WORK_ACK };
+enum { BRK_WORK_PACKET, BRK_WORK_GONE, BRK_WORK_PUBLISH, BRK_WORK_ACK, BRK_WORK_AUTH };
 
 typedef struct brk_work brk_work;
 struct brk_work {
@@ -128,6 +129,10 @@ typedef struct brk_worker {
 	uint64_t          send_warned_ms;
 	uint64_t          pending_swept_ms;
 	atomic_uint       interest[BRK_INTEREST_LEVELS + 1][BRK_INTEREST_SLOTS];
+	// authentication and ACL decisions awaiting the auth module (hold.c)
+	brk_map           authing;    // (edge index, conn id) -> brk_connauth
+	uint64_t          auth_serial;
+	struct brk_auth_ticket *spare_ticket;
 } brk_worker;
 
 struct brk_server {
@@ -143,6 +148,7 @@ struct brk_server {
 	atomic_bool      running;
 	const brk_store_ops *store_ops;
 	brk_store       *store;
+	brk_auth        *auth;        // authentication and ACL (services/broker/auth)
 };
 
 // BRK_STORE(w, op, args...) writes through to the session store.
@@ -234,6 +240,12 @@ void brk_offline_update(brk_worker *w, brk_session *s);
 // brk_conn_key builds the connection table key (edge, conn id) in key.
 hw_bytes brk_conn_key(uint8_t key[12], const brk_edge *e, uint64_t conn);
 
+// session_load.c
+// brk_session_load rebuilds the session of cid from the store into w (its
+// map, subscription shard and gauges): HW_ENOTFOUND when the store has
+// none, another error when it could not be read (nothing is left behind).
+hw_err brk_session_load(brk_worker *w, hw_bytes cid, brk_session **out);
+
 // deliver.c
 // brk_deliver_publish delivers msg to this worker's matching sessions;
 // returns whether any session matched.
@@ -258,6 +270,8 @@ typedef struct brk_ctx {
 	brk_session          *s;       // NULL before CONNECT
 	hw_mqtt_packet       *pkt;
 	uint64_t              now_ms;
+	struct brk_connauth  *authed;   // CONNECT resumed with its authentication result
+	const struct brk_hold *resumed; // SUBSCRIBE / PUBLISH resumed with their ACL verdicts
 } brk_ctx;
 typedef void (*brk_handler_fn)(brk_ctx *c);
 
@@ -280,5 +294,114 @@ void brk_handle_router_ack(brk_worker *w, uint64_t seq, uint32_t reason);
 // after it reconnects is forwarded again.
 #define BRK_PENDING_TIMEOUT_MS 60000
 void brk_pending_sweep(brk_worker *w, uint64_t now_ms);
+
+// hold.c: packets of a connection wait while an authentication or ACL
+// decision is pending (Design notes there). Worker thread only, except
+// the two callbacks, which run wherever the auth module calls them.
+#define BRK_HOLD_WAIT 0xFF            // a verdict not in yet (brk_hold.rc)
+#define BRK_HOLD_MAX_PACKETS 1000     // held packets per connection, then close
+#define BRK_HOLD_MAX_BYTES (4u << 20)
+
+typedef struct brk_held brk_held;
+struct brk_held {
+	brk_held *next;
+	size_t    len;
+	uint8_t   data[];
+};
+
+typedef struct brk_heldq {
+	brk_held *head, *tail;
+	uint32_t  n;
+	size_t    bytes;
+} brk_heldq;
+
+// A SUBSCRIBE or PUBLISH whose ACL verdicts are not all in (brk_session.hold).
+typedef struct brk_hold {
+	uint64_t  serial;      // answers carry it (w->auth_serial)
+	uint8_t   type;        // HW_MQTT_SUBSCRIBE | HW_MQTT_PUBLISH
+	uint32_t  waiting;     // verdicts still to come
+	uint32_t  n;           // entries of rc
+	uint8_t  *rc;          // per filter (PUBLISH: one): the QoS allowed, a
+	                       // failure (>= 0x80) or BRK_HOLD_WAIT
+	brk_heldq q;           // packets that arrived meanwhile, in order
+	size_t    len;
+	uint8_t   data[];      // the packet itself
+} brk_hold;
+
+// A CONNECT whose authentication is running (w->authing).
+typedef struct brk_connauth {
+	uint64_t  serial;
+	brk_edge *edge;
+	uint64_t  conn;
+	uint8_t   version;
+	bool      assigned;    // the client id was assigned
+	uint32_t  max_packet_size;       // ConnInfo's
+	brk_auth_connect_result res;     // set when the answer came
+	brk_heldq q;
+	char     *cid;
+	size_t    cid_len;
+	size_t    len;
+	uint8_t   data[];      // the CONNECT
+} brk_connauth;
+
+// What an auth callback posts to the worker: a work item (first member)
+// plus the answer. Allocated before the check starts, so posting it never
+// fails.
+typedef struct brk_auth_ticket {
+	brk_work                wk;
+	brk_worker             *w;
+	uint64_t                serial;
+	uint8_t                 key[12];   // the connection (brk_conn_key)
+	bool                    connect;
+	uint32_t                index;     // SUBSCRIBE: which filter
+	brk_acl_result          acl;
+	brk_auth_connect_result res;       // CONNECT (res.identity owned)
+} brk_auth_ticket;
+
+// brk_hold_ticket returns a ticket for connection key and serial (the
+// worker's spare, or a new one); NULL on ENOMEM. brk_hold_ticket_keep takes
+// back one that no check consumed (t may be NULL).
+brk_auth_ticket *brk_hold_ticket(brk_worker *w, const uint8_t key[12], uint64_t serial);
+void brk_hold_ticket_keep(brk_worker *w, brk_auth_ticket *t);
+// brk_hold_ticket_fini releases what a ticket holds (its identity) before
+// it is freed as a work item.
+void brk_hold_ticket_fini(brk_auth_ticket *t);
+// The callbacks given to brk_auth_connect / brk_auth_check (arg: a
+// ticket): they store the answer and push the ticket to its worker. Any
+// thread.
+void brk_hold_connect_fn(void *arg, brk_auth_connect_result *res);
+void brk_hold_acl_fn(void *arg, brk_acl_result res);
+// brk_hold_take holds a packet that arrived from the network if its
+// connection is waiting (authentication, or an ACL verdict); true when
+// held (or when the hold overflowed and the connection was closed).
+bool brk_hold_take(brk_worker *w, brk_edge *e, const brk_connpacket *cp);
+// brk_hold_start makes c->s wait for `waiting` verdicts of the packet being
+// handled (c->cp->data is copied), with rc[0..n) as known so far.
+hw_err brk_hold_start(brk_ctx *c, uint64_t serial, const uint8_t *rc, uint32_t n,
+    uint32_t waiting);
+// brk_hold_answer handles a ticket popped from the mailbox.
+void brk_hold_answer(brk_worker *w, brk_auth_ticket *t);
+// brk_hold_replay dispatches held packets of (e, conn) in order until they
+// are all done, the connection is gone, or one starts a new wait (the rest
+// then waits behind it). Takes q's packets.
+void brk_hold_replay(brk_worker *w, brk_edge *e, uint64_t conn, brk_heldq *q);
+// brk_hold_clear frees the packets of q.
+void brk_hold_clear(brk_heldq *q);
+// brk_hold_drop forgets s's pending ACL wait and its held packets (the
+// connection ended or was taken over).
+void brk_hold_drop(brk_session *s);
+// brk_hold_conn_gone forgets a CONNECT still authenticating on (e, conn).
+void brk_hold_conn_gone(brk_worker *w, brk_edge *e, uint64_t conn);
+// brk_hold_fini frees the worker's authenticating CONNECTs and spare ticket.
+void brk_hold_fini(brk_worker *w);
+// brk_connauth_free frees a CONNECT record (its identity, packets).
+void brk_connauth_free(brk_connauth *ca);
+
+// handle_connect.c: brk_connect_authed resumes the CONNECT ca (taken out of
+// w->authing) with its answer in ca->res: CONNACK and session, or refusal.
+void brk_connect_authed(brk_worker *w, brk_connauth *ca);
+// worker.c: brk_worker_dispatch decodes and handles one packet of
+// connection (e, cp->conn), without looking at holds.
+void brk_worker_dispatch(brk_worker *w, brk_edge *e, const brk_connpacket *cp);
 
 #endif

@@ -178,6 +178,14 @@ static void brk_server_recv(void *arg, hw_batch *b)
 	brk_batch_unref(bb);
 }
 
+// brk_server_retain_load takes one retained message loaded from the store.
+static void brk_server_retain_load(void *arg, brk_msg *m)
+{
+	brk_server *s = arg;
+
+	(void)brk_retain_put(s->retain, m);
+}
+
 hw_err brk_server_alloc(brk_server **out, const hw_config *cfg, hw_metrics *metrics)
 {
 	brk_server *s = calloc(1, sizeof(*s));
@@ -202,10 +210,14 @@ hw_err brk_server_alloc(brk_server **out, const hw_config *cfg, hw_metrics *metr
 		err = HW_EUNSUPPORTED;
 		goto fail;
 	}
-	if ((err = s->store_ops->open(&s->store, cfg)) != HW_OK)
+	if ((err = s->store_ops->open(&s->store, cfg, s->nworkers, metrics)) != HW_OK)
 		goto fail;
 	if ((err = brk_retain_alloc(&s->retain, s->st.retained)) != HW_OK)
 		goto fail;
+	// Retained messages kept by the store (none in memory mode).
+	if (s->store_ops->retain_each(s->store, brk_server_retain_load, s) != HW_OK)
+		hw_log_warn("BRK-STORE", "retained messages could not be loaded from the %s store",
+		    s->store_ops->name);
 	err = HW_ENOMEM;
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	if (s->workers == NULL)

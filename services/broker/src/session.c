@@ -22,6 +22,7 @@ hw_err brk_session_alloc(brk_session **out, hw_bytes client_id)
 	s->client_id_len = client_id.len;
 	s->window = 1;
 	s->next_pid = 1;
+	s->next_seq = 1;
 	*out = s;
 	return HW_OK;
 }
@@ -66,6 +67,7 @@ brk_deliv *brk_deliv_alloc(brk_msg *msg, uint8_t qos, bool retain, const uint32_
 	d->qos = qos;
 	d->retain = retain;
 	d->pubrec = false;
+	d->seq = 0;
 	d->nsub = nsub;
 	if (nsub)
 		memcpy(d->sub_ids, sub_ids, nsub * sizeof(uint32_t));
@@ -170,6 +172,30 @@ brk_deliv *brk_session_next(brk_session *s, uint64_t now_ms, uint32_t *expired)
 		return d;
 	}
 	return NULL;
+}
+
+void brk_session_restore(brk_session *s, brk_deliv *d)
+{
+	d->next = NULL;
+	if (d->seq >= s->next_seq)
+		s->next_seq = d->seq + 1;
+	if (d->pid != 0) {
+		if (s->fly_tail != NULL)
+			s->fly_tail->next = d;
+		else
+			s->fly_head = d;
+		s->fly_tail = d;
+		s->nfly++;
+		s->next_pid = (uint16_t)(d->pid + 1);
+		return;
+	}
+	if (s->q_tail != NULL)
+		s->q_tail->next = d;
+	else
+		s->q_head = d;
+	s->q_tail = d;
+	s->nq++;
+	s->q_bytes += d->msg->size;
 }
 
 brk_deliv *brk_session_find(brk_session *s, uint16_t pid)

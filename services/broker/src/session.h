@@ -31,6 +31,7 @@ struct brk_deliv {
 	uint8_t    qos;       // effective QoS (1 or 2)
 	bool       retain;    // RETAIN flag to send
 	bool       pubrec;    // QoS 2: PUBREC received, PUBREL sent
+	uint64_t   seq;       // per-session order (the store's queue/in-flight order)
 	uint32_t   nsub;
 	uint32_t   sub_ids[]; // v5 subscription identifiers to send
 };
@@ -82,6 +83,7 @@ struct brk_session {
 	uint32_t    nq;
 	uint64_t    q_bytes;
 	uint16_t    next_pid;
+	uint64_t    next_seq;      // seq of the next delivery (brk_deliv.seq)
 
 	// incoming
 	brk_in2    *in2;
@@ -102,6 +104,10 @@ struct brk_session {
 	brk_session *match_next;
 	brk_session *off_prev, *off_next;
 	bool        off_listed;
+
+	// authentication and ACL (handle_connect.c, hold.c)
+	struct brk_identity *identity; // who authenticated (owned); NULL if none
+	struct brk_hold *hold;         // ACL verdicts awaited, packets held; NULL
 };
 
 // brk_session_alloc creates an empty, disconnected session for client_id.
@@ -128,6 +134,10 @@ int brk_session_offer(brk_session *s, brk_deliv *d, uint32_t *dropped);
 // empty. Queued deliveries whose message expired by now_ms are freed and
 // counted in *expired.
 brk_deliv *brk_session_next(brk_session *s, uint64_t now_ms, uint32_t *expired);
+// brk_session_restore appends a delivery loaded from the store: in flight
+// with its own pid (d->pid != 0) or queued (pid 0), ignoring the window and
+// the bounds; next_seq and next_pid move past it. Ownership passes in.
+void brk_session_restore(brk_session *s, brk_deliv *d);
 // brk_session_find returns the in-flight delivery with pid, or NULL.
 brk_deliv *brk_session_find(brk_session *s, uint16_t pid);
 // brk_session_done removes the in-flight delivery with pid (PUBACK,

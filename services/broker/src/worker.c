@@ -316,6 +316,11 @@ void brk_conn_lost(brk_worker *w, brk_session *s, bool publish_will)
 	}
 	s->expire_at_ms = s->expiry == UINT32_MAX ? 0 : now + (uint64_t)s->expiry * 1000;
 	brk_offline_update(w, s);
+	// The store expires the session by itself if no broker is left to.
+	(void)BRK_STORE(w, session_put, &(brk_store_session){ .client_id = brk_cid(s),
+		.expiry = s->expiry,
+		.expire_at_unix_ms = s->expire_at_ms == 0 ? 0
+		    : hw_clock_unix_us() / 1000 + (uint64_t)s->expiry * 1000 });
 }
 
 void brk_send_ack(brk_worker *w, brk_session *s, hw_mqtt_type type, uint16_t pid, uint8_t reason)
@@ -475,6 +480,15 @@ static void brk_worker_wait(brk_worker *w, uint64_t deadline_ms)
 	pthread_cond_timedwait(&w->cv, &w->mu, &ts);
 }
 
+// brk_worker_keep_trying: a worker retries an unreachable store until the
+// broker stops.
+static bool brk_worker_keep_trying(void *arg)
+{
+	brk_worker *w = arg;
+
+	return atomic_load(&w->srv->running);
+}
+
 static void *brk_worker_main(void *arg)
 {
 	brk_worker *w = arg;
@@ -499,6 +513,8 @@ static void *brk_worker_main(void *arg)
 			w->pending_swept_ms = hw_clock_mono_ms();
 			brk_pending_sweep(w, w->pending_swept_ms);
 		}
+		// Durable first: what the outputs promise must be in the store.
+		(void)w->srv->store_ops->flush(w->srv->store, w->index, brk_worker_keep_trying, w);
 		brk_out_flush(w);
 		brk_work_free(list);
 		if (stop && list == NULL)

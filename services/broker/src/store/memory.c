@@ -16,9 +16,12 @@ struct brk_store {
 	int unused;
 };
 
-static hw_err brk_store_memory_open(brk_store **out, const hw_config *cfg)
+static hw_err brk_store_memory_open(brk_store **out, const hw_config *cfg, uint32_t shards,
+    hw_metrics *reg)
 {
 	(void)cfg;
+	(void)shards;
+	(void)reg;
 	*out = calloc(1, sizeof(**out));
 	return *out != NULL ? HW_OK : HW_ENOMEM;
 }
@@ -26,6 +29,16 @@ static hw_err brk_store_memory_open(brk_store **out, const hw_config *cfg)
 static void brk_store_memory_close(brk_store *st)
 {
 	free(st);
+}
+
+static hw_err brk_store_memory_flush(brk_store *st, uint32_t shard, bool (*keep)(void *arg),
+    void *arg)
+{
+	(void)st;
+	(void)shard;
+	(void)keep;
+	(void)arg;
+	return HW_OK;
 }
 
 static hw_err brk_store_memory_session_put(brk_store *st, const brk_store_session *rec)
@@ -76,14 +89,19 @@ static hw_err brk_store_memory_sub_each(brk_store *st, hw_bytes cid, brk_store_s
 	return HW_OK;
 }
 
-static hw_err brk_store_memory_out_put(brk_store *st, hw_bytes cid, uint16_t pid, uint8_t qos,
-    const brk_msg *m)
+static hw_err brk_store_memory_deliv(brk_store *st, hw_bytes cid, const brk_deliv *d)
 {
 	(void)st;
 	(void)cid;
-	(void)pid;
-	(void)qos;
-	(void)m;
+	(void)d;
+	return HW_OK;
+}
+
+static hw_err brk_store_memory_trim(brk_store *st, hw_bytes cid, uint64_t keep_from)
+{
+	(void)st;
+	(void)cid;
+	(void)keep_from;
 	return HW_OK;
 }
 
@@ -95,21 +113,13 @@ static hw_err brk_store_memory_pid(brk_store *st, hw_bytes cid, uint16_t pid)
 	return HW_OK;
 }
 
-static hw_err brk_store_memory_msg_each(brk_store *st, hw_bytes cid, brk_store_msg_fn fn, void *arg)
+static hw_err brk_store_memory_msg_each(brk_store *st, hw_bytes cid, brk_store_deliv_fn fn,
+    void *arg)
 {
 	(void)st;
 	(void)cid;
 	(void)fn;
 	(void)arg;
-	return HW_OK;
-}
-
-static hw_err brk_store_memory_queue_push(brk_store *st, hw_bytes cid, uint8_t qos, const brk_msg *m)
-{
-	(void)st;
-	(void)cid;
-	(void)qos;
-	(void)m;
 	return HW_OK;
 }
 
@@ -141,18 +151,19 @@ const brk_store_ops brk_store_memory_ops = {
 	.name = "memory",
 	.open = brk_store_memory_open,
 	.close = brk_store_memory_close,
+	.flush = brk_store_memory_flush,
 	.session_put = brk_store_memory_session_put,
 	.session_get = brk_store_memory_session_get,
 	.session_del = brk_store_memory_cid,
 	.sub_put = brk_store_memory_sub_put,
 	.sub_del = brk_store_memory_sub_del,
 	.sub_each = brk_store_memory_sub_each,
-	.out_put = brk_store_memory_out_put,
+	.out_put = brk_store_memory_deliv,
 	.out_pubrec = brk_store_memory_pid,
 	.out_del = brk_store_memory_pid,
 	.out_each = brk_store_memory_msg_each,
-	.queue_push = brk_store_memory_queue_push,
-	.queue_pop = brk_store_memory_cid,
+	.queue_push = brk_store_memory_deliv,
+	.queue_trim = brk_store_memory_trim,
 	.queue_each = brk_store_memory_msg_each,
 	.in2_put = brk_store_memory_pid,
 	.in2_del = brk_store_memory_pid,
@@ -165,5 +176,7 @@ const brk_store_ops *brk_store_find(const char *backend)
 {
 	if (backend == NULL || backend[0] == 0 || strcmp(backend, "memory") == 0)
 		return &brk_store_memory_ops;
+	if (strcmp(backend, "redis") == 0)
+		return &brk_store_redis_ops;
 	return NULL;
 }

@@ -7,7 +7,9 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/err.h"
+#include "core/metrics.h"
 #include "msg.h"
+#include "session.h"
 #include "subindex.h"
 
 // The session store: what must survive a broker, behind an ops table
@@ -27,9 +29,16 @@
 // and, per broker set, the retained messages (topic -> message).
 //
 // Every op is thread-safe (workers call them concurrently for different
-// sessions) and may block on I/O for the Redis implementation; the memory
-// implementation never blocks. Views passed in are copied as needed; views
-// handed to callbacks are valid during the callback only.
+// sessions). Writes may be PIPELINED: an op returning HW_OK has only queued
+// the write on the connection of the session's shard (hw_slot_of(client
+// id) % shards, = the worker that owns the session); `flush` sends what a
+// shard queued and returns once the store confirmed all of it. The worker
+// calls flush once per drain, BEFORE it sends any output, so nothing that
+// promises durability (CONNACK, SUBACK, QoS 1 PUBLISH to a client, Ack to
+// the router) leaves before the write it depends on is confirmed. Reads
+// (session_get and the *_each loaders) are round trips (on CONNECT only).
+// The memory implementation never blocks. Views passed in are copied as
+// needed; views handed to callbacks are valid during the callback only.
 
 typedef struct brk_store brk_store;
 
@@ -41,17 +50,32 @@ typedef struct brk_store_session {
 } brk_store_session;
 
 typedef void (*brk_store_sub_fn)(void *arg, hw_bytes filter, const brk_subopts *o);
-typedef void (*brk_store_msg_fn)(void *arg, uint16_t pid, uint8_t qos, bool pubrec, brk_msg *m);
+// A loaded delivery (in flight: pid, qos, pubrec, seq set; queued: pid 0):
+// ownership of d passes to the callback.
+typedef void (*brk_store_deliv_fn)(void *arg, brk_deliv *d);
 typedef void (*brk_store_pid_fn)(void *arg, uint16_t pid);
 
 typedef struct brk_store_ops {
 	const char *name;
-	// open/close: build the store from cfg (store.*); close frees it.
-	hw_err (*open)(brk_store **out, const hw_config *cfg);
+	// open/close: build the store from cfg (store.*) with `shards` write
+	// pipelines (one per worker) and its metrics in reg (may be NULL);
+	// close frees it (unflushed writes are dropped).
+	hw_err (*open)(brk_store **out, const hw_config *cfg, uint32_t shards, hw_metrics *reg);
 	void   (*close)(brk_store *st);
+	// flush sends the writes queued on shard and waits for their replies;
+	// when the store is unreachable it reconnects with backoff and sends
+	// them all again (every write is idempotent, so a replay is harmless)
+	// for as long as keep_trying(arg) says so. HW_OK: all confirmed;
+	// HW_EIO: given up, the writes are dropped.
+	hw_err (*flush)(brk_store *st, uint32_t shard, bool (*keep_trying)(void *arg), void *arg);
 
 	// Session record. get: HW_ENOTFOUND when none. del removes the record
 	// and everything below it (subscriptions, outgoing, queue, incoming).
+	// put with clean set first removes everything the session had; put with
+	// expiry 0 keeps nothing (such a session ends with its connection); put
+	// with expire_at_unix_ms != 0 (the client left) makes the store expire
+	// the whole session then by itself (the backstop when no broker is left
+	// to do it), put with 0 (connected, or never) keeps it.
 	hw_err (*session_put)(brk_store *st, const brk_store_session *rec);
 	hw_err (*session_get)(brk_store *st, hw_bytes client_id, brk_store_session *out);
 	hw_err (*session_del)(brk_store *st, hw_bytes client_id);
@@ -61,17 +85,20 @@ typedef struct brk_store_ops {
 	hw_err (*sub_del)(brk_store *st, hw_bytes client_id, hw_bytes filter);
 	hw_err (*sub_each)(brk_store *st, hw_bytes client_id, brk_store_sub_fn fn, void *arg);
 
-	// Outgoing QoS 1/2 in flight, by packet id, in send order.
-	hw_err (*out_put)(brk_store *st, hw_bytes client_id, uint16_t pid, uint8_t qos,
-	    const brk_msg *m);
+	// Outgoing QoS 1/2 in flight, by packet id; each_ calls fn in send order
+	// (ascending d->seq).
+	hw_err (*out_put)(brk_store *st, hw_bytes client_id, const brk_deliv *d);
 	hw_err (*out_pubrec)(brk_store *st, hw_bytes client_id, uint16_t pid);
 	hw_err (*out_del)(brk_store *st, hw_bytes client_id, uint16_t pid);
-	hw_err (*out_each)(brk_store *st, hw_bytes client_id, brk_store_msg_fn fn, void *arg);
+	hw_err (*out_each)(brk_store *st, hw_bytes client_id, brk_store_deliv_fn fn, void *arg);
 
-	// Queue of messages waiting for the window (FIFO; pop removes the head).
-	hw_err (*queue_push)(brk_store *st, hw_bytes client_id, uint8_t qos, const brk_msg *m);
-	hw_err (*queue_pop)(brk_store *st, hw_bytes client_id);
-	hw_err (*queue_each)(brk_store *st, hw_bytes client_id, brk_store_msg_fn fn, void *arg);
+	// Queue of deliveries waiting for the window, ordered by d->seq (a
+	// per-session counter). trim removes every queued delivery with a seq
+	// below keep_from (the head moved: popped into flight, expired or
+	// dropped by the bounds).
+	hw_err (*queue_push)(brk_store *st, hw_bytes client_id, const brk_deliv *d);
+	hw_err (*queue_trim)(brk_store *st, hw_bytes client_id, uint64_t keep_from);
+	hw_err (*queue_each)(brk_store *st, hw_bytes client_id, brk_store_deliv_fn fn, void *arg);
 
 	// Incoming QoS 2 packet ids awaiting PUBREL.
 	hw_err (*in2_put)(brk_store *st, hw_bytes client_id, uint16_t pid);
@@ -86,8 +113,11 @@ typedef struct brk_store_ops {
 // brk_store_memory_ops: the in-memory store of the all-in-one and of tests.
 extern const brk_store_ops brk_store_memory_ops;
 
-// brk_store_find returns the ops of backend ("memory"), or NULL when this
-// build has no such backend ("redis" comes in a later change).
+// brk_store_redis_ops: the Redis store (store/redis.c; data model there).
+extern const brk_store_ops brk_store_redis_ops;
+
+// brk_store_find returns the ops of backend ("memory" or "redis"), or NULL
+// when this build has no such backend.
 const brk_store_ops *brk_store_find(const char *backend);
 
 #endif
