@@ -327,6 +327,11 @@ class Split(Deployment):
         rp = self._spawn("router", [binary("hawser-router")] + _common_sets("router-1") + [
             "--set", f"router.listen={router}", "--set", f"router.brokers={brokers}",
             "--set", "router.http_listen=127.0.0.1:0"])
+        # The router is up before any broker exists: its dials to the brokers
+        # fail and are retried in the background. Publishes acknowledged in
+        # that window must still reach every broker's subscribers
+        # (test_startup.py); starting in this order keeps that case covered.
+        rp.wait_id("RTR-READY")
         bps = []
         for i, url in enumerate(self.brokers):
             bps.append(self._spawn(f"broker-{i + 1}", [binary("hawser-broker")] + _common_sets(f"broker-{i + 1}") + [
