@@ -33,6 +33,8 @@ pkgs=(
 	python3 python3-venv
 	# scripts/kafka.sh (Kafka integration tests) runs Apache Kafka from Maven Central.
 	openjdk-17-jre-headless maven
+	# tests/deploy: chart render checks (PyYAML), TLS certificates for the e2e run.
+	python3-yaml openssl
 )
 # Node may come from elsewhere (nvm, nodesource); only install Debian's when
 # there is none on PATH.

@@ -28,10 +28,19 @@ if [ "$it_rc" -eq 5 ]; then
 	echo "[test] pytest collected no tests"
 fi
 
+# Deploy checks: the container image's runtime libraries, the Helm chart
+# (lint, render, kubeconform against offline schemas), deploy/k8s freshness,
+# and the rendered Deployments run as local processes. Helm and kubeconform
+# are built with Go on first use (minutes cold, seconds warm).
+echo "[test] deploy tests: tests/deploy/run_all.sh"
+HAWSER_BIN_DIR="$root/build/bin" bash tests/deploy/run_all.sh
+deploy_rc=$?
+
+verdict() { [ "$1" -eq 0 ] && echo passed || echo "FAILED (exit $1)"; }
 echo
-echo "[test] summary: unit tests (ctest) $([ "$unit_rc" -eq 0 ] && echo passed || echo "FAILED (exit $unit_rc)"),"\
-" integration tests (pytest) $([ "$it_rc" -eq 0 ] && echo passed || echo "FAILED (exit $it_rc)")"
-if [ "$unit_rc" -ne 0 ] || [ "$it_rc" -ne 0 ]; then
+echo "[test] summary: unit tests (ctest) $(verdict "$unit_rc"),"\
+" integration tests (pytest) $(verdict "$it_rc"), deploy tests $(verdict "$deploy_rc")"
+if [ "$unit_rc" -ne 0 ] || [ "$it_rc" -ne 0 ] || [ "$deploy_rc" -ne 0 ]; then
 	exit 1
 fi
 exit 0
