@@ -12,6 +12,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -36,11 +38,69 @@ static const char *const hawser_defaults[] = {
 	NULL,
 };
 
+static const char hawser_summary[] =
+    "Hawser all-in-one: edge, broker and router in one process (direct routing).";
+
 typedef struct hawser_sig {
 	edge_server *edge;
+	brk_server  *broker;
+	int          argc;     // the command line, loaded again on SIGHUP
+	char       **argv;
 	sigset_t     set;
 	atomic_bool  quit;
 } hawser_sig;
+
+// hawser_reload loads the configuration as at startup and applies what can
+// change at run time (the broker's auth section); a bad one is logged and
+// the running settings stay.
+static void hawser_reload(hawser_sig *hs)
+{
+	hw_config cfg;
+	char *why = NULL;
+
+	if (hw_cli_load(&cfg, hs->argc, hs->argv, environ, "hawser", hawser_summary,
+	        hawser_defaults) != 0) {
+		hw_log_warn("BRK-AUTH-RELOAD", "SIGHUP: the configuration does not load (see the "
+		    "message above); the running settings stay");
+		return;
+	}
+	(void)brk_server_reload(hs->broker, &cfg, &why); // logs BRK-AUTH-RELOAD either way
+	free(why);
+	hw_config_fini(&cfg);
+}
+
+// hawser_load is hw_cli_load plus, for --check-config, the broker's own
+// checks (the auth section), which the shared command line cannot know.
+static int hawser_load(hw_config *cfg, int argc, char **argv)
+{
+	char **args = calloc((size_t)argc + 1, sizeof(*args));
+	bool check = false;
+	char *why = NULL;
+	int n = 0, rc;
+
+	if (args == NULL)
+		return 2;
+	for (int i = 0; i < argc; i++) {
+		if (i > 0 && strcmp(argv[i], "--check-config") == 0)
+			check = true;
+		else
+			args[n++] = argv[i];
+	}
+	rc = hw_cli_load(cfg, n, args, environ, "hawser", hawser_summary, hawser_defaults);
+	free(args);
+	if (rc != 0 || !check)
+		return rc;
+	if (brk_server_check_config(cfg, &why) != HW_OK) {
+		fprintf(stderr, "hawser: config: %s\n", why != NULL ? why : "out of memory");
+		rc = 2;
+	} else {
+		printf("config ok\n");
+		rc = 1;
+	}
+	free(why);
+	hw_config_fini(cfg);
+	return rc;
+}
 
 static void *hawser_sigwait(void *arg)
 {
@@ -53,6 +113,10 @@ static void *hawser_sigwait(void *arg)
 			continue;
 		if (atomic_load(&hs->quit))
 			break;
+		if (sig == SIGHUP) {
+			hawser_reload(hs);
+			continue;
+		}
 		hw_log_info("HAWSER-SIGNAL", "signal %d: stopping", sig);
 		edge_server_stop(hs->edge);
 	}
@@ -79,9 +143,7 @@ int main(int argc, char **argv)
 	hw_err       err;
 	int          rc, status = 1;
 
-	rc = hw_cli_load(&cfg, argc, argv, environ, "hawser",
-	    "Hawser all-in-one: edge, broker and router in one process (direct routing).",
-	    hawser_defaults);
+	rc = hawser_load(&cfg, argc, argv);
 	if (rc == 1)
 		return 0;
 	if (rc != 0)
@@ -98,6 +160,7 @@ int main(int argc, char **argv)
 	sigemptyset(&hs.set);
 	sigaddset(&hs.set, SIGINT);
 	sigaddset(&hs.set, SIGTERM);
+	sigaddset(&hs.set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &hs.set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	atomic_init(&hs.quit, false);
@@ -127,6 +190,9 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	hs.edge = edge;
+	hs.broker = broker;
+	hs.argc = argc;
+	hs.argv = argv;
 	if (pthread_create(&sig_thread, NULL, hawser_sigwait, &hs) != 0) {
 		hw_log_error("HAWSER-START", "cannot start the signal thread");
 		goto out;

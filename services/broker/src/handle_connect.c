@@ -30,6 +30,7 @@ static void brk_connect_takeover(brk_worker *w, brk_session *old, bool clean)
 	uint8_t key[12];
 
 	hw_counter_inc(w->srv->st.takeovers);
+	brk_hold_drop(old); // packets of the old connection are moot
 	if (old->version == HW_MQTT_V5)
 		(void)hw_mqtt_encode_disconnect(HW_RC_SESSION_TAKEN_OVER, HW_BYTES_NULL, HW_MQTT_V5, &b);
 	brk_out_close(w, old->edge, old->conn, &b);
@@ -229,7 +230,6 @@ static hw_bytes brk_connect_client_id(brk_ctx *c, const hw_mqtt_connect *cn, cha
 
 static bool brk_connect_check(brk_ctx *c, hw_err err, const hw_mqtt_connect *cn, uint8_t reason)
 {
-	const hw_config *cfg = c->w->srv->cfg;
 	bool v5 = cn->version == HW_MQTT_V5;
 
 	if (err == HW_EUNSUPPORTED) {
@@ -245,16 +245,102 @@ static bool brk_connect_check(brk_ctx *c, hw_err err, const hw_mqtt_connect *cn,
 		brk_connect_refuse(c, cn->version, HW_RC311_ID_REJECTED);
 		return false;
 	}
-	if (!cfg->broker.allow_anonymous && !cn->has_username) {
-		brk_connect_refuse(c, cn->version, v5 ? HW_RC_NOT_AUTHORIZED : HW_RC311_NOT_AUTHORIZED);
-		return false;
-	}
-	if (v5 && hw_mqtt_has(&cn->props, HW_PROP_AUTH_METHOD)) {
-		brk_connect_refuse(c, cn->version, HW_RC_BAD_AUTH_METHOD);
-		return false;
-	}
+	// Anonymous clients and the v5 Authentication Method are the auth
+	// module's to decide (brk_connect_authenticated).
 	(void)reason;
 	return true;
+}
+
+// brk_connect_authenticated starts the authentication of a fresh CONNECT
+// (false: the CONNECT waits in w->authing and brk_connect_authed resumes
+// it), or, for a resumed one, gives back the client id chosen at the start
+// (true: go on).
+static bool brk_connect_authenticated(brk_ctx *c, const hw_mqtt_connect *cn, hw_bytes *cid,
+    bool *assigned)
+{
+	const Hawser__Internal__V1__ConnInfo *info = c->cp->info;
+	brk_worker *w = c->w;
+	brk_auth_connect_req req = { .version = cn->version };
+	brk_auth_ticket *t = NULL;
+	brk_connauth *ca;
+	uint8_t key[12];
+	hw_bytes k = brk_conn_key(key, c->edge, c->cp->conn);
+
+	if (c->authed != NULL) {
+		*cid = (hw_bytes){ (const uint8_t *)c->authed->cid, c->authed->cid_len };
+		*assigned = c->authed->assigned;
+		return true;
+	}
+	ca = calloc(1, sizeof(*ca) + c->cp->data.len);
+	if (ca == NULL || (ca->cid = malloc(cid->len + 1)) == NULL)
+		goto fail;
+	ca->serial = ++w->auth_serial;
+	ca->edge = c->edge;
+	ca->conn = c->cp->conn;
+	ca->version = cn->version;
+	ca->assigned = *assigned;
+	ca->max_packet_size = info != NULL ? info->max_packet_size : 0;
+	memcpy(ca->cid, cid->ptr, cid->len);
+	ca->cid[cid->len] = 0;
+	ca->cid_len = cid->len;
+	ca->len = c->cp->data.len;
+	memcpy(ca->data, c->cp->data.data, ca->len);
+	if ((t = brk_hold_ticket(w, key, ca->serial)) == NULL)
+		goto fail;
+	t->connect = true;
+	if (brk_map_put(&w->authing, k, ca, NULL) != HW_OK)
+		goto fail;
+	req.client_id = ca->cid;
+	req.username = cn->has_username ? cn->username : HW_BYTES_NULL;
+	req.password = cn->has_password ? cn->password : HW_BYTES_NULL;
+	if (req.username.ptr == NULL && cn->has_username)
+		req.username.ptr = (const uint8_t *)""; // present but empty
+	if (req.password.ptr == NULL && cn->has_password)
+		req.password.ptr = (const uint8_t *)"";
+	if (cn->version == HW_MQTT_V5 && hw_mqtt_has(&cn->props, HW_PROP_AUTH_METHOD))
+		req.auth_method = cn->props.auth_method.ptr != NULL ? cn->props.auth_method :
+		    (hw_bytes){ (const uint8_t *)"", 0 };
+	req.peer = info != NULL && info->peer != NULL && info->peer[0] != 0 ? info->peer : NULL;
+	req.listener = info != NULL && info->listener != NULL && info->listener[0] != 0 ?
+	    info->listener : NULL;
+	// The answer may come inline or from the HTTP thread: either way it is
+	// a ticket in the mailbox, and packets meanwhile wait in ca.
+	if (brk_auth_connect(w->srv->auth, &req, brk_hold_connect_fn, t) == HW_OK)
+		return false;
+	brk_map_del(&w->authing, k);
+fail:
+	free(t);
+	brk_connauth_free(ca);
+	brk_connect_refuse(c, cn->version,
+	    cn->version == HW_MQTT_V5 ? HW_RC_SERVER_UNAVAILABLE : HW_RC311_SERVER_UNAVAILABLE);
+	return false;
+}
+
+void brk_connect_authed(brk_worker *w, brk_connauth *ca)
+{
+	Hawser__Internal__V1__ConnPacket cp = HAWSER__INTERNAL__V1__CONN_PACKET__INIT;
+	Hawser__Internal__V1__ConnInfo info = HAWSER__INTERNAL__V1__CONN_INFO__INIT;
+	hw_mqtt_packet pkt;
+	brk_ctx c = { .w = w, .edge = ca->edge, .cp = &cp, .pkt = &pkt,
+		.now_ms = hw_clock_mono_ms(), .authed = ca };
+	uint8_t key[12];
+
+	cp.conn = ca->conn;
+	cp.data.data = ca->data;
+	cp.data.len = ca->len;
+	info.max_packet_size = ca->max_packet_size;
+	cp.info = &info;
+	if (!ca->res.allowed) {
+		hw_log_info("BRK-AUTH-DENY", "CONNECT of %s refused (0x%02x): %s", ca->cid,
+		    ca->res.code, ca->res.reason != NULL ? ca->res.reason : "denied");
+		brk_connect_refuse(&c, ca->version, ca->res.code);
+		brk_connauth_free(ca);
+		return;
+	}
+	c.s = brk_map_get(&w->conns, brk_conn_key(key, ca->edge, ca->conn));
+	brk_handle_connect(&c);
+	brk_hold_replay(w, ca->edge, ca->conn, &ca->q);
+	brk_connauth_free(ca);
 }
 
 void brk_handle_connect(brk_ctx *c)
@@ -276,6 +362,8 @@ void brk_handle_connect(brk_ctx *c)
 	if (!brk_connect_check(c, err, cn, reason))
 		return;
 	a.cid = brk_connect_client_id(c, cn, gen, sizeof(gen), &a.assigned);
+	if (!brk_connect_authenticated(c, cn, &a.cid, &a.assigned))
+		return;
 	a.assigned = a.assigned && cn->version == HW_MQTT_V5;
 	a.expiry = brk_connect_expiry(cfg, cn);
 	a.expiry_changed = cn->version == HW_MQTT_V5 &&
@@ -295,6 +383,10 @@ void brk_handle_connect(brk_ctx *c)
 			brk_session_end(w, s);
 		return;
 	}
+	// The session acts for whoever authenticated last (ownership moves).
+	brk_identity_unref(s->identity);
+	s->identity = c->authed->res.identity;
+	c->authed->res.identity = NULL;
 	brk_connect_ack(c, s, &a);
 	brk_deliver_resend(w, s);
 }

@@ -1,15 +1,17 @@
 // SUBSCRIBE and UNSUBSCRIBE.
 #include <stdlib.h>
+#include <string.h>
 
 #include "impl.h"
 #include "mqtt/topic.h"
 
-// brk_subscribe_one adds one entry; returns its SUBACK reason code.
+// brk_subscribe_one adds one entry granted at most `qos` (the ACL's
+// answer); returns its SUBACK reason code.
 static uint8_t brk_subscribe_one(brk_ctx *c, hw_bytes filter, const hw_mqtt_sub_opts *o,
-    uint32_t sub_id, bool *existed)
+    uint8_t qos, uint32_t sub_id, bool *existed)
 {
 	brk_session *s = c->s;
-	brk_subopts so = { o->qos > 2 ? 2 : o->qos, o->no_local, o->retain_as_published,
+	brk_subopts so = { qos > 2 ? 2 : qos, o->no_local, o->retain_as_published,
 		o->retain_handling, sub_id };
 	hw_bytes group, inner;
 	int share = c->s->version == HW_MQTT_V5 ? hw_topic_share_parse(filter, &group, &inner) : 0;
@@ -78,6 +80,66 @@ static bool brk_subscribe_valid311(brk_ctx *c)
 	return true;
 }
 
+// brk_subscribe_acl fills rc[i] for every filter with the QoS the ACL
+// grants or its refusal (>= 0x80); an invalid or shared filter keeps the
+// requested QoS and brk_subscribe_one refuses it. False when verdicts
+// await callbacks: the SUBSCRIBE then waits (brk_hold_start) and is handled
+// again with them all (c->resumed).
+static bool brk_subscribe_acl(brk_ctx *c, uint8_t *rc)
+{
+	const hw_mqtt_subscribe *sub = &c->pkt->u.subscribe;
+	brk_worker *w = c->w;
+	brk_session *s = c->s;
+	uint64_t serial = ++w->auth_serial;
+	brk_auth_ticket *t = NULL;
+	hw_mqtt_sub_iter it;
+	hw_mqtt_sub_opts o;
+	uint32_t i = 0, waiting = 0;
+	uint8_t key[12];
+	hw_bytes f;
+
+	if (c->resumed != NULL) {
+		memcpy(rc, c->resumed->rc, c->resumed->n < sub->count ? c->resumed->n : sub->count);
+		return true;
+	}
+	brk_conn_key(key, c->edge, s->conn);
+	hw_mqtt_sub_iter_init(&it, sub, s->version);
+	while (i < sub->count && hw_mqtt_sub_next(&it, &f, &o)) {
+		hw_bytes group, inner;
+		uint8_t qos = o.qos > 2 ? 2 : o.qos;
+		int share = s->version == HW_MQTT_V5 ? hw_topic_share_parse(f, &group, &inner) : 0;
+		brk_acl_result r;
+
+		rc[i] = qos;
+		if (share != 0 || !hw_topic_filter_valid(f)) {
+			i++;
+			continue;
+		}
+		if (t == NULL && (t = brk_hold_ticket(w, key, serial)) == NULL) {
+			rc[i++] = HW_RC_UNSPECIFIED;
+			continue;
+		}
+		t->index = i;
+		r = brk_auth_check(w->srv->auth, s->identity, BRK_ACL_SUBSCRIBE, f, qos, false,
+		    brk_hold_acl_fn, t);
+		if (r.verdict == BRK_ACL_PENDING) {
+			t = NULL; // the callback owns it now
+			rc[i] = BRK_HOLD_WAIT;
+			waiting++;
+		} else {
+			rc[i] = r.verdict == BRK_ACL_ALLOW ? r.qos :
+			    brk_auth_denied_code(s->version, BRK_ACL_SUBSCRIBE);
+		}
+		i++;
+	}
+	brk_hold_ticket_keep(w, t);
+	if (waiting == 0)
+		return true;
+	if (brk_hold_start(c, serial, rc, i, waiting) != HW_OK)
+		brk_protocol_error(w, s, HW_RC_UNSPECIFIED);
+	return false;
+}
+
 void brk_handle_subscribe(brk_ctx *c)
 {
 	const hw_mqtt_subscribe *sub = &c->pkt->u.subscribe;
@@ -97,9 +159,12 @@ void brk_handle_subscribe(brk_ctx *c)
 		brk_protocol_error(c->w, c->s, HW_RC_TOPIC_FILTER_INVALID);
 		goto out;
 	}
+	if (!brk_subscribe_acl(c, rc))
+		goto out; // the SUBACK waits for delegated verdicts
 	hw_mqtt_sub_iter_init(&it, sub, c->s->version);
 	while (i < sub->count && hw_mqtt_sub_next(&it, &f, &o)) {
-		rc[i] = brk_subscribe_one(c, f, &o, sub_id, &existed[i]);
+		if (rc[i] < 0x80)
+			rc[i] = brk_subscribe_one(c, f, &o, rc[i], sub_id, &existed[i]);
 		i++;
 	}
 	brk_suback(c, HW_MQTT_SUBACK, rc, i);

@@ -196,6 +196,15 @@ hw_err brk_server_alloc(brk_server **out, const hw_config *cfg, hw_metrics *metr
 		return HW_ENOMEM;
 	s->cfg = cfg;
 	brk_stats_init(&s->st, metrics);
+	{
+		char *why = NULL;
+
+		if ((err = brk_auth_alloc(&s->auth, cfg, metrics, &why)) != HW_OK) {
+			hw_log_error("BRK-AUTH", "%s", why != NULL ? why : hw_strerror(err));
+			free(why);
+			goto fail;
+		}
+	}
 	s->routers = cfg->broker.routers;
 	while (s->routers != NULL && s->routers[s->nrouters] != NULL)
 		s->nrouters++;
@@ -302,6 +311,10 @@ void brk_server_free(brk_server *s)
 	if (s == NULL)
 		return;
 	brk_server_stop(s);
+	// Pending auth answers complete now (denied) into the stopped workers'
+	// mailboxes, which brk_worker_fini frees.
+	brk_auth_free(s->auth);
+	s->auth = NULL;
 	for (uint32_t i = 0; s->workers != NULL && i < s->nworkers; i++)
 		brk_worker_fini(&s->workers[i]);
 	free(s->workers);
@@ -309,4 +322,14 @@ void brk_server_free(brk_server *s)
 	if (s->store != NULL)
 		s->store_ops->close(s->store);
 	free(s);
+}
+
+hw_err brk_server_reload(brk_server *s, const hw_config *cfg, char **why)
+{
+	return brk_auth_reload(s->auth, cfg, why);
+}
+
+hw_err brk_server_check_config(const hw_config *cfg, char **why)
+{
+	return brk_auth_validate(cfg, why);
 }

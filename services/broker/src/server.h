@@ -25,6 +25,18 @@ hw_err brk_server_start(brk_server *s, int serve_http);
 // Blocks until done. Thread-safe.
 void brk_server_stop(brk_server *s);
 
+// brk_server_reload applies the reloadable parts of cfg (the auth section:
+// chain, keys, rules, callbacks) without dropping connections; cfg is only
+// read during the call. On error (HW_ECONFIG, *why a heap string naming the
+// key or rule, caller frees) the old settings stay. Any thread (the SIGHUP
+// handler).
+hw_err brk_server_reload(brk_server *s, const hw_config *cfg, char **why);
+
+// brk_server_check_config validates what brk_server_alloc would refuse in
+// cfg beyond hw_config_validate (the auth section), for --check-config.
+// HW_ECONFIG with *why (heap, caller frees) naming the key or rule.
+hw_err brk_server_check_config(const hw_config *cfg, char **why);
+
 // brk_server_free frees a stopped broker.
 void brk_server_free(brk_server *s);
 

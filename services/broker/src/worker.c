@@ -45,6 +45,7 @@ hw_err brk_worker_init(brk_worker *w, struct brk_server *srv, uint32_t index)
 	brk_map_init(&w->sessions);
 	brk_map_init(&w->conns);
 	brk_map_init(&w->pending);
+	brk_map_init(&w->authing);
 	if (brk_subindex_alloc(&w->subs) != HW_OK)
 		return HW_ENOMEM;
 	pthread_mutex_init(&w->mu, NULL);
@@ -70,6 +71,8 @@ static void brk_work_free(brk_work *wk)
 
 		brk_batch_unref(wk->batch);
 		brk_msg_unref(wk->msg);
+		if (wk->kind == BRK_WORK_AUTH)
+			brk_hold_ticket_fini((brk_auth_ticket *)wk); // freed below with wk
 		// A processed item keeps its fanin only when it was the last taker
 		// (left == -1); an item dropped unprocessed at shutdown still counts
 		// down, and the last one frees it.
@@ -83,9 +86,13 @@ static void brk_work_free(brk_work *wk)
 
 static void brk_worker_free_session(void *arg, hw_bytes key, void *val)
 {
+	brk_session *s = val;
+
 	(void)arg;
 	(void)key;
-	brk_session_free(val);
+	brk_hold_drop(s);
+	brk_identity_unref(s->identity);
+	brk_session_free(s);
 }
 
 static void brk_worker_free_pending(void *arg, hw_bytes key, void *val)
@@ -105,6 +112,7 @@ void brk_worker_fini(brk_worker *w)
 	brk_map_each(&w->pending, brk_worker_free_pending, NULL);
 	brk_map_fini(&w->pending);
 	brk_subindex_free(w->subs);
+	brk_hold_fini(w);
 	brk_out_fini(w);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);
@@ -288,6 +296,8 @@ void brk_session_end(brk_worker *w, brk_session *s)
 	brk_map_del(&w->sessions, (hw_bytes){ (uint8_t *)s->client_id, s->client_id_len });
 	(void)BRK_STORE(w, session_del, brk_cid(s));
 	hw_gauge_add(st->sessions, -1);
+	brk_hold_drop(s);
+	brk_identity_unref(s->identity);
 	brk_session_free(s);
 }
 
@@ -301,6 +311,7 @@ void brk_conn_lost(brk_worker *w, brk_session *s, bool publish_will)
 	brk_map_del(&w->conns, brk_conn_key(key, s->edge, s->conn));
 	hw_gauge_add(w->srv->st.connections, -1);
 	s->connected = false;
+	brk_hold_drop(s); // packets of a closed connection are moot
 	brk_session_alias_reset(s, 0);
 	if (s->will != NULL && publish_will && s->will_delay != 0 && s->expiry != 0) {
 		s->will_at_ms = now + (uint64_t)s->will_delay * 1000;
@@ -354,6 +365,17 @@ void brk_protocol_error(brk_worker *w, brk_session *s, uint8_t reason)
 static void brk_worker_packet(brk_worker *w, brk_batch *bb, const brk_connpacket *cp)
 {
 	brk_edge *e = brk_out_edge(w, bb->b->from, bb->b->reply_to);
+
+	if (e == NULL || cp->data.len == 0)
+		return;
+	// Held while an authentication or ACL decision for it is pending.
+	if (brk_hold_take(w, e, cp))
+		return;
+	brk_worker_dispatch(w, e, cp);
+}
+
+void brk_worker_dispatch(brk_worker *w, brk_edge *e, const brk_connpacket *cp)
+{
 	hw_mqtt_packet pkt;
 	brk_ctx c = { .w = w, .edge = e, .cp = cp, .pkt = &pkt, .now_ms = hw_clock_mono_ms() };
 	uint8_t key[12], reason = HW_RC_MALFORMED;
@@ -396,6 +418,8 @@ static void brk_worker_gone(brk_worker *w, brk_batch *bb, const brk_conngone *g)
 	s = brk_map_get(&w->conns, brk_conn_key(key, e, g->conn));
 	if (s != NULL)
 		brk_conn_lost(w, s, g->cause != HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__NORMAL);
+	else
+		brk_hold_conn_gone(w, e, g->conn); // gone while authenticating
 }
 
 static void brk_worker_publish(brk_worker *w, brk_work *wk)
@@ -431,6 +455,9 @@ static void brk_worker_one(brk_worker *w, brk_work *wk)
 		break;
 	case BRK_WORK_ACK:
 		brk_handle_router_ack(w, wk->item->ack->seq, wk->item->ack->reason);
+		break;
+	case BRK_WORK_AUTH:
+		brk_hold_answer(w, (brk_auth_ticket *)wk);
 		break;
 	}
 }
