@@ -186,6 +186,19 @@ def connect_retry(make_client, deadline_s=20.0):
     raise AssertionError(f"no accepting CONNACK within {deadline_s} s: {last}")
 
 
+def metric(dep, proc_name, name):
+    """Sum of the samples of metric `name` on a broker's /metrics."""
+    import urllib.request
+    port = dep.tier_http[proc_name]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def keys(redis, pattern):
     """The key names matching pattern (KEYS; small test databases only)."""
     out = subprocess.run(["redis-cli", "-p", str(redis.port), "--raw", "KEYS", pattern],

@@ -235,6 +235,7 @@ def test_redis_restart_mid_stream_loses_no_acknowledged_message(split, redis, cl
                 infos[200].wait_for_publish(timeout=30)
                 acked_before_kill.set()
 
+    errors0 = rf.metric(dep, "broker-2", "hawser_broker_store_errors_total")
     t = threading.Thread(target=produce, daemon=True)
     t.start()
     assert acked_before_kill.wait(30), "the stream did not start"
@@ -254,6 +255,9 @@ def test_redis_restart_mid_stream_loses_no_acknowledged_message(split, redis, cl
             got.append(int(sub.msgq.get(timeout=max(0.1, deadline - time.monotonic())).payload))
         except queue.Empty:
             break
+    assert rf.metric(dep, "broker-2", "hawser_broker_store_errors_total") > errors0, \
+        "the subscriber's broker never saw Redis go away: the kill missed the stream"
+    assert rf.metric(dep, "broker-2", "hawser_broker_store_latency_seconds_count") > 0
     missing = sorted(set(acked) - set(got))
     assert not missing, f"acknowledged messages lost: {missing[:20]} ({len(missing)})"
     assert _dedup_in_order(got) == list(range(total)), "order kept (duplicates allowed)"
