@@ -90,6 +90,7 @@ typedef struct lg_opts {
 	bool        idle_sub;    // idle conns subscribe to their own topic
 	bool        verbose;     // print why connections fail
 	uint16_t    keepalive;
+	uint32_t    session_expiry; // 0 = clean sessions; else persistent (v5: expiry, 3.1.1: clean 0)
 } lg_opts;
 
 // ---------------------------------------------------------------- histogram
@@ -494,6 +495,13 @@ static bool lg_send_connect(lg_worker *w, lg_conn *c)
 	p.type = HW_MQTT_CONNECT;
 	p.u.connect.version = w->run->o.version;
 	p.u.connect.clean_start = true;
+	if (w->run->o.session_expiry != 0) {
+		// Persistent sessions (the broker's session store does work).
+		p.u.connect.clean_start = w->run->o.version == HW_MQTT_V5;
+		p.u.connect.props.session_expiry = w->run->o.session_expiry;
+		if (w->run->o.version == HW_MQTT_V5)
+			hw_mqtt_set(&p.u.connect.props, HW_PROP_SESSION_EXPIRY);
+	}
 	p.u.connect.keepalive = w->run->o.keepalive;
 	p.u.connect.client_id = hw_bytes_of_cstr(id);
 	c->state = LG_ST_CONNACK;
@@ -1087,6 +1095,8 @@ static void lg_usage(FILE *f)
 	    "  --conn-window N      connects in progress per thread [64]\n"
 	    "  --connect-timeout S  bound on the connect phase [120]\n"
 	    "  --keepalive S        MQTT keepalive, PINGREQ at half [60]\n"
+	    "  --session-expiry S   persistent sessions: v5 Session Expiry S,\n"
+	    "                       3.1.1 clean session 0 [0: clean sessions]\n"
 	    "  --idle-sub 0|1       idle conns subscribe to their own topic [1]\n"
 	    "  --src-base ADDR      first source address [127.0.0.1]\n"
 	    "  --src-count N        rotate over N source addresses; 0 = no bind\n"
@@ -1118,7 +1128,7 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		O_SCEN = 256, O_HOST, O_PORT, O_TRANS, O_WSPATH, O_MQTT, O_QOS, O_CONNS,
 		O_PUBS, O_SUBS, O_PAIRS, O_RATE, O_WINDOW, O_MAXINF, O_SIZE, O_DUR,
 		O_HOLD, O_DRAIN, O_CRATE, O_CWIN, O_CTMO, O_KA, O_IDLESUB, O_SRCB,
-		O_SRCN, O_PID, O_TARGET, O_COUNT, O_HELP,
+		O_SRCN, O_PID, O_TARGET, O_COUNT, O_HELP, O_SEXP,
 	};
 	static const struct option opts[] = {
 		{ "scenario", 1, NULL, O_SCEN }, { "host", 1, NULL, O_HOST },
@@ -1136,7 +1146,8 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		{ "src-count", 1, NULL, O_SRCN }, { "threads", 1, NULL, 't' },
 		{ "pid", 1, NULL, O_PID }, { "target", 1, NULL, O_TARGET },
 		{ "count", 1, NULL, O_COUNT }, { "verbose", 0, NULL, 'v' },
-		{ "help", 0, NULL, O_HELP }, { NULL, 0, NULL, 0 },
+		{ "help", 0, NULL, O_HELP }, { "session-expiry", 1, NULL, O_SEXP },
+		{ NULL, 0, NULL, 0 },
 	};
 	bool src_auto = true;
 	int ch;
@@ -1193,6 +1204,7 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		case O_CWIN: ok = lg_num(a, 1, 1e6, &v); o->conn_window = (uint32_t)v; break;
 		case O_CTMO: ok = lg_num(a, 1, 3600, &o->connect_timeout); break;
 		case O_KA: ok = lg_num(a, 0, 65535, &v); o->keepalive = (uint16_t)v; break;
+		case O_SEXP: ok = lg_num(a, 0, 4294967295.0, &v); o->session_expiry = (uint32_t)v; break;
 		case O_IDLESUB: ok = lg_num(a, 0, 1, &v); o->idle_sub = v != 0; break;
 		case O_SRCB: o->src_base = a; break;
 		case O_SRCN: ok = lg_num(a, 0, 254, &v); o->src_count = (uint32_t)v; src_auto = false; break;
