@@ -28,12 +28,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 import clients
 import harness
 import mqttraw
+import redis_fixture
 
 pytestmark = pytest.mark.hawser_only
 
 SECRET = "it-hs256-secret-0123456789abcdef0123456789"
 CALLBACK_SERVER = os.path.join(harness.ROOT, "tests", "auth", "callback_server.py")
 KINDS = ["allinone", "split"]
+# The same suite with the brokers' sessions in a real Redis (store.backend=redis).
+STORE_KINDS = KINDS + ["allinone-redis", "split-redis"]
 
 # Global rules of the deployment (docs/auth.md, setup 3 and more).
 RULES = [
@@ -146,11 +149,16 @@ def probe_split(dep, user, password):
             c.close()
 
 
-def start_deployment(kind, broker_args, probe=None):
-    dep = AuthAllInOne(broker_args) if kind == "allinone" else AuthSplit(broker_args)
+def start_deployment(kind, broker_args, probe=None, redis=None):
+    if kind == "allinone-redis":
+        dep = redis_fixture.RedisAllInOne(redis, extra=broker_args)
+    elif kind == "split-redis":
+        dep = redis_fixture.RedisSplit(redis, broker_extra=broker_args)
+    else:
+        dep = AuthAllInOne(broker_args) if kind == "allinone" else AuthSplit(broker_args)
     try:
         dep.start()
-        if kind == "split" and probe is not None:
+        if kind.startswith("split") and probe is not None:
             probe_split(dep, *probe)
     except BaseException:
         dep.stop()
@@ -220,14 +228,22 @@ def auth_yaml(cb_port, dead_port):
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module", params=STORE_KINDS)
 def adep(request, callback_service, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"auth-{request.param}")
     conf = tmp / "hawser.yaml"
     conf.write_text(auth_yaml(callback_service.port, harness.free_port()))
-    dep = start_deployment(request.param, ["-c", str(conf)], probe=("probe", "probe-pw"))
-    yield dep
-    stop_deployment(dep)
+    redis = None
+    if request.param.endswith("-redis"):
+        redis = redis_fixture.RedisServer().start()
+    try:
+        dep = start_deployment(request.param, ["-c", str(conf)], probe=("probe", "probe-pw"),
+                               redis=redis)
+        yield dep
+        stop_deployment(dep)
+    finally:
+        if redis is not None:
+            redis.cleanup()
 
 
 @pytest.fixture
