@@ -322,6 +322,18 @@ def test_no_credentials_refused_without_anonymous(adep, raws, version):
     assert code == NOT_AUTH[version]
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_will_topic_is_checked_by_the_acl(adep, raws, version):
+    """A will is a publish like any other: one to another user's topic
+    refuses the CONNECT (else it would bypass the ACL at disconnect)."""
+    _, code = connack(raws, version, adep.client_id("will-bad"), username="alice",
+                      password=token(), will={"topic": "user/bob/inbox", "payload": "x"})
+    assert code == NOT_AUTH[version]
+    _, code = connack(raws, version, adep.client_id("will-ok"), username="alice",
+                      password=token(), will={"topic": "user/alice/gone", "payload": "x"})
+    assert code == OK
+
+
 def test_v5_authentication_method_refused(adep, raws):
     _, code = connack(raws, 5, adep.client_id("method"), props=[(0x15, "SCRAM-SHA-1")])
     assert code == 0x8C

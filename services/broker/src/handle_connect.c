@@ -269,6 +269,15 @@ static bool brk_connect_authenticated(brk_ctx *c, const hw_mqtt_connect *cn, hw_
 	if (c->authed != NULL) {
 		*cid = (hw_bytes){ (const uint8_t *)c->authed->cid, c->authed->cid_len };
 		*assigned = c->authed->assigned;
+		// The will is a PUBLISH like any other, checked now (a delegated
+		// rule answers from its cache only: no callback is awaited here).
+		if (cn->will && brk_auth_check(w->srv->auth, c->authed->res.identity, BRK_ACL_PUBLISH,
+		        cn->will_topic, cn->will_qos, cn->will_retain, NULL, NULL).verdict !=
+		        BRK_ACL_ALLOW) {
+			brk_connect_refuse(c, cn->version,
+			    cn->version == HW_MQTT_V5 ? HW_RC_NOT_AUTHORIZED : HW_RC311_NOT_AUTHORIZED);
+			return false;
+		}
 		return true;
 	}
 	ca = calloc(1, sizeof(*ca) + c->cp->data.len);
