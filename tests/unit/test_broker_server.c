@@ -756,6 +756,71 @@ static void test_connect_refusals(void **state)
 	harness_stop(h);
 }
 
+// connect_user connects with a user name (the empty auth chain takes it as
+// is) and waits for the accepting CONNACK.
+static void connect_user(harness *h, size_t *ef, uint64_t conn, const char *cid, uint8_t version,
+    const char *user)
+{
+	hw_mqtt_packet p = { .type = HW_MQTT_CONNECT };
+
+	p.u.connect.version = version;
+	p.u.connect.clean_start = true;
+	p.u.connect.keepalive = 30;
+	p.u.connect.client_id = hw_bytes_of_cstr(cid);
+	p.u.connect.has_username = true;
+	p.u.connect.username = hw_bytes_of_cstr(user);
+	send_pkt(h, conn, cid, &p, version);
+	p = expect(h, ef, conn, version, HW_MQTT_CONNACK);
+	assert_int_equal(p.u.connack.reason, 0);
+}
+
+// The ACL on SUBSCRIBE and PUBLISH with the identity from CONNECT: denials
+// answer 0x87 (v5) / 0x80 (3.1.1 SUBACK) / a plain PUBACK (3.1.1), and a
+// denied publish never reaches the router (the next one the router sees is
+// the client's next allowed publish).
+static void test_acl_denials(void **state)
+{
+	const char *extra[] = { "auth.acl_default=deny", "auth.rules=[{\"topic\":\"user/%u/#\"}]",
+		NULL };
+	harness *h = harness_start(extra);
+	size_t ef = 0, rf = 0;
+	hw_mqtt_packet p;
+	rec r;
+
+	(void)state;
+	connect_user(h, &ef, 1, "c-alice", HW_MQTT_V5, "alice");
+	subscribe(h, 1, "c-alice", HW_MQTT_V5, "user/bob/x", 1, 0);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_SUBACK);
+	assert_int_equal(p.u.suback.reasons[0], HW_RC_NOT_AUTHORIZED);
+	subscribe(h, 1, "c-alice", HW_MQTT_V5, "user/+/x", 1, 0);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_SUBACK);
+	assert_int_equal(p.u.suback.reasons[0], HW_RC_NOT_AUTHORIZED);
+	subscribe(h, 1, "c-alice", HW_MQTT_V5, "user/alice/#", 2, 0);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_SUBACK);
+	assert_int_equal(p.u.suback.reasons[0], 2);
+
+	publish(h, 1, "c-alice", HW_MQTT_V5, "user/bob/x", "no", 1, 5, false);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBACK);
+	assert_int_equal(p.u.ack.packet_id, 5);
+	assert_int_equal(p.u.ack.reason, HW_RC_NOT_AUTHORIZED);
+	publish(h, 1, "c-alice", HW_MQTT_V5, "user/bob/y", "no", 0, 0, false);
+	publish(h, 1, "c-alice", HW_MQTT_V5, "user/alice/ok", "yes", 1, 6, false);
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "user/alice/ok");
+
+	connect_user(h, &ef, 2, "c-bob", HW_MQTT_V311, "bob");
+	subscribe(h, 2, "c-bob", HW_MQTT_V311, "user/alice/#", 1, 0);
+	p = expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_SUBACK);
+	assert_int_equal(p.u.suback.reasons[0], 0x80);
+	publish(h, 2, "c-bob", HW_MQTT_V311, "user/alice/in", "no", 1, 7, false);
+	p = expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBACK); // acked as usual, dropped
+	assert_int_equal(p.u.ack.packet_id, 7);
+	publish(h, 2, "c-bob", HW_MQTT_V311, "user/bob/ok", "yes", 1, 8, false);
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "user/bob/ok");
+	harness_stop(h);
+}
+
 // The interest summary decides which workers a router Publish wakes: it
 // must never say "no" for a topic one of the worker's filters matches.
 static void test_interest_summary(void **state)
@@ -850,6 +915,7 @@ int main(void)
 		cmocka_unit_test(test_qos0_fanout_droppable_per_version),
 		cmocka_unit_test(test_session_expiry_publishes_delayed_will),
 		cmocka_unit_test(test_connect_refusals),
+		cmocka_unit_test(test_acl_denials),
 		cmocka_unit_test(test_interest_summary),
 		cmocka_unit_test(test_payload_format_and_receive_maximum),
 	};
