@@ -244,7 +244,8 @@ static void test_session_record(void **state)
 	assert_int_equal(brk_store_redis_ops.session_get(f->st, cid, &got), HW_OK);
 	assert_int_equal(got.expiry, 300);
 	assert_int_equal(got.expire_at_unix_ms, 0);
-	assert_int_equal(ttl_of(f, "t:{c:dev-1}:s"), -1); // connected: no TTL
+	// Connected: kept for expiry + 2 refresh periods (the owner refreshes).
+	assert_true(ttl_of(f, "t:{c:dev-1}:s") > 300000 + 2 * (long long)brk_store_redis_ops.refresh_ms - 5000);
 
 	// The client left: every key of the session expires by itself.
 	assert_int_equal(brk_store_redis_ops.sub_put(f->st, cid, hw_bytes_of_cstr("x/#"),
@@ -263,10 +264,16 @@ static void test_session_record(void **state)
 		flush_all(f);
 		assert_true(ttl_of(f, "t:{c:dev-1}:queue") > 290000);
 	}
-	// Back online: no TTL any more.
+	// Back online: the connected TTL again, on every key.
 	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = cid,
 	    .expiry = 300 }), HW_OK);
 	flush_all(f);
+	assert_true(ttl_of(f, "t:{c:dev-1}:queue") > 300000 + 2 * (long long)brk_store_redis_ops.refresh_ms - 5000);
+	// A session that never expires has no TTL at all.
+	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = cid,
+	    .expiry = UINT32_MAX }), HW_OK);
+	flush_all(f);
+	assert_int_equal(ttl_of(f, "t:{c:dev-1}:s"), -1);
 	assert_int_equal(ttl_of(f, "t:{c:dev-1}:queue"), -1);
 
 	// Clean start removes everything; expiry 0 keeps nothing.

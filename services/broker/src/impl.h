@@ -128,6 +128,7 @@ typedef struct brk_worker {
 	brk_session      *matched;
 	uint64_t          send_warned_ms;
 	uint64_t          pending_swept_ms;
+	uint64_t          store_refreshed_ms; // last store refresh of connected sessions
 	atomic_uint       interest[BRK_INTEREST_LEVELS + 1][BRK_INTEREST_SLOTS];
 	// authentication and ACL decisions awaiting the auth module (hold.c)
 	brk_map           authing;    // (edge index, conn id) -> brk_connauth

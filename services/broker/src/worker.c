@@ -507,6 +507,41 @@ static void brk_worker_wait(brk_worker *w, uint64_t deadline_ms)
 	pthread_cond_timedwait(&w->cv, &w->mu, &ts);
 }
 
+static void brk_worker_refresh_one(void *arg, hw_bytes key, void *val)
+{
+	brk_worker *w = arg;
+	brk_session *s = val;
+
+	(void)key;
+	if (s->connected && s->expiry != 0 && s->expiry != UINT32_MAX)
+		(void)BRK_STORE(w, session_put, &(brk_store_session){ .client_id = brk_cid(s),
+			.expiry = s->expiry });
+}
+
+// brk_worker_store_refresh puts the records of connected sessions again
+// when the store asks for it (brk_store_ops.refresh_ms).
+static void brk_worker_store_refresh(brk_worker *w)
+{
+	uint32_t every = w->srv->store_ops->refresh_ms;
+	uint64_t now;
+
+	if (every == 0 || (now = hw_clock_mono_ms()) - w->store_refreshed_ms < every)
+		return;
+	w->store_refreshed_ms = now;
+	brk_map_each(&w->sessions, brk_worker_refresh_one, w);
+}
+
+// brk_worker_deadline: the next timer, or the next store refresh.
+static uint64_t brk_worker_deadline(const brk_worker *w)
+{
+	uint32_t every = w->srv->store_ops->refresh_ms;
+	uint64_t t = w->next_timer;
+
+	if (every != 0 && (t == 0 || w->store_refreshed_ms + every < t))
+		t = w->store_refreshed_ms + every;
+	return t;
+}
+
 // brk_worker_keep_trying: a worker retries an unreachable store until the
 // broker stops.
 static bool brk_worker_keep_trying(void *arg)
@@ -525,7 +560,7 @@ static void *brk_worker_main(void *arg)
 
 		pthread_mutex_lock(&w->mu);
 		if (w->head == NULL && !w->stop)
-			brk_worker_wait(w, w->next_timer);
+			brk_worker_wait(w, brk_worker_deadline(w));
 		list = w->head;
 		w->head = w->tail = NULL;
 		stop = w->stop;
@@ -535,6 +570,7 @@ static void *brk_worker_main(void *arg)
 			brk_worker_one(w, wk);
 		if (w->next_timer != 0 && w->next_timer <= hw_clock_mono_ms())
 			w->next_timer = brk_worker_timers(w, hw_clock_mono_ms());
+		brk_worker_store_refresh(w);
 		if (brk_map_count(&w->pending) != 0 &&
 		    hw_clock_mono_ms() - w->pending_swept_ms >= BRK_PENDING_TIMEOUT_MS / 4) {
 			w->pending_swept_ms = hw_clock_mono_ms();

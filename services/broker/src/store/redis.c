@@ -48,10 +48,14 @@
 // worker waits (its clients and the router's Acks wait with it) until the
 // broker stops.
 //
-// Expiry. While a session is connected its keys have no TTL; when the client
-// leaves, session_put with exp_at sets PEXPIRE on all of them and a queue
-// push copies the record's TTL onto the queue key (a script), so Redis drops
-// a session nobody resumed even if no broker is left to do it.
+// Expiry. When the client leaves, session_put with exp_at sets PEXPIRE (the
+// session expiry) on all the session's keys, and a queue push copies the
+// record's TTL onto the queue key (a script), so Redis drops a session
+// nobody resumed even if no broker is left to do it. While the client is
+// connected the keys live for expiry + 2 minutes and the owning worker puts
+// the record again every minute (refresh_ms), so a broker that dies with
+// connected sessions leaves nothing behind for longer than expiry + 2 min.
+// Sessions that never expire have no TTL.
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -67,6 +71,7 @@
 #define BRK_REDIS_BLOB_HDR 24
 #define BRK_REDIS_BACKOFF_MIN_MS 50
 #define BRK_REDIS_BACKOFF_MAX_MS 2000
+#define BRK_REDIS_REFRESH_MS 60000
 
 enum {
 	BRK_ROP_SESSION, BRK_ROP_SUB, BRK_ROP_OUT_PUT, BRK_ROP_OUT_DEL, BRK_ROP_QUEUE_PUSH,
@@ -655,8 +660,16 @@ static hw_err brk_redis_session_put(brk_store *st, const brk_store_session *rec)
 	err = brk_redis_cmd(st, BRK_ROP_SESSION, rec->client_id, "HSET", "s", 4, args, lens);
 	if (err != HW_OK)
 		return err;
-	if (rec->expire_at_unix_ms == 0)
+	if (rec->expire_at_unix_ms == 0 && rec->expiry == UINT32_MAX)
 		return brk_redis_all(st, rec->client_id, "PERSIST", NULL);
+	if (rec->expire_at_unix_ms == 0) {
+		char ttl[24];
+
+		// Connected: kept while its owner refreshes it (every refresh_ms).
+		snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)rec->expiry * 1000 +
+		    2 * BRK_REDIS_REFRESH_MS);
+		return brk_redis_all(st, rec->client_id, "PEXPIRE", ttl);
+	}
 	{
 		uint64_t now = hw_clock_unix_us() / 1000;
 		char ttl[24];
@@ -1037,6 +1050,7 @@ static hw_err brk_redis_retain_each(brk_store *st, void (*fn)(void *arg, brk_msg
 
 const brk_store_ops brk_store_redis_ops = {
 	.name = "redis",
+	.refresh_ms = BRK_REDIS_REFRESH_MS,
 	.open = brk_redis_open,
 	.close = brk_redis_close,
 	.flush = brk_redis_flush,

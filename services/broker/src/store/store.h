@@ -57,6 +57,11 @@ typedef void (*brk_store_pid_fn)(void *arg, uint16_t pid);
 
 typedef struct brk_store_ops {
 	const char *name;
+	// refresh_ms != 0: the store expires even a connected session unless
+	// its owner puts its record again at least this often (the backstop for
+	// a broker that dies with connected sessions); the worker does so for
+	// every connected session with a finite expiry.
+	uint32_t    refresh_ms;
 	// open/close: build the store from cfg (store.*) with `shards` write
 	// pipelines (one per worker) and its metrics in reg (may be NULL);
 	// close frees it (unflushed writes are dropped).
@@ -75,7 +80,8 @@ typedef struct brk_store_ops {
 	// expiry 0 keeps nothing (such a session ends with its connection); put
 	// with expire_at_unix_ms != 0 (the client left) makes the store expire
 	// the whole session then by itself (the backstop when no broker is left
-	// to do it), put with 0 (connected, or never) keeps it.
+	// to do it), put with 0 (connected, or never) keeps it: a never-expiring
+	// one for good, one with a finite expiry for expiry + 2 x refresh_ms.
 	hw_err (*session_put)(brk_store *st, const brk_store_session *rec);
 	hw_err (*session_get)(brk_store *st, hw_bytes client_id, brk_store_session *out);
 	hw_err (*session_del)(brk_store *st, hw_bytes client_id);
