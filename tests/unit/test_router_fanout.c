@@ -2,8 +2,9 @@
 // outbox.h), driven directly on one thread against fake brokers listening
 // on inproc:// links: entries that pass their deadline are answered 0x80
 // and counted, late acks are ignored, thousands of pending entries complete
-// exactly once each with the right outcome, an offer with no connected
-// broker completes at once, and a send that fails reports its owners.
+// exactly once each with the right outcome, an offer to a broker nobody
+// listens on waits and fails at its deadline, and a send that fails reports
+// its owners.
 // Waits are on condition variables with deadlines; no sleeps.
 
 #include <setjmp.h>
@@ -171,8 +172,8 @@ static fixture *setup(size_t nb, bool nowhere)
 	assert_int_equal(rtr_fanout_brokers(fx->f), n);
 	hawser__internal__v1__publish__init(&fx->msg);
 	fx->msg.topic = (char *)"t";
-	// QoS 0 probes until every fake has one: only connected brokers get
-	// offers.
+	// QoS 0 probes until every fake has one: the dials connect in the
+	// background.
 	for (int round = 0; round < 500 && nb > 0; round++) {
 		bool all = true;
 
@@ -302,21 +303,28 @@ static void test_many_pending_complete_once(void **state)
 	teardown(fx);
 }
 
-// With no broker connected there is nobody to wait for: the offer
-// completes at once with 0x10 and leaves nothing pending.
-static void test_no_connected_broker(void **state)
+// A broker nobody listens on still gets the offer (queued by the link) and
+// is waited for: the offer is not acknowledged as taken, and at its deadline
+// it fails with 0x80. Answering 0x10 at once would acknowledge a publish that
+// a broker still starting up, holding subscribers, never took.
+static void test_unreachable_broker_fails_at_deadline(void **state)
 {
 	fixture  *fx = setup(0, true);
 	done_log *d = calloc(1, sizeof(*d));
+	uint64_t  due;
 
 	(void)state;
 	assert_non_null(d);
 	assert_int_equal(rtr_fanout_offer(fx->f, &fx->msg, done_of(d, 5)), HW_OK);
+	rtr_outbox_flush(fx->ob);
+	assert_int_equal(d->n, 0);
+	assert_int_equal(rtr_fanout_pending(fx->f), 1);
+	due = rtr_fanout_next_deadline(fx->f);
+	rtr_fanout_expire(fx->f, due);
 	assert_int_equal(d->n, 1);
 	assert_int_equal(d->tag[0], 5);
-	assert_int_equal(d->reason[0], 0x10);
+	assert_int_equal(d->reason[0], 0x80);
 	assert_int_equal(rtr_fanout_pending(fx->f), 0);
-	rtr_outbox_flush(fx->ob);
 	free(d);
 	teardown(fx);
 }
@@ -392,7 +400,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_timeout_answers_failure),
 		cmocka_unit_test(test_many_pending_complete_once),
-		cmocka_unit_test(test_no_connected_broker),
+		cmocka_unit_test(test_unreachable_broker_fails_at_deadline),
 		cmocka_unit_test(test_outbox_reports_failed_sends),
 	};
 
