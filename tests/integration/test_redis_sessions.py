@@ -267,3 +267,19 @@ def test_redis_restart_mid_stream_loses_no_acknowledged_message(split, redis, cl
     c2.connect()
     c2.subscribe(topic + "/after", qos=1)
     assert rf.keys(redis, f"*{{c:{c2.c._client_id.decode()}}}:s")
+
+
+def test_retained_message_survives_broker_restart(split, closer):
+    dep = split
+    topic = f"rs/{time.monotonic_ns()}/retained"
+    pub = _client(dep, 0, dep.client_id("rs-pub", broker=0), closer, version=5)
+    pub.connect()
+    pub.publish(topic, b"kept", qos=1, retain=True)
+    pub.disconnect()
+    for i in range(dep.n_brokers):
+        assert dep.restart_broker(i) == 0
+    sub, _ = rf.connect_retry(lambda: _client(dep, 1, dep.client_id("rs-ret", broker=1), closer,
+                                              version=5))
+    sub.subscribe(topic, qos=1)
+    m = sub.expect(what="the retained message, loaded from Redis by the restarted broker")
+    assert m.payload == b"kept" and m.retain

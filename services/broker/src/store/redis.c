@@ -978,11 +978,15 @@ static hw_err brk_redis_in2_each(brk_store *st, hw_bytes cid, brk_store_pid_fn f
 }
 
 // Retained messages go through their own connection, confirmed at once
-// (they come from the broker's receive thread, not from a worker).
+// (they come from the broker's receive thread, not from a worker). One
+// retry only (a connection found dead is replaced once): while Redis is
+// away the receive thread must not stall, so the write is dropped (counted,
+// logged) and the retained set in memory still serves subscribers; only a
+// broker restart during the outage loses it.
 static hw_err brk_redis_retain_put(brk_store *st, const brk_msg *m)
 {
 	brk_redis_conn *cn = &st->conns[st->shards];
-	brk_redis_tries t = { 2 };
+	brk_redis_tries t = { 1 };
 	brk_redis_key k;
 	const char *argv[4];
 	size_t lens[4], len = 0;
