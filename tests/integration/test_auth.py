@@ -207,6 +207,7 @@ def auth_yaml(cb_port, dead_port):
         "auth:",
         "  chain: [jwt, http]",
         "  acl_default: deny",
+        "  listener_chains: {ws: [jwt]}",
         "  jwt:",
         "    alg: HS256",
         f"    key: {json.dumps(SECRET)}",
@@ -334,6 +335,26 @@ def test_will_topic_is_checked_by_the_acl(adep, raws, version):
     assert code == OK
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_listener_chain_ws_is_jwt_only(adep, version):
+    """auth.listener_chains gives WebSocket clients their own chain (jwt):
+    a JWT works there, the callback's users do not."""
+    ws = mqttraw.RawClient(adep.endpoint(0, "ws"), version=version)
+    try:
+        assert ws.handshake(adep.client_id("ws-jwt"), username="alice",
+                            password=token()).reason == OK
+        ws.send(mqttraw.subscribe(1, [("user/bob/#", 1), ("user/alice/#", 1)], version=version))
+        assert ws.recv().codes == [0x87 if version == 5 else 0x80, 1]
+    finally:
+        ws.close()
+    ws = mqttraw.RawClient(adep.endpoint(0, "ws"), version=version)
+    try:
+        assert ws.handshake(adep.client_id("ws-cb"), username="carol",
+                            password="carol-pw").reason == BAD_CREDS[version]
+    finally:
+        ws.close()
+
+
 def test_v5_authentication_method_refused(adep, raws):
     _, code = connack(raws, 5, adep.client_id("method"), props=[(0x15, "SCRAM-SHA-1")])
     assert code == 0x8C
@@ -410,6 +431,27 @@ def test_acl_callback_cache_hit(adep, raws, callback_service):
         ack = c.recv()
         assert ack.type == mqttraw.SUBACK and ack.pid == pid and ack.codes == [1]
     assert callback_service.calls()["acl"] - before == 1
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_subscribe_mixing_delegated_and_local_verdicts(adep, raws, version):
+    """One SUBSCRIBE whose filters are decided partly by callbacks (two at
+    once) and partly by local rules: one SUBACK, codes in filter order, and a
+    PUBLISH sent right behind it is answered after it."""
+    deny = 0x87 if version == 5 else 0x80
+    n = time.monotonic_ns()
+    c = raws(version)
+    assert c.handshake(adep.client_id("mix"), username="x", password=token()).reason == 0
+    c.send(mqttraw.subscribe(1, [(f"live/ok{n}/video", 1), ("user/bob/#", 1),
+                                 (f"live/no{n}/video", 1), ("user/alice/#", 2)],
+                             version=version) +
+           mqttraw.publish("user/alice/mix", b"m", qos=1, pid=2, version=version))
+    first = c.recv()
+    assert first.type == mqttraw.SUBACK and first.pid == 1, first
+    assert first.codes == [1, deny, deny, 2]
+    seen = set()
+    while seen != {mqttraw.PUBACK, mqttraw.PUBLISH}:
+        seen.add(c.recv().type)
 
 
 def test_acl_callback_down(adep, raws):
