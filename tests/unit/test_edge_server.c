@@ -935,6 +935,127 @@ static void test_http_and_stop(void **state)
 	h_stop(h);
 }
 
+// ws_frame reads one whole server frame (payload < 126 bytes): returns its
+// first header byte and copies the payload to out; 0 on EOF.
+static int ws_frame(int fd, uint8_t *out, size_t *len)
+{
+	uint8_t hdr[2];
+
+	if (!c_recv(fd, hdr, 2))
+		return 0;
+	assert_true((hdr[1] & 0x7F) < 126);
+	*len = hdr[1] & 0x7F;
+	if (*len > 0 && !c_recv(fd, out, *len))
+		return 0;
+	return hdr[0];
+}
+
+// The graceful drain: not ready at once, paced closes, per-version goodbyes.
+static void test_drain(void **state)
+{
+	const char *const extra[] = {
+		"edge.drain_rate=10", "edge.server_reference=other.example:1883", NULL,
+	};
+	harness *h = h_start(extra);
+	char *body = malloc(65536);
+	uint8_t b[256], f[128];
+	size_t n, flen;
+	uint64_t conn5, conn3, connws, t0;
+	int fd5, fd3, fdws, gone = 0;
+	fb_item it;
+
+	(void)state;
+	fd5 = connect_accept(h, 5, "drain-v5", 60, &conn5);
+	fd3 = connect_accept(h, 4, "drain-v311", 60, &conn3);
+	fdws = ws_connect(h, "/mqtt");
+	assert_true(fdws >= 0);
+	n = mk_connect(b, 5, "drain-ws", 60);
+	ws_send(fdws, 0x02, b, n);
+	it = fb_wait(&h->fb, 3);
+	connws = it.conn;
+	fb_write(&h->fb, connws, connack5_ok, sizeof(connack5_ok), 1, 60, 5);
+	assert_true(ws_stream(fdws, b, sizeof(connack5_ok)));
+
+	t0 = hw_clock_mono_ms();
+	edge_server_stop(h->s);
+	// Not ready from the moment stop returns.
+	assert_int_equal(http_get(h, "/readyz", body, 65536), 503);
+	assert_non_null(strstr(body, "draining"));
+
+	// MQTT 5 over TCP: DISCONNECT 0x9C with the Server Reference, then EOF.
+	c_packet(fd5, b);
+	assert_int_equal(b[0], 0xE0);
+	assert_int_equal(b[2], 0x9C);
+	assert_int_equal(b[4], 0x1C);
+	assert_int_equal(b[6], strlen("other.example:1883"));
+	assert_memory_equal(b + 7, "other.example:1883", strlen("other.example:1883"));
+	c_eof(fd5);
+	// MQTT 3.1.1: closed without a word.
+	c_eof(fd3);
+	// WebSocket: the DISCONNECT in a binary frame, then close 1001.
+	assert_int_equal(ws_frame(fdws, f, &flen), 0x82);
+	assert_int_equal(f[0], 0xE0);
+	assert_int_equal(f[2], 0x9C);
+	assert_int_equal(ws_frame(fdws, f, &flen), 0x88);
+	assert_true(flen >= 2);
+	assert_int_equal((f[0] << 8) | f[1], 1001);
+	// At 10 per second the third close cannot come before ~200 ms.
+	assert_true(hw_clock_mono_ms() - t0 >= 150);
+
+	// Each one is ConnGone SHUTDOWN for the broker.
+	for (size_t i = 4; i <= 6; i++) {
+		it = fb_wait(&h->fb, i);
+		assert_int_equal(it.kind, FB_GONE);
+		assert_int_equal(it.cause, HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__SHUTDOWN);
+		gone |= (it.conn == conn5) << 0 | (it.conn == conn3) << 1 | (it.conn == connws) << 2;
+	}
+	assert_int_equal(gone, 7);
+	pthread_join(h->thread, NULL);
+	h->running = 0;
+	assert_int_equal(h->run_err, HW_OK);
+	assert_int_equal(h_counter(h, "hawser_edge_connections_closed_total", "cause", "shutdown"), 3);
+	close(fd5);
+	close(fd3);
+	close(fdws);
+	free(body);
+	h_stop(h);
+}
+
+// The drain deadline ends the loop even if a client never goes away.
+static void test_drain_timeout(void **state)
+{
+	const char *const extra[] = { "edge.drain_rate=1", "edge.drain_timeout_ms=300", NULL };
+	harness *h = h_start(extra);
+	uint64_t c1, c2, t0;
+	int fd1, fd2;
+
+	(void)state;
+	fd1 = connect_accept(h, 4, "slow-1", 60, &c1);
+	fd2 = connect_accept(h, 4, "slow-2", 60, &c2);
+	t0 = hw_clock_mono_ms();
+	edge_server_stop(h->s);
+	// One close is due at once, the second only after ~1 s: the 300 ms
+	// deadline comes first and the loop returns.
+	pthread_join(h->thread, NULL);
+	h->running = 0;
+	assert_int_equal(h->run_err, HW_OK);
+	assert_true(hw_clock_mono_ms() - t0 < 900);
+	// Freeing the server closes the rest, still as a shutdown.
+	edge_server_free(h->s);
+	h->s = NULL;
+	for (size_t i = 3; i <= 4; i++) {
+		fb_item it = fb_wait(&h->fb, i);
+
+		assert_int_equal(it.kind, FB_GONE);
+		assert_true(it.conn == c1 || it.conn == c2);
+		assert_int_equal(it.cause, HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__SHUTDOWN);
+	}
+	assert_int_equal(h_counter(h, "hawser_edge_connections_closed_total", "cause", "shutdown"), 2);
+	close(fd1);
+	close(fd2);
+	h_stop(h);
+}
+
 static void test_demo_page(void **state)
 {
 	const char *const extra[] = { "edge.demo_page=true", NULL };
@@ -997,6 +1118,8 @@ int main(void)
 		cmocka_unit_test(test_too_large_v5),
 		cmocka_unit_test(test_write_queue_policy),
 		cmocka_unit_test(test_http_and_stop),
+		cmocka_unit_test(test_drain),
+		cmocka_unit_test(test_drain_timeout),
 		cmocka_unit_test(test_demo_page),
 		cmocka_unit_test(test_listen_port_in_use),
 	};

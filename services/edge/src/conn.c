@@ -91,7 +91,9 @@ void edge_conn_close(edge_conn *c, edge_cause cause, bool flush)
 	if (cause == EDGE_CAUSE_CLIENT || cause == EDGE_CAUSE_BROKER)
 		c->no_gone = 1;
 	edge_wheel_del(&c->l->s->wheel, &c->timer);
-	if (flush && c->wq.bytes > 0) {
+	// A WebSocket closed by the shutdown always goes through the writable
+	// callback, which sets the close frame's status (1001).
+	if (flush && (c->wq.bytes > 0 || (c->l->ws && cause == EDGE_CAUSE_SHUTDOWN))) {
 		c->flush_close = 1;
 		lws_callback_on_writable(c->wsi);
 		// A client that stops reading cannot hold the socket open.
@@ -369,7 +371,11 @@ int edge_conn_writable(edge_conn *c)
 			lws_callback_on_writable(c->wsi);
 		return 0;
 	}
-	return c->flush_close ? -1 : 0;
+	if (!c->flush_close)
+		return 0;
+	if (c->l->ws && c->cause == EDGE_CAUSE_SHUTDOWN)
+		lws_close_reason(c->wsi, LWS_CLOSE_STATUS_GOINGAWAY, NULL, 0);
+	return -1;
 }
 
 void edge_conn_closed(edge_conn *c)
@@ -487,14 +493,36 @@ void edge_conn_shutdown(edge_conn *c)
 {
 	const char *ref = c->l->s->cfg->edge.server_reference;
 
-	if (c->closing)
+	if (c->closing || c->wsi == NULL)
 		return;
-	if (ref != NULL && ref[0] != '\0')
-		edge_conn_disconnect(c, EDGE_CAUSE_SHUTDOWN, HW_RC_USE_ANOTHER_SERVER,
-		    hw_bytes_of_cstr(ref));
-	else
-		edge_conn_disconnect(c, EDGE_CAUSE_SHUTDOWN, HW_RC_SERVER_SHUTTING_DOWN,
-		    HW_BYTES_NULL);
+	// Queued behind whatever is already waiting (PUBACKs, messages), so
+	// the client gets those first.
+	if (c->accepted && c->version == HW_MQTT_V5) {
+		hw_buf b = { 0 };
+		hw_err err;
+
+		if (ref != NULL && ref[0] != '\0')
+			err = hw_mqtt_encode_disconnect(HW_RC_USE_ANOTHER_SERVER,
+			    hw_bytes_of_cstr(ref), HW_MQTT_V5, &b);
+		else
+			err = hw_mqtt_encode_disconnect(HW_RC_SERVER_SHUTTING_DOWN, HW_BYTES_NULL,
+			    HW_MQTT_V5, &b);
+		if (err == HW_OK)
+			edge_conn_send(c, b.ptr, b.len);
+		hw_buf_fini(&b);
+		if (c->closing)
+			return; // out of memory: already being killed
+	}
+	edge_conn_close(c, EDGE_CAUSE_SHUTDOWN, true);
+}
+
+void edge_conn_abandon(edge_conn *c)
+{
+	if (c->closing || c->wsi == NULL)
+		return;
+	c->closing = 1;
+	c->cause = EDGE_CAUSE_SHUTDOWN;
+	edge_wheel_del(&c->l->s->wheel, &c->timer);
 }
 
 void edge_conn_timer(void *arg, edge_wheel_node *node)

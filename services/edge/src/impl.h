@@ -156,6 +156,14 @@ struct edge_server {
 	bool                draining;
 	uint64_t            drain_deadline_ms;
 	bool                done;
+
+	// Drain: the ids of the connections open when it started, closed in
+	// order at edge.drain_rate per second by drain_sul.
+	lws_sorted_usec_list_t drain_sul;
+	uint64_t           *drain_ids;
+	size_t              drain_n;
+	size_t              drain_pos;
+	uint64_t            drain_start_ms;
 };
 
 // server.c
@@ -211,8 +219,14 @@ void edge_conn_write(edge_server *s, const edge_connwrite *w);
 void edge_conn_broker_close(edge_server *s, const edge_connclose *cl);
 // edge_conn_peer formats the client address as "ip:port" ("[ip6]:port").
 void edge_conn_peer(edge_conn *c, char *out, size_t n);
-// edge_conn_shutdown closes c because the edge is stopping.
+// edge_conn_shutdown closes c because the edge is stopping: everything
+// already queued for it is written first, then (accepted MQTT 5 clients) a
+// DISCONNECT 0x8B, or 0x9C with edge.server_reference when set, then
+// (WebSocket) a close frame 1001 going away. No-op if c is already closing.
 void edge_conn_shutdown(edge_conn *c);
+// edge_conn_abandon marks c as closed by the shutdown without writing
+// anything (the drain deadline passed); lws closes it with the context.
+void edge_conn_abandon(edge_conn *c);
 // edge_conn_timer is the wheel callback (CONNECT timeout, keepalive).
 void edge_conn_timer(void *arg, edge_wheel_node *node);
 // edge_conn_reap frees the connections closed during this pass.

@@ -12,11 +12,19 @@
 //   sends each broker's pending items as one Batch, then frees closed
 //   connections. tick_sul runs every EDGE_WHEEL_TICK_MS for the timer wheel
 //   and the drain deadline.
-// - Stop (minimal drain): readyz turns 503, new sockets are refused at
-//   accept, every connection is closed (MQTT 5: DISCONNECT 0x8B, or 0x9C with
-//   edge.server_reference), ConnGone SHUTDOWN is flushed, and the loop
-//   returns when no connection is left or edge.drain_timeout_ms has passed.
-//   The listening sockets stay bound but refuse until the server is freed.
+// - Stop (graceful drain): /readyz turns 503 at once (edge_server_stop
+//   clears `ready` itself), new sockets are refused at accept, and the
+//   connections open at that moment are closed in order at edge.drain_rate
+//   per second: drain_sul runs every EDGE_DRAIN_TICK_MS and closes as many
+//   as rate * elapsed allows (the first batch at once), so closes are
+//   spread evenly and a late tick catches up. Before each batch the broker
+//   writes already received are applied, so a connection's queued frames
+//   (PUBACKs...) are written before its DISCONNECT (MQTT 5: 0x8B, or 0x9C
+//   with edge.server_reference; 3.1.1: none), then a WebSocket gets close
+//   1001; each sends ConnGone SHUTDOWN. The loop returns when no connection
+//   is left or at edge.drain_timeout_ms (the rest are then closed with the
+//   context, still as SHUTDOWN). The listening sockets stay bound but
+//   refuse until the server is freed.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +36,7 @@
 #include "impl.h"
 
 #define EDGE_SCRATCH_BYTES (64u * 1024u)
+#define EDGE_DRAIN_TICK_MS 100u
 
 static const char *const edge_listener_names[EDGE_L_COUNT] = {
 	"mqtt", "mqtts", "ws", "wss", "http",
@@ -109,11 +118,22 @@ void edge_server_kick(edge_server *s)
 }
 
 // edge_server_finish ends the loop: last flush, then edge_server_run returns.
+// Connections still open (drain deadline) are marked as shut down; the
+// context closes them when the server is freed.
 static void edge_server_finish(edge_server *s)
 {
+	edge_map *m = &s->conns;
+
+	lws_sul_cancel(&s->drain_sul);
+	for (size_t i = 0; i < m->cap; i++)
+		if (m->tab[i].key != 0)
+			edge_conn_abandon(m->tab[i].val);
 	edge_forward_flush(s);
 	edge_conn_reap(s);
 	s->done = true;
+	// From a timer callback lws would next poll with nothing left to wait
+	// for; wake it so edge_server_run returns now.
+	lws_cancel_service(s->ctx);
 }
 
 void edge_server_conn_gone(edge_server *s)
@@ -138,22 +158,73 @@ static void edge_server_tick_cb(lws_sorted_usec_list_t *sul)
 		    EDGE_WHEEL_TICK_MS * LWS_US_PER_MS);
 }
 
+// edge_server_drain_budget returns how many connections the drain may have
+// closed by now: rate per second since it started, one tick ahead.
+static size_t edge_server_drain_budget(const edge_server *s, uint64_t now)
+{
+	uint64_t rate = s->cfg->edge.drain_rate ? s->cfg->edge.drain_rate : 1u;
+	uint64_t ms = now - s->drain_start_ms + EDGE_DRAIN_TICK_MS;
+	uint64_t n = rate * ms / 1000u;
+
+	if (n == 0)
+		n = 1;
+	return n > s->drain_n ? s->drain_n : (size_t)n;
+}
+
+static void edge_server_drain_cb(lws_sorted_usec_list_t *sul)
+{
+	edge_server *s = lws_container_of(sul, edge_server, drain_sul);
+	size_t budget;
+
+	if (s->done || s->destroying)
+		return;
+	// Broker writes that have arrived go into the queues first, so they
+	// are written before the DISCONNECT.
+	edge_forward_inbound(s);
+	budget = edge_server_drain_budget(s, hw_clock_mono_ms());
+	while (s->drain_pos < budget) {
+		edge_conn *c = edge_map_get(&s->conns, s->drain_ids[s->drain_pos++]);
+
+		if (c != NULL)
+			edge_conn_shutdown(c);
+	}
+	edge_server_kick(s);
+	if (!s->done && s->drain_pos < s->drain_n)
+		lws_sul_schedule(s->ctx, 0, &s->drain_sul, edge_server_drain_cb,
+		    EDGE_DRAIN_TICK_MS * LWS_US_PER_MS);
+}
+
 static void edge_server_drain(edge_server *s)
 {
 	edge_map *m = &s->conns;
+	size_t n = 0;
 
 	s->draining = true;
 	atomic_store(&s->ready, false);
-	s->drain_deadline_ms = hw_clock_mono_ms() +
+	s->drain_start_ms = hw_clock_mono_ms();
+	s->drain_deadline_ms = s->drain_start_ms +
 	    (s->cfg->edge.drain_timeout_ms ? s->cfg->edge.drain_timeout_ms : 10000u);
-	hw_log_info("EDGE-DRAIN", "stopping: closing %llu connections",
-	    (unsigned long long)s->nconns);
-	// Closing is asynchronous, so the map does not change under this walk.
+	hw_log_info("EDGE-DRAIN", "stopping: closing %llu connections at %u/s",
+	    (unsigned long long)s->nconns, s->cfg->edge.drain_rate);
+	if (s->nconns == 0) {
+		edge_server_finish(s);
+		return;
+	}
+	// Snapshot the ids: the map changes as connections close, and no new
+	// connection is accepted from now on.
+	s->drain_ids = malloc(m->count * sizeof(*s->drain_ids));
+	if (s->drain_ids == NULL) {
+		// No memory for the paced drain: close everything at once.
+		for (size_t i = 0; i < m->cap; i++)
+			if (m->tab[i].key != 0)
+				edge_conn_shutdown(m->tab[i].val);
+		return;
+	}
 	for (size_t i = 0; i < m->cap; i++)
 		if (m->tab[i].key != 0)
-			edge_conn_shutdown(m->tab[i].val);
-	if (s->nconns == 0)
-		edge_server_finish(s);
+			s->drain_ids[n++] = m->tab[i].key;
+	s->drain_n = n;
+	edge_server_drain_cb(&s->drain_sul);
 }
 
 void edge_server_wake(edge_server *s)
@@ -287,6 +358,8 @@ hw_err edge_server_run(edge_server *s)
 
 void edge_server_stop(edge_server *s)
 {
+	// Not ready from this moment, before the loop even wakes up.
+	atomic_store(&s->ready, false);
 	atomic_store(&s->stop_requested, true);
 	pthread_mutex_lock(&s->inq_mu);
 	if (s->ctx != NULL && !s->destroying)
@@ -315,6 +388,7 @@ void edge_server_free(edge_server *s)
 		pthread_mutex_unlock(&s->inq_mu);
 		lws_sul_cancel(&s->tick_sul);
 		lws_sul_cancel(&s->pass_sul);
+		lws_sul_cancel(&s->drain_sul);
 		// Closing the context closes the remaining sockets; their ConnGone
 		// items are queued and flushed below while the link is still open.
 		lws_context_destroy(s->ctx);
@@ -325,6 +399,7 @@ void edge_server_free(edge_server *s)
 	edge_forward_close(s);
 	edge_conn_reap(s);
 	edge_map_fini(&s->conns);
+	free(s->drain_ids);
 	free(s->scratch);
 	pthread_cond_destroy(&s->inq_cv);
 	pthread_mutex_destroy(&s->inq_mu);
