@@ -89,6 +89,10 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	// A Redis or callback server that resets its connection must cost a
+	// write error (EPIPE, handled by reconnecting), not the process:
+	// hiredis writes with write(2).
+	signal(SIGPIPE, SIG_IGN);
 	if (hw_metrics_alloc(&metrics) != HW_OK)
 		goto out;
 	if ((err = brk_server_alloc(&srv, &cfg, metrics)) != HW_OK) {
