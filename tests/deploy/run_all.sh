@@ -4,6 +4,7 @@
 #   test_chart.sh        chart lint/render/kubeconform/NOTES/deploy/k8s
 #   test_chart_e2e.sh    rendered Deployments run here + helm test script
 #   test_local_cluster.sh  deploy/local/cluster.sh start/round trip/stop
+#   test_grafana.sh      dashboard JSON parses, queries only registered metrics
 # HAWSER_BIN_DIR (default build/bin when complete) is used by the last two.
 # Prints each script's output and a total "N passed, N failed" line.
 set -uo pipefail
@@ -11,7 +12,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 total_pass=0
 total_fail=0
 rc=0
-for t in test_image_build.sh test_chart.sh test_chart_e2e.sh test_local_cluster.sh; do
+for t in test_image_build.sh test_chart.sh test_chart_e2e.sh test_local_cluster.sh test_grafana.sh; do
 	echo "[deploy] $t"
 	out="$(bash "$root/tests/deploy/$t" 2>&1)"
 	trc=$?
