@@ -5,7 +5,8 @@
 #   test_chart_e2e.sh    rendered Deployments run here + helm test script
 #   test_local_cluster.sh  deploy/local/cluster.sh start/round trip/stop
 #   test_grafana.sh      dashboard JSON parses, queries only registered metrics
-# HAWSER_BIN_DIR (default build/bin when complete) is used by the last two.
+# HAWSER_BIN_DIR (default build/bin when complete) is used by test_chart_e2e.sh
+# and test_local_cluster.sh.
 # Prints each script's output and a total "N passed, N failed" line.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
