@@ -30,3 +30,31 @@ def test_first_qos1_publish_after_startup_crosses_brokers():
     finally:
         statuses = dep.stop()
     assert all(code == 0 for _, code in statuses), f"unclean exits: {statuses}"
+
+
+@pytest.mark.hawser_only
+def test_sighup_stops_no_process():
+    """Operators HUP every process after a config change: the broker reloads,
+    the edge and router have nothing to reload; none of them may stop (HUP's
+    default action would drop every connection of an edge)."""
+    import signal
+    dep = harness.start_deployment("split")
+    try:
+        sub = Client(dep.endpoint(1, "tcp"), dep.client_id("hup-sub", broker=1), version=5)
+        sub.connect()
+        sub.subscribe("hup/t", qos=1)
+        acks = {"edge": "EDGE-SIGNAL", "broker": "BRK-AUTH-RELOAD", "router": "RTR-SIGNAL"}
+        for p in dep.procs:
+            start = len(p.lines)
+            p.popen.send_signal(signal.SIGHUP)
+            p.wait_id(acks[p.name.split("-")[0]], timeout=10, start=start)
+        pub = Client(dep.endpoint(0, "tcp"), dep.client_id("hup-pub", broker=0), version=5)
+        pub.connect()
+        pub.publish("hup/t", b"after-hup", qos=1)
+        assert sub.expect(what="a message after SIGHUP").payload == b"after-hup"
+        assert not dep.dead(), dep.dead()
+        sub.close()
+        pub.close()
+    finally:
+        statuses = dep.stop()
+    assert all(code == 0 for _, code in statuses), f"unclean exits: {statuses}"

@@ -19,7 +19,7 @@ typedef struct edge_main_sig {
 } edge_main_sig;
 
 // edge_main_sigwait turns SIGINT/SIGTERM into edge_server_stop, on its own
-// thread (nothing runs in a signal handler).
+// thread (nothing runs in a signal handler); SIGHUP is logged and ignored.
 static void *edge_main_sigwait(void *arg)
 {
 	edge_main_sig *ms = arg;
@@ -31,6 +31,13 @@ static void *edge_main_sigwait(void *arg)
 			continue;
 		if (atomic_load(&ms->quit))
 			break;
+		if (sig == SIGHUP) {
+			// Operators often HUP every process after a config change;
+			// the edge has nothing to reload, and HUP's default action
+			// would drop every connection.
+			hw_log_info("EDGE-SIGNAL", "SIGHUP: nothing to reload in the edge; ignored");
+			continue;
+		}
 		hw_log_info("EDGE-SIGNAL", "signal %d: stopping", sig);
 		edge_server_stop(ms->s);
 	}
@@ -67,6 +74,7 @@ int main(int argc, char **argv)
 	sigemptyset(&ms.set);
 	sigaddset(&ms.set, SIGINT);
 	sigaddset(&ms.set, SIGTERM);
+	sigaddset(&ms.set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &ms.set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	atomic_init(&ms.quit, false);

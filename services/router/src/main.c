@@ -38,6 +38,7 @@ int main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -55,8 +56,15 @@ int main(int argc, char **argv)
 		status = err == HW_ECONFIG ? 2 : 1;
 		goto out;
 	}
-	while (sigwait(&set, &sig) != 0)
-		;
+	// SIGHUP: nothing to reload in the router yet (pipelines are read at
+	// startup); its default action would stop the process, so it is taken
+	// here, logged and ignored.
+	while (sigwait(&set, &sig) != 0 || sig == SIGHUP) {
+		if (sig == SIGHUP) {
+			hw_log_info("RTR-SIGNAL", "SIGHUP: nothing to reload in the router; ignored");
+			sig = 0;
+		}
+	}
 	hw_log_info("RTR-SIGNAL", "signal %d: stopping", sig);
 	rtr_server_stop(s);
 	status = 0;
