@@ -317,16 +317,14 @@ bool brk_session_in2_del(brk_session *s, uint16_t pid)
 
 hw_err brk_session_alias_reset(brk_session *s, uint16_t max)
 {
-	for (uint16_t i = 0; i < s->nalias; i++)
-		free((void *)s->alias[i].ptr);
-	free(s->alias);
+	if (s->alias != NULL) {
+		for (uint16_t i = 0; i < s->nalias; i++)
+			free((void *)s->alias[i].ptr);
+		free(s->alias);
+	}
 	s->alias = NULL;
-	s->nalias = 0;
-	if (max == 0)
-		return HW_OK;
-	s->alias = calloc(max, sizeof(*s->alias));
-	if (s->alias == NULL)
-		return HW_ENOMEM;
+	// The table itself is allocated by the first alias_set: most clients
+	// never use topic aliases, and max * 16 bytes per idle session adds up.
 	s->nalias = max;
 	return HW_OK;
 }
@@ -337,6 +335,11 @@ hw_err brk_session_alias_set(brk_session *s, uint16_t alias, hw_bytes topic)
 
 	if (alias == 0 || alias > s->nalias)
 		return HW_EINVAL;
+	if (s->alias == NULL) {
+		s->alias = calloc(s->nalias, sizeof(*s->alias));
+		if (s->alias == NULL)
+			return HW_ENOMEM;
+	}
 	copy = malloc(topic.len ? topic.len : 1);
 	if (copy == NULL)
 		return HW_ENOMEM;
@@ -348,7 +351,8 @@ hw_err brk_session_alias_set(brk_session *s, uint16_t alias, hw_bytes topic)
 
 hw_bytes brk_session_alias_get(const brk_session *s, uint16_t alias)
 {
-	if (alias == 0 || alias > s->nalias || s->alias[alias - 1].ptr == NULL)
+	if (alias == 0 || alias > s->nalias || s->alias == NULL ||
+	    s->alias[alias - 1].ptr == NULL)
 		return HW_BYTES_NULL;
 	return s->alias[alias - 1];
 }

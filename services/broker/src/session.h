@@ -156,8 +156,10 @@ brk_in2 *brk_session_in2_find(brk_session *s, uint16_t pid);
 hw_err brk_session_in2_add(brk_session *s, uint16_t pid);
 bool brk_session_in2_del(brk_session *s, uint16_t pid);
 
-// Topic aliases: reset for a new connection with `max` aliases; set copies
-// the topic; get returns an empty view for an unknown alias.
+// Topic aliases: reset for a new connection with `max` aliases (the table
+// is allocated by the first set, so an idle session holds none); set copies
+// the topic (HW_EINVAL out of range, HW_ENOMEM); get returns an empty view
+// for an unknown alias.
 hw_err brk_session_alias_reset(brk_session *s, uint16_t max);
 hw_err brk_session_alias_set(brk_session *s, uint16_t alias, hw_bytes topic);
 hw_bytes brk_session_alias_get(const brk_session *s, uint16_t alias);
