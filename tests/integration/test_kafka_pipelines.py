@@ -169,6 +169,12 @@ def test_publish_consume_client_to_client_in_order(dep, kafka, topics, pb, mk):
         up.ParseFromString(r.value())
         vals.append(up.payload)
     assert vals == [f"m{i}".encode() for i in range(20)]
+    # Per-pipeline metrics saw them: produced (Kafka acked), consumed, and
+    # the end-to-end latency histogram.
+    body = harness_metrics(dep)
+    assert metric(body, 'hawser_router_kafka_produced_total{pipeline="chat"}') >= 20
+    assert metric(body, 'hawser_router_kafka_consumed_total{pipeline="chat"}') >= 20
+    assert metric(body, "hawser_router_kafka_e2e_seconds_count") >= 20
 
 
 def test_filtered_with_external_filter(dep, kafka, topics, pb, mk):
@@ -207,6 +213,14 @@ def test_unmatched_topic_refused_when_direct_is_off(dep, mk):
     sub.expect_nothing(window=0.5)
     body = harness_metrics(dep)
     assert "hawser_router_refused_total 1" in body
+
+
+def metric(body, name):
+    """The value of the sample `name` (with its labels) in a /metrics body."""
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no sample {name} in /metrics:\n{body}")
 
 
 def harness_metrics(dep):

@@ -112,6 +112,7 @@ struct rtr_kafka {
 
 	hw_gauge          *inflight_gauge;
 	hw_counter        *commits;
+	hw_histogram      *e2e;       // broker receive -> offered again, seconds
 };
 
 // ---------------------------------------------------------------------------
@@ -238,6 +239,12 @@ hw_err rtr_kafka_alloc(rtr_kafka **out, const hw_config *cfg, rtr_fanout *fanout
 		    "Consumed Kafka records offered to brokers and not yet acked by all.", NULL, NULL);
 		k->commits = hw_metrics_counter(metrics, "hawser_router_kafka_commits_total",
 		    "Offset commits sent to Kafka.", NULL, NULL);
+		static const double b[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+			0.5, 1, 2.5, 5, 10, 30 };
+
+		k->e2e = hw_metrics_histogram(metrics, "hawser_router_kafka_e2e_seconds",
+		    "Client publish taken by its broker -> consumed back from Kafka and offered to the brokers (publish_consume, filtered).",
+		    b, (int)(sizeof(b) / sizeof(b[0])));
 	}
 	*out = k;
 	return HW_OK;
@@ -684,6 +691,12 @@ static void rtr_kafka_record(rtr_kafka *k, const rd_kafka_message_t *m)
 		    sub->upstream ? "hawser.v1.UpstreamMessage" : "hawser.v1.DownstreamMessage");
 		rtr_kafka_release(k, r);
 		return;
+	}
+	if (sub->upstream && r->pub.received_at_us != 0) {
+		uint64_t now = hw_clock_unix_us();
+
+		if (now >= r->pub.received_at_us)
+			hw_histogram_observe(k->e2e, (double)(now - r->pub.received_at_us) / 1e6);
 	}
 	rtr_kafka_offer(k, r);
 }
