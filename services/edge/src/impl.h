@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <ev.h>
 #include <libwebsockets.h>
 
 #include "core/config.h"
@@ -120,6 +121,7 @@ struct edge_server {
 	hw_metrics         *metrics;
 	edge_stats          st;
 	struct lws_context *ctx;
+	struct ev_loop     *evloop;       // lws runs on it (epoll, not poll)
 	edge_listener       ls[EDGE_L_COUNT];
 
 	// Broker link.
