@@ -250,7 +250,8 @@ hw_err brk_session_sub_put(brk_session *s, hw_bytes filter, const brk_subopts *o
 		}
 	*existed = false;
 	if (s->nsubs == s->capsubs) {
-		size_t ncap = s->capsubs ? s->capsubs * 2 : 4;
+		// Start with room for one: most sessions hold a single filter.
+		size_t ncap = s->capsubs ? s->capsubs * 2 : 1;
 		brk_sub *ns = realloc(s->subs, ncap * sizeof(*ns));
 
 		if (ns == NULL)

@@ -51,63 +51,71 @@ typedef struct brk_in2 {
 
 typedef struct brk_session brk_session;
 struct brk_session {
+	// Fields are grouped by size (8-byte, then 4, 2, 1) so the struct has
+	// no padding holes: one is allocated per session, idle or not.
 	char       *client_id;
 	size_t      client_id_len;
 
 	// connection (valid while connected)
-	bool        connected;
 	void       *edge;          // the worker's brk_edge
 	uint64_t    conn;
-	uint32_t    conn_gen;      // bumped at every CONNECT
-	uint8_t     version;
-	uint32_t    max_packet;    // client's Maximum Packet Size, 0 = none
 
-	uint32_t    expiry;        // seconds; 0xFFFFFFFF never
-	bool        expiry_zero_at_connect;
 	uint64_t    expire_at_ms;  // while offline, 0 = never
 
 	brk_msg    *will;
-	uint32_t    will_delay;
 	uint64_t    will_at_ms;    // armed delayed will, 0 = none
 
 	brk_sub    *subs;
 	size_t      nsubs, capsubs;
 
 	// outgoing QoS 1/2
-	uint32_t    window;
-	uint32_t    max_queued;
 	uint64_t    max_queued_bytes;
 	brk_deliv  *fly_head, *fly_tail;
-	uint32_t    nfly;
 	brk_deliv  *q_head, *q_tail;
-	uint32_t    nq;
 	uint64_t    q_bytes;
-	uint16_t    next_pid;
 	uint64_t    next_seq;      // seq of the next delivery (brk_deliv.seq)
 
 	// incoming
 	brk_in2    *in2;
 	size_t      nin2, capin2;
-	uint32_t    in1_pending;   // QoS 1 forwarded, router Ack awaited
 
-	// topic aliases from the client (per connection)
+	// topic aliases from the client (per connection); NULL until the first
 	hw_bytes   *alias;
-	uint16_t    nalias;
 
 	// worker scratch: matching and the offline list
 	uint64_t    match_epoch;
-	uint8_t     match_qos;
-	bool        match_rap;
-	uint32_t    match_nsub;
 	uint32_t   *match_subs;
-	uint32_t    match_cap;
 	brk_session *match_next;
 	brk_session *off_prev, *off_next;
-	bool        off_listed;
 
 	// authentication and ACL (handle_connect.c, hold.c)
 	struct brk_identity *identity; // who authenticated (owned); NULL if none
 	struct brk_hold *hold;         // ACL verdicts awaited, packets held; NULL
+
+	// 4-byte fields
+	uint32_t    conn_gen;      // bumped at every CONNECT
+	uint32_t    max_packet;    // client's Maximum Packet Size, 0 = none
+	uint32_t    expiry;        // seconds; 0xFFFFFFFF never
+	uint32_t    will_delay;
+	uint32_t    window;        // outgoing QoS 1/2
+	uint32_t    max_queued;
+	uint32_t    nfly;
+	uint32_t    nq;
+	uint32_t    in1_pending;   // QoS 1 forwarded, router Ack awaited
+	uint32_t    match_nsub;
+	uint32_t    match_cap;
+
+	// 2-byte fields
+	uint16_t    next_pid;
+	uint16_t    nalias;        // topic alias maximum of this connection
+
+	// 1-byte fields
+	bool        connected;
+	uint8_t     version;
+	bool        expiry_zero_at_connect;
+	uint8_t     match_qos;
+	bool        match_rap;
+	bool        off_listed;
 };
 
 // brk_session_alloc creates an empty, disconnected session for client_id.
