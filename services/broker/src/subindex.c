@@ -20,7 +20,7 @@ typedef struct brk_subent {
 typedef struct brk_subnode brk_subnode;
 struct brk_subnode {
 	brk_subnode  *parent;
-	char         *level;
+	char         *level;         // in the node's own allocation (NULL: root)
 	size_t        level_len;
 	brk_subnode **kids;
 	size_t        nkids, capkids;
@@ -57,7 +57,6 @@ static void brk_subnode_fini(brk_subnode *n)
 	}
 	free(n->kids);
 	free(n->subs);
-	free(n->level);
 	if (n->index != NULL) {
 		brk_map_fini(n->index);
 		free(n->index);
@@ -161,14 +160,11 @@ static brk_subnode *brk_subnode_kid(brk_subnode *n, hw_bytes lvl, bool create)
 			n->capkids = ncap;
 		}
 	}
-	k = calloc(1, sizeof(*k));
+	// One allocation for the node and its level name.
+	k = calloc(1, sizeof(*k) + lvl.len + 1);
 	if (k == NULL)
 		return NULL;
-	k->level = malloc(lvl.len + 1);
-	if (k->level == NULL) {
-		free(k);
-		return NULL;
-	}
+	k->level = (char *)(k + 1);
 	memcpy(k->level, lvl.ptr, lvl.len);
 	k->level[lvl.len] = 0;
 	k->level_len = lvl.len;
@@ -211,7 +207,6 @@ static void brk_subnode_prune(brk_subnode *n)
 			free(n->index);
 		}
 		free(n->subs);
-		free(n->level);
 		free(n);
 		n = p;
 	}
