@@ -108,7 +108,7 @@ struct rtr_kafka {
 	rtr_kafka_rec     *retry;     // offers to make again (LIFO is fine: rare)
 	rtr_kafka_rec     *freeq;     // free at pass end
 	size_t             inflight;
-	bool               waiting_brokers; // logged once per outage
+	bool               waiting_brokers; // no broker connected: paused
 
 	hw_gauge          *inflight_gauge;
 	hw_counter        *commits;
@@ -560,7 +560,9 @@ static void rtr_kafka_offer(rtr_kafka *k, rtr_kafka_rec *r)
 	rtr_sink_done d = { .fn = rtr_kafka_rec_done, .arg = k, .origin = r, .tag = 0 };
 	hw_err        err;
 
-	if ((err = rtr_fanout_offer(k->fanout, &r->pub, d)) != HW_OK) {
+	// With no broker connected an offer would "succeed" at once (nobody to
+	// ask) and the offset would be committed: keep it until one is back.
+	if (k->waiting_brokers || (err = rtr_fanout_offer(k->fanout, &r->pub, d)) != HW_OK) {
 		r->rnext = k->retry;
 		k->retry = r;
 	}
@@ -822,12 +824,40 @@ static void rtr_kafka_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 // ---------------------------------------------------------------------------
 // The processing thread's calls
 
+// rtr_kafka_pause pauses (or resumes) fetching for the whole assignment.
+static void rtr_kafka_pause(rtr_kafka *k, bool pause)
+{
+	rd_kafka_topic_partition_list_t *a = NULL;
+
+	if (rd_kafka_assignment(k->consumer, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || a == NULL)
+		return;
+	if (a->cnt > 0) {
+		if (pause)
+			(void)rd_kafka_pause_partitions(k->consumer, a);
+		else
+			(void)rd_kafka_resume_partitions(k->consumer, a);
+	}
+	rd_kafka_topic_partition_list_destroy(a);
+}
+
 bool rtr_kafka_poll(rtr_kafka *k)
 {
-	rtr_kafka_rec *r = k->retry;
+	rtr_kafka_rec *r;
 	bool           more = false;
+	bool           brokers = rtr_fanout_connected(k->fanout) > 0;
 	unsigned       n;
 
+	if (k->consumer != NULL && brokers == k->waiting_brokers) {
+		// Nobody to deliver to: fetching stops (records stay in Kafka),
+		// but the consumer is still polled so rebalances are served.
+		if (!brokers)
+			hw_log_warn("RTR-CONSUME", "no broker connected: consuming paused");
+		else
+			hw_log_info("RTR-CONSUME", "a broker is connected: consuming");
+		k->waiting_brokers = !brokers;
+		rtr_kafka_pause(k, !brokers);
+	}
+	r = k->retry;
 	k->retry = NULL;
 	while (r != NULL) {
 		rtr_kafka_rec *next = r->rnext;
@@ -836,7 +866,7 @@ bool rtr_kafka_poll(rtr_kafka *k)
 		if (r->part == NULL)
 			rtr_kafka_release(k, r); // revoked meanwhile: its new owner has it
 		else
-			rtr_kafka_offer(k, r);
+			rtr_kafka_offer(k, r);   // back on the retry list while paused
 		r = next;
 	}
 	for (n = 0; n < RTR_KAFKA_POLL_MAX && rd_kafka_poll(k->producer, 0) > 0; n++)
@@ -845,16 +875,8 @@ bool rtr_kafka_poll(rtr_kafka *k)
 		more = true;
 	if (k->consumer == NULL)
 		return more;
-	if (rtr_fanout_connected(k->fanout) == 0) {
-		// Nobody to deliver to: leave the records in Kafka.
-		if (!k->waiting_brokers)
-			hw_log_warn("RTR-CONSUME", "no broker connected: consuming paused");
-		k->waiting_brokers = true;
-		return more;
-	}
 	if (k->waiting_brokers)
-		hw_log_info("RTR-CONSUME", "a broker is connected: consuming");
-	k->waiting_brokers = false;
+		rtr_kafka_pause(k, true); // partitions assigned meanwhile too
 	for (n = 0; n < RTR_KAFKA_POLL_MAX && k->inflight < RTR_KAFKA_INFLIGHT_MAX; n++) {
 		rd_kafka_message_t *m = rd_kafka_consumer_poll(k->consumer, 0);
 
