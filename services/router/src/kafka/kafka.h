@@ -27,8 +27,9 @@
 // flight are kept in offset order and the longest fully acked prefix is
 // committed (manual commits, enable.auto.commit=false) at the end of a
 // pass. A record whose offer failed (0x80: a broker failed or timed out) is
-// offered again. While no broker is connected the consumer is not polled
-// (records wait in Kafka). On a revoke, what is done is committed and the
+// offered again. While no broker is connected the assigned partitions are
+// paused (records wait in Kafka; any already fetched wait in memory, not
+// committed) and the consumer is still polled for rebalances. On a revoke, what is done is committed and the
 // rest is left to the partition's next owner (at-least-once).
 //
 // Threading: librdkafka's callbacks (delivery reports, rebalances) run on
