@@ -62,7 +62,7 @@ hw_err rtr_fanout_start(rtr_fanout *f);
 size_t rtr_fanout_brokers(const rtr_fanout *f);
 
 // rtr_fanout_connected returns how many brokers have a live link now (the
-// ones an offer made now would go to).
+// Kafka consumer pauses while there is none: its offers could only wait).
 size_t rtr_fanout_connected(const rtr_fanout *f);
 
 // rtr_fanout_offer queues msg (borrowed until the outbox flush) for every
