@@ -137,3 +137,16 @@ def test_allinone_embedded_defaults():
     out = r.stdout
     for want in ("0.0.0.0:1883", "0.0.0.0:8083", "0.0.0.0:9100", "inproc://"):
         assert want in out, f"{want} not in the all-in-one's effective config:\n{out}"
+
+
+def test_config_reference_doc_is_current():
+    """docs/config.md is generated from the config table: a key added to the
+    table without regenerating the doc fails here, so the reference users
+    read never lags the binaries."""
+    r = harness.run_cli("hawser-edge", ["--config-reference"])
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(harness.ROOT, "docs", "config.md"), encoding="utf-8") as f:
+        committed = f.read()
+    assert committed == r.stdout, (
+        "docs/config.md is stale: regenerate it with "
+        "`build/bin/hawser-edge --config-reference > docs/config.md`")
