@@ -7,8 +7,9 @@ resolved to 127.0.0.1. Then, like the kubelet and `helm test`:
 
   - wait for every tier's startup line, then its readinessProbe path answers
     200 on the probe's port;
-  - run the chart's test pod script (MQTT publish/subscribe through the
-    edge) with the pod's environment, HOST pointed at 127.0.0.1;
+  - run the chart's test pod scripts (MQTT publish/subscribe through the
+    edge over TCP and over WebSocket) with the pod's environment, HOST
+    pointed at 127.0.0.1;
   - send the edge SIGTERM (what the kubelet does after the preStop hook) and
     check it exits within the grace period the Deployment gives it.
 
@@ -154,14 +155,16 @@ def main(argv):
             lpath = c["livenessProbe"]["httpGet"]["path"]
             check(http_ok(port, lpath), f"{tier}: livenessProbe {lpath} answers 200")
 
-        tc = pod["spec"]["containers"][0]
-        tenv = env_of(tc, "test")
-        tenv["HOST"] = "127.0.0.1"
-        tenv["TMPDIR"] = work
-        r = subprocess.run(tc["command"], env=tenv, capture_output=True, text=True,
-                           timeout=int(tenv["DEADLINE"]) + 30)
-        check(r.returncode == 0, "helm test pod script: MQTT publish/subscribe through the edge"
-              + ("" if r.returncode == 0 else f" (rc {r.returncode}: {r.stdout.strip()} {r.stderr.strip()})"))
+        # Every container of the helm test pod (MQTT over TCP with mosquitto
+        # clients; MQTT over WebSocket with python3) must succeed.
+        for tc in pod["spec"]["containers"]:
+            tenv = env_of(tc, "test")
+            tenv["HOST"] = "127.0.0.1"
+            tenv["TMPDIR"] = work
+            r = subprocess.run(tc["command"], env=tenv, capture_output=True, text=True,
+                               timeout=int(tenv["DEADLINE"]) + 30)
+            check(r.returncode == 0, f"helm test pod, container {tc['name']}: publish/subscribe through the edge"
+                  + ("" if r.returncode == 0 else f" (rc {r.returncode}: {r.stdout.strip()} {r.stderr.strip()})"))
 
         ec = deps["edge"]["spec"]["template"]["spec"]["containers"][0]
         eports = {x["name"]: x["containerPort"] for x in ec["ports"]}

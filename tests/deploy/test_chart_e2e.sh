@@ -55,7 +55,7 @@ run() {
 	mkdir -p "$work/$name"
 	"$helm" template hawser "$chart" -n hawser-e2e \
 		--set edge.ports.mqtt="${port[0]}",edge.service.ports.mqtt="${port[0]}" \
-		--set edge.ports.ws="${port[1]}",edge.ports.http="${port[2]}",edge.ports.inbox="${port[3]}" \
+		--set edge.ports.ws="${port[1]}",edge.service.ports.ws="${port[1]}",edge.ports.http="${port[2]}",edge.ports.inbox="${port[3]}" \
 		--set broker.ports.inbox="${port[4]}",broker.ports.http="${port[5]}" \
 		--set router.ports.inbox="${port[6]}",router.ports.http="${port[7]}" \
 		--set edge.ports.mqtts="${port[8]}",edge.ports.wss="${port[9]}" \
