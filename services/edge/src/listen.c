@@ -126,8 +126,15 @@ static const struct lws_protocols edge_listen_raw_protocols[] = {
 
 // The ws vhosts' first protocol is "mqtt", so a client that names no
 // subprotocol still gets MQTT, and plain HTTP requests reach our handler.
+// lws holds an rx buffer of rx_buffer_size for every WebSocket for its whole
+// life: 512 bytes, not 4096 (4 KB per idle connection). Frames larger than
+// that arrive in several RECEIVE callbacks, which edge_rx reassembles like
+// TCP reads; tx_packet_size keeps the 4096 sends had with rx at 4096.
+#define EDGE_WS_RX_BYTES 512u
+#define EDGE_WS_TX_BYTES 4096u
 static const struct lws_protocols edge_listen_ws_protocols[] = {
-	{ "mqtt", edge_listen_cb, sizeof(edge_listen_pss), 4096, 0, NULL, 0 },
+	{ "mqtt", edge_listen_cb, sizeof(edge_listen_pss), EDGE_WS_RX_BYTES, 0, NULL,
+	    EDGE_WS_TX_BYTES },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 
