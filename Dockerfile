@@ -35,8 +35,10 @@ RUN cmake -S /src -B /src/build -G Ninja \
 FROM ${DEBIAN_IMAGE} AS runtime
 ENV DEBIAN_FRONTEND=noninteractive
 # Runtime libraries only (keep in step with the -dev packages above).
+# libwebsockets-evlib-ev is lws's libev plugin (dlopened; brings libev4):
+# the edge runs lws on a libev loop.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libwebsockets17 libnng1 libhiredis0.14 librdkafka1 libprotobuf-c1 libyaml-0-2 libjwt0 libcurl4 libssl3 ca-certificates \
+ && apt-get install -y --no-install-recommends libwebsockets17 libwebsockets-evlib-ev libnng1 libhiredis0.14 librdkafka1 libprotobuf-c1 libyaml-0-2 libjwt0 libcurl4 libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 hawser \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent \

@@ -7,7 +7,8 @@
 # each library, and every such package must be in the dependency closure of
 # the runtime stage's `apt-get install` list plus the debian:12 base
 # (Priority: required packages, which every Debian image has).
-# Then, to prove the check can fail, each listed package that is the only
+# lws's event-library plugins, loaded with dlopen, are added to the list
+# when the edge uses one. Then, to prove the check can fail, each listed package that is the only
 # way in for a needed library is removed from the list in turn and the
 # check must then report it missing.
 #
@@ -52,6 +53,15 @@ for b in "${bins[@]}"; do
 	awk -v b="$b" '$2 == "=>" && $3 ~ /^\// { print b "\t" $3 }
 	               $1 ~ /^\// { print b "\t" $1 }' <<<"$out" >>"$libs"
 done
+
+# libwebsockets loads its event-library support (libev, libuv, glib) as a
+# plugin with dlopen at context creation, which ldd cannot see. The edge
+# (and so the all-in-one) asks for libev: its plugin must be in the image.
+if grep -q 'LWS_SERVER_OPTION_LIBEV' "$root"/services/edge/src/*.c; then
+	plugin="$(find /usr/lib -name 'libwebsockets-evlib_ev.so*' -print -quit)"
+	[ -n "$plugin" ] || { echo "[image-libs] the edge uses lws's libev plugin but it is not installed here" >&2; exit 1; }
+	printf 'hawser-edge\t%s\nhawser\t%s\n' "$plugin" "$plugin" >>"$libs"
+fi
 
 python3 - "$dockerfile" "$libs" <<'PY'
 import os, re, subprocess, sys
