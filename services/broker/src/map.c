@@ -1,18 +1,23 @@
 // A small chained hash map (FNV-1a over the key bytes), grown at load 1.
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "map.h"
 
+// One entry per key, allocated with its key: 24 bytes of header (one per
+// session, connection and trie index entry, so it counts per idle client).
 struct brk_map_ent {
 	brk_map_ent *next;
-	uint64_t     hash;
 	void        *val;
-	size_t       len;
+	uint32_t     hash;
+	uint32_t     len;     // keys are MQTT strings (<= 65535 bytes)
 	uint8_t      key[];
 };
 
-static uint64_t brk_map_hash(hw_bytes k)
+// brk_map_hash is 64-bit FNV-1a folded to 32 bits (tables never reach 2^32
+// buckets).
+static uint32_t brk_map_hash(hw_bytes k)
 {
 	uint64_t h = 1469598103934665603ull;
 
@@ -20,7 +25,7 @@ static uint64_t brk_map_hash(hw_bytes k)
 		h ^= k.ptr[i];
 		h *= 1099511628211ull;
 	}
-	return h;
+	return (uint32_t)(h ^ (h >> 32));
 }
 
 void brk_map_init(brk_map *m)
@@ -44,7 +49,7 @@ void brk_map_fini(brk_map *m)
 	memset(m, 0, sizeof(*m));
 }
 
-static brk_map_ent **brk_map_slot(const brk_map *m, hw_bytes key, uint64_t h)
+static brk_map_ent **brk_map_slot(const brk_map *m, hw_bytes key, uint32_t h)
 {
 	brk_map_ent **pp = &m->tab[h & (m->cap - 1)];
 
@@ -93,12 +98,14 @@ static hw_err brk_map_grow(brk_map *m)
 
 hw_err brk_map_put(brk_map *m, hw_bytes key, void *val, void **old)
 {
-	uint64_t h = brk_map_hash(key);
+	uint32_t h = brk_map_hash(key);
 	brk_map_ent **pp;
 	brk_map_ent *e;
 
 	if (old != NULL)
 		*old = NULL;
+	if (key.len > UINT32_MAX)
+		return HW_EINVAL;
 	if (m->n >= m->cap && brk_map_grow(m) != HW_OK && m->cap == 0)
 		return HW_ENOMEM;
 	pp = brk_map_slot(m, key, h);
@@ -114,7 +121,7 @@ hw_err brk_map_put(brk_map *m, hw_bytes key, void *val, void **old)
 	e->next = NULL;
 	e->hash = h;
 	e->val = val;
-	e->len = key.len;
+	e->len = (uint32_t)key.len;
 	if (key.len != 0)
 		memcpy(e->key, key.ptr, key.len);
 	*pp = e;

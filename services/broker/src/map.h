@@ -25,7 +25,8 @@ void brk_map_fini(brk_map *m);
 // brk_map_get returns the value under key, or NULL.
 void *brk_map_get(const brk_map *m, hw_bytes key);
 // brk_map_put sets key to val (replacing; *old gets the previous value or
-// NULL, old may be NULL). HW_ENOMEM leaves the map unchanged.
+// NULL, old may be NULL). HW_ENOMEM (or HW_EINVAL, key over 4 GiB) leaves
+// the map unchanged.
 hw_err brk_map_put(brk_map *m, hw_bytes key, void *val, void **old);
 // brk_map_del removes key and returns its value, or NULL.
 void *brk_map_del(brk_map *m, hw_bytes key);
