@@ -16,6 +16,7 @@
 //   "file:line", the environment variable, "--set" or the binary's defaults.
 
 #include "core/config.h"
+#include "core/log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -1498,4 +1499,13 @@ out:
 		hw_config_fini(cfg);
 	fflush(stdout);
 	return ret;
+}
+
+void hw_cli_log_setup(const hw_config *cfg)
+{
+	hw_log_level level = HW_LOG_INFO;
+
+	// The table accepts only the names hw_log_level_parse knows.
+	(void)hw_log_level_parse(cfg->log.level, &level);
+	hw_log_setup(level, cfg->node.id);
 }

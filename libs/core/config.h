@@ -164,6 +164,11 @@ void hw_config_fini(hw_config *cfg);
 int hw_cli_load(hw_config *cfg, int argc, char **argv, char *const *envp,
     const char *prog, const char *summary, const char *const *defaults);
 
+// hw_cli_log_setup points the log sink at cfg's log.level and node.id.
+// cfg must have come from hw_cli_load (which already refused an unknown
+// level). Call once, before any thread starts (hw_log_setup's rule).
+void hw_cli_log_setup(const hw_config *cfg);
+
 // HW_CONFIG_ENV_FILE names the environment variable holding the config file
 // path when no -c/--config is given.
 #define HW_CONFIG_ENV_FILE "HAWSER_CONFIG"

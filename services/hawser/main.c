@@ -139,7 +139,6 @@ int main(int argc, char **argv)
 	edge_server *edge = NULL;
 	hawser_sig   hs;
 	pthread_t    sig_thread;
-	hw_log_level level = HW_LOG_INFO;
 	hw_err       err;
 	int          rc, status = 1;
 
@@ -148,12 +147,7 @@ int main(int argc, char **argv)
 		return 0;
 	if (rc != 0)
 		return 2;
-	if (cfg.log.level != NULL && hw_log_level_parse(cfg.log.level, &level) != 0) {
-		fprintf(stderr, "hawser: log.level: unknown level \"%s\"\n", cfg.log.level);
-		hw_config_fini(&cfg);
-		return 2;
-	}
-	hw_log_setup(level, cfg.node.id);
+	hw_cli_log_setup(&cfg);
 
 	// Block the stop signals before any thread exists (NNG's and lws's
 	// inherit the mask); only hawser_sigwait takes them.

@@ -72,7 +72,6 @@ int main(int argc, char **argv)
 	hw_config cfg;
 	hw_metrics *metrics = NULL;
 	brk_server *srv = NULL;
-	hw_log_level level = HW_LOG_INFO;
 	sigset_t sigs;
 	int rc, sig = 0, status = 1;
 	hw_err err;
@@ -80,8 +79,7 @@ int main(int argc, char **argv)
 	rc = brk_main_load(&cfg, argc, argv);
 	if (rc != 0)
 		return rc == 1 ? 0 : 2;
-	(void)hw_log_level_parse(cfg.log.level, &level);
-	hw_log_setup(level, cfg.node.id);
+	hw_cli_log_setup(&cfg);
 	// Block the signals before any thread starts so every thread inherits
 	// the mask and sigwait below receives them.
 	sigemptyset(&sigs);

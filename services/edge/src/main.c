@@ -51,7 +51,6 @@ int main(int argc, char **argv)
 	edge_server *s = NULL;
 	edge_main_sig ms;
 	pthread_t sig_thread;
-	hw_log_level level = HW_LOG_INFO;
 	hw_err err;
 	int rc, status = 1;
 
@@ -62,12 +61,7 @@ int main(int argc, char **argv)
 		return 0;
 	if (rc != 0)
 		return 2;
-	if (cfg.log.level != NULL && hw_log_level_parse(cfg.log.level, &level) != 0) {
-		fprintf(stderr, "hawser-edge: log.level: unknown level \"%s\"\n", cfg.log.level);
-		hw_config_fini(&cfg);
-		return 2;
-	}
-	hw_log_setup(level, cfg.node.id);
+	hw_cli_log_setup(&cfg);
 
 	// Block the stop signals in every thread (NNG's and lws's are created
 	// later and inherit the mask); one thread takes them with sigwait.

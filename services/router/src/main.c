@@ -15,7 +15,6 @@ int main(int argc, char **argv)
 	hw_metrics *metrics = NULL;
 	rtr_server *s = NULL;
 	sigset_t    set;
-	hw_log_level level = HW_LOG_INFO;
 	hw_err      err;
 	int         rc, sig, status = 1;
 
@@ -26,12 +25,7 @@ int main(int argc, char **argv)
 		return 0;
 	if (rc != 0)
 		return 2;
-	if (cfg.log.level != NULL && hw_log_level_parse(cfg.log.level, &level) != 0) {
-		fprintf(stderr, "hawser-router: log.level: unknown level \"%s\"\n", cfg.log.level);
-		hw_config_fini(&cfg);
-		return 2;
-	}
-	hw_log_setup(level, cfg.node.id);
+	hw_cli_log_setup(&cfg);
 
 	// Block the stop signals before NNG starts its threads (they inherit
 	// the mask); this thread takes them with sigwait.
