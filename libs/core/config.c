@@ -54,6 +54,7 @@ typedef enum cfg_check {
 	CFG_CHECK_NONE = 0,
 	CFG_CHECK_HOSTPORT, // "host:port" listener (libwebsockets, NNG HTTP)
 	CFG_CHECK_NNG_URL,  // tcp://host:port, ipc://path, inproc://name
+	CFG_CHECK_MEMBER,   // an NNG URL, or dns://name:port (every address of name)
 } cfg_check;
 
 typedef struct cfg_entry {
@@ -93,6 +94,7 @@ static const char *const cfg_auth_on_error[] = { "deny", "allow", "ignore", NULL
 
 #define HP CFG_CHECK_HOSTPORT
 #define NU CFG_CHECK_NNG_URL
+#define MB CFG_CHECK_MEMBER
 #define NO CFG_CHECK_NONE
 
 // The table. Rows of one section stay together only for readability: dump
@@ -123,8 +125,8 @@ static const cfg_entry cfg_table[] = {
 	    "NNG inbox URL of the edge (brokers send connection writes here)."),
 	CFG_STR("edge.advertise", edge.advertise, "", NU, false,
 	    "Inbox URL brokers dial back; empty derives it from edge.listen (0.0.0.0 -> host name)."),
-	CFG_LIST("edge.brokers", edge.brokers, "tcp://127.0.0.1:7100", NU, true,
-	    "Broker inbox URLs; session slots are spread over them by rendezvous hashing."),
+	CFG_LIST("edge.brokers", edge.brokers, "tcp://127.0.0.1:7100", MB, true,
+	    "Broker inbox URLs (tcp://host:port, or dns://name:port for every address behind a name, e.g. a headless Service); session slots are spread over the live ones by rendezvous hashing. See docs/cluster.md."),
 	CFG_U32("edge.max_packet_size", edge.max_packet_size, "1048576", 1, 268435455,
 	    "Largest MQTT packet accepted from a client, in bytes."),
 	CFG_U32("edge.max_connections", edge.max_connections, "1000000", 1, 100000000,
@@ -148,6 +150,8 @@ static const cfg_entry cfg_table[] = {
 	    "Inbox URL peers dial back; empty derives it from broker.listen."),
 	CFG_LIST("broker.routers", broker.routers, "tcp://127.0.0.1:7200", NU, true,
 	    "Router inbox URLs."),
+	CFG_LIST("broker.peers", broker.peers, "", MB, false,
+	    "The broker tier as edges and routers see it (the same list as edge.brokers), so this broker knows which session slots it owns; must name this broker's advertised inbox URL (or a dns:// entry resolving to it); empty = this broker alone owns every slot. See docs/cluster.md."),
 	CFG_STR("broker.http_listen", broker.http_listen, "0.0.0.0:9101", HP, false,
 	    "HTTP listener for /metrics, /healthz, /readyz, host:port; empty disables."),
 	CFG_U32("broker.workers", broker.workers, "0", 0, 1024,
@@ -171,8 +175,8 @@ static const cfg_entry cfg_table[] = {
 	CFG_BOOL("broker.allow_anonymous", broker.allow_anonymous, "true",
 	    "Whether clients without credentials may connect."),
 
-	CFG_LIST("router.brokers", router.brokers, "tcp://127.0.0.1:7100", NU, true,
-	    "Broker inbox URLs the router offers messages to."),
+	CFG_LIST("router.brokers", router.brokers, "tcp://127.0.0.1:7100", MB, true,
+	    "Broker inbox URLs the router offers messages to (same forms and same list as edge.brokers)."),
 	CFG_STR("router.listen", router.listen, "tcp://0.0.0.0:7200", NU, true,
 	    "NNG inbox URL of the router."),
 	CFG_STR("router.advertise", router.advertise, "", NU, false,
@@ -233,6 +237,11 @@ static const cfg_entry cfg_table[] = {
 	CFG_STR("auth.file.path", auth.file.path, "", NO, false,
 	    "Password file: one user:pbkdf2-sha256:<iterations>:<salt b64>:<hash b64> per line."),
 
+	CFG_U32("cluster.member_down_ms", cluster.member_down_ms, "1000", 0, 600000,
+	    "A broker with no live connection for this long leaves the broker set (its slots move); also how long a new member may take to answer."),
+	CFG_U32("cluster.dns_refresh_ms", cluster.dns_refresh_ms, "5000", 100, 3600000,
+	    "How often dns:// broker entries are resolved again."),
+
 	CFG_ENUM("store.backend", store.backend, "memory", cfg_store_backends,
 	    "Session store: memory (single process) or redis."),
 	CFG_STR("store.redis_url", store.redis_url, "redis://127.0.0.1:6379/0", NO, false,
@@ -245,6 +254,7 @@ static const cfg_entry cfg_table[] = {
 
 #undef HP
 #undef NU
+#undef MB
 #undef NO
 
 #define CFG_N (sizeof(cfg_table) / sizeof(cfg_table[0]))
@@ -477,6 +487,13 @@ static const char *cfg_check_value(const cfg_entry *e, const char *s)
 		if (cfg_split_host_port(s, host, sizeof(host), &port, false) != HW_OK)
 			return "expected host:port (e.g. 0.0.0.0:1883 or [::]:1883)";
 		return NULL;
+	case CFG_CHECK_MEMBER:
+		if (strncmp(s, "dns://", 6) == 0) {
+			if (cfg_split_host_port(s + 6, host, sizeof(host), &port, false) != HW_OK)
+				return "expected dns://name:port";
+			return NULL;
+		}
+		__attribute__((fallthrough)); // otherwise an NNG URL
 	case CFG_CHECK_NNG_URL:
 		if (strncmp(s, "tcp://", 6) == 0 || strncmp(s, "tcp4://", 7) == 0 ||
 		    strncmp(s, "tcp6://", 7) == 0) {

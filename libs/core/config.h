@@ -51,6 +51,7 @@ typedef struct hw_config {
 		char    *listen;         // NNG inbox "tcp://0.0.0.0:7100"
 		char    *advertise;      // "" = derived
 		char   **routers;        // router inbox URLs
+		char   **peers;          // the broker tier (same list as edge.brokers)
 		char    *http_listen;    // "0.0.0.0:9101"
 		uint32_t workers;        // 0 = one per CPU
 		uint32_t receive_maximum;     // window for clients that name none
@@ -109,6 +110,10 @@ typedef struct hw_config {
 			char    *path;         // password file (PBKDF2-HMAC-SHA256)
 		} file;
 	} auth;
+	struct {
+		uint32_t member_down_ms; // a broker unreachable this long leaves the set
+		uint32_t dns_refresh_ms; // dns:// entries re-resolved this often
+	} cluster;
 	struct {
 		char *backend;           // "memory" | "redis"
 		char *redis_url;         // "redis://[:password@]host:port/db"

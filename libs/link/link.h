@@ -82,6 +82,12 @@ const char *hw_link_peer_url(const hw_link_peer *p);
 // hw_link_peer_connected reports whether the peer has a live connection.
 bool hw_link_peer_connected(const hw_link_peer *p);
 
+// hw_link_peer_reset drops everything buffered for p and restarts its dial
+// (a fresh socket): used when the broker set drops p, so a process that
+// later comes back at that URL never receives stale items. Thread-safe;
+// sends racing with it go to the old or the new socket.
+hw_err hw_link_peer_reset(hw_link_peer *p);
+
 // hw_link_send packs items[0..n) into one Batch (from, reply_to filled in) and
 // queues it for p without blocking. The items stay owned by the caller.
 // HW_EFULL when the peer's buffer is full, HW_ENOMEM, HW_ECLOSED.
