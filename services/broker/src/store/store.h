@@ -114,6 +114,36 @@ typedef struct brk_store_ops {
 	// Retained messages: put with an empty payload deletes the topic.
 	hw_err (*retain_put)(brk_store *st, const brk_msg *m);
 	hw_err (*retain_each)(brk_store *st, void (*fn)(void *arg, brk_msg *m), void *arg);
+
+	// ---- Slot ownership and fencing (docs/cluster.md) ----
+	// slot_claim makes `url` the owner of slot under a new epoch (one round
+	// trip; *epoch gets it) and fences this store's later writes for
+	// sessions of that slot with it: once another broker claims the slot,
+	// the store refuses those writes and flush reports the slot as lost
+	// (lost_take). Until a slot is claimed (or after slot_drop) writes for
+	// its sessions are refused locally and reported lost the same way.
+	// The memory store keeps epochs too but has no other broker to lose to.
+	hw_err (*slot_claim)(brk_store *st, uint32_t slot, const char *url, uint64_t *epoch);
+	// slot_drop forgets this store's claim on slot (no store write).
+	void   (*slot_drop)(brk_store *st, uint32_t slot);
+	// slot_owner reads the slot's owner inbox URL ("" when never claimed)
+	// and epoch (one round trip).
+	hw_err (*slot_owner)(brk_store *st, uint32_t slot, char *url, size_t cap, uint64_t *epoch);
+	// slot_each calls fn for every client id with a stored session in slot
+	// (the slot's session index, kept by session_put / session_del).
+	hw_err (*slot_each)(brk_store *st, uint32_t slot,
+	    void (*fn)(void *arg, hw_bytes client_id), void *arg);
+	// lost_take moves up to cap slots reported lost on shard since the last
+	// call into out and returns how many it moved (call until 0).
+	size_t (*lost_take)(brk_store *st, uint32_t shard, uint32_t *out, size_t cap);
+
+	// Connection record: opaque bytes (the broker's encoding of the CONNECT
+	// and the identity, docs/cluster.md) kept while the session is
+	// connected; written and fenced like the session's other keys, removed
+	// by conn_del and by session_del. get: HW_ENOTFOUND when none.
+	hw_err (*conn_put)(brk_store *st, hw_bytes client_id, hw_bytes rec);
+	hw_err (*conn_get)(brk_store *st, hw_bytes client_id, hw_buf *out);
+	hw_err (*conn_del)(brk_store *st, hw_bytes client_id);
 } brk_store_ops;
 
 // brk_store_memory_ops: the in-memory store of the all-in-one and of tests.
