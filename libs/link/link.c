@@ -10,11 +10,27 @@
 //   (RECONNMINT..RECONNMAXT). The socket's send buffer (HW_LINK_SENDBUF
 //   messages) holds messages while no connection is up; sends are
 //   non-blocking and fail with HW_EFULL past it.
-// - Pipe notifications keep a per-peer count of live connections for
-//   hw_link_peer_connected. nng_close waits for running pipe callbacks, so
-//   no callback touches a peer after its socket is closed.
-// - Lock: link->mtx guards the peer list only. It is never held while
-//   calling the user's callback or while sending.
+// - A push socket with one dialer has at most one pipe at a time, so a peer
+//   remembers the id of its live pipe (0: none) for hw_link_peer_connected:
+//   ADD_POST sets it, REM_POST clears it only if it is still that pipe (NNG
+//   can run REM_POST for a pipe that never got ADD_POST, when it closes
+//   during its handshake; a counter would go negative there). nng_close
+//   waits for running pipe callbacks, so no callback touches a peer after
+//   its socket is closed.
+// - Reset (hw_link_peer_reset) swaps the peer's socket: a fresh socket is
+//   opened and configured, published in p->sock_id under p->mtx (which also
+//   clears the pipe id), dialed, and only then is the old one closed, which
+//   drops what it buffered. Pipe callbacks ignore pipes whose socket is not
+//   p->sock_id, so a late callback of the old socket cannot mark the peer
+//   connected. hw_link_send reads the socket id without a lock: a send that
+//   races with a reset goes to the old socket (dropped with it: NNG_ECLOSED
+//   makes it retry on the new one once) or to the new one. Resets of one
+//   peer are serialised by p->reset_mtx, which is held across nng_close and
+//   never taken by a callback.
+// - Locks: link->mtx guards the peer list only; p->mtx guards the swap of
+//   p->sock_id and p->pipe_id against pipe callbacks. Neither is held while
+//   calling the user's callback or while sending. Order: reset_mtx, then
+//   mtx; link->mtx is never held with either.
 // - Close: hw_link_close closes the inbox socket (the pending receive then
 //   fails with NNG_ECLOSED and the loop stops re-arming), then nng_aio_stop
 //   waits for a callback that is still running. Only then are peers closed
@@ -44,9 +60,10 @@ struct hw_link_peer {
 	struct hw_link_peer *next;
 	hw_link             *link;
 	char                *url;
-	nng_socket           sock;
-	nng_dialer           dialer;
-	atomic_int           pipes; // live connections
+	pthread_mutex_t      reset_mtx; // serialises hw_link_peer_reset
+	pthread_mutex_t      mtx;       // guards the swap below vs pipe callbacks
+	atomic_uint          sock_id;   // current push socket (nng_socket.id)
+	atomic_uint          pipe_id;   // its live pipe, 0 when none
 };
 
 struct hw_link {
@@ -278,61 +295,124 @@ const char *hw_link_node(const hw_link *l)
 // ---------------------------------------------------------------------------
 // Peers
 
+// link_peer_sock returns the peer's current socket.
+static nng_socket link_peer_sock(hw_link_peer *p)
+{
+	nng_socket s;
+
+	s.id = atomic_load(&p->sock_id);
+	return s;
+}
+
 static void link_pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 {
 	hw_link_peer *p = arg;
+	unsigned      id = (unsigned)nng_pipe_id(pipe);
+	unsigned      cur;
 
-	(void)pipe;
-	if (ev == NNG_PIPE_EV_ADD_POST)
-		atomic_fetch_add(&p->pipes, 1);
-	else if (ev == NNG_PIPE_EV_REM_POST)
-		atomic_fetch_sub(&p->pipes, 1);
+	pthread_mutex_lock(&p->mtx);
+	// A callback of a socket that a reset replaced says nothing about the
+	// current one.
+	if ((unsigned)nng_pipe_socket(pipe).id == atomic_load(&p->sock_id)) {
+		if (ev == NNG_PIPE_EV_ADD_POST) {
+			atomic_store(&p->pipe_id, id);
+		} else if (ev == NNG_PIPE_EV_REM_POST) {
+			cur = id;
+			atomic_compare_exchange_strong(&p->pipe_id, &cur, 0u);
+		}
+	}
+	pthread_mutex_unlock(&p->mtx);
+}
+
+// link_sock_open creates a configured push socket whose pipe events go to
+// p; it does not dial.
+static hw_err link_sock_open(hw_link_peer *p, nng_socket *out)
+{
+	nng_socket s;
+	int        rv;
+
+	if ((rv = nng_push0_open(&s)) != 0)
+		return link_err(rv);
+	if ((rv = nng_socket_set_int(s, NNG_OPT_SENDBUF, HW_LINK_SENDBUF)) != 0 ||
+	    (rv = nng_socket_set_ms(s, NNG_OPT_RECONNMINT, LINK_RECONNMINT_MS)) != 0 ||
+	    (rv = nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, LINK_RECONNMAXT_MS)) != 0 ||
+	    (rv = nng_pipe_notify(s, NNG_PIPE_EV_ADD_POST, link_pipe_cb, p)) != 0 ||
+	    (rv = nng_pipe_notify(s, NNG_PIPE_EV_REM_POST, link_pipe_cb, p)) != 0) {
+		nng_close(s);
+		return link_err(rv);
+	}
+	*out = s;
+	return HW_OK;
+}
+
+// link_sock_dial starts the background dial of s to p's URL.
+static hw_err link_sock_dial(hw_link_peer *p, nng_socket s)
+{
+	int rv;
+
+	// Non-blocking: a peer that is not up yet is retried in the background
+	// while sends queue in the socket's buffer.
+	if ((rv = nng_dial(s, p->url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+		hw_log_error("LINK-DIAL", "cannot dial %s: %s", p->url, nng_strerror(rv));
+		return link_err(rv);
+	}
+	return HW_OK;
 }
 
 // link_peer_open creates the push socket of a new peer and starts dialing.
 static hw_err link_peer_open(hw_link *l, const char *url, hw_link_peer **out)
 {
 	hw_link_peer *p;
-	int           rv;
+	nng_socket    s;
 	hw_err        err;
 
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return HW_ENOMEM;
 	p->link = l;
-	atomic_init(&p->pipes, 0);
+	atomic_init(&p->sock_id, 0u);
+	atomic_init(&p->pipe_id, 0u);
 	if ((p->url = strdup(url)) == NULL) {
 		err = HW_ENOMEM;
 		goto fail_free;
 	}
-	if ((rv = nng_push0_open(&p->sock)) != 0) {
-		err = link_err(rv);
+	if (pthread_mutex_init(&p->mtx, NULL) != 0) {
+		err = HW_ENOMEM;
 		goto fail_url;
 	}
-	if ((rv = nng_socket_set_int(p->sock, NNG_OPT_SENDBUF, HW_LINK_SENDBUF)) != 0 ||
-	    (rv = nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, LINK_RECONNMINT_MS)) != 0 ||
-	    (rv = nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, LINK_RECONNMAXT_MS)) != 0 ||
-	    (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, link_pipe_cb, p)) != 0 ||
-	    (rv = nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, link_pipe_cb, p)) != 0) {
-		err = link_err(rv);
-		goto fail_sock;
+	if (pthread_mutex_init(&p->reset_mtx, NULL) != 0) {
+		err = HW_ENOMEM;
+		goto fail_mtx;
 	}
-	// Non-blocking: a peer that is not up yet is retried in the background
-	// while sends queue in the socket's buffer.
-	if ((rv = nng_dial(p->sock, url, &p->dialer, NNG_FLAG_NONBLOCK)) != 0) {
-		hw_log_error("LINK-DIAL", "cannot dial %s: %s", url, nng_strerror(rv));
-		err = link_err(rv);
+	if ((err = link_sock_open(p, &s)) != HW_OK)
+		goto fail_reset_mtx;
+	// Published before dialing, so the first ADD_POST matches it.
+	atomic_store(&p->sock_id, (unsigned)s.id);
+	if ((err = link_sock_dial(p, s)) != HW_OK)
 		goto fail_sock;
-	}
 	*out = p;
 	return HW_OK;
 
 fail_sock:
-	nng_close(p->sock);
+	nng_close(s);
+fail_reset_mtx:
+	pthread_mutex_destroy(&p->reset_mtx);
+fail_mtx:
+	pthread_mutex_destroy(&p->mtx);
 fail_url:
 	free(p->url);
 fail_free:
 	free(p);
 	return err;
+}
+
+// link_peer_free closes p's socket and frees it.
+static void link_peer_free(hw_link_peer *p)
+{
+	nng_close(link_peer_sock(p));
+	pthread_mutex_destroy(&p->reset_mtx);
+	pthread_mutex_destroy(&p->mtx);
+	free(p->url);
+	free(p);
 }
 
 hw_err hw_link_peer_get(hw_link *l, const char *url, hw_link_peer **out)
@@ -365,16 +445,46 @@ const char *hw_link_peer_url(const hw_link_peer *p)
 
 bool hw_link_peer_connected(const hw_link_peer *p)
 {
-	return atomic_load(&((hw_link_peer *)p)->pipes) > 0;
+	return atomic_load(&((hw_link_peer *)p)->pipe_id) != 0u;
+}
+
+hw_err hw_link_peer_reset(hw_link_peer *p)
+{
+	nng_socket old;
+	nng_socket s;
+	hw_err     err;
+
+	if (p == NULL)
+		return HW_EINVAL;
+	pthread_mutex_lock(&p->reset_mtx);
+	if ((err = link_sock_open(p, &s)) != HW_OK)
+		goto out;
+	pthread_mutex_lock(&p->mtx);
+	old = link_peer_sock(p);
+	atomic_store(&p->sock_id, (unsigned)s.id);
+	atomic_store(&p->pipe_id, 0u);
+	pthread_mutex_unlock(&p->mtx);
+	// A dial that fails to start (it only fails on a bad URL, which the
+	// first dial already accepted) leaves a socket that buffers without
+	// sending; the old one is closed all the same so nothing stale
+	// survives, and the error is reported.
+	err = link_sock_dial(p, s);
+	// Closing drops every message the old socket still buffered.
+	nng_close(old);
+	hw_log_debug("LINK-PEER-RESET", "reset %s", p->url);
+out:
+	pthread_mutex_unlock(&p->reset_mtx);
+	return err;
 }
 
 hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n)
 {
-	hw_batch b;
-	hw_link *l;
-	nng_msg *msg;
-	size_t   size;
-	int      rv;
+	hw_batch   b;
+	hw_link   *l;
+	nng_msg   *msg;
+	nng_socket sock;
+	size_t     size;
+	int        rv;
 
 	if (p == NULL || (n > 0 && items == NULL))
 		return HW_EINVAL;
@@ -391,7 +501,13 @@ hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n)
 		return link_err(rv);
 	// Pack straight into the message body: no intermediate copy.
 	hawser__internal__v1__batch__pack(&b, nng_msg_body(msg));
-	if ((rv = nng_sendmsg(p->sock, msg, NNG_FLAG_NONBLOCK)) != 0) {
+	sock = link_peer_sock(p);
+	rv = nng_sendmsg(sock, msg, NNG_FLAG_NONBLOCK);
+	if (rv == NNG_ECLOSED && link_peer_sock(p).id != sock.id) {
+		// A reset closed the socket under us: the new one takes it.
+		rv = nng_sendmsg(link_peer_sock(p), msg, NNG_FLAG_NONBLOCK);
+	}
+	if (rv != 0) {
 		nng_msg_free(msg);
 		if (rv == NNG_EAGAIN)
 			hw_counter_inc(l->send_full);
@@ -422,9 +538,7 @@ void hw_link_close(hw_link *l)
 	p = l->peers;
 	while (p != NULL) {
 		hw_link_peer *next = p->next;
-		nng_close(p->sock);
-		free(p->url);
-		free(p);
+		link_peer_free(p);
 		p = next;
 	}
 	pthread_mutex_destroy(&l->mtx);
