@@ -30,6 +30,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "fanout.h"
+#include "filter/filter.h"
 #include "hawser/v1/messages.pb-c.h"
 #include "mqtt/topic.h"
 
@@ -54,6 +55,7 @@ typedef struct rtr_kafka_dr {
 } rtr_kafka_dr;
 
 typedef struct rtr_kafka_part rtr_kafka_part;
+typedef struct rtr_kafka_sub rtr_kafka_sub;
 
 typedef struct rtr_kafka_rec {
 	rtr_kafka_part        *part;   // NULL: orphan (partition revoked)
@@ -63,6 +65,15 @@ typedef struct rtr_kafka_rec {
 	rtr_msg                pub;
 	Hawser__Internal__V1__UserProperty  *props;
 	Hawser__Internal__V1__UserProperty **propv;
+	// A raw record of a builtin-filtered pipeline: what is produced to the
+	// clean topic once accepted (value, key and headers as consumed).
+	const rtr_kafka_sub   *sub;
+	bool                   judged;
+	void                  *value;
+	size_t                 vlen;
+	void                  *key;
+	size_t                 klen;
+	rd_kafka_headers_t    *hdrs;
 	struct rtr_kafka_rec  *next;   // in the partition list, then the free queue
 	struct rtr_kafka_rec  *rnext;  // in the retry list
 	struct rtr_kafka_rec  *lprev;  // live list (every record not yet freed)
@@ -78,12 +89,18 @@ struct rtr_kafka_part {
 	rtr_kafka_part *next;
 };
 
-typedef struct rtr_kafka_sub {
+struct rtr_kafka_sub {
 	const rtr_pipeconf *pc;
 	char               *topic;
 	rtr_kafka_stat     *st;
 	bool                upstream; // records are UpstreamMessage
-} rtr_kafka_sub;
+	// The raw topic of a builtin-filtered pipeline: records are judged and
+	// the accepted ones produced to pc->clean_topic.
+	rtr_filter         *filter;
+	hw_counter         *accepted;
+	hw_counter         *rejected[RTR_FILTER_REASONS];
+	hw_counter         *rejected_reason[RTR_FILTER_REASONS];
+};
 
 struct rtr_kafka {
 	const hw_config   *cfg;
@@ -100,7 +117,7 @@ struct rtr_kafka {
 	bool               closing;
 
 	rtr_kafka_stat    *stats;     // one per pipeline, never moved
-	rtr_kafka_sub     *subs;
+	rtr_kafka_sub    **subs;      // heap each: records point at theirs
 	size_t             nsubs;
 
 	rtr_kafka_part    *parts;
@@ -278,28 +295,81 @@ static rtr_kafka_stat *rtr_kafka_stat_of(rtr_kafka *k, const rtr_pipeconf *pc)
 	return st;
 }
 
-hw_err rtr_kafka_consume(rtr_kafka *k, const rtr_pipeconf *pc, const char *topic)
+// rtr_kafka_sub_add appends a subscription of pc to topic.
+static hw_err rtr_kafka_sub_add(rtr_kafka *k, const rtr_pipeconf *pc, const char *topic,
+    rtr_kafka_sub **out)
 {
-	rtr_kafka_sub *v;
+	rtr_kafka_sub **v, *sub;
 
-	if (rtr_kafka_stat_of(k, pc) == NULL)
-		return HW_ENOMEM;
 	for (size_t i = 0; i < k->nsubs; i++)
-		if (strcmp(k->subs[i].topic, topic) == 0) {
+		if (strcmp(k->subs[i]->topic, topic) == 0) {
 			hw_log_error("RTR-CONFIG",
 			    "router.pipelines (%s): Kafka topic %s is already consumed by pipeline %s",
-			    pc->name, topic, k->subs[i].pc->name);
+			    pc->name, topic, k->subs[i]->pc->name);
 			return HW_ECONFIG;
 		}
 	if ((v = realloc(k->subs, (k->nsubs + 1) * sizeof(*v))) == NULL)
 		return HW_ENOMEM;
 	k->subs = v;
-	memset(&v[k->nsubs], 0, sizeof(*v));
-	v[k->nsubs].pc = pc;
-	v[k->nsubs].upstream = pc->mode != RTR_MODE_CONSUME_ONLY;
-	if ((v[k->nsubs].topic = strdup(topic)) == NULL)
+	if ((sub = calloc(1, sizeof(*sub))) == NULL)
 		return HW_ENOMEM;
-	k->nsubs++;
+	sub->pc = pc;
+	sub->upstream = pc->mode != RTR_MODE_CONSUME_ONLY;
+	if ((sub->topic = strdup(topic)) == NULL) {
+		free(sub);
+		return HW_ENOMEM;
+	}
+	v[k->nsubs++] = sub;
+	*out = sub;
+	return HW_OK;
+}
+
+// rtr_kafka_filter_sub makes the raw topic of a builtin-filtered pipeline
+// a subscription of its own, with the filter and its metrics.
+static hw_err rtr_kafka_filter_sub(rtr_kafka *k, const rtr_pipeconf *pc)
+{
+	rtr_kafka_sub *sub;
+	char          *why = NULL;
+	hw_err         err;
+
+	if ((err = rtr_kafka_sub_add(k, pc, pc->topic, &sub)) != HW_OK)
+		return err;
+	if ((err = rtr_filter_alloc(&sub->filter, &pc->builtin, &why)) != HW_OK) {
+		hw_log_error("RTR-CONFIG", "router.pipelines (%s): builtin: %s", pc->name,
+		    why != NULL ? why : hw_strerror(err));
+		free(why);
+		return err;
+	}
+	hw_log_info("RTR-FILTER", "pipeline=%s raw=%s clean=%s max_bytes=%u words=%zu rate_per_s=%u burst=%u",
+	    pc->name, pc->topic, pc->clean_topic, pc->builtin.max_bytes,
+	    rtr_filter_words(sub->filter), pc->builtin.rate_per_s, pc->builtin.burst);
+	if (k->metrics == NULL)
+		return HW_OK;
+	sub->accepted = hw_metrics_counter(k->metrics, "hawser_router_filter_accepted_total",
+	    "Raw records the built-in filters accepted (produced to the clean topic), by pipeline.",
+	    "pipeline", pc->name);
+	for (int r = RTR_FILTER_SIZE; r < RTR_FILTER_REASONS; r++) {
+		sub->rejected[r] = hw_metrics_counter(k->metrics, "hawser_router_filter_rejected_total",
+		    "Raw records the built-in filters rejected, by pipeline.", "pipeline", pc->name);
+		sub->rejected_reason[r] = hw_metrics_counter(k->metrics,
+		    "hawser_router_filter_rejected_reason_total",
+		    "Raw records the built-in filters rejected, by reason (size, words, rate; all pipelines).",
+		    "reason", rtr_filter_reason_name((rtr_filter_verdict)r));
+	}
+	return HW_OK;
+}
+
+hw_err rtr_kafka_consume(rtr_kafka *k, const rtr_pipeconf *pc, const char *topic)
+{
+	rtr_kafka_sub *sub;
+	hw_err         err;
+
+	if (rtr_kafka_stat_of(k, pc) == NULL)
+		return HW_ENOMEM;
+	if ((err = rtr_kafka_sub_add(k, pc, topic, &sub)) != HW_OK)
+		return err;
+	if (pc->mode == RTR_MODE_FILTERED && pc->has_builtin)
+		return rtr_kafka_filter_sub(k, pc);
 	return HW_OK;
 }
 
@@ -326,7 +396,7 @@ hw_err rtr_kafka_start(rtr_kafka *k)
 	};
 
 	for (size_t i = 0; i < k->nsubs; i++)
-		k->subs[i].st = rtr_kafka_stat_of(k, k->subs[i].pc);
+		k->subs[i]->st = rtr_kafka_stat_of(k, k->subs[i]->pc);
 	if (k->nsubs == 0)
 		return HW_OK;
 	if ((err = rtr_kafka_conf(k, pairs, &conf)) != HW_OK)
@@ -344,7 +414,7 @@ hw_err rtr_kafka_start(rtr_kafka *k)
 	if ((topics = rd_kafka_topic_partition_list_new((int)k->nsubs)) == NULL)
 		return HW_ENOMEM;
 	for (size_t i = 0; i < k->nsubs; i++)
-		rd_kafka_topic_partition_list_add(topics, k->subs[i].topic, RD_KAFKA_PARTITION_UA);
+		rd_kafka_topic_partition_list_add(topics, k->subs[i]->topic, RD_KAFKA_PARTITION_UA);
 	rerr = rd_kafka_subscribe(k->consumer, topics);
 	rd_kafka_topic_partition_list_destroy(topics);
 	if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -493,6 +563,10 @@ static void rtr_kafka_rec_free(rtr_kafka *k, rtr_kafka_rec *r)
 		protobuf_c_message_free_unpacked(r->decoded, NULL);
 	free(r->props);
 	free(r->propv);
+	free(r->value);
+	free(r->key);
+	if (r->hdrs != NULL)
+		rd_kafka_headers_destroy(r->hdrs);
 	free(r);
 }
 
@@ -642,9 +716,103 @@ static hw_err rtr_kafka_decode(rtr_kafka_rec *r, const rtr_kafka_sub *sub,
 static const rtr_kafka_sub *rtr_kafka_sub_find(const rtr_kafka *k, const char *topic)
 {
 	for (size_t i = 0; i < k->nsubs; i++)
-		if (strcmp(k->subs[i].topic, topic) == 0)
-			return &k->subs[i];
+		if (strcmp(k->subs[i]->topic, topic) == 0)
+			return k->subs[i];
 	return NULL;
+}
+
+// rtr_kafka_clean_done is the delivery report of an accepted raw record's
+// copy on the clean topic: only now may the raw offset be committed.
+static void rtr_kafka_clean_done(void *arg, void *origin, uint64_t tag, uint32_t reason)
+{
+	rtr_kafka     *k = arg;
+	rtr_kafka_rec *r = origin;
+
+	(void)tag;
+	if (reason >= RTR_REASON_FAILED && r->part != NULL) {
+		r->rnext = k->retry;
+		k->retry = r;
+		return;
+	}
+	rtr_kafka_release(k, r);
+}
+
+// rtr_kafka_forward judges a raw record (once) and produces it to the clean
+// topic when accepted; a rejected record is done at once (its offset is
+// committed: the filter's decision is final).
+static void rtr_kafka_forward(rtr_kafka *k, rtr_kafka_rec *r)
+{
+	const rtr_kafka_sub *sub = r->sub;
+	const rtr_pipeconf  *pc = sub->pc;
+	rtr_kafka_dr        *dr;
+	rd_kafka_headers_t  *h = NULL;
+	rd_kafka_resp_err_t  rerr;
+
+	if (!r->judged) {
+		rtr_filter_verdict v = rtr_filter_check(sub->filter,
+		    r->pub.client_id != NULL ? r->pub.client_id : "",
+		    (hw_bytes){ r->pub.payload.data, r->pub.payload.len }, hw_clock_mono_us());
+
+		r->judged = true;
+		if (v != RTR_FILTER_PASS) {
+			hw_counter_inc(sub->rejected[v]);
+			hw_counter_inc(sub->rejected_reason[v]);
+			hw_log_debug("RTR-FILTER", "pipeline %s: %s[%d]@%lld rejected (%s)", pc->name,
+			    sub->topic, r->part != NULL ? (int)r->part->partition : -1,
+			    (long long)r->offset, rtr_filter_reason_name(v));
+			rtr_kafka_release(k, r);
+			return;
+		}
+		hw_counter_inc(sub->accepted);
+	}
+	if ((dr = calloc(1, sizeof(*dr))) == NULL)
+		goto again;
+	dr->k = k;
+	dr->st = sub->st;
+	dr->done = (rtr_sink_done){ .fn = rtr_kafka_clean_done, .arg = k, .origin = r };
+	if (r->hdrs != NULL && (h = rd_kafka_headers_copy(r->hdrs)) == NULL) {
+		free(dr);
+		goto again;
+	}
+	rerr = rd_kafka_producev(k->producer,
+	    RD_KAFKA_V_TOPIC(pc->clean_topic),
+	    RD_KAFKA_V_VALUE(r->value, r->vlen),
+	    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+	    RD_KAFKA_V_KEY(r->key, r->klen),
+	    RD_KAFKA_V_HEADERS(h),
+	    RD_KAFKA_V_OPAQUE(dr),
+	    RD_KAFKA_V_END);
+	if (rerr == RD_KAFKA_RESP_ERR_NO_ERROR)
+		return;
+	// On failure the headers are still ours.
+	if (h != NULL)
+		rd_kafka_headers_destroy(h);
+	free(dr);
+	hw_counter_inc(sub->st->produce_errors);
+again:
+	r->rnext = k->retry;
+	k->retry = r;
+}
+
+// rtr_kafka_keep copies what a raw record needs to be produced again.
+static hw_err rtr_kafka_keep(rtr_kafka_rec *r, const rd_kafka_message_t *m)
+{
+	rd_kafka_headers_t *h = NULL;
+
+	if (m->len > 0 && (r->value = malloc(m->len)) == NULL)
+		return HW_ENOMEM;
+	if (m->len > 0)
+		memcpy(r->value, m->payload, m->len);
+	r->vlen = m->len;
+	if (m->key_len > 0 && (r->key = malloc(m->key_len)) == NULL)
+		return HW_ENOMEM;
+	if (m->key_len > 0)
+		memcpy(r->key, m->key, m->key_len);
+	r->klen = m->key_len;
+	if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR && h != NULL &&
+	    (r->hdrs = rd_kafka_headers_copy(h)) == NULL)
+		return HW_ENOMEM;
+	return HW_OK;
 }
 
 // rtr_kafka_record takes one consumed message.
@@ -687,11 +855,21 @@ static void rtr_kafka_record(rtr_kafka *k, const rd_kafka_message_t *m)
 	k->inflight++;
 	hw_gauge_set(k->inflight_gauge, (int64_t)k->inflight);
 	hw_counter_inc(sub->st->consumed);
+	r->sub = sub;
+	if (sub->filter != NULL && rtr_kafka_keep(r, m) != HW_OK) {
+		hw_log_error("RTR-CONSUME", "out of memory: %s[%d]@%lld not filtered", topic,
+		    (int)m->partition, (long long)m->offset);
+		return; // stays in flight, uncommitted: the partition stalls here
+	}
 	if ((err = rtr_kafka_decode(r, sub, m)) != HW_OK) {
 		hw_log_warn("RTR-CONSUME", "pipeline %s: %s[%d]@%lld is not a valid %s: skipped",
 		    sub->pc->name, topic, (int)m->partition, (long long)m->offset,
 		    sub->upstream ? "hawser.v1.UpstreamMessage" : "hawser.v1.DownstreamMessage");
 		rtr_kafka_release(k, r);
+		return;
+	}
+	if (sub->filter != NULL) {
+		rtr_kafka_forward(k, r);
 		return;
 	}
 	if (sub->upstream && r->pub.received_at_us != 0) {
@@ -865,6 +1043,8 @@ bool rtr_kafka_poll(rtr_kafka *k)
 		r->rnext = NULL;
 		if (r->part == NULL)
 			rtr_kafka_release(k, r); // revoked meanwhile: its new owner has it
+		else if (r->sub != NULL && r->sub->filter != NULL)
+			rtr_kafka_forward(k, r);
 		else
 			rtr_kafka_offer(k, r);   // back on the retry list while paused
 		r = next;
@@ -933,8 +1113,11 @@ void rtr_kafka_free(rtr_kafka *k)
 		free(p->topic);
 		free(p);
 	}
-	for (size_t i = 0; i < k->nsubs; i++)
-		free(k->subs[i].topic);
+	for (size_t i = 0; i < k->nsubs; i++) {
+		rtr_filter_free(k->subs[i]->filter);
+		free(k->subs[i]->topic);
+		free(k->subs[i]);
+	}
 	free(k->subs);
 	while (k->stats != NULL) {
 		rtr_kafka_stat *st = k->stats;

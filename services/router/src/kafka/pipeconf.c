@@ -65,9 +65,72 @@ static const char *pc_scalar(yaml_node_t *n)
 	return n != NULL && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
 }
 
+// pc_u32 parses a non-negative decimal integer below 2^32.
+static bool pc_u32(const char *v, uint32_t *out)
+{
+	unsigned long long n = 0;
+
+	if (v == NULL || *v == '\0')
+		return false;
+	for (; *v != '\0'; v++) {
+		if (*v < '0' || *v > '9')
+			return false;
+		n = n * 10 + (unsigned)(*v - '0');
+		if (n > UINT32_MAX)
+			return false;
+	}
+	*out = (uint32_t)n;
+	return true;
+}
+
+// pc_builtin reads a filtered pipeline's `builtin` mapping.
+static hw_err pc_builtin(yaml_document_t *doc, yaml_node_t *m, const char *where,
+    rtr_pipeconf *pc, char **why)
+{
+	rtr_filter_conf *c = &pc->builtin;
+
+	if (m == NULL || m->type != YAML_MAPPING_NODE)
+		return pc_fail(why, "%s: builtin must be a mapping {max_bytes, words_file, rate_per_s, burst}",
+		    where);
+	for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+		const char *k = pc_scalar(yaml_document_get_node(doc, p->key));
+		const char *v = pc_scalar(yaml_document_get_node(doc, p->value));
+		uint32_t   *dst = NULL;
+
+		if (k == NULL || v == NULL)
+			return pc_fail(why, "%s: builtin: values must be scalars", where);
+		if (strcmp(k, "words_file") == 0) {
+			free(c->words_file);
+			if ((c->words_file = strdup(v)) == NULL)
+				return HW_ENOMEM;
+			continue;
+		}
+		if (strcmp(k, "max_bytes") == 0)
+			dst = &c->max_bytes;
+		else if (strcmp(k, "rate_per_s") == 0)
+			dst = &c->rate_per_s;
+		else if (strcmp(k, "burst") == 0)
+			dst = &c->burst;
+		else
+			return pc_fail(why, "%s: builtin: unknown field \"%s\" (max_bytes, words_file, rate_per_s, burst)",
+			    where, k);
+		if (!pc_u32(v, dst))
+			return pc_fail(why, "%s: builtin: %s must be a non-negative integer", where, k);
+	}
+	if (c->max_bytes == 0 && (c->words_file == NULL || c->words_file[0] == '\0') &&
+	    c->rate_per_s == 0)
+		return pc_fail(why, "%s: builtin: set at least one of max_bytes, words_file, rate_per_s",
+		    where);
+	if (c->burst > 0 && c->rate_per_s == 0)
+		return pc_fail(why, "%s: builtin: burst needs rate_per_s", where);
+	pc->has_builtin = true;
+	return HW_OK;
+}
+
 static hw_err pc_row(yaml_document_t *doc, yaml_node_t *m, size_t idx, rtr_pipeconf *pc,
     char **why)
 {
+	yaml_node_t *builtin = NULL;
 	const char *mode = NULL, *key = NULL;
 	char        where[96];
 
@@ -81,6 +144,10 @@ static hw_err pc_row(yaml_document_t *doc, yaml_node_t *m, size_t idx, rtr_pipec
 
 		if (k == NULL)
 			return pc_fail(why, "%s: keys must be names", where);
+		if (strcmp(k, "builtin") == 0) {
+			builtin = yaml_document_get_node(doc, p->value);
+			continue;
+		}
 		if (v == NULL)
 			return pc_fail(why, "%s: %s must be a string", where, k);
 		if (strcmp(k, "name") == 0)
@@ -96,7 +163,7 @@ static hw_err pc_row(yaml_document_t *doc, yaml_node_t *m, size_t idx, rtr_pipec
 		else if (strcmp(k, "key") == 0)
 			key = v;
 		else
-			return pc_fail(why, "%s: unknown field \"%s\" (name, filter, mode, topic, clean_topic, key)",
+			return pc_fail(why, "%s: unknown field \"%s\" (name, filter, mode, topic, clean_topic, key, builtin)",
 			    where, k);
 		if (dst != NULL) {
 			free(*dst);
@@ -131,6 +198,8 @@ static hw_err pc_row(yaml_document_t *doc, yaml_node_t *m, size_t idx, rtr_pipec
 	if (pc->mode == RTR_MODE_DIRECT) {
 		if (pc->topic != NULL || pc->clean_topic != NULL)
 			return pc_fail(why, "%s: direct uses no Kafka topic", where);
+		if (builtin != NULL)
+			return pc_fail(why, "%s: builtin is for filtered pipelines only", where);
 		return HW_OK;
 	}
 	if (pc->topic == NULL || pc->topic[0] == '\0')
@@ -141,9 +210,13 @@ static hw_err pc_row(yaml_document_t *doc, yaml_node_t *m, size_t idx, rtr_pipec
 			    where);
 		if (strcmp(pc->clean_topic, pc->topic) == 0)
 			return pc_fail(why, "%s: clean_topic must differ from topic", where);
+		if (builtin != NULL)
+			return pc_builtin(doc, builtin, where, pc, why);
 	} else if (pc->clean_topic != NULL) {
 		return pc_fail(why, "%s: clean_topic is for filtered pipelines only", where);
 	}
+	if (builtin != NULL)
+		return pc_fail(why, "%s: builtin is for filtered pipelines only", where);
 	return HW_OK;
 }
 
@@ -255,6 +328,7 @@ void rtr_pipeconf_fini(rtr_pipeconf_list *l)
 		free(l->v[i].filter);
 		free(l->v[i].topic);
 		free(l->v[i].clean_topic);
+		rtr_filter_conf_fini(&l->v[i].builtin);
 	}
 	free(l->v);
 	l->v = NULL;

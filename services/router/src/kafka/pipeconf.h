@@ -5,6 +5,7 @@
 
 #include "core/config.h"
 #include "core/err.h"
+#include "filter/filter.h"
 #include "pipeline.h"
 
 // The `router.pipelines` key, parsed and validated: an ordered list of
@@ -15,11 +16,16 @@
 //   publish_consume  filter, topic (produced to, and consumed from)
 //   consume_only     topic (consumed from); no filter (takes no publishes)
 //   filtered         filter, topic (raw: produced to), clean_topic (consumed
-//                    from; an external filter moves records raw -> clean)
+//                    from; an external filter moves records raw -> clean,
+//                    or the router itself with `builtin`)
 //   direct           filter (matching publishes go direct; useful with
 //                    router.direct false)
 // key: "topic" (default: the MQTT topic, so one topic keeps its order),
 // "client_id" (the publisher's), or "none".
+// builtin (filtered only): a mapping {max_bytes, words_file, rate_per_s,
+// burst} of non-negative integers (words_file a path; filter/filter.h); at
+// least one check must be set. The router then consumes topic, filters and
+// produces to clean_topic itself.
 
 typedef enum rtr_pipeconf_key {
 	RTR_KEY_TOPIC = 0,
@@ -34,6 +40,8 @@ typedef struct rtr_pipeconf {
 	char              *topic;       // NULL for direct
 	char              *clean_topic; // filtered only
 	rtr_pipeconf_key   key;
+	bool               has_builtin; // filtered: the router filters itself
+	rtr_filter_conf    builtin;
 } rtr_pipeconf;
 
 typedef struct rtr_pipeconf_list {
