@@ -22,11 +22,11 @@
 //   clears the pipe id), dialed, and only then is the old one closed, which
 //   drops what it buffered. Pipe callbacks ignore pipes whose socket is not
 //   p->sock_id, so a late callback of the old socket cannot mark the peer
-//   connected. hw_link_send reads the socket id without a lock: a send that
-//   races with a reset goes to the old socket (dropped with it: NNG_ECLOSED
-//   makes it retry on the new one once) or to the new one. Resets of one
-//   peer are serialised by p->reset_mtx, which is held across nng_close and
-//   never taken by a callback.
+//   connected. hw_link_send reads the socket id without a lock: a send
+//   that races with a reset goes to the old socket (dropped with it) or to
+//   the new one (a send that finds the old one closed retries on the new
+//   one). Resets of one peer are serialised by p->reset_mtx, which is held
+//   across nng_close and never taken by a callback.
 // - Locks: link->mtx guards the peer list only; p->mtx guards the swap of
 //   p->sock_id and p->pipe_id against pipe callbacks. Neither is held while
 //   calling the user's callback or while sending. Order: reset_mtx, then
@@ -502,10 +502,10 @@ hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n)
 	// Pack straight into the message body: no intermediate copy.
 	hawser__internal__v1__batch__pack(&b, nng_msg_body(msg));
 	sock = link_peer_sock(p);
-	rv = nng_sendmsg(sock, msg, NNG_FLAG_NONBLOCK);
-	if (rv == NNG_ECLOSED && link_peer_sock(p).id != sock.id) {
+	while ((rv = nng_sendmsg(sock, msg, NNG_FLAG_NONBLOCK)) == NNG_ECLOSED &&
+	    link_peer_sock(p).id != sock.id) {
 		// A reset closed the socket under us: the new one takes it.
-		rv = nng_sendmsg(link_peer_sock(p), msg, NNG_FLAG_NONBLOCK);
+		sock = link_peer_sock(p);
 	}
 	if (rv != 0) {
 		nng_msg_free(msg);
