@@ -9,7 +9,7 @@
 #       pipeline for topics kafka/#). Every process gets its own YAML under
 #       the run directory with the configuration keys the Helm chart renders
 #       (edge.*_listen, edge.listen, edge.brokers, broker.listen,
-#       broker.routers, router.brokers, store.*, router.kafka.*), then --set
+#       broker.routers, broker.peers, router.brokers, store.*, router.kafka.*), then --set
 #       flags apply to every process. Waits until each is ready, prints the
 #       endpoints, exits non-zero (and stops what it started) on failure.
 #   deploy/local/cluster.sh stop
@@ -213,6 +213,8 @@ broker:
   http_listen: "127.0.0.1:$http"
   routers:
 $(yaml_list "${router_urls[@]}")
+  peers:
+$(yaml_list "${broker_urls[@]}")
 $store
 EOF
 		spawn "$name" "$bin/hawser-broker" "${sets[@]+"${sets[@]}"}"

@@ -51,9 +51,11 @@ def main(argv):
           "a headless Service selects the brokers")
     bhost = f"{headless[0]['metadata']['name']}.{ns}.svc." if headless else "?"
     bport = deps["broker"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
-    check(all(u.startswith("tcp://" + bhost) and u.endswith(f":{bport}")
-              for u in cfg["edge"]["brokers"] + cfg["router"]["brokers"]),
-          "edge.brokers and router.brokers dial the broker headless Service's inbox port")
+    members = cfg["edge"]["brokers"] + cfg["router"]["brokers"] + cfg["broker"]["peers"]
+    check(len(members) == 3 and
+          all(u.startswith("dns://" + bhost) and u.endswith(f":{bport}") for u in members),
+          "edge.brokers, router.brokers and broker.peers are every address behind the "
+          "broker headless Service (dns://, its inbox port)")
     rsvc = [s for s in services.values()
             if s["spec"]["selector"].get("app.kubernetes.io/component") == "router"]
     check(len(rsvc) == 1 and all(u.startswith(f"tcp://{rsvc[0]['metadata']['name']}.{ns}.svc.")

@@ -69,12 +69,14 @@ for y in edge-1:hawser-edge edge-2:hawser-edge broker-1:hawser-broker broker-2:h
 		cfg_ok=0
 	fi
 done
-# The edges route to both brokers, the brokers to the router.
+# The edges route to both brokers, the brokers to the router, and each
+# broker knows the broker set (its peers, itself included).
 if grep -q "$(sed -n 's/^broker-2 inbox=\([^ ]*\).*/\1/p' "$run/endpoints")" "$run/edge-1.yaml" &&
-	grep -q "$(sed -n 's/^router-1 inbox=\([^ ]*\).*/\1/p' "$run/endpoints")" "$run/broker-2.yaml"; then
+	grep -q "$(sed -n 's/^router-1 inbox=\([^ ]*\).*/\1/p' "$run/endpoints")" "$run/broker-2.yaml" &&
+	grep -q "$(sed -n 's/^broker-1 inbox=\([^ ]*\).*/\1/p' "$run/endpoints")" "$run/broker-2.yaml"; then
 	:
 else
-	bad "edge-1.yaml does not list broker-2, or broker-2.yaml not router-1"
+	bad "edge-1.yaml does not list broker-2, or broker-2.yaml not router-1 and broker-1"
 	cfg_ok=0
 fi
 [ "$cfg_ok" = 1 ] && ok "every generated YAML passes --check-config and names its peers"

@@ -100,6 +100,11 @@ annotations:
 {{- define "hawser.broker.headlessHost" -}}
 {{- printf "%s-broker-headless.%s.svc.%s" (include "hawser.fullname" .) .Release.Namespace .Values.clusterDomain -}}
 {{- end -}}
+{{/* The broker set as every tier sees it: each address behind the broker
+headless Service, re-resolved every cluster.dns_refresh_ms (docs/cluster.md). */}}
+{{- define "hawser.broker.members" -}}
+{{- printf "dns://%s:%d" (include "hawser.broker.headlessHost" .) (int .Values.broker.ports.inbox) -}}
+{{- end -}}
 {{- define "hawser.router.host" -}}
 {{- printf "%s-router.%s.svc.%s" (include "hawser.fullname" .) .Release.Namespace .Values.clusterDomain -}}
 {{- end -}}
@@ -127,7 +132,7 @@ rest comes from <tier>.config in values.
     "wss_listen" (ternary (printf "0.0.0.0:%d" (int $v.edge.ports.wss)) "" (and $v.tls.enabled $v.edge.listeners.wss))
     "http_listen" (printf "0.0.0.0:%d" (int $v.edge.ports.http))
     "listen" (printf "tcp://0.0.0.0:%d" (int $v.edge.ports.inbox))
-    "brokers" (list (printf "tcp://%s:%d" (include "hawser.broker.headlessHost" .) (int $v.broker.ports.inbox)))
+    "brokers" (list (include "hawser.broker.members" .))
 -}}
 {{- if $v.tls.enabled -}}
 {{- $_ := set $edge "tls_cert" "/etc/hawser/tls/tls.crt" -}}
@@ -140,11 +145,12 @@ rest comes from <tier>.config in values.
     "listen" (printf "tcp://0.0.0.0:%d" (int $v.broker.ports.inbox))
     "http_listen" (printf "0.0.0.0:%d" (int $v.broker.ports.http))
     "routers" (list (printf "tcp://%s:%d" (include "hawser.router.host" .) (int $v.router.ports.inbox)))
+    "peers" (list (include "hawser.broker.members" .))
 -}}
 {{- $router := dict
     "listen" (printf "tcp://0.0.0.0:%d" (int $v.router.ports.inbox))
     "http_listen" (printf "0.0.0.0:%d" (int $v.router.ports.http))
-    "brokers" (list (printf "tcp://%s:%d" (include "hawser.broker.headlessHost" .) (int $v.broker.ports.inbox)))
+    "brokers" (list (include "hawser.broker.members" .))
 -}}
 {{- $store := dict "backend" $v.store.backend -}}
 {{- if and (eq $v.store.backend "redis") (not $v.store.redis.existingSecret) -}}
@@ -156,6 +162,7 @@ rest comes from <tier>.config in values.
     "broker" (merge $broker (deepCopy $v.broker.config))
     "router" (merge $router (deepCopy $v.router.config))
     "store" $store
+    "cluster" (dict "member_down_ms" (int $v.cluster.memberDownMs) "dns_refresh_ms" (int $v.cluster.dnsRefreshMs))
 -}}
 {{- toYaml $cfg -}}
 {{- end -}}
