@@ -15,8 +15,11 @@
 
 #include "core/config.h"
 #include "core/metrics.h"
+#include "core/slot.h"
 #include "link/link.h"
+#include "link/members.h"
 #include "map.h"
+#include "replay.h"
 #include "rx.h"
 #include "server.h"
 #include "wheel.h"
@@ -44,6 +47,7 @@ typedef enum edge_cause {
 	EDGE_CAUSE_BROKER_BUSY,   // hw_link_send said HW_EFULL
 	EDGE_CAUSE_CLIENT,        // client sent DISCONNECT (no ConnGone)
 	EDGE_CAUSE_BROKER,        // broker sent ConnClose (no ConnGone)
+	EDGE_CAUSE_REHOME,        // could not be re-homed (no ConnGone)
 	EDGE_CAUSE_COUNT,
 } edge_cause;
 
@@ -67,8 +71,14 @@ typedef struct edge_listener {
 	hw_counter       *accepted;
 } edge_listener;
 
+// No broker: c->owner before CONNECT, or while no broker is live.
+#define EDGE_OWNER_NONE 0xFFFFu
+
 // One client connection. Lean on purpose: no buffer while idle (edge_rx
-// allocates only for a partial packet; edge_wq holds only queued frames).
+// allocates only for a partial packet; edge_wq holds only queued frames;
+// the replay log exists only while a packet waits for its answer, in
+// s->replays, so it costs no pointer here). 120 bytes: one 128-byte malloc
+// chunk; think twice before adding a field.
 typedef struct edge_conn edge_conn;
 struct edge_conn {
 	struct lws      *wsi;        // NULL once lws closed it
@@ -78,10 +88,16 @@ struct edge_conn {
 	edge_wq          wq;
 	edge_wheel_node  timer;      // CONNECT timeout, then keepalive
 	uint64_t         last_rx_ms;
-	edge_conn       *reap_next;  // on s->reap once closed
+	union {
+		// Open: the client id for ConnResume, [u16 length][bytes]; NULL
+		// before CONNECT and when the edge assigned it (assigned_id:
+		// derived again from the connection id).
+		uint8_t     *cid;
+		edge_conn   *reap_next;  // closed: on s->reap (cid freed by then)
+	};
 	uint32_t         slot;
 	uint16_t         keepalive;  // seconds, from the accepting ConnWrite
-	uint16_t         broker;     // index of the owner broker
+	uint16_t         owner;      // index in s->peers, EDGE_OWNER_NONE
 	uint8_t          version;    // MQTT protocol level (0 before CONNECT)
 	uint8_t          cause;      // edge_cause, once closing
 	unsigned         forwarded : 1;   // CONNECT went to the broker
@@ -91,14 +107,21 @@ struct edge_conn {
 	unsigned         kill : 1;        // close at the next chance, no flush
 	unsigned         no_gone : 1;     // send no ConnGone
 	unsigned         ping_pending : 1;// PINGRESP owed once accepted
+	unsigned         assigned_id : 1; // the edge assigned the client id
+	unsigned         replay : 1;      // has a replay log in s->replays
+	unsigned         replay_lost : 1; // the log overflowed: not replayable
 };
 
+// A broker this edge has known (in some view). Entries are never removed,
+// so a connection's owner is a stable index; `live` says whether it is in
+// the current view. Only live peers are sent to.
 typedef struct edge_fwd_peer {
 	hw_link_peer *peer;
-	const char   *url;
+	char         *url;
 	hw_item     **items;
 	size_t        n;
 	size_t        cap;
+	bool          live;
 } edge_fwd_peer;
 
 typedef struct edge_stats {
@@ -114,6 +137,11 @@ typedef struct edge_stats {
 	hw_counter *unknown_conn;
 	hw_counter *batches_tx;
 	hw_counter *items_tx;
+	hw_counter *rehomed;
+	hw_counter *replayed;
+	hw_counter *stale;
+	hw_counter *replay_overflow;
+	hw_counter *unowned_dropped;
 } edge_stats;
 
 struct edge_server {
@@ -124,11 +152,17 @@ struct edge_server {
 	struct ev_loop     *evloop;       // lws runs on it (epoll, not poll)
 	edge_listener       ls[EDGE_L_COUNT];
 
-	// Broker link.
+	// Broker link and the broker set (view.c).
 	hw_link            *link;
-	edge_fwd_peer      *peers;
+	edge_fwd_peer      *peers;        // every broker ever in a view
 	size_t              npeers;
-	const char        **broker_urls;  // cfg->edge.brokers, for hw_slot_owner
+	size_t              peers_cap;
+	hw_members         *members;
+	hw_members_view    *view;         // applied on this thread
+	uint16_t            slot_owner[HW_SLOTS]; // index in peers, or NONE
+	edge_map            replays;      // conn id -> edge_replay *
+	size_t              replay_max_bytes;
+	bool                warned_sender;
 
 	// Batches from brokers, handed over from the NNG thread (inq_mu).
 	pthread_mutex_t     inq_mu;
@@ -137,6 +171,8 @@ struct edge_server {
 	size_t              inq_n;
 	size_t              inq_cap;
 	bool                inq_open;     // ctx alive: wake it on arrival
+	hw_members_view    *view_next;    // from the members thread, not applied
+	uint64_t            view_applied; // version of s->view (for `changed`)
 
 	// Connections.
 	edge_map            conns;
@@ -217,8 +253,9 @@ void edge_conn_close(edge_conn *c, edge_cause cause, bool flush);
 void edge_conn_send(edge_conn *c, const uint8_t *p, size_t n);
 // edge_conn_write / edge_conn_broker_close apply a broker's ConnWrite and
 // ConnClose.
-void edge_conn_write(edge_server *s, const edge_connwrite *w);
-void edge_conn_broker_close(edge_server *s, const edge_connclose *cl);
+// (forward.c has checked that the item comes from c's owner.)
+void edge_conn_write(edge_server *s, edge_conn *c, const edge_connwrite *w);
+void edge_conn_broker_close(edge_server *s, edge_conn *c, const edge_connclose *cl);
 // edge_conn_peer formats the client address as "ip:port" ("[ip6]:port").
 void edge_conn_peer(edge_conn *c, char *out, size_t n);
 // edge_conn_shutdown closes c because the edge is stopping: everything
@@ -234,21 +271,60 @@ void edge_conn_timer(void *arg, edge_wheel_node *node);
 // edge_conn_reap frees the connections closed during this pass.
 void edge_conn_reap(edge_server *s);
 
+// edge_conn_drop closes c because it cannot be re-homed: MQTT 5 clients
+// that were accepted get DISCONNECT `reason` first; no ConnGone.
+void edge_conn_drop(edge_conn *c, uint8_t reason);
+// edge_conn_assigned_id writes the client id the edge assigned to c
+// (derived from its id, the same every time) into out[24].
+void edge_conn_assigned_id(const edge_conn *c, char *out);
+
 // forward.c
-// edge_forward_open opens the NNG link and one peer per broker.
+// edge_forward_open opens the NNG link and the broker set (view.c).
 hw_err edge_forward_open(edge_server *s);
-// edge_forward_packet queues a copy of a client packet for c's broker.
-// is_connect adds the ConnInfo; assigned_id (NULL unless the client sent an
-// empty id) goes into it. HW_ENOMEM or HW_EINVAL (no broker): close c.
+// edge_forward_packet handles a client packet after CONNECT (and the
+// CONNECT itself, is_connect, with ConnInfo; assigned_id is the id the edge
+// assigned or NULL): a packet that waits for an answer goes into c's replay
+// log; then a copy is queued for c's owner if it is live. With no owner the
+// packet waits in the log (QoS 0 PUBLISH and acks are dropped and counted).
+// HW_ENOMEM: close c.
 hw_err edge_forward_packet(edge_server *s, edge_conn *c, const uint8_t *pkt, size_t len,
     bool is_connect, const char *assigned_id);
-// edge_forward_gone queues ConnGone for c.
+// edge_forward_gone queues ConnGone for c to its owner, if live.
 void edge_forward_gone(edge_server *s, edge_conn *c, edge_cause cause);
+// edge_forward_answered drops from c's replay log what a ConnWrite from its
+// owner answers (data: whole MQTT packets).
+void edge_forward_answered(edge_server *s, edge_conn *c, const uint8_t *data, size_t len);
+// edge_forward_conn_closed frees c's replay log and client id.
+void edge_forward_conn_closed(edge_server *s, edge_conn *c);
+// edge_forward_rehome moves c to owner `to` (an index in s->peers, or
+// EDGE_OWNER_NONE): ConnGone MOVED to the old owner when gone_to_old and it
+// is live, then to `to` ConnResume (accepted) and the replay log in order.
+// A connection whose log overflowed cannot be replayed and is closed.
+void edge_forward_rehome(edge_server *s, edge_conn *c, uint16_t to, bool gone_to_old);
+// edge_forward_peer_find returns the index of url in s->peers, or
+// EDGE_OWNER_NONE.
+uint16_t edge_forward_peer_find(const edge_server *s, const char *url);
+// edge_forward_peer_add returns the index of url, adding it (peer from the
+// link) if new; EDGE_OWNER_NONE on ENOMEM or a full table.
+uint16_t edge_forward_peer_add(edge_server *s, const char *url, hw_link_peer *peer);
+// edge_forward_peer_drop frees the items pending for a peer without sending.
+void edge_forward_peer_drop(edge_server *s, uint16_t idx);
 // edge_forward_flush sends every broker's pending items as one Batch each.
 void edge_forward_flush(edge_server *s);
 // edge_forward_inbound applies the batches received from brokers.
 void edge_forward_inbound(edge_server *s);
 // edge_forward_close closes the link (after the lws context is gone).
 void edge_forward_close(edge_server *s);
+
+// view.c: the broker set (libs/link/members.h) on the loop thread.
+// edge_view_open opens the members watcher on s->link and applies its
+// first view. Called before the loop runs.
+hw_err edge_view_open(edge_server *s);
+// edge_view_poll applies the newest view the members thread handed over,
+// if any: peers, slot owners, and the re-home pass. Loop thread.
+void edge_view_poll(edge_server *s);
+// edge_view_close stops the watcher and drops the views (before the link
+// closes; the loop must not be running).
+void edge_view_close(edge_server *s);
 
 #endif

@@ -49,7 +49,7 @@ static const char *const edge_listener_names[EDGE_L_COUNT] = {
 
 static const char *const edge_cause_names[EDGE_CAUSE_COUNT] = {
 	"network", "keepalive", "protocol", "slow_consumer", "shutdown",
-	"broker_busy", "client_disconnect", "broker_close",
+	"broker_busy", "client_disconnect", "broker_close", "rehome_failed",
 };
 
 static const char *const edge_perr_names[EDGE_PERR_COUNT] = {
@@ -103,6 +103,22 @@ static void edge_server_stats(edge_server *s)
 	    "Batches sent to brokers.", NULL, NULL);
 	st->items_tx = hw_metrics_counter(m, "hawser_edge_items_sent_total",
 	    "Items (packets, ConnGone) sent to brokers.", NULL, NULL);
+	st->rehomed = hw_metrics_counter(m, "hawser_edge_rehomed_total",
+	    "Connections moved to another broker without closing them (ConnResume or "
+	    "their CONNECT sent again).", NULL, NULL);
+	st->replayed = hw_metrics_counter(m, "hawser_edge_replayed_packets_total",
+	    "Unanswered client packets sent again to the broker a connection moved to.",
+	    NULL, NULL);
+	st->stale = hw_metrics_counter(m, "hawser_edge_stale_writes_total",
+	    "ConnWrite/ConnClose/ConnMoved items dropped because they came from a broker "
+	    "that is not the connection's owner.", NULL, NULL);
+	st->replay_overflow = hw_metrics_counter(m, "hawser_edge_replay_overflows_total",
+	    "Connections whose replay log passed its bound (or met out of memory): no "
+	    "longer logged, closed at their next re-home.", NULL, NULL);
+	st->unowned_dropped = hw_metrics_counter(m, "hawser_edge_unowned_dropped_total",
+	    "Client packets dropped while no broker owned their slot (QoS 0 PUBLISH, "
+	    "acks); packets that wait for an answer wait in the replay log instead.",
+	    NULL, NULL);
 }
 
 static void edge_server_pass_cb(lws_sorted_usec_list_t *sul)
