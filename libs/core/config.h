@@ -72,11 +72,16 @@ typedef struct hw_config {
 		char    *mode;           // "direct" (no Kafka) | "kafka"
 		char    *pipelines;      // JSON array of pipeline objects; "" = none
 		bool     direct;         // unmatched topics go direct (else refused)
+		char    *publish_token;       // HTTP publish API bearer token; "" = off
+		uint32_t publish_max_bytes;   // HTTP publish body limit
+		uint32_t publish_timeout_ms;  // HTTP publish: brokers must take it within
 		struct {
 			char    *brokers;            // bootstrap servers
 			char    *group;              // consumer group id
 			uint32_t message_timeout_ms; // produce bound
 			char    *properties;         // JSON object of librdkafka props; ""
+			char    *events_topic;       // client lifecycle events; "" = off
+			uint32_t lag_interval_ms;    // consumer lag gauge refresh
 		} kafka;
 	} router;
 	struct {
