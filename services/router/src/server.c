@@ -33,6 +33,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "fanout.h"
+#include "httppub.h"
 #include "kafka/kafka.h"
 #include "kafka/pipeconf.h"
 #include "link/httpd.h"
@@ -62,6 +63,7 @@ struct rtr_server {
 	rtr_pipeline_table *pipes;
 	rtr_pipeconf_list   pconf;  // router.pipelines, parsed
 	rtr_kafka          *kafka;  // NULL in direct mode
+	rtr_httppub        *httppub; // POST /v1/publish; NULL when off
 
 	pthread_t           thread;
 	bool                thread_running;
@@ -245,6 +247,7 @@ static void *rtr_server_main(void *arg)
 			pthread_mutex_unlock(&s->mtx);
 			if (n > 0)
 				rtr_server_pass(s, taken, n);
+			rtr_httppub_poll(s->httppub, hw_clock_mono_ms());
 			// Kafka: delivery reports (acks to publishing brokers),
 			// rebalances, consumed records (offers).
 			if (s->kafka != NULL)
@@ -253,6 +256,7 @@ static void *rtr_server_main(void *arg)
 			rtr_outbox_flush(s->ob); // acks of expired offers, Kafka's work
 			if (s->kafka != NULL)
 				rtr_kafka_pass_end(s->kafka); // commits; frees offered records
+			rtr_httppub_pass_end(s->httppub);
 			pthread_mutex_lock(&s->mtx);
 			if (more)
 				s->woken = true;
@@ -521,6 +525,9 @@ hw_err rtr_server_start(rtr_server *s, int serve_http)
 		    hw_strerror(err));
 		goto fail;
 	}
+	if (s->httpd != NULL && (err = rtr_httppub_start(&s->httppub, s->cfg, http,
+	    hw_httpd_port(s->httpd), s->metrics, s->fanout, rtr_server_wake, s)) != HW_OK)
+		goto fail;
 	hw_log_info("RTR-LISTEN", "inbox=%s http_port=%d", hw_link_url(s->link),
 	    s->httpd != NULL ? hw_httpd_port(s->httpd) : -1);
 	atomic_store(&s->ready, true);
@@ -538,6 +545,7 @@ void rtr_server_stop(rtr_server *s)
 		return;
 	s->stopped = true;
 	atomic_store(&s->ready, false);
+	rtr_httppub_close(s->httppub);
 	if (s->httpd != NULL) {
 		hw_httpd_stop(s->httpd);
 		s->httpd = NULL;
@@ -570,6 +578,7 @@ void rtr_server_free(rtr_server *s)
 		hw_link_batch_free(s->q[i]);
 	rtr_pipeline_table_free(s->pipes);
 	rtr_kafka_free(s->kafka); // wakes go to s->mtx: before it is destroyed
+	rtr_httppub_free(s->httppub);
 	rtr_fanout_free(s->fanout);
 	rtr_pipeconf_fini(&s->pconf);
 	rtr_outbox_free(s->ob);
