@@ -53,10 +53,17 @@
 #define LG_RX_BURST     (256u * 1024u) // bytes read per readiness event
 #define LG_HDR_LEN      16u            // ts_ns u64, publisher u32, seq u32
 #define LG_EVENTS       512
+#define LG_MAX_PIDS     16             // processes per --pid / --aux-pid list
 
 // ---------------------------------------------------------------- options
 
 typedef enum lg_scenario { LG_IDLE, LG_FANIN, LG_FANOUT, LG_P2P } lg_scenario;
+
+// A set of processes measured together (a split deployment is several).
+typedef struct lg_pids {
+	pid_t    pid[LG_MAX_PIDS];
+	unsigned n;
+} lg_pids;
 
 typedef struct lg_opts {
 	lg_scenario scenario;
@@ -84,7 +91,8 @@ typedef struct lg_opts {
 	uint32_t    conn_window; // connects in progress per worker
 	double      connect_timeout; // whole connect phase
 	uint32_t    threads;
-	pid_t       pid;         // target process to measure, 0 = none
+	lg_pids     pids;        // target processes to measure, n = 0: none
+	lg_pids     aux;         // their dependencies (Redis, Kafka), reported apart
 	const char *src_base;    // first source address
 	uint32_t    src_count;   // rotate over this many source addresses
 	bool        idle_sub;    // idle conns subscribe to their own topic
@@ -291,6 +299,12 @@ typedef struct lg_proc {
 	double   cpu_s;      // utime + stime, all threads
 } lg_proc;
 
+// A sample of a process set: the sum and each process.
+typedef struct lg_sample {
+	lg_proc sum;
+	lg_proc each[LG_MAX_PIDS];
+} lg_sample;
+
 // lg_proc_read samples RSS (VmRSS) and CPU time of pid; ok=false if gone.
 static lg_proc lg_proc_read(pid_t pid)
 {
@@ -324,6 +338,23 @@ static lg_proc lg_proc_read(pid_t pid)
 	}
 	fclose(f);
 	return p;
+}
+
+// lg_sample_read samples every process of set; sum.ok is false if one is
+// gone (or the set is empty).
+static lg_sample lg_sample_read(const lg_pids *set)
+{
+	lg_sample s;
+
+	memset(&s, 0, sizeof s);
+	s.sum.ok = set->n > 0;
+	for (unsigned i = 0; i < set->n; i++) {
+		s.each[i] = lg_proc_read(set->pid[i]);
+		s.sum.ok = s.sum.ok && s.each[i].ok;
+		s.sum.rss_kb += s.each[i].rss_kb;
+		s.sum.cpu_s += s.each[i].cpu_s;
+	}
+	return s;
 }
 
 // lg_host_busy returns the CPU seconds all processes of the host have used
@@ -1102,7 +1133,9 @@ static void lg_usage(FILE *f)
 	    "  --src-count N        rotate over N source addresses; 0 = no bind\n"
 	    "                       [auto: one per 25000 connections]\n"
 	    "  -t, --threads N      worker threads [1]\n"
-	    "  --pid PID            target process: sample CPU and RSS\n"
+	    "  --pid PID[,PID...]   target processes: sample CPU and RSS (summed)\n"
+	    "  --aux-pid PID[,...]  their dependencies (Redis, Kafka): reported\n"
+	    "                       apart as aux_*\n"
 	    "  --target NAME        label in the result line\n"
 	    "  -v, --verbose        print why connections fail (first 20 per thread)\n"
 	    "Progress on stderr every second; one JSON result line on stdout.\n");
@@ -1121,6 +1154,27 @@ static bool lg_num(const char *s, double lo, double hi, double *out)
 	return true;
 }
 
+// lg_pid_list parses "PID[,PID...]" (at most LG_MAX_PIDS) into out.
+static bool lg_pid_list(const char *s, lg_pids *out)
+{
+	out->n = 0;
+	for (;;) {
+		char *end;
+		long v;
+
+		errno = 0;
+		v = strtol(s, &end, 10);
+		if (errno != 0 || end == s || v < 1 || v > 1000000000L || out->n == LG_MAX_PIDS)
+			return false;
+		out->pid[out->n++] = (pid_t)v;
+		if (*end == '\0')
+			return true;
+		if (*end != ',')
+			return false;
+		s = end + 1;
+	}
+}
+
 // lg_parse_opts fills o from argv; false (after a message) on bad usage.
 static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 {
@@ -1128,7 +1182,7 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		O_SCEN = 256, O_HOST, O_PORT, O_TRANS, O_WSPATH, O_MQTT, O_QOS, O_CONNS,
 		O_PUBS, O_SUBS, O_PAIRS, O_RATE, O_WINDOW, O_MAXINF, O_SIZE, O_DUR,
 		O_HOLD, O_DRAIN, O_CRATE, O_CWIN, O_CTMO, O_KA, O_IDLESUB, O_SRCB,
-		O_SRCN, O_PID, O_TARGET, O_COUNT, O_HELP, O_SEXP,
+		O_SRCN, O_PID, O_TARGET, O_COUNT, O_HELP, O_SEXP, O_AUX,
 	};
 	static const struct option opts[] = {
 		{ "scenario", 1, NULL, O_SCEN }, { "host", 1, NULL, O_HOST },
@@ -1147,6 +1201,7 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		{ "pid", 1, NULL, O_PID }, { "target", 1, NULL, O_TARGET },
 		{ "count", 1, NULL, O_COUNT }, { "verbose", 0, NULL, 'v' },
 		{ "help", 0, NULL, O_HELP }, { "session-expiry", 1, NULL, O_SEXP },
+		{ "aux-pid", 1, NULL, O_AUX },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool src_auto = true;
@@ -1159,7 +1214,7 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		.subs = 1000, .pairs = 1000, .rate = 10000, .window = 16,
 		.max_inflight = 1000, .size = 64, .duration = 10, .hold = 3,
 		.drain = 3, .conn_rate = 5000, .conn_window = 64,
-		.connect_timeout = 120, .threads = 1, .pid = 0,
+		.connect_timeout = 120, .threads = 1,
 		.src_base = "127.0.0.1", .src_count = 0, .idle_sub = true,
 		.keepalive = 60,
 	};
@@ -1209,7 +1264,8 @@ static bool lg_parse_opts(lg_opts *o, int argc, char **argv)
 		case O_SRCB: o->src_base = a; break;
 		case O_SRCN: ok = lg_num(a, 0, 254, &v); o->src_count = (uint32_t)v; src_auto = false; break;
 		case 't': ok = lg_num(a, 1, 64, &v); o->threads = (uint32_t)v; break;
-		case O_PID: ok = lg_num(a, 1, 1e9, &v); o->pid = (pid_t)v; break;
+		case O_PID: ok = lg_pid_list(a, &o->pids); break;
+		case O_AUX: ok = lg_pid_list(a, &o->aux); break;
 		case O_TARGET: o->target = a; break;
 		case 'v': o->verbose = true; break;
 		case O_COUNT: ok = lg_num(a, 0, 1e15, &v); o->count = (uint64_t)v; break;
@@ -1432,15 +1488,50 @@ static void lg_raise_nofile(uint32_t need)
 		    (unsigned long long)rl.rlim_cur, need);
 }
 
+// lg_print_each prints the per-process parts of a set of several: CPU
+// seconds over the measured phase (m0 → m1) and RSS at the end, in the order
+// of the --pid / --aux-pid list.
+static void lg_print_each(const char *prefix, const lg_pids *set, const lg_sample *m0,
+    const lg_sample *m1, const lg_sample *end)
+{
+	printf(",\"%sprocs\":%u,\"%scpu_s_each\":[", prefix, set->n, prefix);
+	for (unsigned i = 0; i < set->n; i++)
+		printf("%s%.3f", i ? "," : "", m1->each[i].cpu_s - m0->each[i].cpu_s);
+	printf("],\"%srss_kb_each\":[", prefix);
+	for (unsigned i = 0; i < set->n; i++)
+		printf("%s%" PRIu64, i ? "," : "", end->each[i].rss_kb);
+	printf("]");
+}
+
+// lg_print_aux prints what the dependencies (--aux-pid) did, as the main
+// fields do for the target: CPU over the measured phase (m0 → m1) per
+// delivery or per connection, RSS growth from before connecting to the end
+// per connection.
+static void lg_print_aux(const lg_pids *set, const lg_sample *before, const lg_sample *m0,
+    const lg_sample *m1, const lg_sample *end, bool idle, const lg_totals *t, double wall_m)
+{
+	double cpu = m1->sum.cpu_s - m0->sum.cpu_s;
+	long long rss_delta = (long long)end->sum.rss_kb - (long long)before->sum.rss_kb;
+
+	printf(",\"aux_cpu_s\":%.3f,\"aux_cpu_us_per_msg\":%.3f,\"aux_cpu_us_per_conn\":%.3f,"
+	    "\"aux_rss_kb\":%" PRIu64 ",\"aux_rss_per_conn_bytes\":%.0f,\"aux_cpu_pct\":%.1f",
+	    cpu, !idle && t->recv > 0 ? cpu * 1e6 / (double)t->recv : 0.0,
+	    idle && t->ready > 0 ? cpu * 1e6 / (double)t->ready : 0.0,
+	    end->sum.rss_kb, t->ready > 0 ? (double)rss_delta * 1024.0 / (double)t->ready : 0.0,
+	    wall_m > 0 ? cpu * 100.0 / wall_m : 0.0);
+	lg_print_each("aux_", set, m0, m1, end);
+}
+
 int main(int argc, char **argv)
 {
 	lg_run *r = calloc(1, sizeof *r);
-	lg_proc p0, p1, p2;
+	lg_sample p0, p1, p2, a0, a1, a2, *m0 = &p1, *m1 = &p2, *x0 = &a1, *x1 = &a2;
 	lg_totals prev = { 0 }, t;
 	lg_hist *hist = calloc(1, sizeof *hist);
 	uint64_t t0, last, t_conn0, t_conn1, t_pub0 = 0, t_pub1 = 0;
-	double self0, self_m0, self_m1, host0, host_m0, host_m1, cpu_s = 0, dur, wall_m;
+	double self0, self_m0, self_m1, host0, host_m0, host_m1, cpu_s = 0, aux_s = 0, dur, wall_m;
 	uint64_t t_m0, t_m1;
+	bool measure;
 	int rc = 2;
 
 	if (r == NULL || hist == NULL)
@@ -1457,9 +1548,11 @@ int main(int argc, char **argv)
 	}
 	lg_raise_nofile(r->nconns);
 	atomic_store(&r->phase, LG_PH_CONNECT);
-	p0 = lg_proc_read(r->o.pid);
-	if (r->o.pid > 0 && !p0.ok) {
-		fprintf(stderr, "loadgen: cannot read /proc/%d\n", (int)r->o.pid);
+	measure = r->o.pids.n > 0;
+	p0 = lg_sample_read(&r->o.pids);
+	a0 = lg_sample_read(&r->o.aux);
+	if ((measure && !p0.sum.ok) || (r->o.aux.n > 0 && !a0.sum.ok)) {
+		fprintf(stderr, "loadgen: cannot read /proc of every --pid / --aux-pid\n");
 		goto out;
 	}
 	self0 = lg_self_cpu();
@@ -1473,7 +1566,8 @@ int main(int argc, char **argv)
 	}
 	lg_wait(r, t0, t0 + (uint64_t)(r->o.connect_timeout * 1000), &last, &prev, lg_connected);
 	t_conn1 = lg_now_ms();
-	p1 = lg_proc_read(r->o.pid);
+	p1 = lg_sample_read(&r->o.pids);
+	a1 = lg_sample_read(&r->o.aux);
 	// The measured phase: connecting for idle, publishing plus drain else.
 	self_m0 = self0;
 	host_m0 = host0;
@@ -1484,13 +1578,15 @@ int main(int argc, char **argv)
 	if (r->o.scenario == LG_IDLE) {
 		atomic_store(&r->phase, LG_PH_HOLD);
 		lg_wait(r, t0, lg_now_ms() + (uint64_t)(r->o.hold * 1000), &last, &prev, NULL);
-		p2 = lg_proc_read(r->o.pid);
-		cpu_s = p1.cpu_s - p0.cpu_s;
+		p2 = lg_sample_read(&r->o.pids);
+		a2 = lg_sample_read(&r->o.aux);
+		m0 = &p0, m1 = &p1, x0 = &a0, x1 = &a1;
 	} else if (lg_sum(r).ready < r->nconns) {
 		// Numbers from a partial set of flows would not compare with
 		// anything: report the connect failure and stop.
 		fprintf(stderr, "loadgen: not every connection is ready; not publishing\n");
-		p2 = lg_proc_read(r->o.pid);
+		p2 = lg_sample_read(&r->o.pids);
+		a2 = lg_sample_read(&r->o.aux);
 	} else {
 		atomic_store(&r->phase, LG_PH_PUB);
 		t_pub0 = lg_now_us();
@@ -1502,12 +1598,14 @@ int main(int argc, char **argv)
 		atomic_store(&r->phase, LG_PH_DRAIN);
 		t_pub1 = lg_now_us();
 		lg_wait(r, t0, lg_now_ms() + (uint64_t)(r->o.drain * 1000), &last, &prev, lg_drained);
-		p2 = lg_proc_read(r->o.pid);
+		p2 = lg_sample_read(&r->o.pids);
+		a2 = lg_sample_read(&r->o.aux);
 		self_m1 = lg_self_cpu();
 		host_m1 = lg_host_busy();
 		t_m1 = lg_now_ms();
-		cpu_s = p2.cpu_s - p1.cpu_s;
 	}
+	cpu_s = measure ? m1->sum.cpu_s - m0->sum.cpu_s : 0.0;
+	aux_s = r->o.aux.n > 0 ? x1->sum.cpu_s - x0->sum.cpu_s : 0.0;
 	atomic_store(&r->phase, LG_PH_STOP);
 	for (uint32_t i = 0; i < r->o.threads; i++) {
 		pthread_join(r->w[i].th, NULL);
@@ -1520,14 +1618,15 @@ int main(int argc, char **argv)
 		uint64_t dup = t.recv > expected ? t.recv - expected : 0;
 		double conn_s = (double)(t_conn1 - t_conn0) / 1000.0, others;
 		uint64_t end_us = t.last_rx_us > t_pub1 ? t.last_rx_us : t_pub1;
-		long long rss_delta = (long long)p2.rss_kb - (long long)p0.rss_kb;
+		long long rss_delta = (long long)p2.sum.rss_kb - (long long)p0.sum.rss_kb;
 		const char *scen = r->o.scenario_name;
+		bool idle = r->o.scenario == LG_IDLE;
 
 		dur = t_pub0 == 0 ? 0 : (double)(end_us - t_pub0) / 1e6;
 		wall_m = t_m1 > t_m0 ? (double)(t_m1 - t_m0) / 1000.0 : 0.0;
 		// CPU the rest of the host used meanwhile: a run that shared its
 		// cores with other work measured that work too.
-		others = (host_m1 - host_m0) - (self_m1 - self_m0) - (r->o.pid > 0 ? cpu_s : 0.0);
+		others = (host_m1 - host_m0) - (self_m1 - self_m0) - cpu_s - aux_s;
 		printf("{\"scenario\":\"%s\",\"target\":\"%s\",\"transport\":\"%s\",\"mqtt\":\"%s\","
 		    "\"qos\":%u,\"conns\":%u,\"ready\":%" PRIu64 ",\"failed\":%" PRIu64
 		    ",\"dropped\":%" PRIu64 ",\"pubs\":%u,\"subs\":%u,\"size\":%u,\"rate\":%.0f,"
@@ -1538,7 +1637,7 @@ int main(int argc, char **argv)
 		    ",\"max_us\":%" PRIu64 ",\"connect_s\":%.3f,\"connects_per_s\":%.1f,"
 		    "\"cpu_s\":%.3f,\"cpu_us_per_msg\":%.3f,\"cpu_us_per_conn\":%.3f,"
 		    "\"rss_kb\":%" PRIu64 ",\"rss_before_kb\":%" PRIu64 ",\"rss_per_conn_bytes\":%.0f,"
-		    "\"target_cpu_pct\":%.1f,\"loadgen_cpu_pct\":%.1f,\"others_cpu_pct\":%.1f,\"loadgen_cpu_s\":%.3f}\n",
+		    "\"target_cpu_pct\":%.1f,\"loadgen_cpu_pct\":%.1f,\"others_cpu_pct\":%.1f,\"loadgen_cpu_s\":%.3f",
 		    scen, r->o.target, r->o.ws ? "ws" : "tcp",
 		    r->o.version == HW_MQTT_V5 ? "5.0" : "3.1.1", r->o.qos, r->nconns, t.ready,
 		    t.failed, t.dropped, r->npub, r->nsub, r->o.size, r->o.rate, t.sent, t.recv,
@@ -1547,15 +1646,21 @@ int main(int argc, char **argv)
 		    t_pub1 > t_pub0 ? (double)t.sent / ((double)(t_pub1 - t_pub0) / 1e6) : 0.0,
 		    lg_hist_pct(hist, 0.50), lg_hist_pct(hist, 0.90), lg_hist_pct(hist, 0.99),
 		    hist->max, conn_s, conn_s > 0 ? (double)t.ready / conn_s : 0.0,
-		    r->o.pid > 0 ? cpu_s : 0.0,
-		    r->o.pid > 0 && t.recv > 0 && r->o.scenario != LG_IDLE ? cpu_s * 1e6 / (double)t.recv : 0.0,
-		    r->o.pid > 0 && t.ready > 0 && r->o.scenario == LG_IDLE ? cpu_s * 1e6 / (double)t.ready : 0.0,
-		    p2.rss_kb, p0.rss_kb,
-		    r->o.pid > 0 && t.ready > 0 ? (double)rss_delta * 1024.0 / (double)t.ready : 0.0,
-		    r->o.pid > 0 && wall_m > 0 ? cpu_s * 100.0 / wall_m : 0.0,
+		    cpu_s,
+		    measure && t.recv > 0 && !idle ? cpu_s * 1e6 / (double)t.recv : 0.0,
+		    measure && t.ready > 0 && idle ? cpu_s * 1e6 / (double)t.ready : 0.0,
+		    p2.sum.rss_kb, p0.sum.rss_kb,
+		    measure && t.ready > 0 ? (double)rss_delta * 1024.0 / (double)t.ready : 0.0,
+		    measure && wall_m > 0 ? cpu_s * 100.0 / wall_m : 0.0,
 		    wall_m > 0 ? (self_m1 - self_m0) * 100.0 / wall_m : 0.0,
 		    wall_m > 0 && others > 0 ? others * 100.0 / wall_m : 0.0,
 		    lg_self_cpu() - self0);
+		// A set of several processes (split tiers) also gets its parts.
+		if (r->o.pids.n > 1)
+			lg_print_each("", &r->o.pids, m0, m1, &p2);
+		if (r->o.aux.n > 0)
+			lg_print_aux(&r->o.aux, &a0, x0, x1, &a2, idle, &t, wall_m);
+		printf("}\n");
 		fflush(stdout);
 		rc = t.ready == r->nconns ? 0 : 1;
 	}

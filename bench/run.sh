@@ -1,27 +1,74 @@
 #!/usr/bin/env bash
 # bench/run.sh: build, then run the benchmark scenarios against Mosquitto and
-# the Hawser all-in-one binary on this machine, print a table with the ratio
-# Hawser/Mosquitto and write bench/results/latest.json. See bench/README.md.
+# Hawser (all-in-one, split tiers, Redis session store, Kafka pipeline) on
+# this machine, print a table with the ratio of each Hawser target to
+# Mosquitto and write bench/results/latest.json. See bench/README.md.
 #
-# Every target runs pinned to TARGET_CPU, the load generator to LOADGEN_CPU;
-# each scenario gets a freshly started target so memory and CPU readings are
-# not polluted by the previous one. Everything listens on 127.0.0.1 only.
+#   bash bench/run.sh --all   every target and scenario (about 15-20 min on
+#                             2 cores), then bench/results/*.png and the
+#                             results section of bench/README.md
+#   bash bench/run.sh         the knobs below (default: mosquitto and the
+#                             all-in-one, every scenario over TCP)
 #
-# Sizes and rates come from the environment (defaults finish in a few
-# minutes on two cores):
-#   TARGETS="mosquitto hawser"   SCENARIOS="idle fanin fanout p2p p2p-max"
-#   QOS="0 1"  MQTT=5  TRANSPORT=tcp|ws  SIZE=64  DURATION=10
+# Every target runs pinned to TARGET_CPU (all of its processes, and the
+# redis-server / Kafka it uses), the load generator to LOADGEN_CPU; each
+# scenario gets freshly started target processes so memory and CPU readings
+# are not polluted by the previous one. Everything listens on 127.0.0.1 only.
+#
+# Sizes and rates come from the environment:
+#   TARGETS="mosquitto hawser"  (also hawser-split hawser-redis hawser-kafka)
+#   SCENARIOS="idle fanin fanout p2p p2p-max"  (also idle-ws: idle over
+#                                               WebSocket whatever TRANSPORT)
+#   QOS="0 1"  MQTT=5  TRANSPORT=tcp|ws  SIZE=64  DURATION=10  DRAIN=3
 #   IDLE_CONNS=10000  FANIN_PUBS=100  FANOUT_SUBS=1000  P2P_PAIRS=1000
 #   FANIN_RATE=20000  FANOUT_RATE=50  P2P_RATE=20000  (publishes/s, total)
 #   MAX_PAIRS=100 MAX_WINDOW=16   (p2p-max: closed loop, no rate limit)
-#   CONN_RATE=20000  TARGET_CPU=0  LOADGEN_CPU=1  BUILD_DIR=build
-#   HAWSER_BIN=$BUILD_DIR/bin/hawser  MOSQUITTO_BIN=/usr/sbin/mosquitto
+#   CONN_RATE=20000  TARGET_CPU=0  LOADGEN_CPU=1  BUILD_DIR=build-bench
+#   REDIS_CPU=KAFKA_CPU=$TARGET_CPU  KAFKA_PARTITIONS=4
+#   HAWSER_BIN=$BUILD_DIR/bin/hawser (hawser-edge, -broker, -router beside it)
+#   MOSQUITTO_BIN=/usr/sbin/mosquitto  REDIS_BIN=redis-server
 #   QUIET_PCT=15 QUIET_WAIT=30  (before each run, wait up to QUIET_WAIT s for
 #                                the host to be at most QUIET_PCT % busy)
+#   PLOTS=0|1 README=0|1  (1 with --all: write the plots / the README section)
+#   BUILD=1  (0: measure the binaries already in BUILD_DIR, do not build)
+#   BENCH_VENV=.cache/bench-venv  (matplotlib and confluent-kafka from PyPI)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD_DIR=${BUILD_DIR:-$ROOT/build}
+KNOBS="TARGETS SCENARIOS QOS MQTT TRANSPORT SIZE DURATION DRAIN IDLE_CONNS FANIN_PUBS
+FANIN_RATE FANOUT_SUBS FANOUT_RATE P2P_PAIRS P2P_RATE MAX_PAIRS MAX_WINDOW CONN_RATE
+TARGET_CPU LOADGEN_CPU REDIS_CPU KAFKA_CPU KAFKA_PARTITIONS BUILD_DIR HAWSER_BIN
+MOSQUITTO_BIN REDIS_BIN QUIET_PCT QUIET_WAIT PLOTS README BENCH_VENV BUILD"
+
+ALL=0
+for arg in "$@"; do
+	case $arg in
+	--all) ALL=1 ;;
+	-h | --help)
+		sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "usage: bash bench/run.sh [--all] (knobs in the environment; --help)" >&2
+		exit 2
+		;;
+	esac
+done
+
+# What the caller set, for the record (the exact command of the run).
+OVERRIDES=""
+for k in $KNOBS; do
+	[[ -n ${!k+x} ]] && OVERRIDES+="$k=${!k@Q} "
+done
+COMMAND="${OVERRIDES}bash bench/run.sh${*:+ $*}"
+
+if ((ALL)); then
+	TARGETS=${TARGETS:-"mosquitto hawser hawser-split hawser-redis hawser-kafka"}
+	SCENARIOS=${SCENARIOS:-"idle idle-ws fanin fanout p2p p2p-max"}
+	PLOTS=${PLOTS:-1}
+	README=${README:-1}
+fi
+BUILD_DIR=${BUILD_DIR:-$ROOT/build-bench}
 TARGETS=${TARGETS:-"mosquitto hawser"}
 SCENARIOS=${SCENARIOS:-"idle fanin fanout p2p p2p-max"}
 QOS=${QOS:-"0 1"}
@@ -29,6 +76,7 @@ MQTT=${MQTT:-5}
 TRANSPORT=${TRANSPORT:-tcp}
 SIZE=${SIZE:-64}
 DURATION=${DURATION:-10}
+DRAIN=${DRAIN:-3}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 FANIN_PUBS=${FANIN_PUBS:-100}
 FANOUT_SUBS=${FANOUT_SUBS:-1000}
@@ -41,39 +89,82 @@ MAX_WINDOW=${MAX_WINDOW:-16}
 CONN_RATE=${CONN_RATE:-20000}
 TARGET_CPU=${TARGET_CPU:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
+REDIS_CPU=${REDIS_CPU:-$TARGET_CPU}
+KAFKA_CPU=${KAFKA_CPU:-$TARGET_CPU}
+KAFKA_PARTITIONS=${KAFKA_PARTITIONS:-4}
 HAWSER_BIN=${HAWSER_BIN:-$BUILD_DIR/bin/hawser}
+BIN_DIR=$(dirname "$HAWSER_BIN")
 MOSQUITTO_BIN=${MOSQUITTO_BIN:-/usr/sbin/mosquitto}
+REDIS_BIN=${REDIS_BIN:-$(command -v redis-server || echo /usr/bin/redis-server)}
 QUIET_PCT=${QUIET_PCT:-15}
 QUIET_WAIT=${QUIET_WAIT:-30}
+PLOTS=${PLOTS:-0}
+README=${README:-0}
+BUILD=${BUILD:-1}
+BENCH_VENV=${BENCH_VENV:-$ROOT/.cache/bench-venv}
 LOADGEN=$BUILD_DIR/bin/loadgen
 RESULTS_DIR=$ROOT/bench/results
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 WORK=$(mktemp -d /tmp/hawser-bench.XXXXXX)
 LINES=$WORK/results.jsonl
-TARGET_PID=""
+PIDS=()       # the target's processes (split: edge, broker, router)
+AUX_PIDS=()   # what the target uses and is measured apart (redis, kafka)
+REDIS_PID=""
+KAFKA_PID=""
+KAFKA_BOOTSTRAP=""
+RUN_N=0
 : >"$LINES"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 
+# kill_wait PID: SIGTERM, a bounded wait, then SIGKILL: a wedged process
+# must not hang the run.
+kill_wait() {
+	kill "$1" 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+# stop_target stops the target's processes, the first started last (split:
+# edge, broker, router), then its redis-server. Kafka outlives the runs.
 stop_target() {
-	if [[ -n $TARGET_PID ]]; then
-		kill "$TARGET_PID" 2>/dev/null || true
-		# Bounded wait, then force: a wedged target must not hang the run.
-		for _ in $(seq 50); do
-			kill -0 "$TARGET_PID" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -9 "$TARGET_PID" 2>/dev/null || true
-		wait "$TARGET_PID" 2>/dev/null || true
-		TARGET_PID=""
+	local i
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		kill_wait "${PIDS[i]}"
+	done
+	PIDS=()
+	if [[ -n $REDIS_PID ]]; then
+		kill_wait "$REDIS_PID"
+		REDIS_PID=""
+	fi
+	AUX_PIDS=()
+}
+kafka_stop() {
+	if [[ -n $KAFKA_PID ]]; then
+		HAWSER_KAFKA_DIR=$WORK/kafka bash "$ROOT/scripts/kafka.sh" stop >/dev/null 2>&1 || true
+		kill -9 "$KAFKA_PID" 2>/dev/null || true
+		KAFKA_PID=""
 	fi
 }
-cleanup() { stop_target; rm -rf "$WORK"; }
+cleanup() { stop_target; kafka_stop; rm -rf "$WORK"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+alive() {
+	local p
+	for p in "${PIDS[@]}" ${REDIS_PID:+"$REDIS_PID"}; do
+		kill -0 "$p" 2>/dev/null || return 1
+	done
 }
 
 # wait_port PORT: true once something accepts on 127.0.0.1:PORT (10 s max).
@@ -82,17 +173,100 @@ wait_port() {
 		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
 			return 0
 		fi
-		kill -0 "$TARGET_PID" 2>/dev/null || return 1
+		alive || return 1
 		sleep 0.1
 	done
 	return 1
 }
 
-# start_target NAME: sets TARGET_PID and PORT (the port for TRANSPORT).
+# probe PORT: true once a QoS 1 message published through the target comes
+# back to a subscriber (60 s max): every tier is up and linked, and with
+# Kafka the router's consumer has its partitions. The subscriber may come up
+# after the first publishes, so publish until it has one.
+probe() {
+	local topic="bench/probe/$$/$RUN_N" sub rc=0
+	mosquitto_sub -h 127.0.0.1 -p "$1" -t "$topic" -q 1 -C 1 -W 60 >/dev/null 2>&1 &
+	sub=$!
+	for _ in $(seq 300); do
+		kill -0 "$sub" 2>/dev/null || break
+		alive || break
+		timeout 30 mosquitto_pub -h 127.0.0.1 -p "$1" -t "$topic" -q 1 -m probe >/dev/null 2>&1 || true
+		sleep 0.2
+	done
+	kill "$sub" 2>/dev/null || true
+	wait "$sub" || rc=$?
+	return "$rc"
+}
+
+# spawn NAME CPU ARGV...: starts ARGV pinned to CPU, output to NAME.out,
+# appended to PIDS.
+spawn() {
+	local name=$1 cpu=$2
+	shift 2
+	taskset -c "$cpu" "$@" >>"$WORK/$name.out" 2>&1 &
+	PIDS+=($!)
+}
+
+# hawser_sets TIER...: the flags of the given tiers (edge, broker, router):
+# MQTT and WebSocket listeners on MPORT/WSPORT, no HTTP listeners.
+hawser_sets() {
+	local t
+	echo "--set log.level=warn"
+	for t in "$@"; do
+		echo "--set $t.http_listen="
+		[[ $t == edge ]] && echo "--set edge.mqtt_listen=127.0.0.1:$MPORT --set edge.ws_listen=127.0.0.1:$WSPORT"
+	done
+}
+
+start_redis() {
+	local port dir=$WORK/redis.$RUN_N
+	port=$(free_port)
+	mkdir -p "$dir"
+	taskset -c "$REDIS_CPU" "$REDIS_BIN" --port "$port" --bind 127.0.0.1 --dir "$dir" \
+	    --save "" --appendonly yes --appendfsync everysec --daemonize no \
+	    --protected-mode no --logfile "" >>"$WORK/redis.out" 2>&1 &
+	REDIS_PID=$!
+	AUX_PIDS+=("$REDIS_PID")
+	wait_port "$port" || return 1
+	REDIS_URL="redis://127.0.0.1:$port/0"
+}
+
+# kafka_start: one Kafka (scripts/kafka.sh, KRaft, fresh run directory) for
+# every hawser-kafka run, started unpinned (JVM startup is the slow part),
+# then pinned with all its threads to KAFKA_CPU.
+kafka_start() {
+	[[ -n $KAFKA_PID ]] && return 0
+	local out
+	log "starting Kafka (scripts/kafka.sh)"
+	if ! out=$(HAWSER_KAFKA_DIR=$WORK/kafka bash "$ROOT/scripts/kafka.sh" start); then
+		return 1
+	fi
+	KAFKA_BOOTSTRAP=$(sed -n 's/^bootstrap=//p' <<<"$out" | tail -n 1)
+	KAFKA_PID=$(cat "$WORK/kafka/pid")
+	taskset -a -c -p "$KAFKA_CPU" "$KAFKA_PID" >/dev/null
+}
+
+# kafka_topic NAME: creates a topic (a fresh one per run, so a run never
+# consumes what the previous one left).
+kafka_topic() {
+	"$BENCH_VENV/bin/python" - "$KAFKA_BOOTSTRAP" "$1" "$KAFKA_PARTITIONS" <<-'EOF'
+		import sys
+		from confluent_kafka.admin import AdminClient, NewTopic
+		admin = AdminClient({"bootstrap.servers": sys.argv[1]})
+		fs = admin.create_topics([NewTopic(sys.argv[2], num_partitions=int(sys.argv[3]),
+		                                   replication_factor=1)], operation_timeout=30)
+		for f in fs.values():
+		    f.result(timeout=30)
+	EOF
+}
+
+# start_target NAME: sets PIDS, AUX_PIDS, MPORT and WSPORT; the target
+# answers a probe when it returns true.
 start_target() {
-	local name=$1 mport wsport
-	mport=$(free_port)
-	wsport=$(free_port)
+	local name=$1 r b e
+	MPORT=$(free_port)
+	WSPORT=$(free_port)
+	RUN_N=$((RUN_N + 1))
 	case $name in
 	mosquitto)
 		cat >"$WORK/mosquitto.conf" <<-EOF
@@ -104,35 +278,58 @@ start_target() {
 			log_dest file $WORK/mosquitto.log
 			log_type error
 			log_type warning
-			listener $mport 127.0.0.1
-			listener $wsport 127.0.0.1
+			listener $MPORT 127.0.0.1
+			listener $WSPORT 127.0.0.1
 			protocol websockets
 		EOF
-		taskset -c "$TARGET_CPU" "$MOSQUITTO_BIN" -c "$WORK/mosquitto.conf" \
-		    >>"$WORK/mosquitto.out" 2>&1 &
-		TARGET_PID=$!
+		spawn mosquitto "$TARGET_CPU" "$MOSQUITTO_BIN" -c "$WORK/mosquitto.conf"
 		;;
 	hawser)
-		local hport
-		hport=$(free_port)
-		taskset -c "$TARGET_CPU" "$HAWSER_BIN" \
-		    --set "edge.mqtt_listen=127.0.0.1:$mport" \
-		    --set "edge.ws_listen=127.0.0.1:$wsport" \
-		    --set "edge.http_listen=127.0.0.1:$hport" \
-		    --set "broker.http_listen=" --set "router.http_listen=" \
-		    --set "log.level=warn" >>"$WORK/hawser.out" 2>&1 &
-		TARGET_PID=$!
+		# shellcheck disable=SC2046
+		spawn hawser "$TARGET_CPU" "$HAWSER_BIN" $(hawser_sets edge broker router)
+		;;
+	hawser-split)
+		# One edge, one broker, one router over NNG on loopback TCP, all
+		# on TARGET_CPU: the same core budget as Mosquitto.
+		r=tcp://127.0.0.1:$(free_port)
+		b=tcp://127.0.0.1:$(free_port)
+		e=tcp://127.0.0.1:$(free_port)
+		# shellcheck disable=SC2046
+		spawn hawser-edge "$TARGET_CPU" "$BIN_DIR/hawser-edge" $(hawser_sets edge) \
+		    --set node.id=bench-edge --set "edge.listen=$e" --set "edge.brokers=$b"
+		# shellcheck disable=SC2046
+		spawn hawser-broker "$TARGET_CPU" "$BIN_DIR/hawser-broker" $(hawser_sets broker) \
+		    --set node.id=bench-broker --set "broker.listen=$b" --set "broker.routers=$r"
+		# shellcheck disable=SC2046
+		spawn hawser-router "$TARGET_CPU" "$BIN_DIR/hawser-router" $(hawser_sets router) \
+		    --set node.id=bench-router --set "router.listen=$r" --set "router.brokers=$b"
+		;;
+	hawser-redis)
+		start_redis || { log "redis-server did not start"; tail -n 20 "$WORK/redis.out" >&2; return 1; }
+		# shellcheck disable=SC2046
+		spawn hawser-redis "$TARGET_CPU" "$HAWSER_BIN" $(hawser_sets edge broker router) \
+		    --set store.backend=redis --set "store.redis_url=$REDIS_URL"
+		;;
+	hawser-kafka)
+		kafka_start || { log "Kafka did not start"; return 1; }
+		AUX_PIDS=("$KAFKA_PID")
+		kafka_topic "hawser-bench-$RUN_N" || { log "cannot create the Kafka topic"; return 1; }
+		# Every topic through one publish_consume pipeline: publish →
+		# Kafka (acks=all) → the router's consumer → subscribers.
+		# shellcheck disable=SC2046
+		spawn hawser-kafka "$TARGET_CPU" "$HAWSER_BIN" $(hawser_sets edge broker router) \
+		    --set router.mode=kafka --set "router.kafka.brokers=$KAFKA_BOOTSTRAP" \
+		    --set "router.kafka.group=hawser-bench-$$-$RUN_N" \
+		    --set "router.pipelines=[{\"name\":\"bench\",\"filter\":\"#\",\"mode\":\"publish_consume\",\"topic\":\"hawser-bench-$RUN_N\"}]"
 		;;
 	*)
 		log "unknown target $name"
 		return 1
 		;;
 	esac
-	PORT=$mport
-	[[ $TRANSPORT == ws ]] && PORT=$wsport
-	if ! wait_port "$PORT"; then
-		log "$name did not start; its output:"
-		tail -n 20 "$WORK/$name.out" >&2 || true
+	if ! wait_port "$MPORT" || ! wait_port "$WSPORT" || ! probe "$MPORT"; then
+		log "$name did not start or does not deliver; its output:"
+		tail -n 20 "$WORK"/*.out >&2 || true
 		stop_target
 		return 1
 	fi
@@ -162,30 +359,47 @@ wait_quiet() {
 	done
 }
 
-# run_one TARGET SCENARIO QOS LOADGEN-ARGS...: one measurement, one line.
+# run_one TARGET SCENARIO QOS TRANSPORT LOADGEN-ARGS...: one measurement,
+# one line.
 run_one() {
-	local target=$1 scen=$2 qos=$3 line
-	shift 3
+	local target=$1 scen=$2 qos=$3 transport=$4 line port pids aux=()
+	shift 4
 	if ! start_target "$target"; then
-		echo "{\"scenario\":\"$scen\",\"target\":\"$target\",\"qos\":$qos,\"error\":\"target did not start\"}" >>"$LINES"
+		echo "{\"scenario\":\"$scen\",\"target\":\"$target\",\"qos\":$qos,\"transport\":\"$transport\",\"error\":\"target did not start\"}" >>"$LINES"
 		return 0
 	fi
+	port=$MPORT
+	[[ $transport == ws ]] && port=$WSPORT
+	pids=$(IFS=,; echo "${PIDS[*]}")
+	((${#AUX_PIDS[@]})) && aux=(--aux-pid "$(IFS=,; echo "${AUX_PIDS[*]}")")
 	wait_quiet
-	log "$target $scen qos=$qos $*"
+	log "$target $scen qos=$qos $transport $*"
 	# The loadgen bounds itself; timeout is only a guard against a bug.
-	line=$(timeout 600 taskset -c "$LOADGEN_CPU" "$LOADGEN" -v --port "$PORT" --pid "$TARGET_PID" \
-	    --target "$target" --transport "$TRANSPORT" --mqtt "$MQTT" --qos "$qos" \
-	    --size "$SIZE" --conn-rate "$CONN_RATE" "$@" | tail -n 1) || true
-	if ! kill -0 "$TARGET_PID" 2>/dev/null; then
+	line=$(timeout 600 taskset -c "$LOADGEN_CPU" "$LOADGEN" -v --port "$port" --pid "$pids" \
+	    "${aux[@]}" --target "$target" --transport "$transport" --mqtt "$MQTT" --qos "$qos" \
+	    --size "$SIZE" --conn-rate "$CONN_RATE" --drain "$DRAIN" "$@" | tail -n 1) || true
+	if ! alive; then
 		log "$target exited during $scen"
 		line=""
 	fi
 	stop_target
 	if [[ -z $line ]]; then
-		line="{\"scenario\":\"$scen\",\"target\":\"$target\",\"qos\":$qos,\"error\":\"no result\"}"
+		line="{\"scenario\":\"$scen\",\"target\":\"$target\",\"qos\":$qos,\"transport\":\"$transport\",\"error\":\"no result\"}"
 	fi
 	# Scenario names of the table, not of the loadgen (p2p-max is p2p).
 	echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["scenario"]=sys.argv[1]; print(json.dumps(d))' "$scen" >>"$LINES"
+}
+
+# bench_venv: the Python environment for plots and Kafka topics, made on
+# first use from bench/requirements.txt (PyPI).
+bench_venv() {
+	local req=$ROOT/bench/requirements.txt
+	if [[ ! -x $BENCH_VENV/bin/python || $req -nt $BENCH_VENV/.complete ]]; then
+		log "setting up $BENCH_VENV (pip install -r bench/requirements.txt)"
+		python3 -m venv "$BENCH_VENV" >&2 &&
+		    "$BENCH_VENV/bin/pip" install -q --disable-pip-version-check -r "$req" >&2 &&
+		    touch "$BENCH_VENV/.complete"
+	fi
 }
 
 # ---- build
@@ -193,46 +407,70 @@ if [[ ! -f $BUILD_DIR/build.ninja && ! -f $BUILD_DIR/Makefile ]]; then
 	cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >&2
 fi
 build_targets="loadgen"
-[[ " $TARGETS " == *" hawser "* ]] && build_targets="loadgen hawser"
-if ! cmake --build "$BUILD_DIR" --target $build_targets >&2; then
-	log "building hawser failed; measuring the other targets only"
+[[ " $TARGETS " == *" hawser"* ]] && build_targets+=" hawser"
+[[ " $TARGETS " == *" hawser-split "* ]] && build_targets+=" hawser-edge hawser-broker hawser-router"
+# shellcheck disable=SC2086
+if [[ $BUILD == 0 ]]; then
+	log "BUILD=0: measuring the binaries in $BUILD_DIR as they are"
+elif ! cmake --build "$BUILD_DIR" --target $build_targets >&2; then
+	log "building Hawser failed; measuring the other targets only"
 	cmake --build "$BUILD_DIR" --target loadgen >&2
-	TARGETS=${TARGETS//hawser/}
+	TARGETS=$(tr ' ' '\n' <<<"$TARGETS" | grep -v '^hawser' | tr '\n' ' ' || true)
 fi
-[[ " $TARGETS " == *" mosquitto "* && ! -x $MOSQUITTO_BIN ]] && {
-	log "no $MOSQUITTO_BIN (apt-get install mosquitto); skipping it"
-	TARGETS=${TARGETS//mosquitto/}
+BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
+SANITIZER=$(sed -n 's/^HAWSER_SANITIZER:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
+[[ $BUILD_TYPE != Release ]] && log "warning: $BUILD_DIR is a '$BUILD_TYPE' build, not Release"
+[[ -n $SANITIZER ]] && log "warning: $BUILD_DIR is built with HAWSER_SANITIZER=$SANITIZER"
+drop_target() {
+	log "$2; skipping $1"
+	TARGETS=$(tr ' ' '\n' <<<"$TARGETS" | grep -vx "$1" | tr '\n' ' ' || true)
 }
+[[ " $TARGETS " == *" mosquitto "* && ! -x $MOSQUITTO_BIN ]] &&
+    drop_target mosquitto "no $MOSQUITTO_BIN (apt-get install mosquitto)"
+[[ " $TARGETS " == *" hawser-redis "* && ! -x $REDIS_BIN ]] &&
+    drop_target hawser-redis "no $REDIS_BIN (apt-get install redis-server)"
+command -v mosquitto_sub >/dev/null || {
+	log "mosquitto_sub/mosquitto_pub are needed to probe targets (apt-get install mosquitto-clients)"
+	exit 1
+}
+if [[ " $TARGETS " == *" hawser-kafka "* || $PLOTS == 1 ]] && ! bench_venv; then
+	log "cannot set up $BENCH_VENV"
+	PLOTS=0
+	[[ " $TARGETS " == *" hawser-kafka "* ]] && drop_target hawser-kafka "no confluent-kafka to create topics"
+fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# ---- scenarios
-for scen in $SCENARIOS; do
-	for target in $TARGETS; do
+# ---- scenarios, target by target (Kafka runs only while its target does)
+for target in $TARGETS; do
+	for scen in $SCENARIOS; do
 		case $scen in
 		idle)
-			run_one "$target" idle 0 --scenario idle --conns "$IDLE_CONNS" --hold 3
+			run_one "$target" idle 0 "$TRANSPORT" --scenario idle --conns "$IDLE_CONNS" --hold 3
+			;;
+		idle-ws)
+			run_one "$target" idle-ws 0 ws --scenario idle --conns "$IDLE_CONNS" --hold 3
 			;;
 		fanin)
 			for q in $QOS; do
-				run_one "$target" fanin "$q" --scenario fanin --pubs "$FANIN_PUBS" \
+				run_one "$target" fanin "$q" "$TRANSPORT" --scenario fanin --pubs "$FANIN_PUBS" \
 				    --rate "$FANIN_RATE" --duration "$DURATION"
 			done
 			;;
 		fanout)
 			for q in $QOS; do
-				run_one "$target" fanout "$q" --scenario fanout --subs "$FANOUT_SUBS" \
+				run_one "$target" fanout "$q" "$TRANSPORT" --scenario fanout --subs "$FANOUT_SUBS" \
 				    --rate "$FANOUT_RATE" --duration "$DURATION"
 			done
 			;;
 		p2p)
 			for q in $QOS; do
-				run_one "$target" p2p "$q" --scenario p2p --pairs "$P2P_PAIRS" \
+				run_one "$target" p2p "$q" "$TRANSPORT" --scenario p2p --pairs "$P2P_PAIRS" \
 				    --rate "$P2P_RATE" --duration "$DURATION"
 			done
 			;;
 		p2p-max)
 			for q in $QOS; do
-				run_one "$target" p2p-max "$q" --scenario p2p --pairs "$MAX_PAIRS" \
+				run_one "$target" p2p-max "$q" "$TRANSPORT" --scenario p2p --pairs "$MAX_PAIRS" \
 				    --rate 0 --window "$MAX_WINDOW" --duration "$DURATION"
 			done
 			;;
@@ -241,88 +479,35 @@ for scen in $SCENARIOS; do
 			;;
 		esac
 	done
+	[[ $target == hawser-kafka ]] && kafka_stop
 done
 
 # ---- report
 mkdir -p "$RESULTS_DIR"
-BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
-SANITIZER=$(sed -n 's/^HAWSER_SANITIZER:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
-[[ -n $SANITIZER ]] && log "warning: $BUILD_DIR is built with HAWSER_SANITIZER=$SANITIZER"
-export BUILD_TYPE SANITIZER
-python3 - "$LINES" "$RESULTS_DIR/latest.json" <<'EOF'
-import json, os, platform, sys, time
-
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-env = {k: os.environ.get(k) for k in (
-    "TARGETS", "SCENARIOS", "QOS", "MQTT", "TRANSPORT", "SIZE", "DURATION",
-    "IDLE_CONNS", "FANIN_PUBS", "FANOUT_SUBS", "P2P_PAIRS", "FANIN_RATE",
-    "FANOUT_RATE", "P2P_RATE", "MAX_PAIRS", "MAX_WINDOW") if os.environ.get(k)}
-doc = {
-    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    "host": {"kernel": platform.release(), "cpus": os.cpu_count(),
-             "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                          if l.startswith("model name")), "?")},
-    "env": env,
-    "build": {"type": os.environ.get("BUILD_TYPE", ""),
-              "sanitizer": os.environ.get("SANITIZER", "")},
-    "results": rows,
-}
-with open(sys.argv[2], "w") as f:
-    json.dump(doc, f, indent=1)
-    f.write("\n")
-
-# One row per (scenario, qos, metric); a column per target, then the ratio.
-metrics = {
-    "idle": [("connects/s", "connects_per_s"), ("RSS/conn (B)", "rss_per_conn_bytes"),
-             ("CPU/conn (us)", "cpu_us_per_conn"), ("target CPU %", "target_cpu_pct"),
-             ("other processes CPU %", "others_cpu_pct")],
-    "pub": [("deliveries/s", "msgs_per_s"), ("lost", "lost"), ("p50 (us)", "p50_us"),
-            ("p99 (us)", "p99_us"), ("max (us)", "max_us"),
-            ("CPU/delivery (us)", "cpu_us_per_msg"), ("target CPU %", "target_cpu_pct"),
-            ("loadgen CPU %", "loadgen_cpu_pct"), ("other processes CPU %", "others_cpu_pct")],
-}
-targets = []
-for r in rows:
-    if r["target"] not in targets:
-        targets.append(r["target"])
-keys = []
-for r in rows:
-    k = (r["scenario"], r.get("qos", 0))
-    if k not in keys:
-        keys.append(k)
-by = {(r["scenario"], r.get("qos", 0), r["target"]): r for r in rows}
-
-def fmt(v):
-    if v is None:
-        return "-"
-    if isinstance(v, str):
-        return v
-    return f"{v:.1f}" if abs(v) < 100 and v != int(v) else f"{v:,.0f}"
-
-head = ["scenario", "qos", "metric"] + targets
-ratio = "hawser" in targets and "mosquitto" in targets
-if ratio:
-    head.append("hawser/mosquitto")
-print("| " + " | ".join(head) + " |")
-print("|" + "---|" * len(head))
-for scen, qos in keys:
-    for label, key in metrics["idle" if scen == "idle" else "pub"]:
-        cells = [scen, str(qos), label]
-        vals = {}
-        for t in targets:
-            r = by.get((scen, qos, t))
-            if r is None:
-                cells.append("-")
-            elif "error" in r:
-                cells.append(r["error"])
-            elif r.get("ready", 0) < r.get("conns", 0):
-                cells.append(f"{r['failed']} conns failed")
-            else:
-                vals[t] = r.get(key)
-                cells.append(fmt(vals[t]))
-        if ratio:
-            m, h = vals.get("mosquitto"), vals.get("hawser")
-            cells.append(f"{h / m:.2f}" if m and h is not None else "-")
-        print("| " + " | ".join(cells) + " |")
-print(f"\n(results: {sys.argv[2]})")
-EOF
+{
+	echo "command=$COMMAND"
+	echo "started=$STARTED"
+	echo "loadavg_start=$LOADAVG_START"
+	echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "commit=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+	echo "dirty=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
+	echo "build_dir=$BUILD_DIR"
+	echo "build_type=$BUILD_TYPE"
+	echo "sanitizer=$SANITIZER"
+	echo "mosquitto=$("$MOSQUITTO_BIN" -h 2>/dev/null | sed -n '1s/^mosquitto version //p' || true)"
+	echo "redis=$("$REDIS_BIN" --version 2>/dev/null | sed -n 's/.* v=\([^ ]*\).*/\1/p' || true)"
+	echo "kafka=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/tests/kafka/pom.xml" 2>/dev/null || true)"
+	for k in $KNOBS; do
+		echo "knob.$k=${!k}"
+	done
+} >"$WORK/meta.env"
+python3 "$ROOT/bench/report.py" --lines "$LINES" --meta "$WORK/meta.env" \
+    --out "$RESULTS_DIR/latest.json"
+if [[ $PLOTS == 1 ]]; then
+	"$BENCH_VENV/bin/python" "$ROOT/bench/plot.py" "$RESULTS_DIR/latest.json" "$RESULTS_DIR" ||
+	    log "plotting failed"
+fi
+if [[ $README == 1 ]]; then
+	python3 "$ROOT/bench/report.py" --from "$RESULTS_DIR/latest.json" --readme "$ROOT/bench/README.md"
+	log "updated the results section of bench/README.md"
+fi
