@@ -1,43 +1,61 @@
 #ifndef RTR_FANOUT_H
 #define RTR_FANOUT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "core/err.h"
 #include "core/metrics.h"
 #include "link/link.h"
+#include "link/members.h"
 #include "outbox.h"
 #include "sink/sink.h"
 
-// The fanout offers messages to every broker of router.brokers and gathers
-// their acks. It is the target of the direct sink today and of the Kafka
-// consumers later (where `done` commits an offset).
+// The fanout offers messages to every live broker of the current members
+// view and gathers their acks; nothing unacknowledged is lost when the
+// broker set changes (docs/cluster.md, "Router"). It is the target of the
+// direct sink and of the Kafka consumers (where `done` commits an offset).
 //
 // Design notes:
-// - One hw_link_peer per broker URL, created by rtr_fanout_start.
-// - An offer goes to every broker of router.brokers, connected or not. The
-//   link queues offers for a broker that is still dialing or reconnecting
-//   (HW_LINK_SENDBUF batches), so a broker that comes up late gets them in
-//   order; if it never acks, the entry fails at its deadline. Skipping
-//   unconnected brokers would ack publishes that a broker holding
-//   subscribers never took (it was lost right after startup, when the
-//   router's first dial had not connected yet). A broker that is gone for
-//   good makes QoS 1/2 publishes fail (0x80) after the timeout until it is
-//   removed from the list; session ownership (membership from DNS) removes
-//   dead brokers by itself.
-// - An offer that wants completion gets its own router seq (never 0) and a
-//   pending entry {seq, brokers still to ack, any-match, failed, deadline,
-//   done}, kept in a hash map by seq and in a list in deadline order. Every
-//   offered broker answers with an Ack carrying that seq: 0x00 taken with a
-//   match, 0x10 taken without one, 0x80+ failed. When the last one has
-//   answered, done gets 0x00 if any matched, else 0x10; 0x80 if any failed,
-//   if a send to one of them failed, or if the entry passed its deadline
-//   (hawser_router_ack_timeouts_total; e.g. a broker died holding it).
-//   Brokers are counted, not named (a broker's reply_to need not equal the
-//   URL the router dials), so a duplicated Ack would count twice; brokers
-//   send one Ack per seq.
-// - An offer without completion (QoS 0) goes out with seq 0 and is forgotten.
+// - The broker set is the hw_members view the server installs with
+//   rtr_fanout_view. The fanout keeps its own copy of what it needs from a
+//   view (URLs, peers, slot owners), so views are never referenced across
+//   calls. Before the first view there is no broker set at all (a router
+//   with an empty router.brokers): offers complete at once with 0x10.
+// - A message that wants completion gets a pending **entry** {done, deadline,
+//   matched, failed, a deep copy of the message, open sub-offers, retry
+//   slots}. Every time the message is sent it is a **sub-offer** with its
+//   own router seq (never 0), made in one view: the live members it went to
+//   (each waiting or done) and the slots it covers (every slot for the
+//   first offer, Publish.only_slots for a re-offer). Sub-offers are in a
+//   hash map by seq; entries in a list in deadline order.
+// - Acks are matched by seq and by the sender's inbox URL (Batch.reply_to:
+//   a broker's broker.advertise is the URL the router knows it by), so a
+//   duplicated Ack counts once and an Ack from a member the sub-offer did
+//   not go to is ignored. 0x00: taken with a match, 0x10: taken without,
+//   0x80+: failed. An Ack's retry_slots go to the entry's retry set.
+// - A view change that removes a member a sub-offer still waits for: that
+//   member is done, and the slots it owned (in the sub-offer's view and in
+//   the view just replaced) that the sub-offer covered are offered again at
+//   once to every live member of the new view, with only_slots
+//   (hawser_router_reoffers_total{cause="member_left"}).
+// - Retry set: slots from Acks' retry_slots, from sends that failed
+//   (HW_EFULL: the member's share is retried), and slots that had nobody to
+//   go to (no live member). They leave as one sub-offer after a backoff of
+//   10 ms doubling to 500 ms per entry (cause="retry_slots"; "member_left"
+//   when they came from a departed member and the view was empty).
+// - An entry completes once no sub-offer waits and its retry set is empty:
+//   0x80 if any member answered 0x80+, else 0x00 if any matched, else 0x10.
+//   At its deadline it fails with 0x80 (hawser_router_ack_timeouts_total),
+//   whatever still waits. A joining member gets new offers only: a broker
+//   that joins claims slots on demand, and the brokers that held them
+//   answer retry_slots for what they no longer hold.
+// - Memory the outbox still points into (message copies, only_slots arrays)
+//   is freed only when the outbox is empty (after its flush), at the start
+//   of the next outermost call.
+// - An offer without completion (QoS 0) goes out with seq 0 to the live
+//   members and is forgotten.
 // - Offers are queued in the outbox in call order, so offers to one broker
 //   leave in the order they were made.
 // - Single-threaded: only the router's processing thread calls in.
@@ -46,45 +64,59 @@
 // Beyond this many entries waiting for acks, new offers that want
 // completion fail at once (0x80) instead of growing memory without bound.
 #define RTR_FANOUT_MAX_PENDING (1u << 20)
+// Backoff of a re-offer of retry slots: first wait, then doubling up to max.
+#define RTR_FANOUT_RETRY_MIN_MS 10u
+#define RTR_FANOUT_RETRY_MAX_MS 500u
 
-// rtr_fanout_alloc creates the fanout for `brokers` (NULL-terminated URLs,
-// borrowed for the fanout's life), queueing through `ob` (borrowed; the
-// fanout installs itself as ob's fail callback). Acks that do not come
-// within timeout_ms fail. Registers hawser_router_pending (gauge) and
-// hawser_router_ack_timeouts_total in metrics (may be NULL).
-hw_err rtr_fanout_alloc(rtr_fanout **out, hw_link *link, char *const *brokers,
-    rtr_outbox *ob, uint32_t timeout_ms, hw_metrics *metrics);
+// rtr_fanout_alloc creates the fanout, queueing through `ob` (borrowed; the
+// fanout installs itself as ob's fail callback). Entries not completed
+// within timeout_ms fail. Registers hawser_router_pending (gauge),
+// hawser_router_ack_timeouts_total and hawser_router_reoffers_total{cause}
+// in metrics (may be NULL). There is no broker set until rtr_fanout_view.
+hw_err rtr_fanout_alloc(rtr_fanout **out, rtr_outbox *ob, uint32_t timeout_ms,
+    hw_metrics *metrics);
 
-// rtr_fanout_start creates the broker peers (starting their dials).
-hw_err rtr_fanout_start(rtr_fanout *f);
+// rtr_fanout_view installs v (borrowed for the call; the fanout copies what
+// it needs) as the broker set. A view whose version is not newer than the
+// current one is ignored. Sub-offers waiting for members that v no longer
+// lists are offered again (see the design notes); members v adds get new
+// offers only. The peers in v must belong to the link the outbox sends on.
+// HW_ENOMEM leaves the previous view in place.
+hw_err rtr_fanout_view(rtr_fanout *f, const hw_members_view *v);
 
-// rtr_fanout_brokers returns how many brokers the fanout offers to.
+// rtr_fanout_brokers returns how many live members the current view has.
 size_t rtr_fanout_brokers(const rtr_fanout *f);
 
-// rtr_fanout_connected returns how many brokers have a live link now (the
-// Kafka consumer pauses while there is none: its offers could only wait).
+// rtr_fanout_connected returns how many live members have a connected link
+// now (the Kafka consumer pauses while there is none: its offers could only
+// wait).
 size_t rtr_fanout_connected(const rtr_fanout *f);
 
-// rtr_fanout_offer queues msg (borrowed until the outbox flush) for every
-// connected broker. With done.fn set, done is called exactly once with the
-// outcome: later, or before this returns when there is nothing to wait for
-// (no broker connected: 0x10). On an error (HW_ENOMEM, HW_EFULL: too many
+// rtr_fanout_offer queues msg (borrowed until the outbox flush; copied when
+// done.fn is set) for every live member. With done.fn set, done is called
+// exactly once with the outcome: later, or before this returns when there
+// is no broker set (0x10). On an error (HW_ENOMEM, HW_EFULL: too many
 // pending) nothing was queued and done is not called.
 hw_err rtr_fanout_offer(rtr_fanout *f, const rtr_msg *msg, rtr_sink_done done);
 
-// rtr_fanout_ack takes a broker's Ack. Unknown seqs (late, after a timeout)
-// are ignored and return HW_ENOTFOUND.
-hw_err rtr_fanout_ack(rtr_fanout *f, uint64_t seq, uint32_t reason);
+// rtr_fanout_ack takes the Ack (seq, reason, retry_slots[0..nretry)) that the
+// member whose inbox URL is `from` sent. HW_ENOTFOUND for unknown seqs (late,
+// after a timeout) and for a sender the sub-offer did not go to; HW_EEXIST
+// for a duplicate. Those are ignored.
+hw_err rtr_fanout_ack(rtr_fanout *f, const char *from, uint64_t seq, uint32_t reason,
+    const uint32_t *retry_slots, size_t nretry);
 
-// rtr_fanout_expire fails (0x80) every entry whose deadline is <= now_ms
-// (hw_clock_mono_ms time).
+// rtr_fanout_expire does what is due at now_ms (hw_clock_mono_ms time):
+// fails (0x80) every entry whose deadline is <= now_ms, then offers again
+// the retry slots whose backoff has ended.
 void rtr_fanout_expire(rtr_fanout *f, uint64_t now_ms);
 
-// rtr_fanout_next_deadline returns the earliest deadline of a pending entry
-// (hw_clock_mono_ms time), or UINT64_MAX when nothing is pending.
+// rtr_fanout_next_deadline returns when rtr_fanout_expire next has work (an
+// entry's deadline or the end of a backoff; hw_clock_mono_ms time), or
+// UINT64_MAX when nothing is pending.
 uint64_t rtr_fanout_next_deadline(const rtr_fanout *f);
 
-// rtr_fanout_pending returns how many offers wait for acks.
+// rtr_fanout_pending returns how many messages wait for acks.
 size_t rtr_fanout_pending(const rtr_fanout *f);
 
 // rtr_fanout_free frees the fanout; pending entries are dropped without

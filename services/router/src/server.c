@@ -16,6 +16,9 @@
 // - Timeouts: the processing thread waits on its condition variable until
 //   the earliest pending deadline (at most RTR_IDLE_MS), then expires what is
 //   due; expired entries are answered 0x80.
+// - Broker set: hw_members' `changed` runs on its own thread and only
+//   parks the newest view in s->view (under s->mtx) and wakes the
+//   processing thread, which installs it in the fanout before its next pass.
 // - Stop: readiness off, HTTP stopped, the thread drains what is queued and
 //   exits, then the link is closed (which waits for a running receive
 //   callback), then anything that arrived meanwhile is freed. Exactly once,
@@ -38,6 +41,7 @@
 #include "kafka/pipeconf.h"
 #include "link/httpd.h"
 #include "link/link.h"
+#include "link/members.h"
 #include "outbox.h"
 #include "pipeline.h"
 #include "sink/sink.h"
@@ -64,6 +68,7 @@ struct rtr_server {
 	rtr_pipeconf_list   pconf;  // router.pipelines, parsed
 	rtr_kafka          *kafka;  // NULL in direct mode
 	rtr_httppub        *httppub; // POST /v1/publish; NULL when off
+	hw_members         *members; // the broker set; NULL without router.brokers
 
 	pthread_t           thread;
 	bool                thread_running;
@@ -77,6 +82,7 @@ struct rtr_server {
 	size_t              qcap;
 	bool                stopping;
 	bool                woken;  // Kafka has events (or more work) waiting
+	hw_members_view    *view;   // a new broker set for the fanout (a reference)
 
 	hw_batch          **work; // the thread's own: batches of the pass
 	size_t              workcap;
@@ -170,7 +176,9 @@ static size_t rtr_server_batch(rtr_server *s, const hw_batch *b)
 			bytes += it->publish->payload.len;
 			break;
 		case HAWSER__INTERNAL__V1__ITEM__BODY_ACK:
-			(void)rtr_fanout_ack(s->fanout, it->ack->seq, it->ack->reason);
+			// Acks are told apart by their sender (reply_to).
+			(void)rtr_fanout_ack(s->fanout, b->reply_to, it->ack->seq, it->ack->reason,
+			    it->ack->retry_slots, it->ack->n_retry_slots);
 			break;
 		default:
 			hw_log_debug("RTR-ITEM", "ignored an item of kind %d from %s",
@@ -226,7 +234,7 @@ static void *rtr_server_main(void *arg)
 		uint64_t now = hw_clock_mono_ms();
 		uint64_t due = rtr_fanout_next_deadline(s->fanout);
 
-		if (s->qn == 0 && !s->stopping && !s->woken && due > now) {
+		if (s->qn == 0 && !s->stopping && !s->woken && s->view == NULL && due > now) {
 			if (due > now + RTR_IDLE_MS)
 				due = now + RTR_IDLE_MS;
 			rtr_server_wait_until(s, due);
@@ -237,7 +245,9 @@ static void *rtr_server_main(void *arg)
 			size_t     takencap = s->qcap, n = s->qn;
 			bool       stopping = s->stopping;
 			bool       more = false;
+			hw_members_view *view = s->view;
 
+			s->view = NULL;
 			s->q = s->work;
 			s->qcap = s->workcap;
 			s->qn = 0;
@@ -245,6 +255,11 @@ static void *rtr_server_main(void *arg)
 			s->workcap = takencap;
 			s->woken = false;
 			pthread_mutex_unlock(&s->mtx);
+			if (view != NULL) {
+				(void)rtr_fanout_view(s->fanout, view);
+				rtr_outbox_flush(s->ob); // re-offers
+				hw_members_view_release(view);
+			}
 			if (n > 0)
 				rtr_server_pass(s, taken, n);
 			rtr_httppub_poll(s->httppub, hw_clock_mono_ms());
@@ -306,6 +321,51 @@ static void rtr_server_wake(void *arg)
 	s->woken = true;
 	pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mtx);
+}
+
+// rtr_server_members_changed runs on the members thread: park the newest
+// view for the processing thread, nothing more.
+static void rtr_server_members_changed(void *arg, hw_members_view *v)
+{
+	rtr_server      *s = arg;
+	hw_members_view *old;
+
+	pthread_mutex_lock(&s->mtx);
+	old = s->view;
+	s->view = hw_members_view_ref(v);
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mtx);
+	hw_members_view_release(old);
+}
+
+// rtr_server_members opens the broker set of router.brokers and gives the
+// fanout its first view (before the processing thread runs).
+static hw_err rtr_server_members(rtr_server *s)
+{
+	const hw_config  *cfg = s->cfg;
+	hw_members_opts   o = { 0 };
+	hw_members_view  *v;
+	hw_err            err;
+
+	if (cfg->router.brokers == NULL || cfg->router.brokers[0] == NULL)
+		return HW_OK; // no broker set: offers complete at once (0x10)
+	o.sources = (const char *const *)cfg->router.brokers;
+	o.self = NULL;
+	o.down_ms = cfg->cluster.member_down_ms;
+	o.dns_refresh_ms = cfg->cluster.dns_refresh_ms;
+	o.tier = "router";
+	o.metrics = s->metrics;
+	o.changed = rtr_server_members_changed;
+	o.arg = s;
+	if ((err = hw_members_open(&s->members, s->link, &o)) != HW_OK) {
+		hw_log_error("RTR-START", "router.brokers: cannot watch the broker set: %s",
+		    hw_strerror(err));
+		return err;
+	}
+	v = hw_members_get(s->members);
+	err = rtr_fanout_view(s->fanout, v);
+	hw_members_view_release(v);
+	return err;
 }
 
 static bool rtr_server_ready(void *arg)
@@ -484,8 +544,7 @@ hw_err rtr_server_alloc(rtr_server **out, const hw_config *cfg, hw_metrics *metr
 	}
 	if ((err = rtr_outbox_alloc(&s->ob, metrics)) != HW_OK)
 		goto fail;
-	if ((err = rtr_fanout_alloc(&s->fanout, s->link, cfg->router.brokers, s->ob,
-	    RTR_FANOUT_TIMEOUT_MS, metrics)) != HW_OK)
+	if ((err = rtr_fanout_alloc(&s->fanout, s->ob, RTR_FANOUT_TIMEOUT_MS, metrics)) != HW_OK)
 		goto fail;
 	if (s->pconf.n > 0 && (err = rtr_kafka_alloc(&s->kafka, cfg, s->fanout, metrics,
 	    rtr_server_wake, s)) != HW_OK)
@@ -508,7 +567,7 @@ hw_err rtr_server_start(rtr_server *s, int serve_http)
 
 	if (s->thread_running || s->stopped)
 		return HW_EEXIST;
-	if ((err = rtr_fanout_start(s->fanout)) != HW_OK)
+	if ((err = rtr_server_members(s)) != HW_OK)
 		return err;
 	if (s->kafka != NULL && (err = rtr_kafka_start(s->kafka)) != HW_OK)
 		return err;
@@ -558,6 +617,12 @@ void rtr_server_stop(rtr_server *s)
 		pthread_join(s->thread, NULL);
 		s->thread_running = false;
 	}
+	// The members thread resets peers of the link: it stops first.
+	if (s->members != NULL)
+		hw_members_close(s->members);
+	s->members = NULL;
+	hw_members_view_release(s->view);
+	s->view = NULL;
 	// No processing thread: nothing sends on the link any more.
 	hw_link_close(s->link);
 	s->link = NULL;
