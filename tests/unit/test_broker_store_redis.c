@@ -5,7 +5,14 @@
 // retained set), messages keep their properties, a clean put deletes the
 // session, an offline session gets key TTLs, and a flush survives Redis
 // going away: it gives up when told to and reconnects by itself when Redis
-// is back. Skipped when redis-server is not installed.
+// is back. Slots (docs/cluster.md): claims hand out increasing epochs, a
+// second store ("broker") claiming a slot fences the first one's writes
+// (refused in Redis, reported by lost_take, the data stays the second's),
+// writes for a slot not held are refused without Redis, the slot index
+// lists the sessions put and not deleted (and forgets expired ones), the
+// connection record is kept like the session's other keys, and the fence
+// script survives a SCRIPT FLUSH. Skipped when redis-server is not
+// installed.
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -112,10 +119,53 @@ typedef struct fixture {
 	redisContext *rc; // direct view of the database
 } fixture;
 
+// key_of returns the Redis key of a session's part, as the data model in
+// store/redis.c names it (one of 4 rotating buffers).
+static const char *key_of(const char *cid, const char *suffix)
+{
+	static char bufs[4][128];
+	static int next;
+	char *b = bufs[next++ % 4];
+
+	snprintf(b, sizeof(bufs[0]), "t:{s:%u}:c:%s:%s", (unsigned)hw_slot_of(hw_bytes_of_cstr(cid)),
+	    cid, suffix);
+	return b;
+}
+
+// store_open opens one more store ("broker") on the fixture's Redis.
+static brk_store *store_open(fixture *f)
+{
+	char url[64], *keep_url, *keep_prefix;
+	brk_store *st = NULL;
+
+	assert_int_equal(hw_config_init(&f->cfg), HW_OK);
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/3", f->rp.port);
+	keep_url = f->cfg.store.redis_url;
+	keep_prefix = f->cfg.store.key_prefix;
+	f->cfg.store.redis_url = url;
+	f->cfg.store.key_prefix = "t:";
+	f->cfg.store.redis_timeout_ms = 500;
+	assert_int_equal(brk_store_redis_ops.open(&st, &f->cfg, 2, NULL), HW_OK);
+	f->cfg.store.redis_url = keep_url; // the store copied what it needs
+	f->cfg.store.key_prefix = keep_prefix;
+	hw_config_fini(&f->cfg);
+	return st;
+}
+
+// claim_all makes st the owner of every slot (a broker alone).
+static void claim_all(brk_store *st, const char *url)
+{
+	for (uint32_t s = 0; s < HW_SLOTS; s++) {
+		uint64_t e;
+
+		assert_int_equal(brk_store_redis_ops.slot_claim(st, s, url, &e), HW_OK);
+		assert_true(e > 0);
+	}
+}
+
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
-	char url[64];
 
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(f->rp.dir, sizeof(f->rp.dir), "/tmp/hawser-unit-redis-XXXXXX");
@@ -127,19 +177,8 @@ static int setup(void **state)
 		*state = NULL;
 		return 0;
 	}
-	assert_int_equal(hw_config_init(&f->cfg), HW_OK);
-	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/3", f->rp.port);
-	{
-		char *keep_url = f->cfg.store.redis_url, *keep_prefix = f->cfg.store.key_prefix;
-
-		f->cfg.store.redis_url = url;
-		f->cfg.store.key_prefix = "t:";
-		f->cfg.store.redis_timeout_ms = 500;
-		assert_int_equal(brk_store_redis_ops.open(&f->st, &f->cfg, 2, NULL), HW_OK);
-		f->cfg.store.redis_url = keep_url; // the store copied what it needs
-		f->cfg.store.key_prefix = keep_prefix;
-		hw_config_fini(&f->cfg);
-	}
+	f->st = store_open(f);
+	claim_all(f->st, "tcp://a:1");
 	f->rc = redisConnect("127.0.0.1", f->rp.port);
 	assert_true(f->rc != NULL && f->rc->err == 0);
 	freeReplyObject(redisCommand(f->rc, "SELECT 3"));
@@ -232,6 +271,51 @@ static long long exists(fixture *f, const char *key)
 	return v;
 }
 
+static long long hash_len(fixture *f, const char *key)
+{
+	redisReply *r = redisCommand(f->rc, "HLEN %s", key);
+	long long v = r->integer;
+
+	freeReplyObject(r);
+	return v;
+}
+
+static bool hash_has(fixture *f, const char *key, const char *field)
+{
+	redisReply *r = redisCommand(f->rc, "HEXISTS %s %s", key, field);
+	bool v = r->integer == 1;
+
+	freeReplyObject(r);
+	return v;
+}
+
+static long long set_card(fixture *f, const char *key)
+{
+	redisReply *r = redisCommand(f->rc, "SCARD %s", key);
+	long long v = r->integer;
+
+	freeReplyObject(r);
+	return v;
+}
+
+// lost_count drains st's lost slots of shard and counts those equal to slot.
+static int lost_count(brk_store *st, uint32_t shard, uint32_t slot)
+{
+	uint32_t v[HW_SLOTS];
+	size_t n = brk_store_redis_ops.lost_take(st, shard, v, HW_SLOTS);
+	int c = 0;
+
+	for (size_t i = 0; i < n; i++)
+		c += v[i] == slot;
+	return c;
+}
+
+static bool always(void *arg)
+{
+	(void)arg;
+	return true;
+}
+
 static void test_session_record(void **state)
 {
 	FIX(state);
@@ -245,7 +329,7 @@ static void test_session_record(void **state)
 	assert_int_equal(got.expiry, 300);
 	assert_int_equal(got.expire_at_unix_ms, 0);
 	// Connected: kept for expiry + 2 refresh periods (the owner refreshes).
-	assert_true(ttl_of(f, "t:{c:dev-1}:s") > 300000 + 2 * (long long)brk_store_redis_ops.refresh_ms - 5000);
+	assert_true(ttl_of(f, key_of("dev-1", "s")) > 300000 + 2 * (long long)brk_store_redis_ops.refresh_ms - 5000);
 
 	// The client left: every key of the session expires by itself.
 	assert_int_equal(brk_store_redis_ops.sub_put(f->st, cid, hw_bytes_of_cstr("x/#"),
@@ -253,8 +337,8 @@ static void test_session_record(void **state)
 	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = cid,
 	    .expiry = 300, .expire_at_unix_ms = hw_clock_unix_us() / 1000 + 300000 }), HW_OK);
 	flush_all(f);
-	assert_true(ttl_of(f, "t:{c:dev-1}:s") > 290000);
-	assert_true(ttl_of(f, "t:{c:dev-1}:subs") > 290000);
+	assert_true(ttl_of(f, key_of("dev-1", "s")) > 290000);
+	assert_true(ttl_of(f, key_of("dev-1", "subs")) > 290000);
 	// A message queued while offline gets the session's TTL too.
 	{
 		brk_deliv *d = mkdeliv("q", 0, 1);
@@ -262,27 +346,36 @@ static void test_session_record(void **state)
 		assert_int_equal(brk_store_redis_ops.queue_push(f->st, cid, d), HW_OK);
 		brk_deliv_free(d);
 		flush_all(f);
-		assert_true(ttl_of(f, "t:{c:dev-1}:queue") > 290000);
+		assert_true(ttl_of(f, key_of("dev-1", "queue")) > 290000);
 	}
 	// Back online: the connected TTL again, on every key.
 	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = cid,
 	    .expiry = 300 }), HW_OK);
 	flush_all(f);
-	assert_true(ttl_of(f, "t:{c:dev-1}:queue") > 300000 + 2 * (long long)brk_store_redis_ops.refresh_ms - 5000);
+	assert_true(ttl_of(f, key_of("dev-1", "queue")) > 300000 + 2 * (long long)brk_store_redis_ops.refresh_ms - 5000);
 	// A session that never expires has no TTL at all.
 	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = cid,
 	    .expiry = UINT32_MAX }), HW_OK);
 	flush_all(f);
-	assert_int_equal(ttl_of(f, "t:{c:dev-1}:s"), -1);
-	assert_int_equal(ttl_of(f, "t:{c:dev-1}:queue"), -1);
+	assert_int_equal(ttl_of(f, key_of("dev-1", "s")), -1);
+	assert_int_equal(ttl_of(f, key_of("dev-1", "queue")), -1);
 
-	// Clean start removes everything; expiry 0 keeps nothing.
+	// Clean start removes everything the session had; a session with
+	// expiry 0 (it ends with its connection) is kept while connected, for
+	// two refresh periods unless put again (docs/cluster.md: it survives
+	// its broker too), and session_del removes it.
 	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = cid,
 	    .expiry = 0, .clean = true }), HW_OK);
 	flush_all(f);
-	assert_int_equal(exists(f, "t:{c:dev-1}:s"), 0);
-	assert_int_equal(exists(f, "t:{c:dev-1}:subs"), 0);
-	assert_int_equal(exists(f, "t:{c:dev-1}:queue"), 0);
+	assert_int_equal(exists(f, key_of("dev-1", "subs")), 0);
+	assert_int_equal(exists(f, key_of("dev-1", "queue")), 0);
+	assert_int_equal(brk_store_redis_ops.session_get(f->st, cid, &got), HW_OK);
+	assert_int_equal(got.expiry, 0);
+	assert_true(ttl_of(f, key_of("dev-1", "s")) > 2 * (long long)brk_store_redis_ops.refresh_ms - 5000);
+	assert_true(ttl_of(f, key_of("dev-1", "s")) <= 2 * (long long)brk_store_redis_ops.refresh_ms);
+	assert_int_equal(brk_store_redis_ops.session_del(f->st, cid), HW_OK);
+	flush_all(f);
+	assert_int_equal(exists(f, key_of("dev-1", "s")), 0);
 	assert_int_equal(brk_store_redis_ops.session_get(f->st, cid, &got), HW_ENOTFOUND);
 }
 
@@ -511,11 +604,356 @@ static void test_flush_survives_redis_restart(void **state)
 	assert_true(redis_start(&f->rp));
 	redisFree(f->rc);
 	f->rc = redisConnect("127.0.0.1", f->rp.port);
+	freeReplyObject(redisCommand(f->rc, "SELECT 3"));
+	// It lost every owner record with its data, so the claim this store
+	// held no longer stands: the write is fenced and the slot reported lost.
 	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = cid,
 	    .expiry = 60 }), HW_OK);
 	assert_int_equal(brk_store_redis_ops.flush(f->st, shard, never, NULL), HW_OK);
+	assert_int_equal(lost_count(f->st, shard, hw_slot_of(cid)), 1);
+	assert_int_equal(brk_store_redis_ops.session_get(f->st, cid, &got), HW_ENOTFOUND);
+	// Claimed again (a newer epoch than the one held before), it writes.
+	{
+		uint64_t e;
+
+		assert_int_equal(brk_store_redis_ops.slot_claim(f->st, hw_slot_of(cid), "tcp://a:1", &e),
+		    HW_OK);
+	}
+	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = cid,
+	    .expiry = 60 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.flush(f->st, shard, never, NULL), HW_OK);
+	assert_int_equal(lost_count(f->st, shard, hw_slot_of(cid)), 0);
 	assert_int_equal(brk_store_redis_ops.session_get(f->st, cid, &got), HW_OK);
 	assert_int_equal(got.expiry, 60);
+}
+
+// A dropped connection (Redis still up, its data intact) loses nothing:
+// the claims stand, the pipeline is replayed on the new connection.
+static void test_reconnect_keeps_claims(void **state)
+{
+	FIX(state);
+	hw_bytes cid = hw_bytes_of_cstr("dev-7");
+	uint32_t shard = hw_slot_of(cid) % 2;
+	brk_store_session got;
+	redisReply *r;
+
+	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = cid,
+	    .expiry = 60 }), HW_OK);
+	flush_all(f);
+	r = redisCommand(f->rc, "CLIENT KILL TYPE normal SKIPME yes");
+	assert_true(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer >= 2);
+	freeReplyObject(r);
+	assert_int_equal(brk_store_redis_ops.sub_put(f->st, cid, hw_bytes_of_cstr("k"),
+	    &(brk_subopts){ .qos = 1 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.flush(f->st, shard, always, NULL), HW_OK);
+	assert_int_equal(lost_count(f->st, shard, hw_slot_of(cid)), 0);
+	assert_int_equal(brk_store_redis_ops.session_get(f->st, cid, &got), HW_OK);
+	assert_int_equal(hash_len(f, key_of("dev-7", "subs")), 1);
+}
+
+// The script cache emptied under a live connection (SCRIPT FLUSH): the
+// flush loads the fence script again and the writes land.
+static void test_script_flush(void **state)
+{
+	FIX(state);
+	hw_bytes cid = hw_bytes_of_cstr("dev-8");
+	uint32_t shard = hw_slot_of(cid) % 2;
+
+	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = cid,
+	    .expiry = 60 }), HW_OK);
+	flush_all(f);
+	freeReplyObject(redisCommand(f->rc, "SCRIPT FLUSH"));
+	assert_int_equal(brk_store_redis_ops.sub_put(f->st, cid, hw_bytes_of_cstr("a"),
+	    &(brk_subopts){ .qos = 1 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.sub_put(f->st, cid, hw_bytes_of_cstr("b"),
+	    &(brk_subopts){ .qos = 1 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.flush(f->st, shard, never, NULL), HW_OK);
+	assert_int_equal(lost_count(f->st, shard, hw_slot_of(cid)), 0);
+	assert_int_equal(hash_len(f, key_of("dev-8", "subs")), 2);
+}
+
+static void test_claim_epochs_and_owner(void **state)
+{
+	FIX(state);
+	brk_store *b = store_open(f);
+	uint64_t e1, e2, e3, e;
+	char url[64];
+
+	// The fixture's store claimed every slot once; each claim is newer.
+	assert_int_equal(brk_store_redis_ops.slot_owner(f->st, 5, url, sizeof(url), &e1), HW_OK);
+	assert_string_equal(url, "tcp://a:1");
+	assert_true(e1 > 0);
+	assert_int_equal(brk_store_redis_ops.slot_claim(b, 5, "tcp://b:2", &e2), HW_OK);
+	assert_true(e2 > e1);
+	assert_int_equal(brk_store_redis_ops.slot_claim(f->st, 5, "tcp://a:1", &e3), HW_OK);
+	assert_true(e3 > e2);
+	assert_int_equal(brk_store_redis_ops.slot_owner(b, 5, url, sizeof(url), &e), HW_OK);
+	assert_string_equal(url, "tcp://a:1");
+	assert_int_equal(e, e3);
+	// A URL longer than the caller's buffer is cut, still terminated.
+	assert_int_equal(brk_store_redis_ops.slot_owner(b, 5, url, 4, &e), HW_OK);
+	assert_string_equal(url, "tcp");
+	// Never claimed: "" and 0.
+	freeReplyObject(redisCommand(f->rc, "DEL t:{s:6}:owner"));
+	assert_int_equal(brk_store_redis_ops.slot_owner(b, 6, url, sizeof(url), &e), HW_OK);
+	assert_string_equal(url, "");
+	assert_int_equal(e, 0);
+	assert_int_equal(brk_store_redis_ops.slot_claim(b, HW_SLOTS, "tcp://b:2", &e), HW_EINVAL);
+	brk_store_redis_ops.close(b);
+}
+
+// other_cid finds a client id on the same shard (of 2) as cid but in
+// another slot.
+static void other_cid(hw_bytes cid, char *out, size_t cap)
+{
+	uint32_t slot = hw_slot_of(cid);
+
+	for (int i = 0;; i++) {
+		uint32_t s;
+
+		snprintf(out, cap, "other-%d", i);
+		s = hw_slot_of(hw_bytes_of_cstr(out));
+		if (s != slot && s % 2 == slot % 2)
+			return;
+	}
+}
+
+static void test_fencing_two_brokers(void **state)
+{
+	FIX(state);
+	brk_store *b = store_open(f);
+	hw_bytes cid = hw_bytes_of_cstr("dev-9");
+	uint32_t slot = hw_slot_of(cid), shard = slot % 2;
+	char other[32];
+	hw_bytes oc;
+	uint64_t eb;
+	uint32_t lost[4];
+	subs_seen s = { 0 };
+
+	other_cid(cid, other, sizeof(other));
+	oc = hw_bytes_of_cstr(other);
+	// A (the fixture's store) holds every slot: its writes land.
+	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = cid,
+	    .expiry = 60 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.sub_put(f->st, cid, hw_bytes_of_cstr("x"),
+	    &(brk_subopts){ .qos = 1 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.flush(f->st, shard, never, NULL), HW_OK);
+	assert_int_equal(brk_store_redis_ops.lost_take(f->st, shard, lost, 4), 0);
+
+	// B claims the slot (A does not know yet) and writes.
+	assert_int_equal(brk_store_redis_ops.slot_claim(b, slot, "tcp://b:2", &eb), HW_OK);
+	assert_int_equal(brk_store_redis_ops.sub_put(b, cid, hw_bytes_of_cstr("z"),
+	    &(brk_subopts){ .qos = 2 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.flush(b, shard, never, NULL), HW_OK);
+
+	// A's next writes: the one for B's slot is refused in Redis, the one
+	// for another slot of the same pipeline still lands; flush is OK and
+	// lost_take reports the slot, once.
+	assert_int_equal(brk_store_redis_ops.sub_put(f->st, cid, hw_bytes_of_cstr("y"),
+	    &(brk_subopts){ .qos = 1 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = oc,
+	    .expiry = 60 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.sub_del(f->st, cid, hw_bytes_of_cstr("z")), HW_OK);
+	assert_int_equal(brk_store_redis_ops.flush(f->st, shard, never, NULL), HW_OK);
+	assert_int_equal(brk_store_redis_ops.lost_take(f->st, shard, lost, 4), 1);
+	assert_int_equal(lost[0], slot);
+	assert_int_equal(brk_store_redis_ops.lost_take(f->st, shard, lost, 4), 0);
+	assert_int_equal(exists(f, key_of(other, "s")), 1);
+
+	// The data stays B's: x (from before the claim) and z, not y; z not
+	// deleted.
+	assert_int_equal(brk_store_redis_ops.sub_each(b, cid, on_sub, &s), HW_OK);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(hash_len(f, key_of("dev-9", "subs")), 2);
+	assert_true(hash_has(f, key_of("dev-9", "subs"), "x"));
+	assert_true(hash_has(f, key_of("dev-9", "subs"), "z"));
+
+	// A forgot its claim: its next write is refused without Redis (B's
+	// epoch stays, the key is untouched) and reported lost again.
+	assert_int_equal(brk_store_redis_ops.session_del(f->st, cid), HW_OK);
+	assert_int_equal(brk_store_redis_ops.flush(f->st, shard, never, NULL), HW_OK);
+	assert_int_equal(brk_store_redis_ops.lost_take(f->st, shard, lost, 4), 1);
+	assert_int_equal(exists(f, key_of("dev-9", "s")), 1);
+
+	// B's writes keep landing.
+	assert_int_equal(brk_store_redis_ops.sub_del(b, cid, hw_bytes_of_cstr("x")), HW_OK);
+	assert_int_equal(brk_store_redis_ops.flush(b, shard, never, NULL), HW_OK);
+	assert_int_equal(brk_store_redis_ops.lost_take(b, shard, lost, 4), 0);
+	assert_int_equal(hash_len(f, key_of("dev-9", "subs")), 1);
+	brk_store_redis_ops.close(b);
+}
+
+static void test_writes_not_held_refused_locally(void **state)
+{
+	FIX(state);
+	brk_store *c = store_open(f); // claimed nothing
+	hw_bytes cid = hw_bytes_of_cstr("dev-10");
+	uint32_t slot = hw_slot_of(cid), shard = slot % 2;
+	uint32_t lost[4];
+	redisReply *r;
+	long long cmds0, cmds1;
+
+	r = redisCommand(f->rc, "INFO stats");
+	cmds0 = strtoll(strstr(r->str, "total_commands_processed:") + 25, NULL, 10);
+	freeReplyObject(r);
+	assert_int_equal(brk_store_redis_ops.session_put(c, &(brk_store_session){ .client_id = cid,
+	    .expiry = 60 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.conn_put(c, cid, hw_bytes_of_cstr("rec")), HW_OK);
+	assert_int_equal(brk_store_redis_ops.flush(c, shard, never, NULL), HW_OK);
+	r = redisCommand(f->rc, "INFO stats");
+	cmds1 = strtoll(strstr(r->str, "total_commands_processed:") + 25, NULL, 10);
+	freeReplyObject(r);
+	assert_int_equal(cmds1, cmds0 + 1); // the first INFO only: nothing from c
+	assert_int_equal(brk_store_redis_ops.lost_take(c, shard, lost, 4), 1);
+	assert_int_equal(lost[0], slot);
+	assert_int_equal(exists(f, key_of("dev-10", "s")), 0);
+
+	// The fixture's store drops its claim: the same.
+	brk_store_redis_ops.slot_drop(f->st, slot);
+	assert_int_equal(brk_store_redis_ops.out_del(f->st, cid, 1), HW_OK);
+	assert_int_equal(brk_store_redis_ops.flush(f->st, shard, never, NULL), HW_OK);
+	assert_int_equal(brk_store_redis_ops.lost_take(f->st, shard, lost, 4), 1);
+	assert_int_equal(lost[0], slot);
+	brk_store_redis_ops.close(c);
+}
+
+// same_slot fills ids[0..n) with client ids of slot (the shape "s<slot>-<i>").
+static void same_slot(uint32_t slot, char (*ids)[24], int n)
+{
+	int got = 0;
+
+	for (long i = 0; got < n; i++) {
+		snprintf(ids[got], sizeof(ids[0]), "s%u-%d", (unsigned)(slot % 10000), (int)(i % 1000000000));
+		if (hw_slot_of(hw_bytes_of_cstr(ids[got])) == slot)
+			got++;
+	}
+}
+
+typedef struct ids_seen {
+	int  n;
+	char last[32];
+	int  dups;
+	char (*all)[24];
+	int  nall;
+} ids_seen;
+
+static void on_id(void *arg, hw_bytes id)
+{
+	ids_seen *v = arg;
+
+	assert_true(id.len < 24);
+	for (int i = 0; i < v->n && v->all != NULL && i < v->nall; i++)
+		if (strlen(v->all[i]) == id.len && memcmp(v->all[i], id.ptr, id.len) == 0)
+			v->dups++;
+	if (v->all != NULL && v->n < v->nall) {
+		memcpy(v->all[v->n], id.ptr, id.len);
+		v->all[v->n][id.len] = 0;
+	}
+	v->n++;
+}
+
+static bool seen(const ids_seen *v, const char *id)
+{
+	for (int i = 0; i < v->n && i < v->nall; i++)
+		if (strcmp(v->all[i], id) == 0)
+			return true;
+	return false;
+}
+
+static void test_slot_index(void **state)
+{
+	FIX(state);
+	const uint32_t slot = 77;
+	char ids[4][24], got[8][24];
+	ids_seen v = { .all = got, .nall = 8 };
+	uint64_t deadline;
+	char idx[32];
+
+	same_slot(slot, ids, 4);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){
+		    .client_id = hw_bytes_of_cstr(ids[i]), .expiry = 60 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.session_del(f->st, hw_bytes_of_cstr(ids[1])), HW_OK);
+	// ids[3] goes offline with a session expiry that has passed at once:
+	// its keys expire by themselves, its index entry does not.
+	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){
+	    .client_id = hw_bytes_of_cstr(ids[3]), .expiry = 1,
+	    .expire_at_unix_ms = hw_clock_unix_us() / 1000 }), HW_OK);
+	flush_all(f);
+	deadline = hw_clock_mono_ms() + 5000;
+	while (exists(f, key_of(ids[3], "s")) != 0)
+		assert_true(hw_clock_mono_ms() < deadline);
+	snprintf(idx, sizeof(idx), "t:{s:%u}:sessions", (unsigned)slot);
+	assert_int_equal(set_card(f, idx), 3);
+
+	assert_int_equal(brk_store_redis_ops.slot_each(f->st, slot, on_id, &v), HW_OK);
+	assert_int_equal(v.n, 2);
+	assert_true(seen(&v, ids[0]));
+	assert_true(seen(&v, ids[2]));
+	// The expired one was dropped from the index as it was found.
+	assert_int_equal(set_card(f, idx), 2);
+	// An empty slot lists nothing.
+	v.n = 0;
+	assert_int_equal(brk_store_redis_ops.slot_each(f->st, slot + 1, on_id, &v), HW_OK);
+	assert_int_equal(v.n, 0);
+}
+
+// A slot index bigger than one SSCAN page and one check batch: every id
+// once.
+static void test_slot_index_large(void **state)
+{
+	FIX(state);
+	enum { N = 1300 };
+	const uint32_t slot = 300;
+	char (*ids)[24] = calloc(N, sizeof(*ids)), (*got)[24] = calloc(N, sizeof(*got));
+	ids_seen v = { .all = got, .nall = N };
+
+	same_slot(slot, ids, N);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){
+		    .client_id = hw_bytes_of_cstr(ids[i]), .expiry = UINT32_MAX }), HW_OK);
+		if (i % 200 == 199)
+			flush_all(f);
+	}
+	flush_all(f);
+	assert_int_equal(brk_store_redis_ops.slot_each(f->st, slot, on_id, &v), HW_OK);
+	assert_int_equal(v.n, N);
+	assert_int_equal(v.dups, 0);
+	free(ids);
+	free(got);
+}
+
+static void test_conn_record(void **state)
+{
+	FIX(state);
+	hw_bytes cid = hw_bytes_of_cstr("dev-11");
+	uint8_t rec[300];
+	hw_buf out = { 0 };
+
+	for (size_t i = 0; i < sizeof(rec); i++)
+		rec[i] = (uint8_t)(i * 7); // binary, with NULs
+	assert_int_equal(brk_store_redis_ops.conn_get(f->st, cid, &out), HW_ENOTFOUND);
+	assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){ .client_id = cid,
+	    .expiry = 300 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.conn_put(f->st, cid, (hw_bytes){ rec, sizeof(rec) }),
+	    HW_OK);
+	assert_int_equal(brk_store_redis_ops.conn_get(f->st, cid, &out), HW_OK);
+	assert_int_equal(out.len, sizeof(rec));
+	assert_memory_equal(out.ptr, rec, sizeof(rec));
+	// Written after the record, it still gets the session's TTL.
+	assert_true(ttl_of(f, key_of("dev-11", "conn")) > 300000);
+	// conn_del removes it, the session stays.
+	assert_int_equal(brk_store_redis_ops.conn_del(f->st, cid), HW_OK);
+	assert_int_equal(brk_store_redis_ops.conn_get(f->st, cid, &out), HW_ENOTFOUND);
+	assert_int_equal(out.len, 0);
+	assert_int_equal(exists(f, key_of("dev-11", "s")), 1);
+	// session_del removes it with the rest.
+	assert_int_equal(brk_store_redis_ops.conn_put(f->st, cid, hw_bytes_of_cstr("again")), HW_OK);
+	assert_int_equal(brk_store_redis_ops.conn_get(f->st, cid, &out), HW_OK);
+	assert_int_equal(out.len, 5);
+	assert_int_equal(brk_store_redis_ops.session_del(f->st, cid), HW_OK);
+	assert_int_equal(brk_store_redis_ops.conn_get(f->st, cid, &out), HW_ENOTFOUND);
+	hw_buf_fini(&out);
 }
 
 int main(void)
@@ -528,6 +966,14 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_incoming_qos2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retained, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flush_survives_redis_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reconnect_keeps_claims, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_script_flush, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_epochs_and_owner, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fencing_two_brokers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writes_not_held_refused_locally, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_slot_index, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_slot_index_large, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_conn_record, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

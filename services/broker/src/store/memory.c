@@ -2,33 +2,115 @@
 //
 // Design notes: in memory mode the workers' own session objects ARE the
 // store: a session lives exactly as long as the process, which is what
-// memory mode promises, so the write-through ops have nothing to add and
-// succeed at once, and loads find nothing (no other broker could have
-// written a session this process can see). The retained set is kept by the
-// broker's shared brk_retain, so retain ops are no-ops here too. The
-// Redis implementation fills these same ops with real writes.
+// memory mode promises, so the write-through ops have nothing to keep and
+// loads find nothing (no other broker could have written a session this
+// process can see). The retained set is kept by the broker's shared
+// brk_retain, so retain ops are no-ops here too. The Redis implementation
+// fills these same ops with real writes.
+//
+// What the memory store does keep is the cluster bookkeeping, with the
+// Redis store's semantics inside one process (docs/cluster.md):
+// - per slot, the epoch of the last claim and the claimer's URL (claims
+//   always succeed: there is no other broker to lose to), and the epoch
+//   this store holds (0 after slot_drop or before any claim);
+// - every session write checks that the store holds its slot; a write for
+//   a slot it does not hold is refused (nothing happens) and the slot is
+//   reported lost on its shard (lost_take), like a fenced Redis write;
+// - the slot index (client ids put and not deleted) and the connection
+//   records.
+//
+// Locking: one mutex per shard (slot % shards, the worker owning the
+// slot's sessions) guards that shard's slots: their index maps, connection
+// records, owner URLs and lost bits. The held epochs are atomics, read
+// without a lock on every write. No callback runs under a lock (slot_each
+// copies the ids first), so a callback may call the store again.
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/slot.h"
+#include "map.h"
 #include "store/store.h"
 
+// brk_memstore_rec: what the store keeps of one client id: whether a
+// session was put (it is in the slot index) and its connection record.
+typedef struct brk_memstore_rec {
+	uint8_t *conn;
+	size_t   conn_len;
+	bool     has_conn;
+	bool     listed;
+} brk_memstore_rec;
+
+typedef struct brk_memstore_shard {
+	pthread_mutex_t mu;
+	uint8_t         lost[HW_SLOTS / 8];
+} brk_memstore_shard;
+
 struct brk_store {
-	int unused;
+	uint32_t            shards;
+	brk_memstore_shard *sh;
+	brk_map             index[HW_SLOTS];    // client id -> brk_memstore_rec
+	char               *owner[HW_SLOTS];    // URL of the last claim, NULL: none
+	uint64_t            claimed[HW_SLOTS];  // epoch of the last claim
+	_Atomic uint64_t    held[HW_SLOTS];     // epoch this store holds, 0: none
 };
 
-static hw_err brk_store_memory_open(brk_store **out, const hw_config *cfg, uint32_t shards,
-    hw_metrics *reg)
+static brk_memstore_shard *brk_memstore_shard_of(brk_store *st, uint32_t slot)
 {
-	(void)cfg;
-	(void)shards;
-	(void)reg;
-	*out = calloc(1, sizeof(**out));
-	return *out != NULL ? HW_OK : HW_ENOMEM;
+	return &st->sh[slot % st->shards];
+}
+
+static void brk_memstore_rec_free(brk_memstore_rec *r)
+{
+	if (r != NULL)
+		free(r->conn);
+	free(r);
+}
+
+static void brk_memstore_free_one(void *arg, hw_bytes key, void *val)
+{
+	(void)arg;
+	(void)key;
+	brk_memstore_rec_free(val);
 }
 
 static void brk_store_memory_close(brk_store *st)
 {
+	if (st == NULL)
+		return;
+	for (uint32_t s = 0; s < HW_SLOTS; s++) {
+		brk_map_each(&st->index[s], brk_memstore_free_one, NULL);
+		brk_map_fini(&st->index[s]);
+		free(st->owner[s]);
+	}
+	for (uint32_t i = 0; st->sh != NULL && i < st->shards; i++)
+		pthread_mutex_destroy(&st->sh[i].mu);
+	free(st->sh);
 	free(st);
+}
+
+static hw_err brk_store_memory_open(brk_store **out, const hw_config *cfg, uint32_t shards,
+    hw_metrics *reg)
+{
+	brk_store *st = calloc(1, sizeof(*st));
+
+	(void)cfg;
+	(void)reg;
+	*out = NULL;
+	if (st == NULL)
+		return HW_ENOMEM;
+	st->shards = shards ? shards : 1;
+	if ((st->sh = calloc(st->shards, sizeof(*st->sh))) == NULL) {
+		free(st);
+		return HW_ENOMEM;
+	}
+	for (uint32_t i = 0; i < st->shards; i++)
+		pthread_mutex_init(&st->sh[i].mu, NULL);
+	for (uint32_t s = 0; s < HW_SLOTS; s++)
+		brk_map_init(&st->index[s]);
+	*out = st;
+	return HW_OK;
 }
 
 static hw_err brk_store_memory_flush(brk_store *st, uint32_t shard, bool (*keep)(void *arg),
@@ -41,11 +123,62 @@ static hw_err brk_store_memory_flush(brk_store *st, uint32_t shard, bool (*keep)
 	return HW_OK;
 }
 
+// brk_memstore_held reports whether the store holds cid's slot; when not,
+// the slot is reported lost on its shard (the write is refused).
+static bool brk_memstore_held(brk_store *st, hw_bytes cid)
+{
+	uint32_t slot = hw_slot_of(cid);
+	brk_memstore_shard *sh;
+
+	if (atomic_load(&st->held[slot]) != 0)
+		return true;
+	sh = brk_memstore_shard_of(st, slot);
+	pthread_mutex_lock(&sh->mu);
+	sh->lost[slot / 8] |= (uint8_t)(1u << (slot % 8));
+	pthread_mutex_unlock(&sh->mu);
+	return false;
+}
+
+// brk_memstore_rec_of returns cid's index entry (sh->mu held), creating it
+// when create is set; NULL when absent or on ENOMEM.
+static brk_memstore_rec *brk_memstore_rec_of(brk_store *st, hw_bytes cid, bool create)
+{
+	brk_map *m = &st->index[hw_slot_of(cid)];
+	brk_memstore_rec *r = brk_map_get(m, cid);
+
+	if (r != NULL || !create)
+		return r;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return NULL;
+	if (brk_map_put(m, cid, r, NULL) != HW_OK) {
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
 static hw_err brk_store_memory_session_put(brk_store *st, const brk_store_session *rec)
 {
-	(void)st;
-	(void)rec;
-	return HW_OK;
+	brk_memstore_shard *sh = brk_memstore_shard_of(st, hw_slot_of(rec->client_id));
+	brk_memstore_rec *r;
+	hw_err err = HW_OK;
+
+	if (!brk_memstore_held(st, rec->client_id))
+		return HW_OK;
+	pthread_mutex_lock(&sh->mu);
+	if ((r = brk_memstore_rec_of(st, rec->client_id, true)) == NULL) {
+		err = HW_ENOMEM;
+	} else {
+		r->listed = true;
+		if (rec->clean) { // a clean start drops everything the session had
+			free(r->conn);
+			r->conn = NULL;
+			r->conn_len = 0;
+			r->has_conn = false;
+		}
+	}
+	pthread_mutex_unlock(&sh->mu);
+	return err;
 }
 
 static hw_err brk_store_memory_session_get(brk_store *st, hw_bytes cid, brk_store_session *out)
@@ -56,27 +189,30 @@ static hw_err brk_store_memory_session_get(brk_store *st, hw_bytes cid, brk_stor
 	return HW_ENOTFOUND;
 }
 
-static hw_err brk_store_memory_cid(brk_store *st, hw_bytes cid)
+static hw_err brk_store_memory_session_del(brk_store *st, hw_bytes cid)
 {
-	(void)st;
-	(void)cid;
+	brk_memstore_shard *sh = brk_memstore_shard_of(st, hw_slot_of(cid));
+
+	if (!brk_memstore_held(st, cid))
+		return HW_OK;
+	pthread_mutex_lock(&sh->mu);
+	brk_memstore_rec_free(brk_map_del(&st->index[hw_slot_of(cid)], cid));
+	pthread_mutex_unlock(&sh->mu);
 	return HW_OK;
 }
 
 static hw_err brk_store_memory_sub_put(brk_store *st, hw_bytes cid, hw_bytes f, const brk_subopts *o)
 {
-	(void)st;
-	(void)cid;
 	(void)f;
 	(void)o;
+	(void)brk_memstore_held(st, cid);
 	return HW_OK;
 }
 
 static hw_err brk_store_memory_sub_del(brk_store *st, hw_bytes cid, hw_bytes f)
 {
-	(void)st;
-	(void)cid;
 	(void)f;
+	(void)brk_memstore_held(st, cid);
 	return HW_OK;
 }
 
@@ -91,25 +227,22 @@ static hw_err brk_store_memory_sub_each(brk_store *st, hw_bytes cid, brk_store_s
 
 static hw_err brk_store_memory_deliv(brk_store *st, hw_bytes cid, const brk_deliv *d)
 {
-	(void)st;
-	(void)cid;
 	(void)d;
+	(void)brk_memstore_held(st, cid);
 	return HW_OK;
 }
 
 static hw_err brk_store_memory_trim(brk_store *st, hw_bytes cid, uint64_t keep_from)
 {
-	(void)st;
-	(void)cid;
 	(void)keep_from;
+	(void)brk_memstore_held(st, cid);
 	return HW_OK;
 }
 
 static hw_err brk_store_memory_pid(brk_store *st, hw_bytes cid, uint16_t pid)
 {
-	(void)st;
-	(void)cid;
 	(void)pid;
+	(void)brk_memstore_held(st, cid);
 	return HW_OK;
 }
 
@@ -147,6 +280,189 @@ static hw_err brk_store_memory_retain_each(brk_store *st, void (*fn)(void *arg, 
 	return HW_OK;
 }
 
+// ---- slots and connection records -----------------------------------------
+
+static hw_err brk_store_memory_slot_claim(brk_store *st, uint32_t slot, const char *url,
+    uint64_t *epoch)
+{
+	brk_memstore_shard *sh;
+	char *u;
+
+	*epoch = 0;
+	if (slot >= HW_SLOTS)
+		return HW_EINVAL;
+	if ((u = strdup(url)) == NULL)
+		return HW_ENOMEM;
+	sh = brk_memstore_shard_of(st, slot);
+	pthread_mutex_lock(&sh->mu);
+	free(st->owner[slot]);
+	st->owner[slot] = u;
+	*epoch = ++st->claimed[slot];
+	atomic_store(&st->held[slot], *epoch);
+	sh->lost[slot / 8] &= (uint8_t)~(1u << (slot % 8)); // the claimer starts afresh
+	pthread_mutex_unlock(&sh->mu);
+	return HW_OK;
+}
+
+static void brk_store_memory_slot_drop(brk_store *st, uint32_t slot)
+{
+	if (slot < HW_SLOTS)
+		atomic_store(&st->held[slot], 0);
+}
+
+static hw_err brk_store_memory_slot_owner(brk_store *st, uint32_t slot, char *url, size_t cap,
+    uint64_t *epoch)
+{
+	brk_memstore_shard *sh;
+
+	*epoch = 0;
+	if (cap > 0)
+		url[0] = 0;
+	if (slot >= HW_SLOTS)
+		return HW_EINVAL;
+	sh = brk_memstore_shard_of(st, slot);
+	pthread_mutex_lock(&sh->mu);
+	if (st->owner[slot] != NULL) {
+		size_t n = strlen(st->owner[slot]);
+
+		*epoch = st->claimed[slot];
+		if (cap > 0) {
+			n = n < cap - 1 ? n : cap - 1;
+			memcpy(url, st->owner[slot], n);
+			url[n] = 0;
+		}
+	}
+	pthread_mutex_unlock(&sh->mu);
+	return HW_OK;
+}
+
+// brk_memstore_ids: the ids of one slot, copied out of the lock.
+typedef struct brk_memstore_ids {
+	hw_buf   bytes;  // the ids back to back
+	size_t  *lens;
+	size_t   n;
+	hw_err   err;
+} brk_memstore_ids;
+
+static void brk_memstore_ids_add(void *arg, hw_bytes key, void *val)
+{
+	brk_memstore_ids *ids = arg;
+
+	if (!((brk_memstore_rec *)val)->listed)
+		return;
+	if (ids->err == HW_OK)
+		ids->err = hw_buf_append(&ids->bytes, key.ptr, key.len);
+	if (ids->err == HW_OK)
+		ids->lens[ids->n++] = key.len;
+}
+
+static hw_err brk_store_memory_slot_each(brk_store *st, uint32_t slot,
+    void (*fn)(void *arg, hw_bytes client_id), void *arg)
+{
+	brk_memstore_ids ids = { .err = HW_OK };
+	brk_memstore_shard *sh;
+	size_t off = 0;
+
+	if (slot >= HW_SLOTS)
+		return HW_EINVAL;
+	sh = brk_memstore_shard_of(st, slot);
+	pthread_mutex_lock(&sh->mu);
+	ids.lens = malloc((brk_map_count(&st->index[slot]) + 1) * sizeof(*ids.lens));
+	if (ids.lens == NULL)
+		ids.err = HW_ENOMEM;
+	else
+		brk_map_each(&st->index[slot], brk_memstore_ids_add, &ids);
+	pthread_mutex_unlock(&sh->mu);
+	for (size_t i = 0; ids.err == HW_OK && i < ids.n; i++) {
+		fn(arg, (hw_bytes){ ids.bytes.ptr + off, ids.lens[i] });
+		off += ids.lens[i];
+	}
+	hw_buf_fini(&ids.bytes);
+	free(ids.lens);
+	return ids.err;
+}
+
+static size_t brk_store_memory_lost_take(brk_store *st, uint32_t shard, uint32_t *out, size_t cap)
+{
+	brk_memstore_shard *sh = &st->sh[shard % st->shards];
+	size_t n = 0;
+
+	pthread_mutex_lock(&sh->mu);
+	for (uint32_t s = 0; s < HW_SLOTS && n < cap; s++) {
+		if (sh->lost[s / 8] & (1u << (s % 8))) {
+			sh->lost[s / 8] &= (uint8_t)~(1u << (s % 8));
+			out[n++] = s;
+		}
+	}
+	pthread_mutex_unlock(&sh->mu);
+	return n;
+}
+
+static hw_err brk_store_memory_conn_put(brk_store *st, hw_bytes cid, hw_bytes rec)
+{
+	brk_memstore_shard *sh = brk_memstore_shard_of(st, hw_slot_of(cid));
+	uint8_t *copy = malloc(rec.len ? rec.len : 1);
+	brk_memstore_rec *r;
+	hw_err err = HW_ENOMEM;
+
+	if (!brk_memstore_held(st, cid)) {
+		free(copy);
+		return HW_OK;
+	}
+	if (copy == NULL)
+		return HW_ENOMEM;
+	if (rec.len)
+		memcpy(copy, rec.ptr, rec.len);
+	pthread_mutex_lock(&sh->mu);
+	// Like a Redis write to a session without a record, the connection
+	// record may exist on its own (the index lists only sessions put).
+	if ((r = brk_memstore_rec_of(st, cid, true)) != NULL) {
+		free(r->conn);
+		r->conn = copy;
+		r->conn_len = rec.len;
+		r->has_conn = true;
+		copy = NULL;
+		err = HW_OK;
+	}
+	pthread_mutex_unlock(&sh->mu);
+	free(copy);
+	return err;
+}
+
+static hw_err brk_store_memory_conn_get(brk_store *st, hw_bytes cid, hw_buf *out)
+{
+	brk_memstore_shard *sh = brk_memstore_shard_of(st, hw_slot_of(cid));
+	brk_memstore_rec *r;
+	hw_err err = HW_ENOTFOUND;
+
+	hw_buf_reset(out);
+	pthread_mutex_lock(&sh->mu);
+	if ((r = brk_memstore_rec_of(st, cid, false)) != NULL && r->has_conn)
+		err = hw_buf_append(out, r->conn, r->conn_len);
+	pthread_mutex_unlock(&sh->mu);
+	return err;
+}
+
+static hw_err brk_store_memory_conn_del(brk_store *st, hw_bytes cid)
+{
+	brk_memstore_shard *sh = brk_memstore_shard_of(st, hw_slot_of(cid));
+	brk_memstore_rec *r;
+
+	if (!brk_memstore_held(st, cid))
+		return HW_OK;
+	pthread_mutex_lock(&sh->mu);
+	if ((r = brk_memstore_rec_of(st, cid, false)) != NULL && !r->listed) {
+		brk_memstore_rec_free(brk_map_del(&st->index[hw_slot_of(cid)], cid));
+	} else if (r != NULL) {
+		free(r->conn);
+		r->conn = NULL;
+		r->conn_len = 0;
+		r->has_conn = false;
+	}
+	pthread_mutex_unlock(&sh->mu);
+	return HW_OK;
+}
+
 const brk_store_ops brk_store_memory_ops = {
 	.name = "memory",
 	.open = brk_store_memory_open,
@@ -154,7 +470,7 @@ const brk_store_ops brk_store_memory_ops = {
 	.flush = brk_store_memory_flush,
 	.session_put = brk_store_memory_session_put,
 	.session_get = brk_store_memory_session_get,
-	.session_del = brk_store_memory_cid,
+	.session_del = brk_store_memory_session_del,
 	.sub_put = brk_store_memory_sub_put,
 	.sub_del = brk_store_memory_sub_del,
 	.sub_each = brk_store_memory_sub_each,
@@ -170,6 +486,14 @@ const brk_store_ops brk_store_memory_ops = {
 	.in2_each = brk_store_memory_pid_each,
 	.retain_put = brk_store_memory_retain_put,
 	.retain_each = brk_store_memory_retain_each,
+	.slot_claim = brk_store_memory_slot_claim,
+	.slot_drop = brk_store_memory_slot_drop,
+	.slot_owner = brk_store_memory_slot_owner,
+	.slot_each = brk_store_memory_slot_each,
+	.lost_take = brk_store_memory_lost_take,
+	.conn_put = brk_store_memory_conn_put,
+	.conn_get = brk_store_memory_conn_get,
+	.conn_del = brk_store_memory_conn_del,
 };
 
 const brk_store_ops *brk_store_find(const char *backend)

@@ -1,30 +1,70 @@
 // The Redis session store (hiredis 0.14, one pipelined connection per
 // worker).
 //
-// Data model. P is store.key_prefix (default "hawser:"); every key of one
-// session carries the hash tag {c:<client id>} so a Redis Cluster keeps the
-// session on one shard (scripts touch only keys of one session):
+// Data model. P is store.key_prefix (default "hawser:"). Sessions are
+// grouped by slot (hw_slot_of(client id), docs/cluster.md): every key of a
+// slot, its owner record and index included, carries the hash tag
+// {s:<slot>}, so a Redis Cluster keeps a slot on one shard and one script
+// can check the slot's epoch and write a session atomically:
 //
-//   P{c:<id>}:s         HASH  expiry = session expiry interval (seconds,
-//                             4294967295 = never), exp_at = unix ms at
-//                             which the offline session expires (0 while
-//                             connected or never). Its existence IS the
-//                             session's existence.
-//   P{c:<id>}:subs      HASH  filter -> 8 bytes: qos, no_local,
-//                             retain_as_published, retain_handling,
-//                             subscription identifier (u32 little endian)
-//   P{c:<id>}:inflight  HASH  "<pid>" -> delivery blob (sent, not yet
-//                             acknowledged); "r<pid>" -> "1" once PUBREC came
-//   P{c:<id>}:queue     ZSET  score = delivery seq (per-session counter),
-//                             member = delivery blob (waiting for the window)
-//   P{c:<id>}:qos2in    SET   "<pid>" of incoming QoS 2 awaiting PUBREL
-//   P{r}:retained       HASH  topic -> message blob
+//   P{s:<slot>}:owner          STRING "<epoch> <owner inbox URL>": who
+//                              claimed the slot last (slot_claim)
+//   P{s:<slot>}:sessions       SET    client ids with a session in the slot
+//                              (may hold ids whose session expired: slot_each
+//                              skips and removes those)
+//   P{s:<slot>}:c:<id>:s       HASH   expiry = session expiry interval
+//                              (seconds, 4294967295 = never), exp_at = unix
+//                              ms at which the offline session expires (0
+//                              while connected or never). Its existence IS
+//                              the session's existence.
+//   P{s:<slot>}:c:<id>:subs    HASH   filter -> 8 bytes: qos, no_local,
+//                              retain_as_published, retain_handling,
+//                              subscription identifier (u32 little endian)
+//   P{s:<slot>}:c:<id>:inflight HASH  "<pid>" -> delivery blob (sent, not yet
+//                              acknowledged); "r<pid>" -> "1" once PUBREC came
+//   P{s:<slot>}:c:<id>:queue   ZSET   score = delivery seq (per-session
+//                              counter), member = delivery blob (waiting for
+//                              the window)
+//   P{s:<slot>}:c:<id>:qos2in  SET    "<pid>" of incoming QoS 2 awaiting PUBREL
+//   P{s:<slot>}:c:<id>:conn    STRING the connection record (opaque bytes of
+//                              the broker) while the session is connected
+//   P{r}:retained              HASH   topic -> message blob
+//
+// The client id sits after the hash tag, so any bytes are fine in it (a "}"
+// no longer breaks the tag); the suffix after its last ":" names the key.
 //
 // Delivery blob: u8 format (1), u8 QoS, u8 flags (bit 0: RETAIN flag to
 // send), u8 0, u64 seq, u64 message expiry as unix ms (0 = none), u32 n,
 // n x u32 subscription identifiers (all little endian), then the message as
 // a packed hawser.internal.v1.Publish (topic, payload, MQTT 5 properties,
 // publisher).
+//
+// Fencing. slot_claim runs one script that increments the slot's epoch (to
+// at least Redis's clock in ms, so an epoch is never handed out twice even
+// if Redis lost the owner record) and writes the owner record, and the
+// store remembers the epoch it got (an atomic per slot; 0 = not held). Every write for a session is one EVALSHA
+// of brk_redis_fence_lua with the owner key, the session's keys and the
+// epoch this store holds: inside Redis, atomically, the script compares the
+// epoch with the owner record and either applies the write or refuses it
+// with the error "HWFENCED <current epoch>". flush marks the slot of a
+// refused write lost on its shard (and forgets the claim, so later writes
+// for it are refused here without a trip to Redis); the other writes of the
+// pipeline still count. A write for a slot this store does not hold (never
+// claimed, slot_drop, or lost) is refused here and reported lost the same
+// way. lost_take drains the shard's lost slots; slot_claim clears the
+// slot's pending report (the claimer starts afresh: it loads the slot). The
+// script is loaded on every (re)connect; a NOSCRIPT reply (SCRIPT FLUSH, a
+// Redis that lost its cache without dropping us) loads it and resends the
+// buffer, like a reconnect does.
+//
+// Slot index. session_put SADDs the client id to P{s:<slot>}:sessions and
+// session_del SREMs it, in the same fenced script as the record. The index
+// has no TTL while the session keys expire by themselves, so it can name
+// sessions that no longer exist: slot_each (SSCAN pages, never SMEMBERS)
+// checks each id with a small script that returns whether the record
+// exists and removes the id from the index when it does not (atomically, so
+// it never undoes a concurrent put; not fenced: removing a dangling id is
+// right whoever does it). fn sees only ids whose record existed, each once.
 //
 // Durability. Writes are never a round trip each: an op formats the command
 // into its shard's buffer (shard = hw_slot_of(client id) % workers, which
@@ -43,21 +83,23 @@
 // store.redis_timeout_ms) is dropped and reconnected with backoff (50 ms
 // doubling to 2 s); the unconfirmed buffer is sent again in full. Every
 // write is idempotent (HSET/HDEL/SADD/SREM/ZADD of a fixed member/
-// ZREMRANGEBYSCORE below a seq/DEL/PEXPIRE/PERSIST), so a replay of writes
-// Redis may already have applied leaves the same state. Meanwhile the
-// worker waits (its clients and the router's Acks wait with it) until the
-// broker stops.
+// ZREMRANGEBYSCORE below a seq/SET/DEL/PEXPIRE/PERSIST, each behind the
+// same epoch check), so a replay of writes Redis may already have applied
+// leaves the same state. Meanwhile the worker waits (its clients and the
+// router's Acks wait with it) until the broker stops.
 //
 // Expiry. When the client leaves, session_put with exp_at sets PEXPIRE (the
-// session expiry) on all the session's keys, and a queue push copies the
-// record's TTL onto the queue key (a script), so Redis drops a session
-// nobody resumed even if no broker is left to do it. While the client is
-// connected the keys live for expiry + 2 minutes and the owning worker puts
-// the record again every minute (refresh_ms), so a broker that dies with
-// connected sessions leaves nothing behind for longer than expiry + 2 min.
-// Sessions that never expire have no TTL.
+// session expiry) on all the session's keys, and any later write to a key
+// without a TTL copies the record's TTL onto it (in the fence script), so
+// Redis drops a session nobody resumed even if no broker is left to do it.
+// While the client is connected the keys live for expiry + 2 minutes
+// (2 minutes for a session with expiry 0, which ends with its connection)
+// and the owning worker puts the record again every minute (refresh_ms), so
+// a broker that dies with connected sessions leaves nothing behind for
+// longer than expiry + 2 min. Sessions that never expire have no TTL.
 #include <hiredis/hiredis.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,22 +114,92 @@
 #define BRK_REDIS_BACKOFF_MIN_MS 50
 #define BRK_REDIS_BACKOFF_MAX_MS 2000
 #define BRK_REDIS_REFRESH_MS 60000
+#define BRK_REDIS_NOSLOT UINT32_MAX
+#define BRK_REDIS_SCAN_COUNT "512"
+#define BRK_REDIS_MAXARGS 24
 
 enum {
 	BRK_ROP_SESSION, BRK_ROP_SUB, BRK_ROP_OUT_PUT, BRK_ROP_OUT_DEL, BRK_ROP_QUEUE_PUSH,
-	BRK_ROP_QUEUE_TRIM, BRK_ROP_IN2, BRK_ROP_RETAIN, BRK_ROP_READ, BRK_ROP_N
+	BRK_ROP_QUEUE_TRIM, BRK_ROP_IN2, BRK_ROP_RETAIN, BRK_ROP_CONN, BRK_ROP_READ, BRK_ROP_N
 };
 static const char *const brk_redis_op_names[BRK_ROP_N] = {
-	"session", "sub", "out_put", "out_del", "queue_push", "queue_trim", "in2", "retain", "read",
+	"session", "sub", "out_put", "out_del", "queue_push", "queue_trim", "in2", "retain", "conn",
+	"read",
 };
+
+// brk_redis_fence_lua: every session write. KEYS[1] the slot's owner
+// record, ARGV[1] the epoch the writer holds, ARGV[2] the operation:
+//   put  KEYS[2..7] the session's keys (s subs inflight queue qos2in conn),
+//        KEYS[8] the slot index; ARGV[3] client id, [4] clean "1"/"0",
+//        [5] expiry, [6] exp_at, [7] TTL in ms or "-1" (none)
+//   del  same keys; ARGV[3] client id
+//   else a Redis command run on KEYS[2] with ARGV[3..]; KEYS[3] is the
+//        session record, whose TTL a key without one inherits.
+static const char brk_redis_fence_lua[] =
+	"local o = redis.call('GET', KEYS[1]) "
+	"local e = o and string.match(o, '^%d+') or '0' "
+	"if e ~= ARGV[1] then return redis.error_reply('HWFENCED ' .. e) end "
+	"local op = ARGV[2] "
+	"if op == 'put' or op == 'del' then "
+	"  if op == 'del' or ARGV[4] == '1' then "
+	"    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]) "
+	"  end "
+	"  if op == 'del' then return redis.call('SREM', KEYS[8], ARGV[3]) end "
+	"  redis.call('HSET', KEYS[2], 'expiry', ARGV[5], 'exp_at', ARGV[6]) "
+	"  redis.call('SADD', KEYS[8], ARGV[3]) "
+	"  for i = 2, 7 do "
+	"    if ARGV[7] == '-1' then redis.call('PERSIST', KEYS[i]) "
+	"    else redis.call('PEXPIRE', KEYS[i], ARGV[7]) end "
+	"  end "
+	"  return 1 "
+	"end "
+	"local r = redis.call(op, KEYS[2], unpack(ARGV, 3)) "
+	"if redis.call('PTTL', KEYS[2]) == -1 then "
+	"  local t = redis.call('PTTL', KEYS[3]) "
+	"  if t > 0 then redis.call('PEXPIRE', KEYS[2], t) end "
+	"end "
+	"return r";
+
+// brk_redis_claim_lua: KEYS[1] the owner record, ARGV[1] the claimer's URL;
+// returns the new epoch: one more than the last, and at least Redis's clock
+// in ms, so epochs keep increasing even across a Redis that lost its data
+// (an owner record gone must not let a new claim reuse an epoch a broker
+// still holds).
+static const char brk_redis_claim_lua[] =
+	"redis.replicate_commands() "
+	"local o = redis.call('GET', KEYS[1]) "
+	"local e = (o and tonumber(string.match(o, '^%d+')) or 0) + 1 "
+	"local t = redis.call('TIME') "
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+	"if now > e then e = now end "
+	"redis.call('SET', KEYS[1], string.format('%d %s', e, ARGV[1])) "
+	"return e";
+
+// brk_redis_alive_lua: KEYS[1] a session record, KEYS[2] its slot index,
+// ARGV[1] the client id: 1 when the record exists, else removes the id
+// from the index and returns 0.
+static const char brk_redis_alive_lua[] =
+	"if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end "
+	"redis.call('SREM', KEYS[2], ARGV[1]) "
+	"return 0";
+
+// brk_redis_tag: what one queued command was: the slot it writes for and
+// the epoch it was checked against (BRK_REDIS_NOSLOT: not fenced).
+typedef struct brk_redis_tag {
+	uint32_t slot;
+	uint64_t epoch;
+} brk_redis_tag;
 
 typedef struct brk_redis_conn {
 	pthread_mutex_t mu;
 	redisContext   *c;
 	char           *buf;      // formatted commands not yet confirmed
 	size_t          len, cap;
+	brk_redis_tag  *tags;     // one per command in buf
 	uint32_t        n;        // how many
+	uint32_t        tags_cap;
 	bool            down;     // logged as down, not yet back
+	uint8_t         lost[HW_SLOTS / 8]; // slots lost, not yet taken
 } brk_redis_conn;
 
 struct brk_store {
@@ -101,10 +213,65 @@ struct brk_store {
 	size_t          prefix_len;
 	uint32_t        shards;
 	brk_redis_conn *conns;    // shards + 1: the last for retained messages
+	char            fence_sha[41];
+	_Atomic uint64_t epochs[HW_SLOTS]; // the epoch held per slot, 0 = none
 	hw_counter     *ops[BRK_ROP_N];
 	hw_counter     *errors;
+	hw_counter     *fenced;
 	hw_histogram   *latency;
 };
+
+// ---- SHA-1 (EVALSHA names a script by it) ---------------------------------
+
+static uint32_t brk_redis_rol(uint32_t v, int n)
+{
+	return (v << n) | (v >> (32 - n));
+}
+
+// brk_redis_sha1_hex writes the SHA-1 of p[0..len) as 40 hex digits + NUL.
+static void brk_redis_sha1_hex(const char *p, size_t len, char out[41])
+{
+	uint32_t h[5] = { 0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u };
+	uint64_t bits = (uint64_t)len * 8;
+	size_t total = ((len + 8) / 64 + 1) * 64;
+
+	for (size_t off = 0; off < total; off += 64) {
+		uint8_t blk[64];
+		uint32_t w[80], a, b, c, d, e;
+
+		for (size_t i = 0; i < 64; i++) {
+			size_t at = off + i;
+
+			blk[i] = at < len ? (uint8_t)p[at] : at == len ? 0x80 : 0;
+		}
+		if (off + 64 == total)
+			for (int i = 0; i < 8; i++)
+				blk[63 - i] = (uint8_t)(bits >> (8 * i));
+		for (int i = 0; i < 16; i++)
+			w[i] = (uint32_t)blk[4 * i] << 24 | (uint32_t)blk[4 * i + 1] << 16 |
+			    (uint32_t)blk[4 * i + 2] << 8 | blk[4 * i + 3];
+		for (int i = 16; i < 80; i++)
+			w[i] = brk_redis_rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+		a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+		for (int i = 0; i < 80; i++) {
+			uint32_t f, k, t;
+
+			if (i < 20)
+				f = (b & c) | (~b & d), k = 0x5A827999u;
+			else if (i < 40)
+				f = b ^ c ^ d, k = 0x6ED9EBA1u;
+			else if (i < 60)
+				f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDCu;
+			else
+				f = b ^ c ^ d, k = 0xCA62C1D6u;
+			t = brk_redis_rol(a, 5) + f + e + k + w[i];
+			e = d, d = c, c = brk_redis_rol(b, 30), b = a, a = t;
+		}
+		h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
+	}
+	for (int i = 0; i < 5; i++)
+		snprintf(out + 8 * i, 9, "%08x", (unsigned)h[i]);
+}
 
 // ---- URL and connections ---------------------------------------------------
 
@@ -176,7 +343,24 @@ static bool brk_redis_ok(redisReply *r)
 	return ok;
 }
 
-// brk_redis_connect opens cn->c (authenticated, database selected).
+// brk_redis_load_script loads the fence script on c (a round trip); false
+// when Redis did not take it or named it differently than we do.
+static bool brk_redis_load_script(brk_store *st, redisContext *c)
+{
+	redisReply *r = redisCommand(c, "SCRIPT LOAD %b", brk_redis_fence_lua,
+	    sizeof(brk_redis_fence_lua) - 1);
+	bool ok = r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, st->fence_sha) == 0;
+
+	if (r != NULL && !ok)
+		hw_log_error("BRK-REDIS", "redis did not load the fence script as %s: %s",
+		    st->fence_sha, r->str != NULL ? r->str : "?");
+	if (r != NULL)
+		freeReplyObject(r);
+	return ok;
+}
+
+// brk_redis_connect opens cn->c (authenticated, database selected, fence
+// script loaded).
 static bool brk_redis_connect(brk_store *st, brk_redis_conn *cn)
 {
 	struct timeval tv = { .tv_sec = st->timeout_ms / 1000, .tv_usec = (st->timeout_ms % 1000) * 1000 };
@@ -189,6 +373,8 @@ static bool brk_redis_connect(brk_store *st, brk_redis_conn *cn)
 	    : brk_redis_ok(redisCommand(c, "AUTH %s", st->pass))))
 		goto fail;
 	if (st->db != 0 && !brk_redis_ok(redisCommand(c, "SELECT %d", st->db)))
+		goto fail;
+	if (!brk_redis_load_script(st, c))
 		goto fail;
 	cn->c = c;
 	if (cn->down)
@@ -225,17 +411,52 @@ static void brk_redis_backoff(uint32_t *ms)
 	*ms = *ms * 2 > BRK_REDIS_BACKOFF_MAX_MS ? BRK_REDIS_BACKOFF_MAX_MS : *ms * 2;
 }
 
+// brk_redis_lose marks slot lost on cn (cn->mu held).
+static void brk_redis_lose(brk_store *st, brk_redis_conn *cn, uint32_t slot)
+{
+	hw_counter_inc(st->fenced);
+	cn->lost[slot / 8] |= (uint8_t)(1u << (slot % 8));
+}
+
+// brk_redis_refused handles the error reply to command i of cn's buffer
+// (cn->mu held): a fenced write loses its slot (and this store's claim on
+// it, if still the one the write carried); NOSCRIPT sets *noscript; any
+// other refusal (OOM, wrong type) is not retried: it would fail again.
+static void brk_redis_refused(brk_store *st, brk_redis_conn *cn, uint32_t i, const redisReply *r,
+    bool *noscript)
+{
+	const brk_redis_tag *t = &cn->tags[i];
+
+	if (strncmp(r->str, "HWFENCED", 8) == 0 && t->slot != BRK_REDIS_NOSLOT) {
+		uint64_t held = t->epoch;
+
+		brk_redis_lose(st, cn, t->slot);
+		if (atomic_compare_exchange_strong(&st->epochs[t->slot], &held, 0))
+			hw_log_warn("BRK-REDIS", "slot %u lost: epoch %llu fenced, redis has %s",
+			    (unsigned)t->slot, (unsigned long long)t->epoch, r->str + (r->len > 9 ? 9 : r->len));
+		return;
+	}
+	if (strncmp(r->str, "NOSCRIPT", 8) == 0) {
+		*noscript = true;
+		return;
+	}
+	hw_counter_inc(st->errors);
+	hw_log_warn("BRK-REDIS", "redis refused a write: %s", r->str);
+}
+
 // brk_redis_flush_locked sends cn's buffer and reads every reply (cn->mu
 // held); see brk_store_ops.flush.
 static hw_err brk_redis_flush_locked(brk_store *st, brk_redis_conn *cn, bool (*keep)(void *arg),
     void *arg)
 {
 	uint32_t backoff = BRK_REDIS_BACKOFF_MIN_MS;
+	int reloads = 0;
 
 	if (cn->n == 0)
 		return HW_OK;
 	for (;;) {
 		uint64_t t0 = hw_clock_mono_us();
+		bool noscript = false;
 		uint32_t i;
 
 		if (cn->c == NULL && !brk_redis_connect(st, cn))
@@ -247,13 +468,18 @@ static hw_err brk_redis_flush_locked(brk_store *st, brk_redis_conn *cn, bool (*k
 
 			if (redisGetReply(cn->c, &r) != REDIS_OK || r == NULL)
 				goto broken;
-			if (((redisReply *)r)->type == REDIS_REPLY_ERROR) {
-				// A refused write (OOM, wrong type) is not retried: it
-				// would fail again. Counted and logged.
-				hw_counter_inc(st->errors);
-				hw_log_warn("BRK-REDIS", "redis refused a write: %s", ((redisReply *)r)->str);
-			}
+			if (((redisReply *)r)->type == REDIS_REPLY_ERROR)
+				brk_redis_refused(st, cn, i, r, &noscript);
 			freeReplyObject(r);
+		}
+		if (noscript) {
+			// The script cache was emptied under us: load it and send
+			// the buffer again (a replay, harmless as after a reconnect).
+			// Twice in a row means it does not stay loaded: a broken
+			// connection as far as we are concerned.
+			if (reloads++ < 2 && brk_redis_load_script(st, cn->c))
+				continue;
+			goto broken;
 		}
 		hw_histogram_observe(st->latency, (double)(hw_clock_mono_us() - t0) / 1e6);
 		cn->len = 0;
@@ -272,14 +498,24 @@ retry:
 	}
 }
 
-// brk_redis_append formats one command into cn's buffer (cn->mu held).
+// brk_redis_append formats one command into cn's buffer (cn->mu held),
+// tagged with the slot and epoch it is fenced by (BRK_REDIS_NOSLOT: none).
 static hw_err brk_redis_append(brk_store *st, brk_redis_conn *cn, int op, int argc,
-    const char **argv, const size_t *lens)
+    const char **argv, const size_t *lens, uint32_t slot, uint64_t epoch)
 {
 	char *cmd = NULL;
-	int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
+	int n;
 
-	if (n < 0)
+	if (cn->n == cn->tags_cap) {
+		uint32_t ncap = cn->tags_cap ? cn->tags_cap * 2 : 64;
+		brk_redis_tag *nt = realloc(cn->tags, ncap * sizeof(*nt));
+
+		if (nt == NULL)
+			return HW_ENOMEM;
+		cn->tags = nt;
+		cn->tags_cap = ncap;
+	}
+	if ((n = redisFormatCommandArgv(&cmd, argc, argv, lens)) < 0)
 		return HW_ENOMEM;
 	if (cn->len + (size_t)n > cn->cap) {
 		size_t ncap = cn->cap ? cn->cap : 4096;
@@ -296,7 +532,7 @@ static hw_err brk_redis_append(brk_store *st, brk_redis_conn *cn, int op, int ar
 	}
 	memcpy(cn->buf + cn->len, cmd, (size_t)n);
 	cn->len += (size_t)n;
-	cn->n++;
+	cn->tags[cn->n++] = (brk_redis_tag){ slot, epoch };
 	free(cmd);
 	hw_counter_inc(st->ops[op]);
 	return HW_OK;
@@ -315,14 +551,17 @@ static bool brk_redis_try_again(void *arg)
 	return t->left-- > 0;
 }
 
-// brk_redis_read flushes cn's writes, then runs one command and returns its
-// reply (freed by the caller), NULL when Redis could not answer.
-static redisReply *brk_redis_read(brk_store *st, brk_redis_conn *cn, int argc, const char **argv,
-    const size_t *lens)
+// brk_redis_read_many flushes cn's writes, then sends the n commands
+// formatted in cmds[0..len) as one pipeline and puts their n replies in out
+// (freed by the caller). false when Redis could not answer (nothing in out)
+// or refused one of them (logged; all freed).
+static bool brk_redis_read_many(brk_store *st, brk_redis_conn *cn, const char *cmds, size_t len,
+    size_t n, redisReply **out)
 {
 	brk_redis_tries t = { 2 };
 	uint32_t backoff = BRK_REDIS_BACKOFF_MIN_MS;
-	void *r = NULL;
+	size_t got = 0;
+	bool ok = false;
 
 	pthread_mutex_lock(&cn->mu);
 	if (brk_redis_flush_locked(st, cn, brk_redis_try_again, &t) != HW_OK)
@@ -332,11 +571,22 @@ static redisReply *brk_redis_read(brk_store *st, brk_redis_conn *cn, int argc, c
 		uint64_t t0 = hw_clock_mono_us();
 
 		if (cn->c != NULL || brk_redis_connect(st, cn)) {
-			r = redisCommandArgv(cn->c, argc, argv, lens);
-			if (r != NULL) {
+			if (redisAppendFormattedCommand(cn->c, cmds, len) == REDIS_OK) {
+				for (got = 0; got < n; got++) {
+					void *r = NULL;
+
+					if (redisGetReply(cn->c, &r) != REDIS_OK || r == NULL)
+						break;
+					out[got] = r;
+				}
+			}
+			if (got == n) {
 				hw_histogram_observe(st->latency, (double)(hw_clock_mono_us() - t0) / 1e6);
+				ok = true;
 				break;
 			}
+			while (got > 0)
+				freeReplyObject(out[--got]);
 			brk_redis_drop(st, cn);
 		}
 		if (!brk_redis_try_again(&t))
@@ -345,29 +595,50 @@ static redisReply *brk_redis_read(brk_store *st, brk_redis_conn *cn, int argc, c
 	}
 out:
 	pthread_mutex_unlock(&cn->mu);
-	if (r != NULL && ((redisReply *)r)->type == REDIS_REPLY_ERROR) {
-		hw_counter_inc(st->errors);
-		hw_log_warn("BRK-REDIS", "redis refused a read: %s", ((redisReply *)r)->str);
-		freeReplyObject(r);
-		r = NULL;
+	for (size_t i = 0; ok && i < n; i++) {
+		if (out[i]->type == REDIS_REPLY_ERROR) {
+			hw_counter_inc(st->errors);
+			hw_log_warn("BRK-REDIS", "redis refused a read: %s", out[i]->str);
+			ok = false;
+		}
 	}
+	for (size_t i = 0; !ok && got == n && i < n; i++)
+		freeReplyObject(out[i]);
+	return ok;
+}
+
+// brk_redis_read runs one command as brk_redis_read_many does and returns
+// its reply (freed by the caller), NULL when Redis could not answer.
+static redisReply *brk_redis_read(brk_store *st, brk_redis_conn *cn, int argc, const char **argv,
+    const size_t *lens)
+{
+	char *cmd = NULL;
+	int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+	redisReply *r = NULL;
+
+	if (len < 0)
+		return NULL;
+	if (!brk_redis_read_many(st, cn, cmd, (size_t)len, 1, &r))
+		r = NULL;
+	free(cmd);
 	return r;
 }
 
 // ---- keys -----------------------------------------------------------------
 
 typedef struct brk_redis_key {
-	char   small[256];
+	char   small[200];
 	char  *p;
 	size_t len;
 } brk_redis_key;
 
-// brk_redis_key_make builds P{c:<cid>}:<suffix> (or P{r}:<suffix> for a
-// NULL cid) in k; false on ENOMEM. brk_redis_key_fini frees it.
-static bool brk_redis_key_make(const brk_store *st, brk_redis_key *k, const hw_bytes *cid,
-    const char *suffix)
+// brk_redis_key_build builds P{<tag>}:[c:<cid>:]<suffix> in k; false on
+// ENOMEM. brk_redis_key_fini frees it.
+static bool brk_redis_key_build(const brk_store *st, brk_redis_key *k, const char *tag,
+    const hw_bytes *cid, const char *suffix)
 {
-	size_t sl = strlen(suffix), need = st->prefix_len + 5 + (cid ? cid->len : 1) + sl + 1;
+	size_t tl = strlen(tag), sl = strlen(suffix);
+	size_t need = st->prefix_len + tl + 3 + (cid ? cid->len + 3 : 0) + sl + 1;
 	char *p;
 
 	k->p = need <= sizeof(k->small) ? k->small : malloc(need);
@@ -376,22 +647,44 @@ static bool brk_redis_key_make(const brk_store *st, brk_redis_key *k, const hw_b
 	p = k->p;
 	memcpy(p, st->prefix, st->prefix_len);
 	p += st->prefix_len;
+	*p++ = '{';
+	memcpy(p, tag, tl);
+	p += tl;
+	*p++ = '}';
+	*p++ = ':';
 	if (cid != NULL) {
-		memcpy(p, "{c:", 3);
-		p += 3;
+		memcpy(p, "c:", 2);
+		p += 2;
 		if (cid->len)
 			memcpy(p, cid->ptr, cid->len);
 		p += cid->len;
-	} else {
-		memcpy(p, "{r", 2);
-		p += 2;
+		*p++ = ':';
 	}
-	*p++ = '}';
-	*p++ = ':';
 	memcpy(p, suffix, sl);
 	p += sl;
+	*p = 0;
 	k->len = (size_t)(p - k->p);
 	return true;
+}
+
+// brk_redis_key_slot builds P{s:<slot>}:<suffix> (the slot's own keys).
+static bool brk_redis_key_slot(const brk_store *st, brk_redis_key *k, uint32_t slot,
+    const char *suffix)
+{
+	char tag[16];
+
+	snprintf(tag, sizeof(tag), "s:%u", (unsigned)slot);
+	return brk_redis_key_build(st, k, tag, NULL, suffix);
+}
+
+// brk_redis_key_make builds P{s:<slot of cid>}:c:<cid>:<suffix>.
+static bool brk_redis_key_make(const brk_store *st, brk_redis_key *k, hw_bytes cid,
+    const char *suffix)
+{
+	char tag[16];
+
+	snprintf(tag, sizeof(tag), "s:%u", (unsigned)hw_slot_of(cid));
+	return brk_redis_key_build(st, k, tag, &cid, suffix);
 }
 
 static void brk_redis_key_fini(brk_redis_key *k)
@@ -400,53 +693,89 @@ static void brk_redis_key_fini(brk_redis_key *k)
 		free(k->p);
 }
 
-static const char *const brk_redis_parts[] = { "s", "subs", "inflight", "queue", "qos2in" };
-#define BRK_REDIS_NPARTS 5
+// The keys of one session, in the order the fence script's put/del expects.
+static const char *const brk_redis_parts[] = { "s", "subs", "inflight", "queue", "qos2in", "conn" };
+#define BRK_REDIS_NPARTS 6
 
 static brk_redis_conn *brk_redis_shard(brk_store *st, hw_bytes cid)
 {
 	return &st->conns[hw_slot_of(cid) % st->shards];
 }
 
-// brk_redis_cmd1 queues `verb <session key suffix> args...` for cid.
-static hw_err brk_redis_cmd(brk_store *st, int op, hw_bytes cid, const char *verb,
-    const char *suffix, int nargs, const char **args, const size_t *alens)
+// brk_redis_fenced queues one session write for cid behind the epoch check
+// (brk_redis_fence_lua): KEYS = the slot's owner record, the session keys
+// named by suffixes (nsuf), then the slot index when index is set; ARGV =
+// the epoch held, then args. A slot this store does not hold is refused
+// here: marked lost on the shard, nothing queued, HW_OK.
+static hw_err brk_redis_fenced(brk_store *st, int op, hw_bytes cid, int nsuf,
+    const char *const *suffixes, bool index, int nargs, const char *const *args,
+    const size_t *alens)
 {
-	brk_redis_conn *cn = brk_redis_shard(st, cid);
-	const char *argv[8];
-	size_t lens[8];
-	brk_redis_key k;
-	hw_err err;
+	uint32_t slot = hw_slot_of(cid);
+	brk_redis_conn *cn = &st->conns[slot % st->shards];
+	uint64_t epoch = atomic_load(&st->epochs[slot]);
+	brk_redis_key keys[2 + BRK_REDIS_NPARTS];
+	const char *argv[BRK_REDIS_MAXARGS];
+	size_t lens[BRK_REDIS_MAXARGS];
+	char nk[8], ep[24];
+	int nkeys = 0, argc = 0;
+	hw_err err = HW_ENOMEM;
 
-	if (!brk_redis_key_make(st, &k, &cid, suffix))
-		return HW_ENOMEM;
-	argv[0] = verb;
-	lens[0] = strlen(verb);
-	argv[1] = k.p;
-	lens[1] = k.len;
-	for (int i = 0; i < nargs && i < 6; i++) {
-		argv[2 + i] = args[i];
-		lens[2 + i] = alens[i];
+	if (epoch == 0) {
+		pthread_mutex_lock(&cn->mu);
+		brk_redis_lose(st, cn, slot);
+		pthread_mutex_unlock(&cn->mu);
+		return HW_OK;
 	}
+	if (nsuf > BRK_REDIS_NPARTS || 5 + nsuf + 1 + nargs > BRK_REDIS_MAXARGS)
+		return HW_EINVAL;
+	if (!brk_redis_key_slot(st, &keys[nkeys], slot, "owner"))
+		goto out;
+	nkeys++;
+	for (int i = 0; i < nsuf; i++, nkeys++)
+		if (!brk_redis_key_make(st, &keys[nkeys], cid, suffixes[i]))
+			goto out;
+	if (index) {
+		if (!brk_redis_key_slot(st, &keys[nkeys], slot, "sessions"))
+			goto out;
+		nkeys++;
+	}
+	argv[argc] = "EVALSHA", lens[argc++] = 7;
+	argv[argc] = st->fence_sha, lens[argc++] = 40;
+	argv[argc] = nk, lens[argc++] = (size_t)snprintf(nk, sizeof(nk), "%d", nkeys);
+	for (int i = 0; i < nkeys; i++)
+		argv[argc] = keys[i].p, lens[argc++] = keys[i].len;
+	argv[argc] = ep, lens[argc++] = (size_t)snprintf(ep, sizeof(ep), "%llu",
+	    (unsigned long long)epoch);
+	for (int i = 0; i < nargs; i++)
+		argv[argc] = args[i], lens[argc++] = alens[i];
 	pthread_mutex_lock(&cn->mu);
-	err = brk_redis_append(st, cn, op, 2 + nargs, argv, lens);
+	err = brk_redis_append(st, cn, op, argc, argv, lens, slot, epoch);
 	pthread_mutex_unlock(&cn->mu);
-	brk_redis_key_fini(&k);
+out:
+	while (nkeys > 0)
+		brk_redis_key_fini(&keys[--nkeys]);
 	return err;
 }
 
-// brk_redis_all queues `verb key [arg]` for every key of cid's session.
-static hw_err brk_redis_all(brk_store *st, hw_bytes cid, const char *verb, const char *arg)
+// brk_redis_cmd queues the fenced `verb <session key suffix> args...` for
+// cid (at most 4 args); the key inherits the session record's TTL.
+static hw_err brk_redis_cmd(brk_store *st, int op, hw_bytes cid, const char *verb,
+    const char *suffix, int nargs, const char **args, const size_t *alens)
 {
-	hw_err err = HW_OK;
+	const char *suffixes[2] = { suffix, "s" };
+	const char *a[5];
+	size_t l[5];
 
-	for (int i = 0; i < BRK_REDIS_NPARTS && err == HW_OK; i++) {
-		size_t al = arg ? strlen(arg) : 0;
-
-		err = brk_redis_cmd(st, BRK_ROP_SESSION, cid, verb, brk_redis_parts[i], arg ? 1 : 0,
-		    &arg, &al);
+	if (nargs > 4)
+		return HW_EINVAL;
+	a[0] = verb;
+	l[0] = strlen(verb);
+	for (int i = 0; i < nargs; i++) {
+		a[1 + i] = args[i];
+		l[1 + i] = alens[i];
 	}
-	return err;
+	return brk_redis_fenced(st, op, cid, 2, suffixes, false, 1 + nargs, a, l);
 }
 
 // ---- blobs ----------------------------------------------------------------
@@ -555,6 +884,7 @@ out:
 	return d;
 }
 
+
 // ---- ops --------------------------------------------------------------------
 
 static void brk_redis_close(brk_store *st)
@@ -565,6 +895,7 @@ static void brk_redis_close(brk_store *st)
 		if (st->conns[i].c != NULL)
 			redisFree(st->conns[i].c);
 		free(st->conns[i].buf);
+		free(st->conns[i].tags);
 		pthread_mutex_destroy(&st->conns[i].mu);
 	}
 	free(st->conns);
@@ -588,6 +919,7 @@ static hw_err brk_redis_open(brk_store **out, const hw_config *cfg, uint32_t sha
 	if (st == NULL)
 		return HW_ENOMEM;
 	st->shards = shards ? shards : 1;
+	brk_redis_sha1_hex(brk_redis_fence_lua, sizeof(brk_redis_fence_lua) - 1, st->fence_sha);
 	st->timeout_ms = cfg->store.redis_timeout_ms ? cfg->store.redis_timeout_ms : 2000;
 	if ((err = brk_redis_parse_url(st, cfg->store.redis_url ? cfg->store.redis_url : "")) != HW_OK) {
 		hw_log_error("BRK-REDIS", "store.redis_url is not redis://[[user]:password@]host[:port][/db]");
@@ -612,6 +944,9 @@ static hw_err brk_redis_open(brk_store **out, const hw_config *cfg, uint32_t sha
 		    brk_redis_op_names[i]);
 	st->errors = hw_metrics_counter(reg, "hawser_broker_store_errors_total",
 	    "Session store failures: lost connections, refused commands.", NULL, NULL);
+	st->fenced = hw_metrics_counter(reg, "hawser_broker_store_fenced_total",
+	    "Session store writes refused because this broker does not hold their slot "
+	    "(another broker claimed it since, or this one never did).", NULL, NULL);
 	st->latency = hw_metrics_histogram(reg, "hawser_broker_store_latency_seconds",
 	    "Round trip of one session store flush (a pipeline of writes) or read.", buckets,
 	    (int)(sizeof(buckets) / sizeof(buckets[0])));
@@ -637,47 +972,33 @@ static hw_err brk_redis_flush(brk_store *st, uint32_t shard, bool (*keep)(void *
 
 static hw_err brk_redis_session_del(brk_store *st, hw_bytes cid)
 {
-	return brk_redis_all(st, cid, "DEL", NULL);
+	const char *args[2] = { "del", (const char *)cid.ptr };
+	size_t lens[2] = { 3, cid.len };
+
+	return brk_redis_fenced(st, BRK_ROP_SESSION, cid, BRK_REDIS_NPARTS, brk_redis_parts, true,
+	    2, args, lens);
 }
 
 static hw_err brk_redis_session_put(brk_store *st, const brk_store_session *rec)
 {
-	char e[24], x[24];
-	const char *args[4] = { "expiry", e, "exp_at", x };
-	size_t lens[4];
-	hw_err err = HW_OK;
+	char e[24], x[24], ttl[24];
+	const char *args[7] = { "put", (const char *)rec->client_id.ptr, rec->clean ? "1" : "0", e, x,
+		ttl };
+	size_t lens[7] = { 3, rec->client_id.len, 1 };
+	uint64_t now = hw_clock_unix_us() / 1000;
 
-	if (rec->clean || rec->expiry == 0)
-		err = brk_redis_session_del(st, rec->client_id);
-	if (err != HW_OK || rec->expiry == 0)
-		return err;
-	snprintf(e, sizeof(e), "%u", (unsigned)rec->expiry);
-	snprintf(x, sizeof(x), "%llu", (unsigned long long)rec->expire_at_unix_ms);
-	lens[0] = 6;
-	lens[1] = strlen(e);
-	lens[2] = 6;
-	lens[3] = strlen(x);
-	err = brk_redis_cmd(st, BRK_ROP_SESSION, rec->client_id, "HSET", "s", 4, args, lens);
-	if (err != HW_OK)
-		return err;
+	lens[3] = (size_t)snprintf(e, sizeof(e), "%u", (unsigned)rec->expiry);
+	lens[4] = (size_t)snprintf(x, sizeof(x), "%llu", (unsigned long long)rec->expire_at_unix_ms);
 	if (rec->expire_at_unix_ms == 0 && rec->expiry == UINT32_MAX)
-		return brk_redis_all(st, rec->client_id, "PERSIST", NULL);
-	if (rec->expire_at_unix_ms == 0) {
-		char ttl[24];
-
-		// Connected: kept while its owner refreshes it (every refresh_ms).
-		snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)rec->expiry * 1000 +
-		    2 * BRK_REDIS_REFRESH_MS);
-		return brk_redis_all(st, rec->client_id, "PEXPIRE", ttl);
-	}
-	{
-		uint64_t now = hw_clock_unix_us() / 1000;
-		char ttl[24];
-
-		snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)(rec->expire_at_unix_ms > now
-		    ? rec->expire_at_unix_ms - now : 1));
-		return brk_redis_all(st, rec->client_id, "PEXPIRE", ttl);
-	}
+		lens[5] = (size_t)snprintf(ttl, sizeof(ttl), "-1");
+	else if (rec->expire_at_unix_ms == 0) // connected: kept while its owner refreshes it
+		lens[5] = (size_t)snprintf(ttl, sizeof(ttl), "%llu",
+		    (unsigned long long)rec->expiry * 1000 + 2 * BRK_REDIS_REFRESH_MS);
+	else
+		lens[5] = (size_t)snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)
+		    (rec->expire_at_unix_ms > now ? rec->expire_at_unix_ms - now : 1));
+	return brk_redis_fenced(st, BRK_ROP_SESSION, rec->client_id, BRK_REDIS_NPARTS,
+	    brk_redis_parts, true, 6, args, lens);
 }
 
 static hw_err brk_redis_session_get(brk_store *st, hw_bytes cid, brk_store_session *out)
@@ -690,7 +1011,7 @@ static hw_err brk_redis_session_get(brk_store *st, hw_bytes cid, brk_store_sessi
 
 	memset(out, 0, sizeof(*out));
 	out->client_id = cid;
-	if (!brk_redis_key_make(st, &k, &cid, "s"))
+	if (!brk_redis_key_make(st, &k, cid, "s"))
 		return HW_ENOMEM;
 	argv[1] = k.p;
 	lens[1] = k.len;
@@ -741,7 +1062,7 @@ static redisReply *brk_redis_get(brk_store *st, hw_bytes cid, const char *verb, 
 	size_t lens[6] = { strlen(verb) };
 	redisReply *r;
 
-	if (!brk_redis_key_make(st, &k, &cid, suffix))
+	if (!brk_redis_key_make(st, &k, cid, suffix))
 		return NULL;
 	argv[1] = k.p;
 	lens[1] = k.len;
@@ -863,54 +1184,22 @@ static hw_err brk_redis_out_each(brk_store *st, hw_bytes cid, brk_store_deliv_fn
 	return HW_OK;
 }
 
-// Queue push: ZADD, and while the session is offline (its record has a TTL)
-// the queue key gets the same TTL.
-static const char brk_redis_push_lua[] =
-	"redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2]) "
-	"local t = redis.call('PTTL', KEYS[2]) "
-	"if t > 0 then redis.call('PEXPIRE', KEYS[1], t) end "
-	"return 1";
-
+// Queue push: ZADD (the fence script gives the queue key the record's TTL
+// while the session is offline).
 static hw_err brk_redis_queue_push(brk_store *st, hw_bytes cid, const brk_deliv *d)
 {
-	brk_redis_conn *cn = brk_redis_shard(st, cid);
-	brk_redis_key kq, ks;
 	char seq[24];
 	size_t len;
-	uint8_t *b;
-	const char *argv[7];
-	size_t lens[7];
-	hw_err err = HW_ENOMEM;
+	uint8_t *b = brk_redis_blob(d->msg, d->qos, d->retain, d->seq, d->sub_ids, d->nsub, &len);
+	const char *args[2] = { seq, (const char *)b };
+	size_t lens[2] = { 0, len };
+	hw_err err;
 
-	if (!brk_redis_key_make(st, &kq, &cid, "queue"))
+	if (b == NULL)
 		return HW_ENOMEM;
-	if (!brk_redis_key_make(st, &ks, &cid, "s")) {
-		brk_redis_key_fini(&kq);
-		return HW_ENOMEM;
-	}
-	b = brk_redis_blob(d->msg, d->qos, d->retain, d->seq, d->sub_ids, d->nsub, &len);
-	if (b != NULL) {
-		argv[0] = "EVAL";
-		lens[0] = 4;
-		argv[1] = brk_redis_push_lua;
-		lens[1] = sizeof(brk_redis_push_lua) - 1;
-		argv[2] = "2";
-		lens[2] = 1;
-		argv[3] = kq.p;
-		lens[3] = kq.len;
-		argv[4] = ks.p;
-		lens[4] = ks.len;
-		argv[5] = seq;
-		lens[5] = (size_t)snprintf(seq, sizeof(seq), "%llu", (unsigned long long)d->seq);
-		argv[6] = (const char *)b;
-		lens[6] = len;
-		pthread_mutex_lock(&cn->mu);
-		err = brk_redis_append(st, cn, BRK_ROP_QUEUE_PUSH, 7, argv, lens);
-		pthread_mutex_unlock(&cn->mu);
-		free(b);
-	}
-	brk_redis_key_fini(&kq);
-	brk_redis_key_fini(&ks);
+	lens[0] = (size_t)snprintf(seq, sizeof(seq), "%llu", (unsigned long long)d->seq);
+	err = brk_redis_cmd(st, BRK_ROP_QUEUE_PUSH, cid, "ZADD", "queue", 2, args, lens);
+	free(b);
 	return err;
 }
 
@@ -993,7 +1282,7 @@ static hw_err brk_redis_retain_put(brk_store *st, const brk_msg *m)
 	uint8_t *b = NULL;
 	hw_err err;
 
-	if (!brk_redis_key_make(st, &k, NULL, "retained"))
+	if (!brk_redis_key_build(st, &k, "r", NULL, "retained"))
 		return HW_ENOMEM;
 	argv[1] = k.p;
 	lens[1] = k.len;
@@ -1014,7 +1303,8 @@ static hw_err brk_redis_retain_put(brk_store *st, const brk_msg *m)
 		lens[3] = len;
 	}
 	pthread_mutex_lock(&cn->mu);
-	err = brk_redis_append(st, cn, BRK_ROP_RETAIN, b != NULL ? 4 : 3, argv, lens);
+	err = brk_redis_append(st, cn, BRK_ROP_RETAIN, b != NULL ? 4 : 3, argv, lens,
+	    BRK_REDIS_NOSLOT, 0);
 	if (err == HW_OK)
 		err = brk_redis_flush_locked(st, cn, brk_redis_try_again, &t);
 	pthread_mutex_unlock(&cn->mu);
@@ -1030,7 +1320,7 @@ static hw_err brk_redis_retain_each(brk_store *st, void (*fn)(void *arg, brk_msg
 	size_t lens[2] = { 7, 0 };
 	redisReply *r;
 
-	if (!brk_redis_key_make(st, &k, NULL, "retained"))
+	if (!brk_redis_key_build(st, &k, "r", NULL, "retained"))
 		return HW_ENOMEM;
 	argv[1] = k.p;
 	lens[1] = k.len;
@@ -1050,6 +1340,297 @@ static hw_err brk_redis_retain_each(brk_store *st, void (*fn)(void *arg, brk_msg
 	}
 	freeReplyObject(r);
 	return HW_OK;
+}
+
+// ---- slots and connection records -----------------------------------------
+
+static hw_err brk_redis_slot_claim(brk_store *st, uint32_t slot, const char *url, uint64_t *epoch)
+{
+	brk_redis_conn *cn = &st->conns[slot % st->shards];
+	brk_redis_key k;
+	const char *argv[5] = { "EVAL", brk_redis_claim_lua, "1", NULL, url };
+	size_t lens[5] = { 4, sizeof(brk_redis_claim_lua) - 1, 1, 0, strlen(url) };
+	redisReply *r;
+	hw_err err = HW_EIO;
+
+	*epoch = 0;
+	if (slot >= HW_SLOTS)
+		return HW_EINVAL;
+	if (!brk_redis_key_slot(st, &k, slot, "owner"))
+		return HW_ENOMEM;
+	argv[3] = k.p;
+	lens[3] = k.len;
+	r = brk_redis_read(st, cn, 5, argv, lens);
+	brk_redis_key_fini(&k);
+	if (r == NULL)
+		return HW_EIO;
+	if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+		*epoch = (uint64_t)r->integer;
+		atomic_store(&st->epochs[slot], *epoch);
+		// What was lost before the claim is moot: the claimer loads the
+		// slot afresh.
+		pthread_mutex_lock(&cn->mu);
+		cn->lost[slot / 8] &= (uint8_t)~(1u << (slot % 8));
+		pthread_mutex_unlock(&cn->mu);
+		err = HW_OK;
+	}
+	freeReplyObject(r);
+	return err;
+}
+
+static void brk_redis_slot_drop(brk_store *st, uint32_t slot)
+{
+	if (slot < HW_SLOTS)
+		atomic_store(&st->epochs[slot], 0);
+}
+
+static hw_err brk_redis_slot_owner(brk_store *st, uint32_t slot, char *url, size_t cap,
+    uint64_t *epoch)
+{
+	brk_redis_key k;
+	const char *argv[2] = { "GET", NULL };
+	size_t lens[2] = { 3, 0 };
+	redisReply *r;
+	const char *sp;
+
+	*epoch = 0;
+	if (cap > 0)
+		url[0] = 0;
+	if (slot >= HW_SLOTS)
+		return HW_EINVAL;
+	if (!brk_redis_key_slot(st, &k, slot, "owner"))
+		return HW_ENOMEM;
+	argv[1] = k.p;
+	lens[1] = k.len;
+	r = brk_redis_read(st, &st->conns[slot % st->shards], 2, argv, lens);
+	brk_redis_key_fini(&k);
+	if (r == NULL)
+		return HW_EIO;
+	if (r->type == REDIS_REPLY_STRING && (sp = memchr(r->str, ' ', r->len)) != NULL) {
+		size_t n = r->len - (size_t)(sp + 1 - r->str);
+
+		*epoch = strtoull(r->str, NULL, 10);
+		if (cap > 0) {
+			n = n < cap - 1 ? n : cap - 1;
+			memcpy(url, sp + 1, n);
+			url[n] = 0;
+		}
+	}
+	freeReplyObject(r);
+	return HW_OK;
+}
+
+// brk_redis_ids: the client ids of one slot, collected before anything is
+// called back (SSCAN may return an id twice; fn sees each once).
+typedef struct brk_redis_ids {
+	hw_bytes *v;
+	size_t    n, cap;
+} brk_redis_ids;
+
+static void brk_redis_ids_fini(brk_redis_ids *ids)
+{
+	for (size_t i = 0; i < ids->n; i++)
+		free((void *)ids->v[i].ptr);
+	free(ids->v);
+}
+
+static hw_err brk_redis_ids_add(brk_redis_ids *ids, const char *p, size_t len)
+{
+	uint8_t *c;
+
+	if (ids->n == ids->cap) {
+		size_t ncap = ids->cap ? ids->cap * 2 : 64;
+		hw_bytes *nv = realloc(ids->v, ncap * sizeof(*nv));
+
+		if (nv == NULL)
+			return HW_ENOMEM;
+		ids->v = nv;
+		ids->cap = ncap;
+	}
+	if ((c = malloc(len ? len : 1)) == NULL)
+		return HW_ENOMEM;
+	if (len)
+		memcpy(c, p, len);
+	ids->v[ids->n++] = (hw_bytes){ c, len };
+	return HW_OK;
+}
+
+static int brk_redis_ids_cmp(const void *a, const void *b)
+{
+	const hw_bytes *x = a, *y = b;
+	size_t n = x->len < y->len ? x->len : y->len;
+	int c = n ? memcmp(x->ptr, y->ptr, n) : 0;
+
+	return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+// brk_redis_ids_scan collects the members of the slot's index by SSCAN.
+static hw_err brk_redis_ids_scan(brk_store *st, uint32_t slot, brk_redis_ids *ids)
+{
+	brk_redis_conn *cn = &st->conns[slot % st->shards];
+	char cursor[24] = "0";
+	brk_redis_key k;
+	hw_err err = HW_OK;
+
+	if (!brk_redis_key_slot(st, &k, slot, "sessions"))
+		return HW_ENOMEM;
+	do {
+		const char *argv[5] = { "SSCAN", k.p, cursor, "COUNT", BRK_REDIS_SCAN_COUNT };
+		size_t lens[5] = { 5, k.len, strlen(cursor), 5, strlen(BRK_REDIS_SCAN_COUNT) };
+		redisReply *r = brk_redis_read(st, cn, 5, argv, lens), *m;
+
+		if (r == NULL) {
+			err = HW_EIO;
+			break;
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->str == NULL ||
+		    r->element[1]->type != REDIS_REPLY_ARRAY) {
+			freeReplyObject(r);
+			err = HW_EIO;
+			break;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+		m = r->element[1];
+		for (size_t i = 0; i < m->elements && err == HW_OK; i++)
+			if (m->element[i]->type == REDIS_REPLY_STRING)
+				err = brk_redis_ids_add(ids, m->element[i]->str, m->element[i]->len);
+		freeReplyObject(r);
+	} while (err == HW_OK && strcmp(cursor, "0") != 0);
+	brk_redis_key_fini(&k);
+	return err;
+}
+
+// brk_redis_ids_alive checks ids[from..to) with brk_redis_alive_lua in one
+// pipeline and sets alive[i - from].
+static hw_err brk_redis_ids_alive(brk_store *st, uint32_t slot, const brk_redis_ids *ids,
+    size_t from, size_t to, bool *alive)
+{
+	brk_redis_conn *cn = &st->conns[slot % st->shards];
+	redisReply **r = calloc(to - from, sizeof(*r));
+	hw_buf cmds = { 0 };
+	brk_redis_key ki;
+	hw_err err = HW_ENOMEM;
+
+	if (r == NULL)
+		return HW_ENOMEM;
+	if (!brk_redis_key_slot(st, &ki, slot, "sessions")) {
+		free(r);
+		return HW_ENOMEM;
+	}
+	for (size_t i = from; i < to; i++) {
+		brk_redis_key ks;
+		const char *argv[6] = { "EVAL", brk_redis_alive_lua, "2", NULL, ki.p,
+			(const char *)ids->v[i].ptr };
+		size_t lens[6] = { 4, sizeof(brk_redis_alive_lua) - 1, 1, 0, ki.len, ids->v[i].len };
+		char *cmd = NULL;
+		int n;
+
+		if (!brk_redis_key_make(st, &ks, ids->v[i], "s"))
+			goto out;
+		argv[3] = ks.p;
+		lens[3] = ks.len;
+		n = redisFormatCommandArgv(&cmd, 6, argv, lens);
+		brk_redis_key_fini(&ks);
+		if (n < 0)
+			goto out;
+		err = hw_buf_append(&cmds, cmd, (size_t)n);
+		free(cmd);
+		if (err != HW_OK)
+			goto out;
+		err = HW_ENOMEM;
+	}
+	err = HW_EIO;
+	if (!brk_redis_read_many(st, cn, (const char *)cmds.ptr, cmds.len, to - from, r))
+		goto out;
+	for (size_t i = 0; i < to - from; i++) {
+		alive[i] = r[i]->type == REDIS_REPLY_INTEGER && r[i]->integer == 1;
+		freeReplyObject(r[i]);
+	}
+	err = HW_OK;
+out:
+	brk_redis_key_fini(&ki);
+	hw_buf_fini(&cmds);
+	free(r);
+	return err;
+}
+
+static hw_err brk_redis_slot_each(brk_store *st, uint32_t slot,
+    void (*fn)(void *arg, hw_bytes client_id), void *arg)
+{
+	enum { BATCH = 256 };
+	brk_redis_ids ids = { 0 };
+	bool alive[BATCH];
+	size_t n = 0;
+	hw_err err;
+
+	if (slot >= HW_SLOTS)
+		return HW_EINVAL;
+	if ((err = brk_redis_ids_scan(st, slot, &ids)) != HW_OK)
+		goto out;
+	if (ids.n > 1)
+		qsort(ids.v, ids.n, sizeof(*ids.v), brk_redis_ids_cmp);
+	for (size_t i = 0; i < ids.n; i++) { // unique
+		if (n > 0 && brk_redis_ids_cmp(&ids.v[n - 1], &ids.v[i]) == 0)
+			free((void *)ids.v[i].ptr);
+		else
+			ids.v[n++] = ids.v[i];
+	}
+	ids.n = n;
+	for (size_t from = 0; from < ids.n && err == HW_OK; from += BATCH) {
+		size_t to = from + BATCH < ids.n ? from + BATCH : ids.n;
+
+		if ((err = brk_redis_ids_alive(st, slot, &ids, from, to, alive)) != HW_OK)
+			break;
+		for (size_t i = from; i < to; i++)
+			if (alive[i - from])
+				fn(arg, ids.v[i]);
+	}
+out:
+	brk_redis_ids_fini(&ids);
+	return err;
+}
+
+static size_t brk_redis_lost_take(brk_store *st, uint32_t shard, uint32_t *out, size_t cap)
+{
+	brk_redis_conn *cn = &st->conns[shard % st->shards];
+	size_t n = 0;
+
+	pthread_mutex_lock(&cn->mu);
+	for (uint32_t s = 0; s < HW_SLOTS && n < cap; s++) {
+		if (cn->lost[s / 8] & (1u << (s % 8))) {
+			cn->lost[s / 8] &= (uint8_t)~(1u << (s % 8));
+			out[n++] = s;
+		}
+	}
+	pthread_mutex_unlock(&cn->mu);
+	return n;
+}
+
+static hw_err brk_redis_conn_put(brk_store *st, hw_bytes cid, hw_bytes rec)
+{
+	const char *args[1] = { (const char *)rec.ptr };
+	size_t lens[1] = { rec.len };
+
+	return brk_redis_cmd(st, BRK_ROP_CONN, cid, "SET", "conn", 1, args, lens);
+}
+
+static hw_err brk_redis_conn_del(brk_store *st, hw_bytes cid)
+{
+	return brk_redis_cmd(st, BRK_ROP_CONN, cid, "DEL", "conn", 0, NULL, NULL);
+}
+
+static hw_err brk_redis_conn_get(brk_store *st, hw_bytes cid, hw_buf *out)
+{
+	redisReply *r = brk_redis_get(st, cid, "GET", "conn", 0, NULL);
+	hw_err err = HW_ENOTFOUND;
+
+	hw_buf_reset(out);
+	if (r == NULL)
+		return HW_EIO;
+	if (r->type == REDIS_REPLY_STRING)
+		err = hw_buf_append(out, r->str, r->len);
+	freeReplyObject(r);
+	return err;
 }
 
 const brk_store_ops brk_store_redis_ops = {
@@ -1076,4 +1657,12 @@ const brk_store_ops brk_store_redis_ops = {
 	.in2_each = brk_redis_in2_each,
 	.retain_put = brk_redis_retain_put,
 	.retain_each = brk_redis_retain_each,
+	.slot_claim = brk_redis_slot_claim,
+	.slot_drop = brk_redis_slot_drop,
+	.slot_owner = brk_redis_slot_owner,
+	.slot_each = brk_redis_slot_each,
+	.lost_take = brk_redis_lost_take,
+	.conn_put = brk_redis_conn_put,
+	.conn_get = brk_redis_conn_get,
+	.conn_del = brk_redis_conn_del,
 };

@@ -76,12 +76,16 @@ typedef struct brk_store_ops {
 
 	// Session record. get: HW_ENOTFOUND when none. del removes the record
 	// and everything below it (subscriptions, outgoing, queue, incoming).
-	// put with clean set first removes everything the session had; put with
-	// expiry 0 keeps nothing (such a session ends with its connection); put
+	// put with clean set first removes everything the session had; put
 	// with expire_at_unix_ms != 0 (the client left) makes the store expire
 	// the whole session then by itself (the backstop when no broker is left
 	// to do it), put with 0 (connected, or never) keeps it: a never-expiring
 	// one for good, one with a finite expiry for expiry + 2 x refresh_ms.
+	// A session with expiry 0 (it ends with its connection) is kept too
+	// while connected (docs/cluster.md: it survives its broker), for
+	// 2 x refresh_ms unless put again; the broker deletes it (session_del)
+	// when the connection ends. Every put adds the client id to its slot's
+	// index (slot_each), del removes it.
 	hw_err (*session_put)(brk_store *st, const brk_store_session *rec);
 	hw_err (*session_get)(brk_store *st, hw_bytes client_id, brk_store_session *out);
 	hw_err (*session_del)(brk_store *st, hw_bytes client_id);
@@ -124,13 +128,18 @@ typedef struct brk_store_ops {
 	// its sessions are refused locally and reported lost the same way.
 	// The memory store keeps epochs too but has no other broker to lose to.
 	hw_err (*slot_claim)(brk_store *st, uint32_t slot, const char *url, uint64_t *epoch);
+	// A claim also clears what lost_take had pending for the slot: the
+	// claimer starts afresh (it loads the slot's sessions after claiming).
 	// slot_drop forgets this store's claim on slot (no store write).
 	void   (*slot_drop)(brk_store *st, uint32_t slot);
 	// slot_owner reads the slot's owner inbox URL ("" when never claimed)
 	// and epoch (one round trip).
 	hw_err (*slot_owner)(brk_store *st, uint32_t slot, char *url, size_t cap, uint64_t *epoch);
-	// slot_each calls fn for every client id with a stored session in slot
-	// (the slot's session index, kept by session_put / session_del).
+	// slot_each calls fn once for every client id with a stored session in
+	// slot (the slot's session index, kept by session_put / session_del;
+	// ids whose session expired are skipped, and dropped from the index).
+	// fn runs without store locks held: it may call the store (session_get,
+	// the *_each loaders, conn_get). Round trips: a few per 500 ids.
 	hw_err (*slot_each)(brk_store *st, uint32_t slot,
 	    void (*fn)(void *arg, hw_bytes client_id), void *arg);
 	// lost_take moves up to cap slots reported lost on shard since the last
@@ -140,7 +149,8 @@ typedef struct brk_store_ops {
 	// Connection record: opaque bytes (the broker's encoding of the CONNECT
 	// and the identity, docs/cluster.md) kept while the session is
 	// connected; written and fenced like the session's other keys, removed
-	// by conn_del and by session_del. get: HW_ENOTFOUND when none.
+	// by conn_del and by session_del. get replaces out's content with the
+	// record (empties it and returns HW_ENOTFOUND when there is none).
 	hw_err (*conn_put)(brk_store *st, hw_bytes client_id, hw_bytes rec);
 	hw_err (*conn_get)(brk_store *st, hw_bytes client_id, hw_buf *out);
 	hw_err (*conn_del)(brk_store *st, hw_bytes client_id);
