@@ -336,6 +336,7 @@ class Split(Deployment):
         for i, url in enumerate(self.brokers):
             bps.append(self._spawn(f"broker-{i + 1}", [binary("hawser-broker")] + _common_sets(f"broker-{i + 1}") + [
                 "--set", f"broker.listen={url}", "--set", f"broker.routers={router}",
+                "--set", f"broker.peers={brokers}",
                 "--set", "broker.http_listen=127.0.0.1:0"]))
         eps = []
         for i, port in enumerate((e1, e2)):

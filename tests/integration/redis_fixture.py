@@ -137,6 +137,7 @@ class RedisSplit(harness.Deployment):
         for i, url in enumerate(self.brokers):
             argv = [harness.binary("hawser-broker")] + harness._common_sets(f"broker-{i + 1}") + [
                 "--set", f"broker.listen={url}", "--set", f"broker.routers={router}",
+                "--set", f"broker.peers={brokers}",
                 "--set", "broker.http_listen=127.0.0.1:0"] + _store_sets(self.redis, prefix) + self.broker_extra
             self.broker_argv.append(argv)
             self.broker_procs.append(self._spawn(f"broker-{i + 1}", argv))

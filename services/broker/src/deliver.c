@@ -87,7 +87,7 @@ static bool brk_deliver_qos0_shared(brk_worker *w, brk_session *s, brk_msg *m, b
 	return true;
 }
 
-bool brk_deliver_publish(brk_worker *w, brk_msg *msg)
+bool brk_deliver_publish(brk_worker *w, brk_msg *msg, const brk_slotset *only)
 {
 	brk_match_ctx mc = { w, msg };
 	brk_qos0_cache cache = { 0 };
@@ -103,6 +103,11 @@ bool brk_deliver_publish(brk_worker *w, brk_msg *msg)
 		bool retain = s->match_rap && msg->retain;
 		uint32_t left;
 
+		// A resend after the broker set changed is for the sessions of
+		// the slots named only (docs/cluster.md).
+		if (only != NULL && !brk_slotset_has(only, BRK_SLOT_OF(s)))
+			continue;
+		brk_slotset_add(&w->touched, BRK_SLOT_OF(s));
 		any = true;
 		if (qos == 0 && s->match_nsub == 0 && s->connected &&
 		    brk_msg_expiry_left(msg, now, &left) &&
@@ -150,14 +155,6 @@ static bool brk_deliver_frame(brk_session *s, brk_msg *m, uint8_t qos, bool reta
 	return hw_mqtt_encode(&p, s->version, out) == HW_OK;
 }
 
-// brk_deliver_durable tells whether s's deliveries are written to the
-// store: a session with expiry 0 ends with its connection, so nothing of it
-// could ever be resumed and the hot path skips the writes.
-static bool brk_deliver_durable(const brk_session *s)
-{
-	return s->expiry != 0;
-}
-
 // brk_deliver_queue_sync writes the queue changes through to the store:
 // `pushed` was appended, and whatever left the head (into flight, expired,
 // dropped by the bounds) is trimmed.
@@ -165,8 +162,8 @@ static void brk_deliver_queue_sync(brk_worker *w, brk_session *s, uint32_t q0, b
 {
 	uint32_t pops = q0 + (pushed != NULL) - s->nq;
 
-	if (!brk_deliver_durable(s))
-		return;
+	// Every session's deliveries are written, expiry 0 included: while
+	// connected it must survive its broker (docs/cluster.md).
 	if (pops != 0)
 		(void)BRK_STORE(w, queue_trim, brk_cid(s), s->q_head != NULL ? s->q_head->seq : s->next_seq);
 	if (pushed != NULL)
@@ -187,15 +184,13 @@ static void brk_deliver_send(brk_worker *w, brk_session *s, brk_deliv *d, bool d
 
 	if (!brk_deliver_frame(s, d->msg, d->qos, d->retain, dup, d->pid, d->sub_ids, d->nsub, now, &b)) {
 		hw_counter_inc(w->srv->st.too_large);
-		if (brk_deliver_durable(s))
-			(void)BRK_STORE(w, out_del, brk_cid(s), d->pid);
+		(void)BRK_STORE(w, out_del, brk_cid(s), d->pid);
 		brk_session_discard(s, d);
 		return;
 	}
 	if (!dup) {
 		hw_counter_inc(w->srv->st.delivered[d->qos]);
-		if (brk_deliver_durable(s))
-			(void)BRK_STORE(w, out_put, brk_cid(s), d);
+		(void)BRK_STORE(w, out_put, brk_cid(s), d);
 	}
 	brk_out_write(w, s->edge, s->conn, &b, false);
 	hw_buf_fini(&b);

@@ -4,8 +4,7 @@
 static void brk_ack_done(brk_ctx *c, uint16_t pid)
 {
 	if (brk_session_done(c->s, pid)) {
-		if (c->s->expiry != 0)
-			(void)BRK_STORE(c->w, out_del, brk_cid(c->s), pid);
+		(void)BRK_STORE(c->w, out_del, brk_cid(c->s), pid);
 		hw_gauge_add(c->w->srv->st.inflight, -1);
 		brk_deliver_pump(c->w, c->s); // the window has room again
 	}
@@ -33,8 +32,7 @@ void brk_handle_pubrec(brk_ctx *c)
 		return;
 	}
 	d->pubrec = true;
-	if (c->s->expiry != 0)
-		(void)BRK_STORE(c->w, out_pubrec, brk_cid(c->s), pid);
+	(void)BRK_STORE(c->w, out_pubrec, brk_cid(c->s), pid);
 	brk_send_ack(c->w, c->s, HW_MQTT_PUBREL, pid, HW_RC_SUCCESS);
 }
 

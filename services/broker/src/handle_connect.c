@@ -172,13 +172,47 @@ static void brk_connect_ack(brk_ctx *c, brk_session *s, const brk_connack_args *
 	hw_buf_fini(&b);
 }
 
+hw_err brk_session_bind(brk_worker *w, brk_session *s, brk_edge *e, uint64_t conn,
+    const hw_mqtt_connect *cn, uint32_t expiry, uint64_t now_ms)
+{
+	const hw_config *cfg = w->srv->cfg;
+	uint8_t key[12];
+
+	s->connected = true;
+	s->edge = e;
+	s->conn = conn;
+	s->conn_gen++;
+	s->version = cn->version;
+	s->expiry = expiry;
+	s->expiry_zero_at_connect = expiry == 0;
+	s->expire_at_ms = 0;
+	s->in1_pending = 0;
+	brk_connect_limits(s, cfg, cn);
+	brk_session_alias_reset(s, cn->version == HW_MQTT_V5 ? (uint16_t)cfg->broker.topic_alias_maximum : 0);
+	brk_msg_unref(s->will);
+	s->will = NULL;
+	s->will_at_ms = 0;
+	if (cn->will) {
+		hw_bytes cid = { (uint8_t *)s->client_id, s->client_id_len };
+
+		if (brk_msg_from_will(&s->will, cn, cid, now_ms) != HW_OK)
+			s->will = NULL;
+		s->will_delay = hw_mqtt_has(&cn->will_props, HW_PROP_WILL_DELAY) ? cn->will_props.will_delay : 0;
+	}
+	if (brk_map_put(&w->conns, brk_conn_key(key, e, conn), s, NULL) != HW_OK) {
+		s->connected = false;
+		return HW_ENOMEM;
+	}
+	hw_gauge_add(w->srv->st.connections, 1);
+	brk_offline_update(w, s);
+	return HW_OK;
+}
+
 // brk_connect_attach binds s to this connection with the CONNECT's settings.
 static hw_err brk_connect_attach(brk_ctx *c, brk_session *s, const hw_mqtt_connect *cn,
     uint32_t expiry)
 {
 	brk_worker *w = c->w;
-	const hw_config *cfg = w->srv->cfg;
-	uint8_t key[12];
 	hw_err err;
 
 	// The session record is durable before the CONNACK says so.
@@ -186,30 +220,20 @@ static hw_err brk_connect_attach(brk_ctx *c, brk_session *s, const hw_mqtt_conne
 		.expiry = expiry, .clean = cn->clean_start });
 	if (err != HW_OK)
 		return err;
-	s->connected = true;
-	s->edge = c->edge;
-	s->conn = c->cp->conn;
-	s->conn_gen++;
-	s->version = cn->version;
-	s->expiry = expiry;
-	s->expiry_zero_at_connect = expiry == 0;
-	s->in1_pending = 0;
-	brk_connect_limits(s, cfg, cn);
-	brk_session_alias_reset(s, cn->version == HW_MQTT_V5 ? (uint16_t)cfg->broker.topic_alias_maximum : 0);
-	if (cn->will) {
-		hw_bytes cid = { (uint8_t *)s->client_id, s->client_id_len };
+	return brk_session_bind(w, s, c->edge, c->cp->conn, cn, expiry, c->now_ms);
+}
 
-		if (brk_msg_from_will(&s->will, cn, cid, c->now_ms) != HW_OK)
-			s->will = NULL;
-		s->will_delay = hw_mqtt_has(&cn->will_props, HW_PROP_WILL_DELAY) ? cn->will_props.will_delay : 0;
-	}
-	if (brk_map_put(&w->conns, brk_conn_key(key, c->edge, s->conn), s, NULL) != HW_OK) {
-		s->connected = false;
-		return HW_ENOMEM;
-	}
-	hw_gauge_add(w->srv->st.connections, 1);
-	brk_offline_update(w, s);
-	return HW_OK;
+// brk_connect_record stores the connection record (connrec.c) with the
+// CONNACK, so another broker can resume this connection.
+static void brk_connect_record(brk_worker *w, brk_session *s, const hw_mqtt_connect *cn,
+    const brk_connack_args *a)
+{
+	hw_buf rec = { 0 };
+
+	if (brk_connrec_encode(&rec, cn, a->assigned ? BRK_CONNREC_ASSIGNED : 0, a->keepalive,
+	        a->expiry, s->identity) == HW_OK)
+		(void)BRK_STORE(w, conn_put, brk_cid(s), (hw_bytes){ rec.ptr, rec.len });
+	hw_buf_fini(&rec);
 }
 
 static hw_bytes brk_connect_client_id(brk_ctx *c, const hw_mqtt_connect *cn, char *gen,
@@ -384,6 +408,13 @@ void brk_handle_connect(brk_ctx *c)
 		a.ka_capped = true;
 	}
 	a.max_packet = c->cp->info != NULL ? c->cp->info->max_packet_size : 0;
+	// A slot not held is claimed first (its sessions loaded), so the
+	// session found below is the one the store has, and writes are fenced.
+	if (brk_slot_claim(w, hw_slot_of(a.cid)) != HW_OK) {
+		brk_connect_refuse(c, cn->version,
+		    cn->version == HW_MQTT_V5 ? HW_RC_SERVER_UNAVAILABLE : HW_RC311_SERVER_UNAVAILABLE);
+		return;
+	}
 	s = brk_connect_session(w, a.cid, cn->clean_start, &a.present);
 	if (s == NULL || brk_connect_attach(c, s, cn, a.expiry) != HW_OK) {
 		brk_connect_refuse(c, cn->version,
@@ -396,6 +427,7 @@ void brk_handle_connect(brk_ctx *c)
 	brk_identity_unref(s->identity);
 	s->identity = c->authed->res.identity;
 	c->authed->res.identity = NULL;
+	brk_connect_record(w, s, cn, &a);
 	brk_connect_ack(c, s, &a);
 	brk_deliver_resend(w, s);
 }

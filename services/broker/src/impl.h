@@ -12,8 +12,10 @@
 #include "auth.h"
 #include "core/config.h"
 #include "core/metrics.h"
+#include "core/slot.h"
 #include "link/httpd.h"
 #include "link/link.h"
+#include "link/members.h"
 #include "map.h"
 #include "mqtt/codec.h"
 #include "msg.h"
@@ -26,6 +28,7 @@
 typedef Hawser__Internal__V1__ConnPacket brk_connpacket;
 typedef Hawser__Internal__V1__ConnGone brk_conngone;
 typedef Hawser__Internal__V1__Ack brk_ack_pb;
+typedef Hawser__Internal__V1__ConnResume brk_connresume;
 
 // Seqs of our upstream publishes carry the sending worker in the low bits,
 // so the router's Ack goes straight back to that worker.
@@ -37,6 +40,10 @@ typedef struct brk_stats {
 	hw_gauge     *sessions, *connections, *subscriptions, *inflight, *queued, *retained;
 	hw_counter   *received[3], *delivered[3];
 	hw_counter   *queue_dropped, *takeovers, *wills, *expired, *too_large, *send_lost;
+	// slot ownership (docs/cluster.md)
+	hw_gauge     *slots_owned;
+	hw_counter   *slot_claims, *slots_lost, *resumed;
+	hw_histogram *slot_load;
 } brk_stats;
 
 // A received batch shared by the items dispatched to workers.
@@ -45,15 +52,37 @@ typedef struct brk_batch {
 	hw_batch  *b;
 } brk_batch;
 
-// Countdown of the workers still to take one downstream Publish.
+// A set of session slots (one bit each).
+#define BRK_SLOT_WORDS (HW_SLOTS / 64)
+typedef struct brk_slotset {
+	uint64_t bits[BRK_SLOT_WORDS];
+} brk_slotset;
+
+static inline void brk_slotset_add(brk_slotset *set, uint32_t slot)
+{
+	set->bits[(slot % HW_SLOTS) / 64] |= UINT64_C(1) << (slot % 64);
+}
+
+static inline bool brk_slotset_has(const brk_slotset *set, uint32_t slot)
+{
+	return (set->bits[(slot % HW_SLOTS) / 64] >> (slot % 64)) & 1;
+}
+
+// Countdown of the workers still to take one downstream Publish. Each
+// worker counts down only after its store writes for the message are
+// confirmed (after its flush), so the last one's Ack promises durability
+// for all of them; `retry` collects the slots any of them could not take
+// (Ack.retry_slots).
 typedef struct brk_fanin {
 	atomic_int left;
 	atomic_int matched;
 	uint64_t   seq;
+	_Atomic uint64_t retry[BRK_SLOT_WORDS];
 	char       url[];      // router inbox to Ack
 } brk_fanin;
 
-enum { BRK_WORK_PACKET, BRK_WORK_GONE, BRK_WORK_PUBLISH, BRK_WORK_ACK, BRK_WORK_AUTH };
+enum { BRK_WORK_PACKET, BRK_WORK_GONE, BRK_WORK_PUBLISH, BRK_WORK_ACK, BRK_WORK_AUTH,
+	BRK_WORK_RESUME, BRK_WORK_VIEW };
 
 typedef struct brk_work brk_work;
 struct brk_work {
@@ -63,6 +92,8 @@ struct brk_work {
 	const hw_item *item;
 	brk_msg       *msg;      // PUBLISH
 	brk_fanin     *fanin;    // PUBLISH with seq != 0
+	hw_members_view *view;   // VIEW: the new view (a reference)
+	brk_slotset   *retry;    // PUBLISH: slots this worker could not take
 };
 
 // An output destination (an edge or a router inbox) and its pending items.
@@ -134,6 +165,13 @@ typedef struct brk_worker {
 	brk_map           authing;    // (edge index, conn id) -> brk_connauth
 	uint64_t          auth_serial;
 	struct brk_auth_ticket *spare_ticket;
+	// slot ownership (slot.c): the epoch of each slot this worker holds
+	// (only slots with slot % nworkers == index), 0 = not held
+	uint64_t         *slot_epoch;
+	hw_members_view  *view;       // the last view this worker acted on
+	bool              viewed;     // the first view (or "alone") was acted on
+	brk_slotset       touched;    // slots delivered to in this pass
+	brk_slotset       lost;       // slots lost in this pass
 } brk_worker;
 
 struct brk_server {
@@ -150,7 +188,14 @@ struct brk_server {
 	const brk_store_ops *store_ops;
 	brk_store       *store;
 	brk_auth        *auth;        // authentication and ACL (services/broker/auth)
+	hw_members      *members;     // the broker set; NULL: this broker alone
+	const char      *self_url;    // our inbox URL as the others know it
+	pthread_mutex_t  view_mu;     // orders the views given to the workers
+	uint64_t         view_version;
 };
+
+// BRK_SLOT_OF(s) is the session slot of s (= the worker's shard).
+#define BRK_SLOT_OF(s) ((uint32_t)(s)->slot)
 
 // BRK_STORE(w, op, args...) writes through to the session store.
 #define BRK_STORE(w, op, ...) ((w)->srv->store_ops->op((w)->srv->store, __VA_ARGS__))
@@ -211,7 +256,20 @@ void brk_out_close(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame);
 // brk_out_publish queues a Publish of m (referenced, not copied) for a
 // router; brk_out_ack an Ack.
 void brk_out_publish(brk_worker *w, brk_dest *d, brk_msg *m, uint64_t seq, uint64_t now_ms);
-void brk_out_ack(brk_worker *w, brk_dest *d, uint64_t seq, uint32_t reason);
+void brk_out_ack(brk_worker *w, brk_dest *d, uint64_t seq, uint32_t reason,
+    const brk_slotset *retry);
+// brk_out_moved queues a ConnMoved for (e, conn) naming owner ("" unknown).
+void brk_out_moved(brk_worker *w, brk_edge *e, uint64_t conn, const char *owner);
+// brk_out_forget drops the ConnWrite/ConnClose items queued for the
+// connections in `conns` (keys: brk_out_conn_key) and the upstream
+// Publishes of sessions in `slots`, before a flush.
+void brk_out_forget(brk_worker *w, brk_map *conns, const brk_slotset *slots);
+// brk_out_conn_key builds the key of (d, conn) for brk_out_forget.
+hw_bytes brk_out_conn_key(uint8_t key[16], const brk_dest *d, uint64_t conn);
+// brk_out_publish_slot is brk_out_publish for a client's publish, tagged
+// with its session slot so a lost slot can cancel it.
+void brk_out_publish_slot(brk_worker *w, brk_dest *d, brk_msg *m, uint64_t seq,
+    uint64_t now_ms, uint32_t slot);
 // brk_out_flush sends one Batch per destination with pending items (a
 // refused batch is counted in hawser_broker_send_lost_total) and frees them.
 void brk_out_flush(brk_worker *w);
@@ -241,6 +299,64 @@ void brk_offline_update(brk_worker *w, brk_session *s);
 // brk_conn_key builds the connection table key (edge, conn id) in key.
 hw_bytes brk_conn_key(uint8_t key[12], const brk_edge *e, uint64_t conn);
 
+// brk_session_forget drops s from memory only (subscriptions, connection,
+// timers, gauges) and frees it: no will, no store write. For a session
+// whose slot moved to another broker (ConnGone MOVED, a lost slot).
+void brk_session_forget(brk_worker *w, brk_session *s);
+// brk_session_bind attaches s to connection (e, conn) with the settings of
+// CONNECT cn (window, limits, aliases, will) and the granted expiry; in
+// memory only (the caller writes the store). HW_ENOMEM leaves s unbound.
+hw_err brk_session_bind(brk_worker *w, brk_session *s, brk_edge *e, uint64_t conn,
+    const hw_mqtt_connect *cn, uint32_t expiry, uint64_t now_ms);
+
+// slot.c: slot ownership (docs/cluster.md), worker thread only.
+// brk_slot_init / brk_slot_fini hold the worker's slot table.
+hw_err brk_slot_init(brk_worker *w);
+void brk_slot_fini(brk_worker *w);
+// brk_slot_held tells whether the worker holds slot (claimed, not lost).
+bool brk_slot_held(const brk_worker *w, uint32_t slot);
+// brk_slot_mine tells whether slot is this broker's in the worker's view
+// (always, without peers).
+bool brk_slot_mine(const brk_worker *w, uint32_t slot);
+// brk_slot_claim claims slot in the store unless held and loads every
+// session of it as an offline session (blocking: store round trips).
+hw_err brk_slot_claim(brk_worker *w, uint32_t slot);
+// brk_slot_view acts on a new members view (takes the reference v): claims
+// the slots of this worker that are now ours and whose owner in the
+// previous view left (every slot that is ours, for the first view).
+void brk_slot_view(brk_worker *w, hw_members_view *v);
+// brk_slot_lost_drain, after a store flush: for every slot the store
+// reported lost, drops its sessions from memory, cancels the output
+// prepared for their connections in this pass, queues ConnMoved for them;
+// the lost slots are added to w->lost.
+void brk_slot_lost_drain(brk_worker *w);
+// brk_slot_check makes sure a held slot is still ours in the store (after
+// flushing what is queued): one claimed by another broker meanwhile is
+// lost at once, as by brk_slot_lost_drain. Blocking (round trips).
+void brk_slot_check(brk_worker *w, uint32_t slot);
+
+// connrec.c: the connection record (Design notes there).
+#define BRK_CONNREC_ASSIGNED 0x01  // the client id was assigned
+#define BRK_CONNREC_IDENTITY 0x02  // an identity follows
+#define BRK_CONNREC_RULES    0x04  // the identity had per-client rules
+typedef struct brk_connrec {
+	uint8_t        flags;
+	uint16_t       keepalive;
+	uint32_t       expiry;
+	hw_mqtt_packet pkt;        // the CONNECT (views into the record bytes)
+	brk_identity  *identity;   // owned; NULL for none
+} brk_connrec;
+// brk_connrec_encode appends the record of an accepted CONNECT to out.
+hw_err brk_connrec_encode(hw_buf *out, const hw_mqtt_connect *cn, uint8_t flags,
+    uint16_t keepalive, uint32_t expiry, const brk_identity *id);
+// brk_connrec_decode reads a record (p must outlive out->pkt);
+// HW_EMALFORMED when it is not one. Free with brk_connrec_fini.
+hw_err brk_connrec_decode(const uint8_t *p, size_t n, const char *cid, brk_connrec *out);
+void brk_connrec_fini(brk_connrec *r);
+
+// resume.c: brk_resume handles a ConnResume from edge e (Design notes there).
+void brk_resume(brk_worker *w, brk_edge *e, const brk_connresume *r);
+
 // session_load.c
 // brk_session_load rebuilds the session of cid from the store into w (its
 // map, subscription shard and gauges): HW_ENOTFOUND when the store has
@@ -248,9 +364,9 @@ hw_bytes brk_conn_key(uint8_t key[12], const brk_edge *e, uint64_t conn);
 hw_err brk_session_load(brk_worker *w, hw_bytes cid, brk_session **out);
 
 // deliver.c
-// brk_deliver_publish delivers msg to this worker's matching sessions;
-// returns whether any session matched.
-bool brk_deliver_publish(brk_worker *w, brk_msg *msg);
+// brk_deliver_publish delivers msg to this worker's matching sessions
+// (only those in `only` when it is not NULL); returns whether any matched.
+bool brk_deliver_publish(brk_worker *w, brk_msg *msg, const brk_slotset *only);
 // brk_deliver_to delivers m to s at qos (0: only when connected; 1/2: in
 // flight or queued per the session policy).
 void brk_deliver_to(brk_worker *w, brk_session *s, brk_msg *m, uint8_t qos, bool retain,

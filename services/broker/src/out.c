@@ -13,6 +13,9 @@
 typedef Hawser__Internal__V1__ConnWrite brk_write_pb;
 typedef Hawser__Internal__V1__ConnClose brk_close_pb;
 typedef Hawser__Internal__V1__UserProperty brk_user_pb;
+typedef Hawser__Internal__V1__ConnMoved brk_moved_pb;
+
+#define BRK_OUT_NO_SLOT UINT32_MAX
 
 typedef struct brk_oitem {
 	hw_item  item;         // first: the dest's item array points here
@@ -21,7 +24,9 @@ typedef struct brk_oitem {
 		brk_close_pb   c;
 		brk_publish_pb p;
 		brk_ack_pb     a;
+		brk_moved_pb   m;
 	} u;
+	uint32_t slot;         // upstream Publish of a client: its session slot
 	hw_buf   data;
 	brk_msg *hold;
 	brk_frame *frame;
@@ -116,8 +121,10 @@ static brk_oitem *brk_oitem_new(size_t extra)
 	brk_oitem *o = calloc(1, sizeof(*o) + extra);
 	hw_item init = HAWSER__INTERNAL__V1__ITEM__INIT;
 
-	if (o != NULL)
+	if (o != NULL) {
 		o->item = init;
+		o->slot = BRK_OUT_NO_SLOT;
+	}
 	return o;
 }
 
@@ -224,6 +231,12 @@ void brk_out_close(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame)
 
 void brk_out_publish(brk_worker *w, brk_dest *d, brk_msg *m, uint64_t seq, uint64_t now_ms)
 {
+	brk_out_publish_slot(w, d, m, seq, now_ms, BRK_OUT_NO_SLOT);
+}
+
+void brk_out_publish_slot(brk_worker *w, brk_dest *d, brk_msg *m, uint64_t seq,
+    uint64_t now_ms, uint32_t slot)
+{
 	uint32_t nu = m->props.user_count;
 	brk_oitem *o = brk_oitem_new(nu * (sizeof(brk_user_pb) + sizeof(brk_user_pb *)));
 	brk_publish_pb init = HAWSER__INTERNAL__V1__PUBLISH__INIT;
@@ -245,26 +258,110 @@ void brk_out_publish(brk_worker *w, brk_dest *d, brk_msg *m, uint64_t seq, uint6
 	}
 	o->u.p.seq = seq;
 	o->u.p.broker = w->srv->cfg->node.id;
+	o->slot = slot;
 	o->item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_PUBLISH;
 	o->item.publish = &o->u.p;
 	brk_out_add(d, o);
 }
 
-void brk_out_ack(brk_worker *w, brk_dest *d, uint64_t seq, uint32_t reason)
+void brk_out_ack(brk_worker *w, brk_dest *d, uint64_t seq, uint32_t reason,
+    const brk_slotset *retry)
 {
-	brk_oitem *o = brk_oitem_new(0);
+	size_t n = 0;
+	brk_oitem *o;
 	brk_ack_pb init = HAWSER__INTERNAL__V1__ACK__INIT;
+	uint32_t *slots;
 
+	(void)w;
+	for (size_t i = 0; retry != NULL && i < BRK_SLOT_WORDS; i++)
+		n += (size_t)__builtin_popcountll(retry->bits[i]);
+	o = brk_oitem_new(n * sizeof(uint32_t));
 	if (o == NULL || d == NULL) {
 		free(o);
 		return;
 	}
+	slots = (uint32_t *)(o + 1);
+	n = 0;
+	for (uint32_t s = 0; retry != NULL && s < HW_SLOTS; s++)
+		if (brk_slotset_has(retry, s))
+			slots[n++] = s;
 	o->u.a = init;
 	o->u.a.seq = seq;
 	o->u.a.reason = reason;
+	o->u.a.n_retry_slots = n;
+	o->u.a.retry_slots = n != 0 ? slots : NULL;
 	o->item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_ACK;
 	o->item.ack = &o->u.a;
 	brk_out_add(d, o);
+}
+
+void brk_out_moved(brk_worker *w, brk_edge *e, uint64_t conn, const char *owner)
+{
+	size_t ol = strlen(owner);
+	brk_oitem *o = brk_oitem_new(ol + 1);
+	brk_moved_pb init = HAWSER__INTERNAL__V1__CONN_MOVED__INIT;
+	char *copy;
+
+	(void)w;
+	if (o == NULL || e == NULL) {
+		free(o);
+		return;
+	}
+	copy = (char *)(o + 1);
+	memcpy(copy, owner, ol + 1);
+	o->u.m = init;
+	o->u.m.conn = conn;
+	o->u.m.owner = copy;
+	o->item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_MOVED;
+	o->item.moved = &o->u.m;
+	brk_out_add(e->dest, o);
+}
+
+hw_bytes brk_out_conn_key(uint8_t key[16], const brk_dest *d, uint64_t conn)
+{
+	uintptr_t p = (uintptr_t)d;
+
+	memset(key, 0, 16);
+	memcpy(key, &p, sizeof(p));
+	memcpy(key + 8, &conn, 8);
+	return (hw_bytes){ key, 16 };
+}
+
+// brk_out_cancelled tells whether item o of d is output for a connection or
+// a session that moved away in this pass.
+static bool brk_out_cancelled(const brk_dest *d, const brk_oitem *o, brk_map *conns,
+    const brk_slotset *slots)
+{
+	uint8_t key[16];
+
+	switch (o->item.body_case) {
+	case HAWSER__INTERNAL__V1__ITEM__BODY_WRITE:
+		return brk_map_get(conns, brk_out_conn_key(key, d, o->u.w.conn)) != NULL;
+	case HAWSER__INTERNAL__V1__ITEM__BODY_CLOSE:
+		return brk_map_get(conns, brk_out_conn_key(key, d, o->u.c.conn)) != NULL;
+	case HAWSER__INTERNAL__V1__ITEM__BODY_PUBLISH:
+		return o->slot != BRK_OUT_NO_SLOT && brk_slotset_has(slots, o->slot);
+	default:
+		return false;
+	}
+}
+
+void brk_out_forget(brk_worker *w, brk_map *conns, const brk_slotset *slots)
+{
+	for (size_t i = 0; i < w->ndests; i++) {
+		brk_dest *d = w->dests[i];
+		size_t k = 0;
+
+		for (size_t j = 0; j < d->n; j++) {
+			brk_oitem *o = (brk_oitem *)d->items[j];
+
+			if (brk_out_cancelled(d, o, conns, slots))
+				brk_oitem_free(o);
+			else
+				d->items[k++] = d->items[j];
+		}
+		d->n = k;
+	}
 }
 
 static void brk_out_drop(brk_dest *d)

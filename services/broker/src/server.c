@@ -5,12 +5,18 @@
 //   ConnPacket/ConnGone go to the worker of their slot (slot % nworkers),
 //   a router's Publish goes to every worker whose interest summary says it
 //   may hold a match (each matches its own shard of the subscription
-//   index), an Ack goes to the worker named in its seq.
+//   index), an Ack goes to the worker named in its seq. A ConnResume
+//   goes to the worker of its slot; a Publish with only_slots to the
+//   workers of those slots (whether or not they hold a match: they may
+//   have to claim a slot first).
 //   Each worker gets its share as one chain pushed under its mutex once.
 // - A downstream Publish is copied once into a refcounted brk_msg shared
 //   by every worker; the retained set is updated here, once per broker.
 // - A Publish with seq != 0 is acked to the router by the last worker to
 //   take it (brk_fanin countdown): 0x00 if any session matched, else 0x10.
+// - The members view (libs/link/members.h; none without broker.peers)
+//   reaches every worker as a VIEW work item, in mailbox order with the
+//   traffic; the first one is queued before the inbox starts.
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -49,6 +55,20 @@ static void brk_stats_init(brk_stats *st, hw_metrics *m)
 	    "Items (frames, publishes, acks) a full or closed link refused.", NULL, NULL);
 	st->too_large = hw_metrics_counter(m, "hawser_broker_oversize_dropped_total",
 	    "Messages not sent because they exceed the client's Maximum Packet Size.", NULL, NULL);
+	st->slots_owned = hw_metrics_gauge(m, "hawser_broker_slots_owned",
+	    "Session slots this broker holds (claimed in the store, not lost).", NULL, NULL);
+	st->slot_claims = hw_metrics_counter(m, "hawser_broker_slot_claims_total",
+	    "Session slots claimed (by view or on demand).", NULL, NULL);
+	st->slots_lost = hw_metrics_counter(m, "hawser_broker_slots_lost_total",
+	    "Session slots lost to another broker that claimed them later.", NULL, NULL);
+	st->resumed = hw_metrics_counter(m, "hawser_broker_sessions_resumed_total",
+	    "Connections resumed from another broker without a new CONNECT (ConnResume).", NULL, NULL);
+	{
+		static const double b[] = { 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30 };
+
+		st->slot_load = hw_metrics_histogram(m, "hawser_broker_slot_load_seconds",
+		    "Time to claim one session slot and load its sessions.", b, 10);
+	}
 }
 
 static brk_work *brk_work_new(int kind, brk_batch *bb, const hw_item *it)
@@ -81,13 +101,15 @@ static void brk_chain_add(brk_chain *ch, brk_work *wk)
 	ch->tail = wk;
 }
 
-static void brk_server_downstream(brk_server *s, brk_batch *bb, const brk_publish_pb *p,
+static void brk_server_downstream(brk_server *s, brk_batch *bb, const hw_item *it,
     brk_chain *ch)
 {
+	const brk_publish_pb *p = it->publish;
 	brk_fanin *f = NULL;
 	bool want[s->nworkers];
 	uint32_t n = 0;
 	brk_msg *m;
+	brk_batch *keep = NULL;
 
 	if (brk_msg_from_pb(&m, p, hw_clock_mono_ms()) != HW_OK) {
 		hw_log_warn("BRK-NOMEM", "dropped a publish from %s", bb->b->from);
@@ -99,8 +121,15 @@ static void brk_server_downstream(brk_server *s, brk_batch *bb, const brk_publis
 	}
 	// Only workers that may hold a match take it; with none, worker 0 takes
 	// it anyway so that someone answers the router (0x10).
-	for (uint32_t i = 0; i < s->nworkers; i++)
-		want[i] = brk_worker_interested(&s->workers[i], m->topic);
+	if (p->n_only_slots != 0) {
+		memset(want, 0, sizeof(want));
+		for (size_t i = 0; i < p->n_only_slots; i++)
+			want[(p->only_slots[i] % HW_SLOTS) % s->nworkers] = true;
+		keep = bb; // the workers read only_slots from the item
+	} else {
+		for (uint32_t i = 0; i < s->nworkers; i++)
+			want[i] = brk_worker_interested(&s->workers[i], m->topic);
+	}
 	for (uint32_t i = 0; i < s->nworkers; i++)
 		n += want[i];
 	if (n == 0) {
@@ -122,7 +151,7 @@ static void brk_server_downstream(brk_server *s, brk_batch *bb, const brk_publis
 
 		if (!want[i])
 			continue;
-		wk = brk_work_new(BRK_WORK_PUBLISH, NULL, NULL);
+		wk = brk_work_new(BRK_WORK_PUBLISH, keep, keep != NULL ? it : NULL);
 
 		if (wk == NULL) {
 			// Without this worker the countdown never ends: no Ack, the
@@ -160,8 +189,15 @@ static void brk_server_recv(void *arg, hw_batch *b)
 		case HAWSER__INTERNAL__V1__ITEM__BODY_GONE:
 			brk_chain_add(&ch[it->gone->slot % nw], brk_work_new(BRK_WORK_GONE, bb, it));
 			break;
+		case HAWSER__INTERNAL__V1__ITEM__BODY_RESUME:
+			if (it->resume->client_id == NULL)
+				break;
+			// By the client id's own slot: that worker holds the session.
+			brk_chain_add(&ch[hw_slot_of(hw_bytes_of_cstr(it->resume->client_id)) % nw],
+			    brk_work_new(BRK_WORK_RESUME, bb, it));
+			break;
 		case HAWSER__INTERNAL__V1__ITEM__BODY_PUBLISH:
-			brk_server_downstream(s, bb, it->publish, ch);
+			brk_server_downstream(s, bb, it, ch);
 			break;
 		case HAWSER__INTERNAL__V1__ITEM__BODY_ACK:
 			if ((it->ack->seq & BRK_SEQ_WORKER_MASK) < nw)
@@ -194,6 +230,7 @@ hw_err brk_server_alloc(brk_server **out, const hw_config *cfg, hw_metrics *metr
 
 	if (s == NULL)
 		return HW_ENOMEM;
+	pthread_mutex_init(&s->view_mu, NULL);
 	s->cfg = cfg;
 	brk_stats_init(&s->st, metrics);
 	{
@@ -240,6 +277,7 @@ hw_err brk_server_alloc(brk_server **out, const hw_config *cfg, hw_metrics *metr
 		    hw_strerror(err));
 		goto fail;
 	}
+	s->self_url = hw_link_url(s->link);
 	*out = s;
 	return HW_OK;
 fail:
@@ -254,11 +292,82 @@ static bool brk_server_ready(void *arg)
 	return atomic_load(&s->running);
 }
 
+// brk_server_view gives view v (borrowed; NULL: this broker alone) to
+// every worker, unless a newer one was given already (the members thread
+// and the starting thread may race).
+static void brk_server_view(brk_server *s, hw_members_view *v)
+{
+	uint64_t version = v != NULL ? v->version : 1;
+
+	pthread_mutex_lock(&s->view_mu);
+	if (version > s->view_version) {
+		s->view_version = version;
+		for (uint32_t i = 0; i < s->nworkers; i++) {
+			brk_work *wk = brk_work_new(BRK_WORK_VIEW, NULL, NULL);
+
+			if (wk == NULL) {
+				hw_log_error("BRK-NOMEM", "worker %u misses members view %llu", i,
+				    (unsigned long long)version);
+				continue;
+			}
+			wk->view = v != NULL ? hw_members_view_ref(v) : NULL;
+			brk_worker_push(&s->workers[i], wk, wk);
+		}
+	}
+	pthread_mutex_unlock(&s->view_mu);
+}
+
+static void brk_server_view_changed(void *arg, hw_members_view *v)
+{
+	brk_server *s = arg;
+
+	hw_log_info("BRK-MEMBERS", "broker set changed: view %llu, %zu live", (unsigned long long)v->version,
+	    v->n);
+	brk_server_view(s, v);
+}
+
+// brk_server_members starts watching the broker set (broker.peers); with
+// none this broker alone owns every slot.
+static hw_err brk_server_members(brk_server *s)
+{
+	const hw_config *cfg = s->cfg;
+	hw_members_opts o = { 0 };
+	hw_members_view *v;
+	hw_err err;
+
+	if (cfg->broker.peers == NULL || cfg->broker.peers[0] == NULL) {
+		brk_server_view(s, NULL);
+		return HW_OK;
+	}
+	o.sources = (const char *const *)cfg->broker.peers;
+	o.self = s->self_url;
+	o.down_ms = cfg->cluster.member_down_ms;
+	o.dns_refresh_ms = cfg->cluster.dns_refresh_ms;
+	o.tier = "broker";
+	o.metrics = s->st.reg;
+	o.changed = brk_server_view_changed;
+	o.arg = s;
+	if ((err = hw_members_open(&s->members, s->link, &o)) != HW_OK) {
+		hw_log_error("BRK-MEMBERS", "cannot watch broker.peers: %s", hw_strerror(err));
+		return err;
+	}
+	v = hw_members_get(s->members);
+	if (v->self < 0)
+		hw_log_warn("BRK-MEMBERS", "this broker (%s) is not in broker.peers: it owns no slot; "
+		    "broker.advertise must be the URL the others list", s->self_url);
+	brk_server_view(s, v);
+	hw_members_view_release(v);
+	return HW_OK;
+}
+
 hw_err brk_server_start(brk_server *s, int serve_http)
 {
 	const char *http = s->cfg->broker.http_listen;
 	hw_err err;
 
+	// The first view is the first thing every worker does.
+	if ((err = brk_server_members(s)) != HW_OK)
+		return err;
 	for (uint32_t i = 0; i < s->nworkers; i++)
 		if ((err = brk_worker_start(&s->workers[i])) != HW_OK)
 			return err;
@@ -297,6 +406,10 @@ void brk_server_stop(brk_server *s)
 		hw_httpd_stop(s->httpd);
 		s->httpd = NULL;
 	}
+	if (s->members != NULL) {
+		hw_members_close(s->members);
+		s->members = NULL;
+	}
 	// Stop the workers first (they flush through the link), then the link.
 	for (uint32_t i = 0; i < s->nworkers; i++)
 		brk_worker_stop(&s->workers[i]);
@@ -321,6 +434,7 @@ void brk_server_free(brk_server *s)
 	brk_retain_free(s->retain);
 	if (s->store != NULL)
 		s->store_ops->close(s->store);
+	pthread_mutex_destroy(&s->view_mu);
 	free(s);
 }
 

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/slot.h"
 #include "session.h"
 
 hw_err brk_session_alloc(brk_session **out, hw_bytes client_id)
@@ -20,6 +21,7 @@ hw_err brk_session_alloc(brk_session **out, hw_bytes client_id)
 		memcpy(s->client_id, client_id.ptr, client_id.len);
 	s->client_id[client_id.len] = 0;
 	s->client_id_len = client_id.len;
+	s->slot = (uint16_t)hw_slot_of(client_id);
 	s->window = 1;
 	s->next_pid = 1;
 	s->next_seq = 1;

@@ -108,6 +108,7 @@ struct brk_session {
 	// 2-byte fields
 	uint16_t    next_pid;
 	uint16_t    nalias;        // topic alias maximum of this connection
+	uint16_t    slot;          // hw_slot_of(client_id)
 
 	// 1-byte fields
 	bool        connected;
@@ -118,7 +119,8 @@ struct brk_session {
 	bool        off_listed;
 };
 
-// brk_session_alloc creates an empty, disconnected session for client_id.
+// brk_session_alloc creates an empty, disconnected session for client_id
+// (its slot computed).
 hw_err brk_session_alloc(brk_session **out, hw_bytes client_id);
 // brk_session_free frees s with its deliveries, will, subscriptions and
 // aliases (the caller has already removed them from the index).

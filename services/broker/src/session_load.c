@@ -10,10 +10,19 @@
 // in-flight ones again with DUP and pumps the queue. An incoming QoS 2 id
 // is taken as already answered (PUBREC 0x00), so the client's resend of
 // that PUBLISH is answered and not forwarded twice.
+//
+// A loaded session is offline until a CONNECT or a ConnResume binds it: it
+// expires when its record says (the client had left), or, if its record
+// says connected (its broker died or lost the slot while the client was
+// on), after its expiry counted from now; one with expiry 0 waits
+// BRK_LOAD_RESUME_GRACE_MS for its edge to resume it.
 #include <stdlib.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "impl.h"
+
+#define BRK_LOAD_RESUME_GRACE_MS 30000
 
 typedef struct brk_load_ctx {
 	brk_worker  *w;
@@ -85,6 +94,23 @@ static void brk_load_forget(brk_worker *w, brk_session *s)
 	brk_session_free(s);
 }
 
+// brk_load_expiry arms the offline expiry of a loaded session.
+static void brk_load_expiry(brk_worker *w, brk_session *s, const brk_store_session *rec)
+{
+	uint64_t now = hw_clock_mono_ms(), unix_ms = hw_clock_unix_us() / 1000;
+
+	if (rec->expire_at_unix_ms != 0)
+		s->expire_at_ms = now + (rec->expire_at_unix_ms > unix_ms ?
+		    rec->expire_at_unix_ms - unix_ms : 1);
+	else if (rec->expiry == UINT32_MAX)
+		s->expire_at_ms = 0;
+	else if (rec->expiry == 0)
+		s->expire_at_ms = now + BRK_LOAD_RESUME_GRACE_MS;
+	else
+		s->expire_at_ms = now + (uint64_t)rec->expiry * 1000;
+	brk_offline_update(w, s);
+}
+
 hw_err brk_session_load(brk_worker *w, hw_bytes cid, brk_session **out)
 {
 	brk_store_session rec;
@@ -120,6 +146,7 @@ hw_err brk_session_load(brk_worker *w, hw_bytes cid, brk_session **out)
 		brk_load_forget(w, lc.s);
 		return err;
 	}
+	brk_load_expiry(w, lc.s, &rec);
 	hw_log_debug("BRK-LOAD", "session loaded from the %s store: %u subscriptions, %u in flight, %u queued",
 	    w->srv->store_ops->name, (unsigned)lc.s->nsubs, (unsigned)lc.s->nfly, (unsigned)lc.s->nq);
 	*out = lc.s;

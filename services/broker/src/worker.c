@@ -10,6 +10,11 @@
 //   destination), then release the batches the work items pointed into.
 //   The wait is a timed condvar wait on CLOCK_MONOTONIC until the next
 //   timer; there are no sleeps.
+// - Durable before visible: after processing, the worker flushes its store
+//   writes, then handles the slots the store reported lost (their output
+//   of this pass is cancelled, slot.c), then counts down the downstream
+//   Publishes it took (the last worker of one sends its Ack, with the
+//   slots that could not be taken in retry_slots), then sends its outputs.
 // - Stop: brk_worker_stop sets `stop`; the worker drains what is queued,
 //   flushes and exits.
 #include <stdlib.h>
@@ -46,7 +51,7 @@ hw_err brk_worker_init(brk_worker *w, struct brk_server *srv, uint32_t index)
 	brk_map_init(&w->conns);
 	brk_map_init(&w->pending);
 	brk_map_init(&w->authing);
-	if (brk_subindex_alloc(&w->subs) != HW_OK)
+	if (brk_subindex_alloc(&w->subs) != HW_OK || brk_slot_init(w) != HW_OK)
 		return HW_ENOMEM;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_condattr_init(&ca);
@@ -71,6 +76,8 @@ static void brk_work_free(brk_work *wk)
 
 		brk_batch_unref(wk->batch);
 		brk_msg_unref(wk->msg);
+		hw_members_view_release(wk->view);
+		free(wk->retry);
 		if (wk->kind == BRK_WORK_AUTH)
 			brk_hold_ticket_fini((brk_auth_ticket *)wk); // freed below with wk
 		// A processed item keeps its fanin only when it was the last taker
@@ -114,6 +121,7 @@ void brk_worker_fini(brk_worker *w)
 	brk_subindex_free(w->subs);
 	brk_hold_fini(w);
 	brk_out_fini(w);
+	brk_slot_fini(w);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);
 }
@@ -253,14 +261,14 @@ void brk_offline_update(brk_worker *w, brk_session *s)
 void brk_publish_upstream(brk_worker *w, brk_session *s, brk_msg *m, uint64_t seq)
 {
 	brk_server *srv = w->srv;
-	uint32_t slot = hw_slot_of((hw_bytes){ (const uint8_t *)s->client_id, s->client_id_len });
+	uint32_t slot = BRK_SLOT_OF(s);
 	brk_dest *d;
 
 	if (srv->nrouters == 0)
 		return;
 	// One router per client keeps a client's publishes in order.
 	d = brk_out_dest(w, srv->routers[slot % srv->nrouters]);
-	brk_out_publish(w, d, m, seq, hw_clock_mono_ms());
+	brk_out_publish_slot(w, d, m, seq, hw_clock_mono_ms(), slot);
 }
 
 void brk_publish_will(brk_worker *w, brk_session *s)
@@ -276,11 +284,17 @@ void brk_publish_will(brk_worker *w, brk_session *s)
 
 void brk_session_end(brk_worker *w, brk_session *s)
 {
+	if (s->will != NULL && s->will_at_ms != 0)
+		brk_publish_will(w, s); // the session ended before the will delay
+	(void)BRK_STORE(w, session_del, brk_cid(s));
+	brk_session_forget(w, s);
+}
+
+void brk_session_forget(brk_worker *w, brk_session *s)
+{
 	brk_stats *st = &w->srv->st;
 	uint8_t key[12];
 
-	if (s->will != NULL && s->will_at_ms != 0)
-		brk_publish_will(w, s); // the session ended before the will delay
 	for (size_t i = 0; i < s->nsubs; i++)
 		brk_worker_sub_remove(w, (hw_bytes){ (uint8_t *)s->subs[i].filter, s->subs[i].len }, s);
 	hw_gauge_add(st->subscriptions, -(int64_t)s->nsubs);
@@ -293,8 +307,7 @@ void brk_session_end(brk_worker *w, brk_session *s)
 	}
 	s->expire_at_ms = s->will_at_ms = 0;
 	brk_offline_update(w, s);
-	brk_map_del(&w->sessions, (hw_bytes){ (uint8_t *)s->client_id, s->client_id_len });
-	(void)BRK_STORE(w, session_del, brk_cid(s));
+	brk_map_del(&w->sessions, brk_cid(s));
 	hw_gauge_add(st->sessions, -1);
 	brk_hold_drop(s);
 	brk_identity_unref(s->identity);
@@ -327,6 +340,7 @@ void brk_conn_lost(brk_worker *w, brk_session *s, bool publish_will)
 	}
 	s->expire_at_ms = s->expiry == UINT32_MAX ? 0 : now + (uint64_t)s->expiry * 1000;
 	brk_offline_update(w, s);
+	(void)BRK_STORE(w, conn_del, brk_cid(s));
 	// The store expires the session by itself if no broker is left to.
 	(void)BRK_STORE(w, session_put, &(brk_store_session){ .client_id = brk_cid(s),
 		.expiry = s->expiry,
@@ -374,6 +388,24 @@ static void brk_worker_packet(brk_worker *w, brk_batch *bb, const brk_connpacket
 	brk_worker_dispatch(w, e, cp);
 }
 
+// brk_worker_stray answers a packet of a connection we do not have: taken
+// over here (close it), or of a slot we do not hold (it moved: the edge
+// re-homes it to the owner).
+static void brk_worker_stray(brk_worker *w, brk_edge *e, const brk_connpacket *cp)
+{
+	const brk_store_ops *ops = w->srv->store_ops;
+	char owner[256] = "";
+	uint64_t epoch;
+
+	if (brk_slot_held(w, cp->slot) || ops->slot_owner == NULL) {
+		brk_out_close(w, e, cp->conn, NULL);
+		return;
+	}
+	if (ops->slot_owner(w->srv->store, cp->slot % HW_SLOTS, owner, sizeof(owner), &epoch) != HW_OK)
+		owner[0] = 0;
+	brk_out_moved(w, e, cp->conn, owner);
+}
+
 void brk_worker_dispatch(brk_worker *w, brk_edge *e, const brk_connpacket *cp)
 {
 	hw_mqtt_packet pkt;
@@ -391,8 +423,7 @@ void brk_worker_dispatch(brk_worker *w, brk_edge *e, const brk_connpacket *cp)
 		return;
 	}
 	if (c.s == NULL) {
-		// Not (or no longer) a connection of ours, e.g. taken over.
-		brk_out_close(w, e, cp->conn, NULL);
+		brk_worker_stray(w, e, cp);
 		return;
 	}
 	if (hw_mqtt_decode(cp->data.data, cp->data.len, c.s->version, true, &pkt, &reason) != HW_OK) {
@@ -416,29 +447,97 @@ static void brk_worker_gone(brk_worker *w, brk_batch *bb, const brk_conngone *g)
 	if (e == NULL)
 		return;
 	s = brk_map_get(&w->conns, brk_conn_key(key, e, g->conn));
-	if (s != NULL)
+	if (s != NULL && g->cause == HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__MOVED)
+		// The connection lives on at the slot's new owner, which resumes
+		// the session from the store: forget it here, silently.
+		brk_session_forget(w, s);
+	else if (s != NULL)
 		brk_conn_lost(w, s, g->cause != HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__NORMAL);
 	else
 		brk_hold_conn_gone(w, e, g->conn); // gone while authenticating
 }
 
+// brk_worker_only turns an offer's only_slots into a set (NULL: every
+// slot) and claims the slots of this worker that are ours and not held
+// (the router resends after it saw their owner leave, maybe before we
+// did); those that cannot be claimed go to wk->retry.
+static brk_slotset *brk_worker_only(brk_worker *w, brk_work *wk, brk_slotset *only)
+{
+	const brk_publish_pb *p = wk->item != NULL ? wk->item->publish : NULL;
+
+	if (p == NULL || p->n_only_slots == 0)
+		return NULL;
+	memset(only, 0, sizeof(*only));
+	for (size_t i = 0; i < p->n_only_slots; i++) {
+		uint32_t slot = p->only_slots[i] % HW_SLOTS;
+
+		if (slot % w->srv->nworkers != w->index)
+			continue;
+		if (!brk_slot_held(w, slot) && brk_slot_mine(w, slot) &&
+		    brk_slot_claim(w, slot) != HW_OK) {
+			if (wk->retry == NULL && (wk->retry = calloc(1, sizeof(*wk->retry))) == NULL)
+				continue; // no retry asked: the router's deadline decides
+			brk_slotset_add(wk->retry, slot);
+			continue;
+		}
+		brk_slotset_add(only, slot);
+	}
+	return only;
+}
+
 static void brk_worker_publish(brk_worker *w, brk_work *wk)
 {
-	bool matched = brk_deliver_publish(w, wk->msg);
-	brk_fanin *f = wk->fanin;
+	brk_slotset only;
+	brk_slotset *o = brk_worker_only(w, wk, &only);
+	bool matched = brk_deliver_publish(w, wk->msg, o);
 
-	if (f == NULL)
-		return;
-	if (matched)
-		atomic_store(&f->matched, 1);
-	if (atomic_fetch_sub(&f->left, 1) == 1) {
-		brk_out_ack(w, brk_out_dest(w, f->url), f->seq,
-		    atomic_load(&f->matched) ? HW_RC_SUCCESS : HW_RC_NO_MATCHING_SUBSCRIBERS);
-		// The last worker frees it once this work item is released.
-		atomic_store(&f->left, -1);
-	} else {
-		wk->fanin = NULL;
+	if (matched && wk->fanin != NULL)
+		atomic_store(&wk->fanin->matched, 1);
+}
+
+// brk_worker_fanin counts down the downstream Publishes of this pass once
+// their writes are confirmed; the last worker of each sends its Ack. Slots
+// lost in this pass that the pass delivered to are retried.
+static void brk_worker_fanin(brk_worker *w, brk_work *list)
+{
+	brk_slotset retry;
+
+	for (size_t i = 0; i < BRK_SLOT_WORDS; i++)
+		retry.bits[i] = w->lost.bits[i] & w->touched.bits[i];
+	for (brk_work *wk = list; wk != NULL; wk = wk->next) {
+		brk_fanin *f = wk->fanin;
+
+		if (wk->kind != BRK_WORK_PUBLISH || f == NULL)
+			continue;
+		for (size_t i = 0; i < BRK_SLOT_WORDS; i++) {
+			uint64_t bits = retry.bits[i] | (wk->retry != NULL ? wk->retry->bits[i] : 0);
+
+			if (bits != 0)
+				atomic_fetch_or(&f->retry[i], bits);
+		}
+		if (atomic_fetch_sub(&f->left, 1) == 1) {
+			brk_slotset all;
+
+			for (size_t i = 0; i < BRK_SLOT_WORDS; i++)
+				all.bits[i] = atomic_load(&f->retry[i]);
+			brk_out_ack(w, brk_out_dest(w, f->url), f->seq,
+			    atomic_load(&f->matched) ? HW_RC_SUCCESS : HW_RC_NO_MATCHING_SUBSCRIBERS, &all);
+			// The last worker frees it once this work item is released.
+			atomic_store(&f->left, -1);
+		} else {
+			wk->fanin = NULL;
+		}
 	}
+	memset(&w->touched, 0, sizeof(w->touched));
+	memset(&w->lost, 0, sizeof(w->lost));
+}
+
+static void brk_worker_resume(brk_worker *w, brk_batch *bb, const brk_connresume *r)
+{
+	brk_edge *e = brk_out_edge(w, bb->b->from, bb->b->reply_to);
+
+	if (e != NULL)
+		brk_resume(w, e, r);
 }
 
 static void brk_worker_one(brk_worker *w, brk_work *wk)
@@ -458,6 +557,13 @@ static void brk_worker_one(brk_worker *w, brk_work *wk)
 		break;
 	case BRK_WORK_AUTH:
 		brk_hold_answer(w, (brk_auth_ticket *)wk);
+		break;
+	case BRK_WORK_RESUME:
+		brk_worker_resume(w, wk->batch, wk->item->resume);
+		break;
+	case BRK_WORK_VIEW:
+		brk_slot_view(w, wk->view);
+		wk->view = NULL; // the worker keeps it
 		break;
 	}
 }
@@ -578,6 +684,8 @@ static void *brk_worker_main(void *arg)
 		}
 		// Durable first: what the outputs promise must be in the store.
 		(void)w->srv->store_ops->flush(w->srv->store, w->index, brk_worker_keep_trying, w);
+		brk_slot_lost_drain(w);
+		brk_worker_fanin(w, list);
 		brk_out_flush(w);
 		brk_work_free(list);
 		if (stop && list == NULL)

@@ -1,0 +1,338 @@
+// Slot ownership: claims, loading, lost slots (docs/cluster.md).
+//
+// Design notes:
+// - Each worker holds the slots of its shard (slot % nworkers == index);
+//   w->slot_epoch[slot] is the epoch the store gave its claim, 0 when not
+//   held. Only the worker's thread reads or writes it.
+// - A claim is: store slot_claim (fences every other broker's later writes
+//   for the slot), then every session of the slot is loaded into memory as
+//   an offline session, so downstream publishes reach it and a ConnResume
+//   finds it. Loading is synchronous on the worker: while it runs, the
+//   worker's mailbox waits (offers included), so no offer ever sees a
+//   half-loaded slot and none needs Ack.retry_slots for "loading".
+// - Claims happen by view (brk_slot_view: at the first view every slot that
+//   is ours; later the slots that became ours because their previous owner
+//   left) and on demand (a CONNECT or ConnResume for a slot not held; an
+//   offer whose only_slots names a slot of ours not held).
+// - A slot is lost when the store refuses a write for it (another broker
+//   claimed it later) and reports it after a flush: its sessions are
+//   dropped from memory (no will, no store write), the output prepared for
+//   them in that pass is cancelled and their connections get ConnMoved with
+//   the slot's current owner. Exactly once per loss: the slot is no longer
+//   held afterwards, so later refusals find nothing left to drop.
+// - A store without slot ops (a build whose store predates them) holds
+//   every slot trivially.
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "impl.h"
+
+hw_err brk_slot_init(brk_worker *w)
+{
+	w->slot_epoch = calloc(HW_SLOTS, sizeof(*w->slot_epoch));
+	return w->slot_epoch != NULL ? HW_OK : HW_ENOMEM;
+}
+
+void brk_slot_fini(brk_worker *w)
+{
+	free(w->slot_epoch);
+	w->slot_epoch = NULL;
+	hw_members_view_release(w->view);
+	w->view = NULL;
+}
+
+bool brk_slot_held(const brk_worker *w, uint32_t slot)
+{
+	return w->slot_epoch != NULL && w->slot_epoch[slot % HW_SLOTS] != 0;
+}
+
+bool brk_slot_mine(const brk_worker *w, uint32_t slot)
+{
+	const hw_members_view *v = w->view;
+	uint16_t o;
+
+	if (v == NULL)
+		return true;
+	o = hw_members_owner(v, slot);
+	return o != HW_MEMBERS_NONE && (int)o == v->self;
+}
+
+typedef struct brk_slot_ids {
+	char  **ids;
+	size_t *lens;
+	size_t  n, cap;
+	bool    nomem;
+} brk_slot_ids;
+
+static void brk_slot_id(void *arg, hw_bytes cid)
+{
+	brk_slot_ids *l = arg;
+	char *copy;
+
+	if (l->nomem)
+		return;
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 16;
+		char **ni = realloc(l->ids, ncap * sizeof(*ni));
+		size_t *nl;
+
+		if (ni == NULL) {
+			l->nomem = true;
+			return;
+		}
+		l->ids = ni;
+		nl = realloc(l->lens, ncap * sizeof(*nl));
+		if (nl == NULL) {
+			l->nomem = true;
+			return;
+		}
+		l->lens = nl;
+		l->cap = ncap;
+	}
+	if ((copy = malloc(cid.len + 1)) == NULL) {
+		l->nomem = true;
+		return;
+	}
+	memcpy(copy, cid.ptr, cid.len);
+	copy[cid.len] = 0;
+	l->ids[l->n] = copy;
+	l->lens[l->n++] = cid.len;
+}
+
+// brk_slot_load loads every stored session of slot that is not in memory.
+static size_t brk_slot_load(brk_worker *w, uint32_t slot)
+{
+	const brk_store_ops *ops = w->srv->store_ops;
+	brk_slot_ids l = { 0 };
+	size_t loaded = 0;
+	hw_err err;
+
+	if (ops->slot_each == NULL)
+		return 0;
+	err = ops->slot_each(w->srv->store, slot, brk_slot_id, &l);
+	if (err != HW_OK || l.nomem)
+		hw_log_warn("BRK-SLOT-LOAD", "slot %u: the session index could not be read in full: %s",
+		    slot, hw_strerror(err != HW_OK ? err : HW_ENOMEM));
+	for (size_t i = 0; i < l.n; i++) {
+		hw_bytes cid = { (const uint8_t *)l.ids[i], l.lens[i] };
+		brk_session *s;
+
+		if (brk_map_get(&w->sessions, cid) == NULL) {
+			err = brk_session_load(w, cid, &s);
+			if (err == HW_OK)
+				loaded++;
+			else if (err != HW_ENOTFOUND)
+				// A CONNECT for it tries again (brk_connect_session).
+				hw_log_warn("BRK-SLOT-LOAD", "slot %u: session %s not loaded: %s", slot,
+				    l.ids[i], hw_strerror(err));
+		}
+		free(l.ids[i]);
+	}
+	free(l.ids);
+	free(l.lens);
+	return loaded;
+}
+
+hw_err brk_slot_claim(brk_worker *w, uint32_t slot)
+{
+	const brk_store_ops *ops = w->srv->store_ops;
+	uint64_t t0 = hw_clock_mono_us(), epoch = 1;
+	size_t loaded;
+	hw_err err;
+
+	slot %= HW_SLOTS;
+	if (brk_slot_held(w, slot))
+		return HW_OK;
+	if (ops->slot_claim != NULL &&
+	    (err = ops->slot_claim(w->srv->store, slot, w->srv->self_url, &epoch)) != HW_OK) {
+		hw_log_warn("BRK-SLOT-CLAIM", "slot %u could not be claimed: %s", slot, hw_strerror(err));
+		return err;
+	}
+	w->slot_epoch[slot] = epoch != 0 ? epoch : 1;
+	hw_gauge_add(w->srv->st.slots_owned, 1);
+	hw_counter_inc(w->srv->st.slot_claims);
+	loaded = brk_slot_load(w, slot);
+	hw_histogram_observe(w->srv->st.slot_load, (double)(hw_clock_mono_us() - t0) / 1e6);
+	if (loaded != 0)
+		hw_log_info("BRK-SLOT-CLAIM", "slot %u claimed (epoch %llu): %zu sessions loaded", slot,
+		    (unsigned long long)epoch, loaded);
+	else
+		hw_log_debug("BRK-SLOT-CLAIM", "slot %u claimed (epoch %llu)", slot,
+		    (unsigned long long)epoch);
+	return HW_OK;
+}
+
+// brk_slot_left tells whether slot's owner in prev is gone from v.
+static bool brk_slot_left(const hw_members_view *prev, const hw_members_view *v, uint32_t slot)
+{
+	uint16_t o = hw_members_owner(prev, slot);
+
+	return o == HW_MEMBERS_NONE || hw_members_find(v, prev->urls[o]) < 0;
+}
+
+void brk_slot_view(brk_worker *w, hw_members_view *v)
+{
+	hw_members_view *prev = w->view;
+	bool first = w->slot_epoch != NULL && !w->viewed;
+	uint32_t claimed = 0, failed = 0;
+
+	w->view = v;
+	w->viewed = true;
+	for (uint32_t slot = w->index; slot < HW_SLOTS; slot += w->srv->nworkers) {
+		if (!brk_slot_mine(w, slot) || brk_slot_held(w, slot))
+			continue;
+		if (!first && (prev == NULL || v == NULL || !brk_slot_left(prev, v, slot)))
+			continue;
+		if (brk_slot_claim(w, slot) == HW_OK)
+			claimed++;
+		else
+			failed++;
+	}
+	if (claimed != 0 || failed != 0)
+		hw_log_info("BRK-SLOT-VIEW", "worker %u: view %llu: %u slots claimed, %u failed", w->index,
+		    (unsigned long long)(v != NULL ? v->version : 0), claimed, failed);
+	hw_members_view_release(prev);
+}
+
+static bool brk_slot_keep_trying(void *arg)
+{
+	brk_worker *w = arg;
+
+	return atomic_load(&w->srv->running);
+}
+
+typedef struct brk_slot_drop_ctx {
+	const brk_slotset *slots;
+	brk_session      **v;
+	size_t             n, cap;
+} brk_slot_drop_ctx;
+
+static void brk_slot_collect(void *arg, hw_bytes key, void *val)
+{
+	brk_slot_drop_ctx *dc = arg;
+	brk_session *s = val;
+
+	(void)key;
+	if (!brk_slotset_has(dc->slots, BRK_SLOT_OF(s)))
+		return;
+	if (dc->n == dc->cap) {
+		size_t ncap = dc->cap ? dc->cap * 2 : 64;
+		brk_session **nv = realloc(dc->v, ncap * sizeof(*nv));
+
+		if (nv == NULL)
+			return; // left in memory: dropped at its slot's next loss
+		dc->v = nv;
+		dc->cap = ncap;
+	}
+	dc->v[dc->n++] = s;
+}
+
+// brk_slot_lose drops the slots of `now` (nlost of them): not held any
+// more, their sessions forgotten, their connections moved.
+static void brk_slot_lose(brk_worker *w, const brk_slotset *now, uint32_t nlost)
+{
+	const brk_store_ops *ops = w->srv->store_ops;
+	brk_slot_drop_ctx dc = { .slots = now };
+	char (*owners)[256] = NULL;
+	uint16_t *owner_of = NULL;
+	brk_map conns;
+
+	for (uint32_t slot = 0; slot < HW_SLOTS; slot++) {
+		if (!brk_slotset_has(now, slot))
+			continue;
+		brk_slotset_add(&w->lost, slot);
+		if (brk_slot_held(w, slot)) {
+			w->slot_epoch[slot] = 0;
+			hw_gauge_add(w->srv->st.slots_owned, -1);
+			if (ops->slot_drop != NULL)
+				ops->slot_drop(w->srv->store, slot);
+		}
+		hw_counter_inc(w->srv->st.slots_lost);
+	}
+	brk_map_init(&conns);
+	brk_map_each(&w->sessions, brk_slot_collect, &dc);
+	for (size_t i = 0; i < dc.n; i++) {
+		brk_session *s = dc.v[i];
+		uint8_t key[16];
+
+		if (s->connected)
+			(void)brk_map_put(&conns, brk_out_conn_key(key, ((brk_edge *)s->edge)->dest, s->conn),
+			    s, NULL);
+	}
+	// What this pass prepared for them must not reach the clients: the new
+	// owner answers from the store as it was when it claimed the slot.
+	brk_out_forget(w, &conns, now);
+	brk_map_fini(&conns);
+	owners = calloc(nlost, sizeof(*owners));
+	owner_of = calloc(HW_SLOTS, sizeof(*owner_of));
+	if (owners != NULL && owner_of != NULL) {
+		uint16_t k = 0;
+
+		for (uint32_t slot = 0; slot < HW_SLOTS && k < nlost; slot++) {
+			uint64_t epoch;
+
+			if (!brk_slotset_has(now, slot))
+				continue;
+			owner_of[slot] = k;
+			if (ops->slot_owner == NULL ||
+			    ops->slot_owner(w->srv->store, slot, owners[k], sizeof(owners[k]), &epoch) != HW_OK)
+				owners[k][0] = 0; // the edge asks its own view
+			k++;
+		}
+	}
+	for (size_t i = 0; i < dc.n; i++) {
+		brk_session *s = dc.v[i];
+
+		if (s->connected)
+			brk_out_moved(w, s->edge, s->conn, owners != NULL && owner_of != NULL ?
+			    owners[owner_of[BRK_SLOT_OF(s)]] : "");
+		brk_session_forget(w, s);
+	}
+	hw_log_warn("BRK-SLOT-LOST", "worker %u: %u slots lost to another broker, %zu sessions moved",
+	    w->index, nlost, dc.n);
+	free(owners);
+	free(owner_of);
+	free(dc.v);
+}
+
+void brk_slot_lost_drain(brk_worker *w)
+{
+	const brk_store_ops *ops = w->srv->store_ops;
+	brk_slotset now = { { 0 } };
+	uint32_t buf[64], nlost = 0;
+	size_t n;
+
+	if (ops->lost_take == NULL)
+		return;
+	while ((n = ops->lost_take(w->srv->store, w->index, buf, 64)) != 0)
+		for (size_t i = 0; i < n; i++)
+			if (!brk_slotset_has(&now, buf[i] % HW_SLOTS)) {
+				brk_slotset_add(&now, buf[i]);
+				nlost++;
+			}
+	if (nlost != 0)
+		brk_slot_lose(w, &now, nlost);
+}
+
+void brk_slot_check(brk_worker *w, uint32_t slot)
+{
+	const brk_store_ops *ops = w->srv->store_ops;
+	brk_slotset one = { { 0 } };
+	char owner[256];
+	uint64_t epoch;
+
+	slot %= HW_SLOTS;
+	if (!brk_slot_held(w, slot) || ops->slot_owner == NULL)
+		return;
+	// Writes queued before must not be judged against a claim made after.
+	(void)ops->flush(w->srv->store, w->index, brk_slot_keep_trying, w);
+	brk_slot_lost_drain(w);
+	if (!brk_slot_held(w, slot) ||
+	    ops->slot_owner(w->srv->store, slot, owner, sizeof(owner), &epoch) != HW_OK ||
+	    epoch == w->slot_epoch[slot])
+		return;
+	brk_slotset_add(&one, slot);
+	brk_slot_lose(w, &one, 1);
+}
