@@ -5,7 +5,10 @@
 // acks, offers to a broker keep the order of the publishes, a broker that
 // is not up yet gets its offers late (the Ack waits for it), and router.mode
 // values other than direct/kafka (or kafka without pipelines, or pipelines
-// in direct mode) are refused.
+// in direct mode) are refused. With the broker set from hw_members: a
+// broker that dies while an offer waits for it has its slots offered again
+// to the other (only_slots) and the publish is acked; an Ack's retry_slots
+// are offered again after the backoff, and a duplicated Ack counts once.
 // Every wait is on a condition variable with a deadline; no sleeps.
 
 #include <setjmp.h>
@@ -23,6 +26,7 @@
 
 #include "core/config.h"
 #include "core/metrics.h"
+#include "core/slot.h"
 #include "link/link.h"
 // Every tier has a server.h on the test include path; name the router's.
 #include "../../services/router/src/server.h"
@@ -40,12 +44,15 @@ typedef struct fake {
 	pthread_cond_t  cv;
 	hw_link        *link;
 	hw_link_peer   *router;
+	char            url[64];
 	bool            auto_ack; // ack every offer with seq != 0, reason 0x00
 	int             ack_errors;
 	// offers, except probes and barriers
 	uint64_t        pub_seq[MAX_PUBS];
 	char            pub_topic[MAX_PUBS][32];
 	char            pub_payload[MAX_PUBS][32];
+	size_t          pub_nonly[MAX_PUBS];  // only_slots of each offer
+	uint32_t       *pub_only[MAX_PUBS];
 	size_t          npubs;
 	size_t          probes;
 	size_t          barriers;
@@ -74,7 +81,8 @@ static void copy_bytes(char *dst, size_t cap, const uint8_t *p, size_t n)
 	dst[n] = '\0';
 }
 
-static hw_err send_ack(hw_link_peer *p, uint64_t seq, uint32_t reason)
+static hw_err send_ack_retry(hw_link_peer *p, uint64_t seq, uint32_t reason,
+    uint32_t *retry, size_t nretry)
 {
 	Hawser__Internal__V1__Ack ack;
 	hw_item                   item;
@@ -83,10 +91,17 @@ static hw_err send_ack(hw_link_peer *p, uint64_t seq, uint32_t reason)
 	hawser__internal__v1__ack__init(&ack);
 	ack.seq = seq;
 	ack.reason = reason;
+	ack.retry_slots = retry;
+	ack.n_retry_slots = nretry;
 	hawser__internal__v1__item__init(&item);
 	item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_ACK;
 	item.ack = &ack;
 	return hw_link_send(p, &ptr, 1);
+}
+
+static hw_err send_ack(hw_link_peer *p, uint64_t seq, uint32_t reason)
+{
+	return send_ack_retry(p, seq, reason, NULL, 0);
 }
 
 static void fake_recv(void *arg, hw_batch *b)
@@ -121,6 +136,14 @@ static void fake_recv(void *arg, hw_batch *b)
 			    it->publish->topic);
 			copy_bytes(f->pub_payload[f->npubs], sizeof(f->pub_payload[0]),
 			    it->publish->payload.data, it->publish->payload.len);
+			f->pub_nonly[f->npubs] = it->publish->n_only_slots;
+			if (it->publish->n_only_slots > 0) {
+				size_t sz = it->publish->n_only_slots * sizeof(uint32_t);
+
+				f->pub_only[f->npubs] = malloc(sz);
+				assert_non_null(f->pub_only[f->npubs]);
+				memcpy(f->pub_only[f->npubs], it->publish->only_slots, sz);
+			}
 			f->npubs++;
 		}
 		if (f->auto_ack && it->publish->seq != 0 &&
@@ -138,6 +161,7 @@ static fake *fake_open(const char *url, const char *router_url)
 	pthread_condattr_t ca;
 
 	assert_non_null(f);
+	snprintf(f->url, sizeof(f->url), "%s", url);
 	pthread_mutex_init(&f->mtx, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -152,6 +176,8 @@ static fake *fake_open(const char *url, const char *router_url)
 static void fake_close(fake *f)
 {
 	hw_link_close(f->link);
+	for (size_t i = 0; i < f->npubs; i++)
+		free(f->pub_only[i]);
 	pthread_cond_destroy(&f->cv);
 	pthread_mutex_destroy(&f->mtx);
 	free(f);
@@ -240,9 +266,10 @@ static void cfg_set(hw_config *cfg, const char *fmt, const char *a, const char *
 	free(why);
 }
 
-// setup starts a router whose brokers are fake A and (unless no_b) fake B,
-// plus `extra` (a URL nobody listens on) when given.
-static fixture *setup(bool with_b, const char *extra)
+// setup_down starts a router whose brokers are fake A and (unless no_b)
+// fake B, plus `extra` (a URL nobody listens on) when given, with
+// cluster.member_down_ms = down_ms.
+static fixture *setup_down(bool with_b, const char *extra, const char *down_ms)
 {
 	fixture *fx = calloc(1, sizeof(*fx));
 	char     ua[64], ub[64], brokers[256];
@@ -258,6 +285,7 @@ static fixture *setup(bool with_b, const char *extra)
 	cfg_set(&fx->cfg, "router.listen=%s%s", fx->router_url, "");
 	cfg_set(&fx->cfg, "router.brokers=%s%s", brokers, "");
 	cfg_set(&fx->cfg, "node.id=%s%s", "router-test", "");
+	cfg_set(&fx->cfg, "cluster.member_down_ms=%s%s", down_ms, "");
 	assert_int_equal(hw_metrics_alloc(&fx->reg), HW_OK);
 	// The fake brokers listen first, as real ones would be up.
 	fx->a = fake_open(ua, fx->router_url);
@@ -271,6 +299,13 @@ static fixture *setup(bool with_b, const char *extra)
 		connect_all(fx, all, with_b ? 2 : 1);
 	}
 	return fx;
+}
+
+// setup keeps members live for a minute without a connection: no test but
+// the failover ones sees a broker leave.
+static fixture *setup(bool with_b, const char *extra)
+{
+	return setup_down(with_b, extra, "60000");
 }
 
 static void teardown(fixture *fx)
@@ -499,6 +534,140 @@ static void test_late_broker_gets_offer_before_ack(void **state)
 	fake_close(late);
 }
 
+// barrier_via is barrier() for input from `from`: the router takes each
+// link's input in order, and answers A through one queue in order, so once
+// A sees the barrier `from` sent, any Ack due to A from `from`'s earlier
+// input has arrived.
+static void barrier_via(fixture *fx, fake *from)
+{
+	size_t want;
+
+	pthread_mutex_lock(&fx->a->mtx);
+	want = fx->a->barriers + 1;
+	pthread_mutex_unlock(&fx->a->mtx);
+	assert_int_equal(publish(from, BARRIER, 0, 1, 0), HW_OK);
+	assert_true(fake_wait(fx->a, &fx->a->barriers, want));
+}
+
+static uint64_t reoffers(fixture *fx, const char *cause)
+{
+	return hw_counter_get(hw_metrics_counter(fx->reg, "hawser_router_reoffers_total", "",
+	    "cause", cause));
+}
+
+static size_t nacks_of(fake *f)
+{
+	size_t n;
+
+	pthread_mutex_lock(&f->mtx);
+	n = f->nacks;
+	pthread_mutex_unlock(&f->mtx);
+	return n;
+}
+
+// A broker dies while an offer waits for its Ack: once it has been gone for
+// cluster.member_down_ms it leaves the broker set, the other broker gets
+// the message again for exactly the slots the dead one owned, and that Ack
+// completes the publish (0x00: A matched the first offer).
+static void test_dead_broker_slots_offered_again(void **state)
+{
+	fixture    *fx = setup_down(true, NULL, "200");
+	const char *members[2];
+	uint32_t   *want = calloc(HW_SLOTS, sizeof(*want));
+	size_t      nwant = 0;
+	uint64_t    rseq, r2;
+
+	(void)state;
+	assert_non_null(want);
+	members[0] = fx->a->url; // sorted, as the members view has them
+	members[1] = fx->b->url;
+	for (uint32_t s = 0; s < HW_SLOTS; s++)
+		if (hw_slot_owner(s, members, 2) == 1)
+			want[nwant++] = s;
+	assert_true(nwant > 0);
+	assert_int_equal(publish(fx->a, "room/9", 21, 1, 5), HW_OK);
+	assert_true(fake_wait(fx->a, &fx->a->npubs, 1));
+	assert_true(fake_wait(fx->b, &fx->b->npubs, 1));
+	rseq = fx->a->pub_seq[0];
+	assert_int_equal(send_ack(fx->a->router, rseq, 0x00), HW_OK);
+	fake_close(fx->b);
+	fx->b = NULL;
+
+	assert_true(fake_wait(fx->a, &fx->a->npubs, 2));
+	pthread_mutex_lock(&fx->a->mtx);
+	r2 = fx->a->pub_seq[1];
+	assert_true(r2 != 0 && r2 != rseq);
+	assert_int_equal(fx->a->pub_nonly[1], nwant);
+	assert_memory_equal(fx->a->pub_only[1], want, nwant * sizeof(uint32_t));
+	assert_string_equal(fx->a->pub_topic[1], "room/9");
+	assert_string_equal(fx->a->pub_payload[1], "5");
+	assert_int_equal(fx->a->nacks, 0);
+	pthread_mutex_unlock(&fx->a->mtx);
+	assert_int_equal(reoffers(fx, "member_left"), 1);
+
+	assert_int_equal(send_ack(fx->a->router, r2, 0x10), HW_OK);
+	assert_true(fake_wait(fx->a, &fx->a->nacks, 1));
+	pthread_mutex_lock(&fx->a->mtx);
+	assert_int_equal(fx->a->ack_seq[0], 21);
+	assert_int_equal(fx->a->ack_reason[0], 0x00);
+	pthread_mutex_unlock(&fx->a->mtx);
+	assert_int_equal(pending(fx), 0);
+	free(want);
+	teardown(fx);
+}
+
+// An Ack with retry_slots (that broker lost those slots, or is still
+// loading them): after the backoff both brokers get the message again for
+// those slots only, and the publish is acked once both answered that too.
+// A duplicated Ack counts once.
+static void test_retry_slots_offered_again(void **state)
+{
+	fixture *fx = setup(true, NULL);
+	uint32_t retry[2] = { 17, 900 };
+	uint64_t rseq, r2;
+
+	(void)state;
+	assert_int_equal(publish(fx->a, "r/1", 31, 1, 0), HW_OK);
+	assert_true(fake_wait(fx->a, &fx->a->npubs, 1));
+	assert_true(fake_wait(fx->b, &fx->b->npubs, 1));
+	rseq = fx->a->pub_seq[0];
+	assert_int_equal(send_ack(fx->b->router, rseq, 0x10), HW_OK);
+	assert_int_equal(send_ack(fx->b->router, rseq, 0x10), HW_OK); // duplicate
+	barrier_via(fx, fx->b);
+	assert_int_equal(nacks_of(fx->a), 0); // A has not answered yet
+	assert_int_equal(send_ack_retry(fx->a->router, rseq, 0x00, retry, 2), HW_OK);
+
+	assert_true(fake_wait(fx->a, &fx->a->npubs, 2));
+	assert_true(fake_wait(fx->b, &fx->b->npubs, 2));
+	pthread_mutex_lock(&fx->a->mtx);
+	r2 = fx->a->pub_seq[1];
+	assert_true(r2 != 0 && r2 != rseq);
+	assert_int_equal(fx->a->pub_nonly[1], 2);
+	assert_memory_equal(fx->a->pub_only[1], retry, sizeof(retry));
+	pthread_mutex_unlock(&fx->a->mtx);
+	pthread_mutex_lock(&fx->b->mtx);
+	assert_true(fx->b->pub_seq[1] == r2);
+	assert_int_equal(fx->b->pub_nonly[1], 2);
+	assert_memory_equal(fx->b->pub_only[1], retry, sizeof(retry));
+	pthread_mutex_unlock(&fx->b->mtx);
+	assert_int_equal(reoffers(fx, "retry_slots"), 1);
+	assert_int_equal(nacks_of(fx->a), 0);
+
+	assert_int_equal(send_ack(fx->a->router, r2, 0x10), HW_OK);
+	barrier(fx);
+	assert_int_equal(nacks_of(fx->a), 0); // B has not answered the re-offer
+	assert_int_equal(send_ack(fx->b->router, r2, 0x10), HW_OK);
+	assert_true(fake_wait(fx->a, &fx->a->nacks, 1));
+	barrier_via(fx, fx->b);
+	pthread_mutex_lock(&fx->a->mtx);
+	assert_int_equal(fx->a->nacks, 1);
+	assert_int_equal(fx->a->ack_seq[0], 31);
+	assert_int_equal(fx->a->ack_reason[0], 0x00);
+	pthread_mutex_unlock(&fx->a->mtx);
+	assert_int_equal(pending(fx), 0);
+	teardown(fx);
+}
+
 // router.mode is "direct" (no Kafka) or "kafka" (with pipelines): any other
 // value, kafka without pipelines, or pipelines in direct mode stop startup.
 static void test_mode_other_than_direct_refused(void **state)
@@ -538,6 +707,8 @@ int main(void)
 		cmocka_unit_test(test_qos0_needs_no_acks),
 		cmocka_unit_test(test_order_kept),
 		cmocka_unit_test(test_late_broker_gets_offer_before_ack),
+		cmocka_unit_test(test_dead_broker_slots_offered_again),
+		cmocka_unit_test(test_retry_slots_offered_again),
 		cmocka_unit_test(test_mode_other_than_direct_refused),
 	};
 

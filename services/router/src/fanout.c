@@ -86,6 +86,7 @@ typedef struct rtr_pending {
 	rtr_sink_done       done;
 	uint64_t            deadline;   // hw_clock_mono_ms
 	uint64_t            created;    // hw_clock_mono_ms, for the expiry left
+	uint64_t            seq;        // of the first sub-offer (for logs)
 	bool                matched;    // some member answered 0x00
 	bool                failed;     // some member answered 0x80+
 	bool                retry_left; // the retry set has a departed member's slots
@@ -665,6 +666,8 @@ static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *sl
 	o->seq = f->next_seq++;
 	if (f->next_seq == 0)
 		f->next_seq = 1; // 0 means "no ack wanted"
+	if (p->seq == 0)
+		p->seq = o->seq;
 	if (!o->all) {
 		o->slots = *slots;
 		o->only = (uint32_t *)&o->tgt[v->n];
@@ -1017,8 +1020,8 @@ void rtr_fanout_expire(rtr_fanout *f, uint64_t now_ms)
 		for (const rtr_offer *o = p->offers; o != NULL; o = o->next)
 			left += o->waiting;
 		hw_log_warn("RTR-ACK-TIMEOUT",
-		    "offer of seq %llu: %zu broker(s) did not ack and %zu slot(s) were not covered within %u ms",
-		    (unsigned long long)(p->offers != NULL ? p->offers->seq : 0), left,
+		    "offer of seq %llu: %zu broker(s) did not ack and %zu slot(s) waited for a retry after %u ms",
+		    (unsigned long long)p->seq, left,
 		    rtr_slots_count(&p->retry), f->timeout_ms);
 		hw_counter_inc(f->timeouts);
 		p->failed = true;
