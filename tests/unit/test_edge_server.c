@@ -1,7 +1,9 @@
 // In-process tests of the edge server (services/edge/src/server.c and the
 // modules behind it) with real sockets on one side and a fake broker on the
 // other: the fake broker is an hw_link inbox on inproc:// that records what
-// the edge forwards and answers with ConnWrite/ConnClose.
+// the edge forwards and answers with ConnWrite/ConnClose. The re-homing
+// tests run two fake brokers and make one die (its inbox closes) or come
+// back (a new inbox at the same URL).
 //
 // Every wait has a deadline; nothing sleeps to synchronize.
 
@@ -38,7 +40,7 @@
 
 // ---- fake broker -----------------------------------------------------------
 
-enum { FB_PACKET = 1, FB_GONE = 2 };
+enum { FB_PACKET = 1, FB_GONE = 2, FB_RESUME = 3 };
 
 typedef struct fb_item {
 	int      kind;
@@ -49,7 +51,7 @@ typedef struct fb_item {
 	int      has_info;
 	char     peer[64];
 	char     listener[16];
-	char     assigned[32];
+	char     assigned[32];   // ConnInfo's, or ConnResume's client id
 	uint32_t max_packet;
 	int      cause;
 } fb_item;
@@ -88,6 +90,11 @@ static void fb_recv(void *arg, hw_batch *b)
 				    it->packet->info->assigned_client_id);
 				r->max_packet = it->packet->info->max_packet_size;
 			}
+		} else if (it->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_RESUME) {
+			r->kind = FB_RESUME;
+			r->conn = it->resume->conn;
+			r->slot = it->resume->slot;
+			snprintf(r->assigned, sizeof(r->assigned), "%s", it->resume->client_id);
 		} else if (it->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_GONE) {
 			r->kind = FB_GONE;
 			r->conn = it->gone->conn;
@@ -216,6 +223,9 @@ typedef struct harness {
 	hw_err       run_err;
 	int          running;
 	fake_broker  fb;
+	fake_broker  fb2;         // second broker (h_start2 only)
+	char         url[64];     // fb's inbox URL
+	char         url2[64];    // fb2's
 } harness;
 
 static void *h_run(void *arg)
@@ -234,20 +244,39 @@ static void h_set(harness *h, const char *kv)
 		fail_msg("config %s: %s", kv, why ? why : "?");
 }
 
-// h_start starts a fake broker and an edge with `extra` settings applied.
-static harness *h_start(const char *const *extra)
+// fb_open (re)opens a fake broker's inbox at url.
+static void fb_open(fake_broker *fb, const char *url)
+{
+	assert_int_equal(hw_link_open(&fb->link, "fake-broker", url, NULL, NULL), HW_OK);
+	assert_int_equal(hw_link_start(fb->link, fb_recv, fb), HW_OK);
+}
+
+// fb_kill closes a fake broker's inbox: to the edge, the broker died.
+static void fb_kill(fake_broker *fb)
+{
+	hw_link_close(fb->link);
+	fb->link = NULL;
+}
+
+// h_start_n starts one or two fake brokers and an edge with `extra`
+// settings applied.
+static harness *h_start_n(const char *const *extra, int nbrokers)
 {
 	static int seq;
 	harness *h = calloc(1, sizeof(*h));
-	char kv[160], broker_url[64];
+	char kv[200];
 
 	assert_non_null(h);
 	seq++;
-	snprintf(broker_url, sizeof(broker_url), "inproc://test-edge-broker-%d", seq);
+	snprintf(h->url, sizeof(h->url), "inproc://test-edge-broker-%d", seq);
+	snprintf(h->url2, sizeof(h->url2), "inproc://test-edge-broker-%d-b", seq);
 	pthread_mutex_init(&h->fb.mu, NULL);
 	pthread_cond_init(&h->fb.cv, NULL);
-	assert_int_equal(hw_link_open(&h->fb.link, "fake-broker", broker_url, NULL, NULL), HW_OK);
-	assert_int_equal(hw_link_start(h->fb.link, fb_recv, &h->fb), HW_OK);
+	pthread_mutex_init(&h->fb2.mu, NULL);
+	pthread_cond_init(&h->fb2.cv, NULL);
+	fb_open(&h->fb, h->url);
+	if (nbrokers == 2)
+		fb_open(&h->fb2, h->url2);
 
 	assert_int_equal(hw_config_init(&h->cfg), HW_OK);
 	h_set(h, "node.id=edge-test");
@@ -256,7 +285,10 @@ static harness *h_start(const char *const *extra)
 	h_set(h, "edge.http_listen=127.0.0.1:0");
 	snprintf(kv, sizeof(kv), "edge.listen=inproc://test-edge-%d", seq);
 	h_set(h, kv);
-	snprintf(kv, sizeof(kv), "edge.brokers=%s", broker_url);
+	if (nbrokers == 2)
+		snprintf(kv, sizeof(kv), "edge.brokers=%s,%s", h->url, h->url2);
+	else
+		snprintf(kv, sizeof(kv), "edge.brokers=%s", h->url);
 	h_set(h, kv);
 	for (; extra != NULL && *extra != NULL; extra++)
 		h_set(h, *extra);
@@ -265,6 +297,11 @@ static harness *h_start(const char *const *extra)
 	assert_int_equal(pthread_create(&h->thread, NULL, h_run, h), 0);
 	h->running = 1;
 	return h;
+}
+
+static harness *h_start(const char *const *extra)
+{
+	return h_start_n(extra, 1);
 }
 
 static void h_join(harness *h)
@@ -280,11 +317,16 @@ static void h_stop(harness *h)
 {
 	h_join(h);
 	edge_server_free(h->s);
-	hw_link_close(h->fb.link);
+	if (h->fb.link != NULL)
+		hw_link_close(h->fb.link);
+	if (h->fb2.link != NULL)
+		hw_link_close(h->fb2.link);
 	hw_metrics_free(h->metrics);
 	hw_config_fini(&h->cfg);
 	pthread_cond_destroy(&h->fb.cv);
 	pthread_mutex_destroy(&h->fb.mu);
+	pthread_cond_destroy(&h->fb2.cv);
+	pthread_mutex_destroy(&h->fb2.mu);
 	free(h);
 }
 
@@ -1105,6 +1147,301 @@ static void test_listen_port_in_use(void **state)
 	close(fd);
 }
 
+// ---- re-homing (docs/cluster.md, "Edge: re-homing a connection") -----------
+
+// h_wait_counter waits until a counter reaches want.
+static void h_wait_counter(harness *h, const char *name, const char *label, const char *value,
+    uint64_t want)
+{
+	uint64_t deadline = hw_clock_mono_ms() + WAIT_MS;
+
+	while (h_counter(h, name, label, value) < want) {
+		struct timespec ts = { 0, 2 * 1000 * 1000 };
+
+		if (hw_clock_mono_ms() >= deadline)
+			fail_msg("%s stayed at %llu, want %llu", name,
+			    (unsigned long long)h_counter(h, name, label, value),
+			    (unsigned long long)want);
+		nanosleep(&ts, NULL);
+	}
+}
+
+// cid_owned_by finds a client id whose slot the broker at index `want` of
+// the sorted pair (url, url2) owns; url sorts first (it is a prefix of url2).
+static void cid_owned_by(harness *h, int want, char *out, size_t n)
+{
+	const char *urls[2] = { h->url, h->url2 };
+
+	assert_true(strcmp(h->url, h->url2) < 0);
+	for (int i = 0;; i++) {
+		snprintf(out, n, "rehome-%d", i);
+		if (hw_slot_owner(hw_slot_of(hw_bytes_of_cstr(out)), urls, 2) == want)
+			return;
+	}
+}
+
+// c_expect reads the next packet and checks it byte for byte.
+static void c_expect(int fd, const uint8_t *want, size_t n)
+{
+	uint8_t b[256];
+	size_t got = c_packet(fd, b);
+
+	assert_int_equal(got, n);
+	assert_memory_equal(b, want, n);
+}
+
+static const uint8_t pub7[] = { 0x32, 0x0A, 0x00, 0x03, 'a', '/', 'b', 0x00, 0x07, 'o', 'n', 'e' };
+static const uint8_t sub8[] = { 0x82, 0x09, 0x00, 0x08, 0x00, 0x00, 0x03, 'a', '/', 'b', 0x01 };
+static const uint8_t pub9[] = { 0x32, 0x0A, 0x00, 0x03, 'a', '/', 'b', 0x00, 0x09, 't', 'w', 'o' };
+static const uint8_t puback7[] = { 0x40, 0x02, 0x00, 0x07 };
+static const uint8_t suback8[] = { 0x90, 0x04, 0x00, 0x08, 0x00, 0x01 };
+static const uint8_t puback9[] = { 0x40, 0x02, 0x00, 0x09 };
+static const uint8_t pingresp[] = { 0xD0, 0x00 };
+
+// A broker dies: its connections move to the new owner of their slot with
+// ConnResume and their unanswered packets (PUBLISH with DUP), the client
+// never sees a close; when it comes back the slot moves back (ConnGone
+// MOVED to the one losing it) and writes from the old owner are dropped.
+static void test_rehome_broker_dies(void **state)
+{
+	const char *const extra[] = { "cluster.member_down_ms=300", NULL };
+	harness *h = h_start_n(extra, 2);
+	uint8_t b[256], dup7[sizeof(pub7)];
+	char cid[32];
+	size_t n;
+	uint64_t conn;
+	int fd;
+	fb_item it;
+
+	(void)state;
+	cid_owned_by(h, 0, cid, sizeof(cid));
+	fd = c_connect(edge_server_port(h->s, "mqtt"));
+	n = mk_connect(b, 5, cid, 60);
+	c_send(fd, b, n);
+	it = fb_wait(&h->fb, 1);
+	assert_int_equal(it.kind, FB_PACKET);
+	conn = it.conn;
+	fb_write(&h->fb, conn, connack5_ok, sizeof(connack5_ok), 1, 60, 5);
+	c_expect(fd, connack5_ok, sizeof(connack5_ok));
+
+	// Two packets left unanswered, one answered.
+	c_send(fd, pub7, sizeof(pub7));
+	c_send(fd, sub8, sizeof(sub8));
+	c_send(fd, pub9, sizeof(pub9));
+	it = fb_wait(&h->fb, 4);
+	assert_memory_equal(it.data, pub9, sizeof(pub9));
+	fb_write(&h->fb, conn, puback9, sizeof(puback9), 0, 0, 0);
+	c_expect(fd, puback9, sizeof(puback9));
+	assert_int_equal(fb_count(&h->fb2), 0);
+
+	// A dies. After member_down_ms, B gets the connection: ConnResume,
+	// then the PUBLISH again with DUP, then the SUBSCRIBE; not PUBLISH 9.
+	fb_kill(&h->fb);
+	it = fb_wait(&h->fb2, 1);
+	assert_int_equal(it.kind, FB_RESUME);
+	assert_int_equal(it.conn, conn);
+	assert_int_equal(it.slot, hw_slot_of(hw_bytes_of_cstr(cid)));
+	assert_string_equal(it.assigned, cid);
+	it = fb_wait(&h->fb2, 2);
+	assert_int_equal(it.kind, FB_PACKET);
+	memcpy(dup7, pub7, sizeof(pub7));
+	dup7[0] |= 0x08;
+	assert_int_equal(it.len, sizeof(dup7));
+	assert_memory_equal(it.data, dup7, sizeof(dup7));
+	it = fb_wait(&h->fb2, 3);
+	assert_int_equal(it.len, sizeof(sub8));
+	assert_memory_equal(it.data, sub8, sizeof(sub8));
+	assert_int_equal(h_counter(h, "hawser_edge_rehomed_total", NULL, NULL), 1);
+	assert_int_equal(h_counter(h, "hawser_edge_replayed_packets_total", NULL, NULL), 2);
+
+	// The client is still connected and talks to B now.
+	c_send(fd, pingreq, sizeof(pingreq));
+	c_expect(fd, pingresp, sizeof(pingresp));
+	fb_write(&h->fb2, conn, puback7, sizeof(puback7), 0, 0, 0);
+	c_expect(fd, puback7, sizeof(puback7));
+	fb_write(&h->fb2, conn, suback8, sizeof(suback8), 0, 0, 0);
+	c_expect(fd, suback8, sizeof(suback8));
+	c_send(fd, pub9, sizeof(pub9));
+	it = fb_wait(&h->fb2, 4);
+	assert_memory_equal(it.data, pub9, sizeof(pub9));
+
+	// A comes back at its URL and owns the slot again: B hears ConnGone
+	// MOVED, A gets ConnResume and PUBLISH 9, still unanswered.
+	fb_open(&h->fb, h->url);
+	it = fb_wait(&h->fb2, 5);
+	assert_int_equal(it.kind, FB_GONE);
+	assert_int_equal(it.conn, conn);
+	assert_int_equal(it.cause, HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__MOVED);
+	it = fb_wait(&h->fb, 5);
+	assert_int_equal(it.kind, FB_RESUME);
+	assert_int_equal(it.conn, conn);
+	it = fb_wait(&h->fb, 6);
+	assert_int_equal(it.kind, FB_PACKET);
+	assert_int_equal(it.data[0], pub9[0] | 0x08);
+
+	// B's writes are stale now: dropped and counted, never written.
+	fb_write(&h->fb2, conn, puback9, sizeof(puback9), 0, 0, 0);
+	h_wait_counter(h, "hawser_edge_stale_writes_total", NULL, NULL, 1);
+	fb_close(&h->fb2, conn, NULL, 0);
+	h_wait_counter(h, "hawser_edge_stale_writes_total", NULL, NULL, 2);
+	fb_write(&h->fb, conn, suback8, sizeof(suback8), 0, 0, 0);
+	c_expect(fd, suback8, sizeof(suback8));
+	assert_int_equal(h_counter(h, "hawser_edge_rehomed_total", NULL, NULL), 2);
+
+	// Never closed: a normal DISCONNECT goes to A.
+	b[0] = 0xE0;
+	b[1] = 0x00;
+	c_send(fd, b, 2);
+	it = fb_wait(&h->fb, 7);
+	assert_int_equal(it.data[0], 0xE0);
+	c_eof(fd);
+	close(fd);
+	assert_int_equal(h_counter(h, "hawser_edge_connections_closed_total", "cause",
+	    "client_disconnect"), 1);
+	h_stop(h);
+}
+
+// ConnMoved: before the CONNACK the CONNECT itself goes to the named owner;
+// once accepted, ConnResume; back to the sender itself means a close.
+static void test_rehome_conn_moved(void **state)
+{
+	harness *h = h_start_n(NULL, 2);
+	Hawser__Internal__V1__ConnMoved mv = HAWSER__INTERNAL__V1__CONN_MOVED__INIT;
+	hw_item item = HAWSER__INTERNAL__V1__ITEM__INIT, *items[1] = { &item };
+	uint8_t b[256], conn_pkt[256];
+	char cid[32];
+	size_t n;
+	uint64_t conn;
+	int fd;
+	fb_item it;
+
+	(void)state;
+	item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_MOVED;
+	item.moved = &mv;
+	cid_owned_by(h, 0, cid, sizeof(cid));
+	fd = c_connect(edge_server_port(h->s, "mqtt"));
+	n = mk_connect(conn_pkt, 5, cid, 60);
+	c_send(fd, conn_pkt, n);
+	it = fb_wait(&h->fb, 1);
+	conn = it.conn;
+
+	// A moves it to B before answering: B gets the CONNECT, with ConnInfo.
+	mv.conn = conn;
+	mv.owner = h->url2;
+	fb_send(&h->fb, items, 1);
+	it = fb_wait(&h->fb2, 1);
+	assert_int_equal(it.kind, FB_PACKET);
+	assert_int_equal(it.conn, conn);
+	assert_int_equal(it.len, n);
+	assert_memory_equal(it.data, conn_pkt, n);
+	assert_true(it.has_info);
+	assert_string_equal(it.listener, "mqtt");
+	// A's late CONNACK is stale; B's is the one the client gets.
+	fb_write(&h->fb, conn, connack5_ok, sizeof(connack5_ok), 1, 60, 5);
+	h_wait_counter(h, "hawser_edge_stale_writes_total", NULL, NULL, 1);
+	fb_write(&h->fb2, conn, connack5_ok, sizeof(connack5_ok), 1, 60, 5);
+	c_expect(fd, connack5_ok, sizeof(connack5_ok));
+
+	// B moves it without naming the owner: the view's owner is A.
+	c_send(fd, pub7, sizeof(pub7));
+	it = fb_wait(&h->fb2, 2);
+	assert_memory_equal(it.data, pub7, sizeof(pub7));
+	mv.owner = (char *)"";
+	fb_send(&h->fb2, items, 1);
+	it = fb_wait(&h->fb, 2);
+	assert_int_equal(it.kind, FB_RESUME);
+	assert_string_equal(it.assigned, cid);
+	it = fb_wait(&h->fb, 3);
+	assert_int_equal(it.data[0], pub7[0] | 0x08);
+	// No ConnGone to B: it said it let go.
+	assert_int_equal(fb_count(&h->fb2), 2);
+
+	// A moves it too, but A is the view's owner: the client is told 0x8B
+	// and closed; nobody gets a ConnGone.
+	fb_send(&h->fb, items, 1);
+	c_packet(fd, b);
+	assert_int_equal(b[0], 0xE0);
+	assert_int_equal(b[2], 0x8B);
+	c_eof(fd);
+	close(fd);
+	assert_int_equal(h_counter(h, "hawser_edge_connections_closed_total", "cause",
+	    "rehome_failed"), 1);
+	// The next item A sees is the next CONNECT, not a ConnGone.
+	fd = c_connect(edge_server_port(h->s, "mqtt"));
+	c_send(fd, conn_pkt, n);
+	it = fb_wait(&h->fb, 4);
+	assert_int_equal(it.kind, FB_PACKET);
+	assert_int_not_equal(it.conn, conn);
+	close(fd);
+	assert_int_equal(fb_count(&h->fb2), 2);
+	h_stop(h);
+}
+
+// No broker live: connections stay open, PINGREQ is still answered, a QoS 1
+// PUBLISH waits in the replay log and a QoS 0 one is dropped; the first
+// broker back gets ConnResume and the waiting PUBLISH.
+static void test_rehome_no_broker(void **state)
+{
+	const char *const extra[] = { "cluster.member_down_ms=200", NULL };
+	harness *h = h_start_n(extra, 2);
+	const uint8_t pub0[] = { 0x30, 0x05, 0x00, 0x03, 'a', '/', 'b' };
+	uint8_t b[256];
+	char cid[32];
+	uint64_t conn;
+	int fd;
+	fb_item it;
+
+	(void)state;
+	cid_owned_by(h, 0, cid, sizeof(cid));
+	fd = connect_accept(h, 4, cid, 60, &conn);
+	fb_kill(&h->fb);
+	fb_kill(&h->fb2);
+	// New connections are refused while nobody owns their slot...
+	h_wait_counter(h, "hawser_cluster_changes_total", "tier", "edge", 1);
+	{
+		uint64_t deadline = hw_clock_mono_ms() + WAIT_MS;
+		int refused = 0;
+
+		// ...once the view is empty (both deaths may come as two changes).
+		while (!refused && hw_clock_mono_ms() < deadline) {
+			int fd2 = c_connect(edge_server_port(h->s, "mqtt"));
+			size_t n = mk_connect(b, 4, "newcomer", 60);
+
+			c_send(fd2, b, n);
+			assert_true(c_recv(fd2, b, 4));
+			assert_int_equal(b[0], 0x20);
+			refused = b[3] == 0x03;
+			close(fd2);
+		}
+		assert_true(refused);
+	}
+	// ...but this one stays open.
+	c_send(fd, pingreq, sizeof(pingreq));
+	c_expect(fd, pingresp, sizeof(pingresp));
+	c_send(fd, pub0, sizeof(pub0));
+	c_send(fd, pub7, sizeof(pub7));
+	h_wait_counter(h, "hawser_edge_unowned_dropped_total", NULL, NULL, 1);
+	c_send(fd, pingreq, sizeof(pingreq));
+	c_expect(fd, pingresp, sizeof(pingresp));
+
+	fb_open(&h->fb2, h->url2);
+	it = fb_wait(&h->fb2, 1);
+	assert_int_equal(it.kind, FB_RESUME);
+	assert_int_equal(it.conn, conn);
+	assert_string_equal(it.assigned, cid);
+	it = fb_wait(&h->fb2, 2);
+	assert_int_equal(it.kind, FB_PACKET);
+	assert_int_equal(it.data[0], pub7[0] | 0x08);
+	assert_memory_equal(it.data + 1, pub7 + 1, sizeof(pub7) - 1);
+	fb_write(&h->fb2, conn, puback7, sizeof(puback7), 0, 0, 0);
+	c_expect(fd, puback7, sizeof(puback7));
+	close(fd);
+	it = fb_wait(&h->fb2, 3);
+	assert_int_equal(it.kind, FB_GONE);
+	assert_int_equal(it.cause, HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__NETWORK);
+	h_stop(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1122,6 +1459,9 @@ int main(void)
 		cmocka_unit_test(test_drain_timeout),
 		cmocka_unit_test(test_demo_page),
 		cmocka_unit_test(test_listen_port_in_use),
+		cmocka_unit_test(test_rehome_broker_dies),
+		cmocka_unit_test(test_rehome_conn_moved),
+		cmocka_unit_test(test_rehome_no_broker),
 	};
 
 	hw_log_setup(getenv("TEST_DEBUG") ? HW_LOG_DEBUG : HW_LOG_ERROR, "test-edge");
