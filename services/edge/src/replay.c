@@ -138,11 +138,12 @@ hw_err edge_replay_add(edge_replay **rp, const uint8_t *pkt, size_t len, uint8_t
 		// quarter of the buffer free, so compaction stays amortized O(1).
 		edge_rp_compact(r);
 		if (r->tail + sz > r->cap - r->cap / 4) {
-			size_t ncap = r->cap ? r->cap * 2 : EDGE_RP_MIN_CAP;
+			// Doubling, but a big packet gets just what it needs.
+			size_t ncap = r->cap * 2 > EDGE_RP_MIN_CAP ? r->cap * 2 : EDGE_RP_MIN_CAP;
 			uint8_t *nb;
 
-			while (ncap < r->tail + sz)
-				ncap *= 2;
+			if (ncap < r->tail + sz)
+				ncap = r->tail + sz;
 			nb = realloc(r->buf, ncap);
 			if (nb == NULL) {
 				if (*rp == NULL)
