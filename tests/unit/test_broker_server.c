@@ -4,6 +4,10 @@
 // Publish back to the broker with its own seq and acks the publisher once
 // the broker acked the offer).
 //
+// Two-broker tests (slot ownership, ConnResume, lost slots) run two
+// brk_servers on one real redis-server started here (skipped when it is not
+// installed); the fake edge and router then talk to both.
+//
 // Every wait has a deadline; nothing sleeps to synchronize.
 
 #include <setjmp.h>
@@ -17,8 +21,15 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "core/clock.h"
 #include "core/config.h"
@@ -32,12 +43,19 @@
 
 #define WAIT_MS 5000
 #define MAXREC 256
+#define TEST_SEQ 100000   // seqs of the Publishes a test offers itself
 
-enum { REC_WRITE = 1, REC_CLOSE, REC_PUBLISH };
+enum { REC_WRITE = 1, REC_CLOSE, REC_PUBLISH, REC_MOVED, REC_ACK };
 
 typedef struct rec {
 	int      kind;
 	bool     taken;    // already returned by wait_rec
+	char     from[32]; // node id of the sending broker
+	char     owner[64];// REC_MOVED
+	uint64_t seq;      // REC_ACK
+	uint32_t reason;   // REC_ACK
+	uint32_t retry[8]; // REC_ACK: retry_slots
+	size_t   nretry;
 	uint64_t conn;
 	bool     droppable, accepted;
 	uint32_t keepalive, version;
@@ -50,7 +68,8 @@ typedef struct rec {
 
 typedef struct fake {
 	hw_link        *link;
-	hw_link_peer   *broker;
+	hw_link_peer   *broker;    // = to[0]
+	hw_link_peer   *to[2];
 	pthread_mutex_t mu;
 	pthread_cond_t  cv;
 	rec             recs[MAXREC];
@@ -68,6 +87,12 @@ typedef struct harness {
 	brk_server *srv;
 	fake        edge, router;
 	char        broker_url[64];
+	// two-broker runs: the second broker; `target` picks where the edge sends
+	hw_config   cfg2;
+	hw_metrics *metrics2;
+	brk_server *srv2;
+	char        broker2_url[64];
+	int         target;
 } harness;
 
 static int g_seq;
@@ -88,7 +113,12 @@ static void edge_recv(void *arg, hw_batch *b)
 		rec r = { 0 };
 		ProtobufCBinaryData d = { 0 };
 
-		if (it->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_WRITE) {
+		snprintf(r.from, sizeof(r.from), "%s", b->from);
+		if (it->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_MOVED) {
+			r.kind = REC_MOVED;
+			r.conn = it->moved->conn;
+			snprintf(r.owner, sizeof(r.owner), "%s", it->moved->owner);
+		} else if (it->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_WRITE) {
 			r.kind = REC_WRITE;
 			r.conn = it->write->conn;
 			r.droppable = it->write->droppable;
@@ -140,10 +170,18 @@ static void router_recv(void *arg, hw_batch *b)
 			out.publish = &p;
 			(void)hw_link_send(f->broker, &op, 1);
 		} else if (it->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_ACK) {
-			uint64_t orig = f->orig[it->ack->seq % MAXREC];
+			uint64_t orig = it->ack->seq < TEST_SEQ ? f->orig[it->ack->seq % MAXREC] : 0;
 			Hawser__Internal__V1__Ack a = HAWSER__INTERNAL__V1__ACK__INIT;
 			hw_item out = HAWSER__INTERNAL__V1__ITEM__INIT;
 			hw_item *op = &out;
+			// Acks are found by seq: wait_rec(.., REC_ACK, seq).
+			rec r = { .kind = REC_ACK, .seq = it->ack->seq, .conn = it->ack->seq,
+				.reason = it->ack->reason };
+
+			snprintf(r.from, sizeof(r.from), "%s", b->from);
+			for (size_t k = 0; k < it->ack->n_retry_slots && k < 8; k++)
+				r.retry[r.nretry++] = it->ack->retry_slots[k];
+			fake_record(f, &r);
 
 			f->acks_seen++;
 			f->last_ack_reason = it->ack->reason;
@@ -196,6 +234,18 @@ static rec wait_rec(fake *f, size_t *from, int kind, uint64_t conn)
 	return r;
 }
 
+// count_kind counts the records of a kind, taken or not.
+static size_t count_kind(fake *f, int kind)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&f->mu);
+	for (size_t i = 0; i < f->n; i++)
+		n += f->recs[i].kind == kind;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
 static void set(harness *h, const char *kv)
 {
 	char *why = NULL;
@@ -205,12 +255,15 @@ static void set(harness *h, const char *kv)
 }
 
 static void fake_open(fake *f, const char *node, const char *url, hw_link_recv_fn fn,
-    const char *broker_url)
+    const char *broker_url, const char *broker2_url)
 {
 	pthread_mutex_init(&f->mu, NULL);
 	pthread_cond_init(&f->cv, NULL);
 	assert_int_equal(hw_link_open(&f->link, node, url, NULL, NULL), HW_OK);
-	assert_int_equal(hw_link_peer(f->link, broker_url, &f->broker), HW_OK);
+	assert_int_equal(hw_link_peer(f->link, broker_url, &f->to[0]), HW_OK);
+	if (broker2_url != NULL)
+		assert_int_equal(hw_link_peer(f->link, broker2_url, &f->to[1]), HW_OK);
+	f->broker = f->to[0];
 	assert_int_equal(hw_link_start(f->link, fn, f), HW_OK);
 }
 
@@ -236,8 +289,8 @@ static harness *harness_start(const char **extra)
 	assert_int_equal(hw_metrics_alloc(&h->metrics), HW_OK);
 	assert_int_equal(brk_server_alloc(&h->srv, &h->cfg, h->metrics), HW_OK);
 	assert_int_equal(brk_server_start(h->srv, 0), HW_OK);
-	fake_open(&h->edge, "fake-edge", edge_url, edge_recv, h->broker_url);
-	fake_open(&h->router, "fake-router", router_url, router_recv, h->broker_url);
+	fake_open(&h->edge, "fake-edge", edge_url, edge_recv, h->broker_url, NULL);
+	fake_open(&h->router, "fake-router", router_url, router_recv, h->broker_url, NULL);
 	return h;
 }
 
@@ -245,6 +298,12 @@ static void harness_stop(harness *h)
 {
 	brk_server_stop(h->srv);
 	brk_server_free(h->srv);
+	if (h->srv2 != NULL) {
+		brk_server_stop(h->srv2);
+		brk_server_free(h->srv2);
+		hw_metrics_free(h->metrics2);
+		hw_config_fini(&h->cfg2);
+	}
 	hw_link_close(h->edge.link);
 	hw_link_close(h->router.link);
 	hw_metrics_free(h->metrics);
@@ -276,7 +335,7 @@ static void edge_send(harness *h, uint64_t conn, const char *cid, const hw_buf *
 	}
 	it.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_PACKET;
 	it.packet = &cp;
-	assert_int_equal(hw_link_send(h->edge.broker, &ip, 1), HW_OK);
+	assert_int_equal(hw_link_send(h->edge.to[h->target], &ip, 1), HW_OK);
 }
 
 static void edge_gone(harness *h, uint64_t conn, const char *cid, int cause)
@@ -290,7 +349,7 @@ static void edge_gone(harness *h, uint64_t conn, const char *cid, int cause)
 	g.cause = cause;
 	it.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_GONE;
 	it.gone = &g;
-	assert_int_equal(hw_link_send(h->edge.broker, &ip, 1), HW_OK);
+	assert_int_equal(hw_link_send(h->edge.to[h->target], &ip, 1), HW_OK);
 }
 
 static void send_pkt(harness *h, uint64_t conn, const char *cid, const hw_mqtt_packet *p,
@@ -565,9 +624,7 @@ static void test_qos2_resend_not_forwarded_twice(void **state)
 	assert_int_equal(p.u.ack.reason, HW_RC_PACKET_ID_NOT_FOUND);
 	// Exactly one publish reached the router.
 	wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
-	pthread_mutex_lock(&h->router.mu);
-	assert_int_equal(h->router.n, 1);
-	pthread_mutex_unlock(&h->router.mu);
+	assert_int_equal(count_kind(&h->router, REC_PUBLISH), 1);
 	harness_stop(h);
 }
 
@@ -895,10 +952,398 @@ static void test_payload_format_and_receive_maximum(void **state)
 	// Only "a" reached the router.
 	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
 	assert_string_equal(r.topic, "pf/q2");
-	pthread_mutex_lock(&h->router.mu);
-	assert_int_equal(h->router.n, 1);
-	pthread_mutex_unlock(&h->router.mu);
+	assert_int_equal(count_kind(&h->router, REC_PUBLISH), 1);
 	harness_stop(h);
+}
+
+
+// ---- slot ownership, ConnResume, MOVED (docs/cluster.md) --------------------
+
+// edge_resume sends ConnResume for (conn, cid) to the target broker.
+static void edge_resume(harness *h, uint64_t conn, const char *cid)
+{
+	Hawser__Internal__V1__ConnResume r = HAWSER__INTERNAL__V1__CONN_RESUME__INIT;
+	hw_item it = HAWSER__INTERNAL__V1__ITEM__INIT;
+	hw_item *ip = &it;
+
+	r.conn = conn;
+	r.slot = hw_slot_of(hw_bytes_of_cstr(cid));
+	r.client_id = (char *)cid;
+	it.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_RESUME;
+	it.resume = &r;
+	assert_int_equal(hw_link_send(h->edge.to[h->target], &ip, 1), HW_OK);
+}
+
+// offer sends a Publish from the fake router to broker `to` (0 or 1),
+// restricted to only[0..nonly) when nonly != 0.
+static void offer(harness *h, int to, const char *topic, const char *payload, uint8_t qos,
+    uint64_t seq, const uint32_t *only, size_t nonly)
+{
+	Hawser__Internal__V1__Publish p = HAWSER__INTERNAL__V1__PUBLISH__INIT;
+	hw_item it = HAWSER__INTERNAL__V1__ITEM__INIT;
+	hw_item *ip = &it;
+
+	p.seq = seq;
+	p.topic = (char *)topic;
+	p.payload.data = (uint8_t *)payload;
+	p.payload.len = strlen(payload);
+	p.qos = qos;
+	p.only_slots = (uint32_t *)only;
+	p.n_only_slots = nonly;
+	it.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_PUBLISH;
+	it.publish = &p;
+	assert_int_equal(hw_link_send(h->router.to[to], &ip, 1), HW_OK);
+}
+
+static uint32_t slot_of(const char *cid)
+{
+	return hw_slot_of(hw_bytes_of_cstr(cid));
+}
+
+// untaken counts the records of kind for conn not returned by a wait yet.
+static size_t untaken(fake *f, int kind, uint64_t conn)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&f->mu);
+	for (size_t i = 0; i < f->n; i++)
+		if (!f->recs[i].taken && f->recs[i].kind == kind && f->recs[i].conn == conn)
+			n++;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+// ConnGone MOVED forgets the session silently: no will goes out, and the
+// session is gone from this broker (the memory store cannot load it back,
+// so a ConnResume for it is refused with a plain close).
+static void test_moved_forgets_without_will(void **state)
+{
+	harness *h = harness_start(NULL);
+	size_t ef = 0, rf = 0;
+	rec r;
+
+	(void)state;
+	connect_as(h, 1, "mv", HW_MQTT_V5, &(conn_opts){ .clean = true, .will_topic = "wills/mv" });
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	edge_gone(h, 1, "mv", HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__MOVED);
+	edge_resume(h, 1, "mv");
+	r = wait_rec(&h->edge, &ef, REC_CLOSE, 1);
+	assert_int_equal(r.len, 0);
+	// The same worker publishes next: had a will gone out, the router would
+	// have seen it first.
+	connect_as(h, 2, "mv", HW_MQTT_V5, &(conn_opts){ .clean = true });
+	assert_false(expect(h, &ef, 2, HW_MQTT_V5, HW_MQTT_CONNACK).u.connack.session_present);
+	publish(h, 2, "mv", HW_MQTT_V5, "after/mv", "x", 0, 0, false);
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "after/mv");
+	assert_int_equal(hw_counter_get(h->srv->st.wills), 0);
+	harness_stop(h);
+}
+
+// Publish.only_slots reaches only the sessions of those slots; a slot lost
+// while an offer is delivered moves its connection (ConnMoved naming the
+// owner, the prepared PUBLISH not sent) and comes back in Ack.retry_slots.
+static void test_only_slots_and_lost_slot(void **state)
+{
+	harness *h = harness_start(NULL);
+	size_t ef = 0, rf = 0;
+	uint32_t sa = slot_of("os-a"), sb = slot_of("os-b");
+	int64_t owned;
+	hw_mqtt_packet p;
+	rec r;
+
+	(void)state;
+	assert_int_not_equal(sa, sb);
+	connect_as(h, 1, "os-a", HW_MQTT_V5, &(conn_opts){ .clean = true });
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	subscribe(h, 1, "os-a", HW_MQTT_V5, "os/t", 1, 0);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_SUBACK);
+	connect_as(h, 2, "os-b", HW_MQTT_V311, &(conn_opts){ .clean = true });
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_CONNACK);
+	subscribe(h, 2, "os-b", HW_MQTT_V311, "os/t", 1, 0);
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_SUBACK);
+	owned = hw_gauge_get(h->srv->st.slots_owned);
+	assert_int_equal(owned, HW_SLOTS); // alone: every slot, claimed at start
+
+	offer(h, 0, "os/t", "only-a", 1, TEST_SEQ + 1, &sa, 1);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBLISH);
+	assert_true(payload_is(&p, "only-a"));
+	r = wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 1);
+	assert_int_equal(r.reason, 0);
+	assert_int_equal(r.nretry, 0);
+	offer(h, 0, "os/t", "all", 1, TEST_SEQ + 2, NULL, 0);
+	p = expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBLISH);
+	assert_true(payload_is(&p, "all")); // os-b never got "only-a"
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBLISH);
+	assert_true(payload_is(&p, "all"));
+	wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 2);
+
+	// Another claim of os-a's slot: the store now refuses our writes for it.
+	h->srv->store_ops->slot_drop(h->srv->store, sa);
+	offer(h, 0, "os/t", "lost", 1, TEST_SEQ + 3, NULL, 0);
+	r = wait_rec(&h->edge, &ef, REC_MOVED, 1);
+	assert_string_equal(r.owner, h->broker_url);
+	assert_int_equal(untaken(&h->edge, REC_WRITE, 1), 0); // "lost" never went to os-a
+	p = expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBLISH);
+	assert_true(payload_is(&p, "lost"));
+	r = wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 3);
+	assert_int_equal(r.nretry, 1);
+	assert_int_equal(r.retry[0], sa);
+	assert_int_equal(hw_counter_get(h->srv->st.slots_lost), 1);
+	assert_int_equal(hw_gauge_get(h->srv->st.slots_owned), owned - 1);
+
+	// The edge resumes here anyway: the slot is claimed again on demand, but
+	// the memory store has no session to load: a plain close.
+	edge_resume(h, 1, "os-a");
+	r = wait_rec(&h->edge, &ef, REC_CLOSE, 1);
+	assert_int_equal(r.len, 0);
+	assert_int_equal(hw_gauge_get(h->srv->st.slots_owned), owned);
+	harness_stop(h);
+}
+
+// ---- two brokers on one redis-server -----------------------------------------
+
+typedef struct redis_proc {
+	pid_t pid;
+	int   port;
+	int   out;
+} redis_proc;
+
+static int free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+// redis_start runs redis-server (no persistence) on a free port and waits
+// (deadline 10 s) for "Ready to accept connections"; false when it is not
+// installed.
+static bool redis_start(redis_proc *rp)
+{
+	int fds[2];
+	char port[16], line[4096];
+	size_t have = 0;
+	uint64_t deadline = hw_clock_mono_ms() + 10000;
+
+	if (access("/usr/bin/redis-server", X_OK) != 0)
+		return false;
+	rp->port = free_port();
+	snprintf(port, sizeof(port), "%d", rp->port);
+	assert_int_equal(pipe(fds), 0);
+	rp->pid = fork();
+	assert_true(rp->pid >= 0);
+	if (rp->pid == 0) {
+		dup2(fds[1], 1);
+		close(fds[0]);
+		execl("/usr/bin/redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+		    "--save", "", "--appendonly", "no", "--dir", "/tmp", "--logfile", "", (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	for (;;) {
+		struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
+		uint64_t now = hw_clock_mono_ms();
+		ssize_t n;
+
+		assert_true(now < deadline);
+		if (poll(&pfd, 1, (int)(deadline - now)) <= 0)
+			continue;
+		n = read(fds[0], line + have, sizeof(line) - 1 - have);
+		assert_true(n > 0);
+		have += (size_t)n;
+		line[have] = 0;
+		if (strstr(line, "Ready to accept connections") != NULL)
+			break;
+		if (have > sizeof(line) / 2) { // keep the tail
+			memmove(line, line + have - 64, 64);
+			have = 64;
+		}
+	}
+	rp->out = fds[0];
+	return true;
+}
+
+static void redis_stop(redis_proc *rp)
+{
+	if (rp->pid > 0) {
+		kill(rp->pid, SIGKILL);
+		waitpid(rp->pid, NULL, 0);
+		close(rp->out);
+		rp->pid = 0;
+	}
+}
+
+static void set2(hw_config *cfg, const char *kv)
+{
+	char *why = NULL;
+
+	if (hw_config_set(cfg, kv, &why) != HW_OK)
+		fail_msg("config %s: %s", kv, why ? why : "?");
+}
+
+// broker_cfg sets up one of the two brokers of a pair.
+static void broker_cfg(hw_config *cfg, const char *node, const char *url, const char *peers,
+    const char *router_url, int redis_port, int seq)
+{
+	char kv[256];
+
+	assert_int_equal(hw_config_init(cfg), HW_OK);
+	snprintf(kv, sizeof(kv), "broker.listen=%s", url);
+	set2(cfg, kv);
+	snprintf(kv, sizeof(kv), "broker.routers=%s", router_url);
+	set2(cfg, kv);
+	snprintf(kv, sizeof(kv), "broker.peers=%s", peers);
+	set2(cfg, kv);
+	snprintf(kv, sizeof(kv), "node.id=%s", node);
+	set2(cfg, kv);
+	set2(cfg, "broker.workers=2");
+	set2(cfg, "store.backend=redis");
+	snprintf(kv, sizeof(kv), "store.redis_url=redis://127.0.0.1:%d", redis_port);
+	set2(cfg, kv);
+	snprintf(kv, sizeof(kv), "store.key_prefix=tb%d:", seq);
+	set2(cfg, kv);
+}
+
+// pair_start starts brokers "broker-a" and "broker-b" on the Redis store,
+// each listing both in broker.peers, with the fake edge and router dialing
+// both.
+static harness *pair_start(const redis_proc *rp)
+{
+	harness *h = calloc(1, sizeof(*h));
+	char peers[160], edge_url[64], router_url[64];
+	int seq = ++g_seq;
+
+	assert_non_null(h);
+	snprintf(h->broker_url, sizeof(h->broker_url), "inproc://tb-broker-a-%d", seq);
+	snprintf(h->broker2_url, sizeof(h->broker2_url), "inproc://tb-broker-b-%d", seq);
+	snprintf(edge_url, sizeof(edge_url), "inproc://tb-edge-%d", seq);
+	snprintf(router_url, sizeof(router_url), "inproc://tb-router-%d", seq);
+	snprintf(peers, sizeof(peers), "%s,%s", h->broker_url, h->broker2_url);
+	broker_cfg(&h->cfg, "broker-a", h->broker_url, peers, router_url, rp->port, seq);
+	broker_cfg(&h->cfg2, "broker-b", h->broker2_url, peers, router_url, rp->port, seq);
+	assert_int_equal(hw_metrics_alloc(&h->metrics), HW_OK);
+	assert_int_equal(hw_metrics_alloc(&h->metrics2), HW_OK);
+	assert_int_equal(brk_server_alloc(&h->srv, &h->cfg, h->metrics), HW_OK);
+	assert_int_equal(brk_server_alloc(&h->srv2, &h->cfg2, h->metrics2), HW_OK);
+	assert_int_equal(brk_server_start(h->srv, 0), HW_OK);
+	assert_int_equal(brk_server_start(h->srv2, 0), HW_OK);
+	fake_open(&h->edge, "fake-edge", edge_url, edge_recv, h->broker_url, h->broker2_url);
+	fake_open(&h->router, "fake-router", router_url, router_recv, h->broker_url, h->broker2_url);
+	return h;
+}
+
+// owned_by finds a client id "<prefix>-<n>" whose slot broker `want` (0: a,
+// 1: b) owns, and, when same_as is given, in the same slot as it.
+static void owned_by(const harness *h, const char *prefix, int want, const char *same_as,
+    char *out, size_t cap)
+{
+	const char *urls[2] = { h->broker_url, h->broker2_url };
+	const char *sorted[2];
+	int a_first = strcmp(urls[0], urls[1]) < 0;
+
+	sorted[0] = a_first ? urls[0] : urls[1];
+	sorted[1] = a_first ? urls[1] : urls[0];
+	for (int n = 0; n < 1000000; n++) {
+		uint32_t slot;
+		int o;
+
+		snprintf(out, cap, "%s-%d", prefix, n);
+		slot = slot_of(out);
+		if (same_as != NULL && slot != slot_of(same_as))
+			continue;
+		o = hw_slot_owner(slot, sorted, 2);
+		if (strcmp(sorted[o], urls[want]) == 0)
+			return;
+	}
+	fail_msg("no client id for %s", prefix);
+}
+
+// A connection moves from broker a to broker b while it stays open: b
+// claims the slot, loads the session and rebuilds the connection from its
+// record without a CONNACK, resends the unacknowledged message with DUP,
+// and carries on. Broker a, fenced by b's claim, loses the slot at its next
+// write: its other connection in that slot gets ConnMoved naming b, and
+// the offer that touched the slot is acked with it in retry_slots.
+static void test_resume_on_another_broker(void **state)
+{
+	redis_proc rp = { 0 };
+	harness *h;
+	size_t ef = 0, rf = 0;
+	char rz[32], ry[32];
+	uint32_t slot;
+	uint16_t pid;
+	hw_mqtt_packet p;
+	rec r;
+
+	(void)state;
+	if (!redis_start(&rp))
+		skip();
+	h = pair_start(&rp);
+	owned_by(h, "rz", 0, NULL, rz, sizeof(rz));
+	owned_by(h, "ry", 0, rz, ry, sizeof(ry));
+	slot = slot_of(rz);
+
+	connect_as(h, 1, rz, HW_MQTT_V5, &(conn_opts){ .clean = false, .expiry = 600 });
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	subscribe(h, 1, rz, HW_MQTT_V5, "rz/#", 1, 7);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_SUBACK);
+	connect_as(h, 2, ry, HW_MQTT_V311, &(conn_opts){ .clean = true });
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_CONNACK);
+	subscribe(h, 2, ry, HW_MQTT_V311, "rz/#", 1, 0);
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_SUBACK);
+	offer(h, 0, "rz/a", "one", 1, TEST_SEQ + 1, NULL, 0);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBLISH);
+	assert_true(payload_is(&p, "one"));
+	assert_false(p.u.publish.dup);
+	pid = p.u.publish.packet_id;
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBLISH);
+	wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 1);
+
+	// The edge re-homes conn 1 (not acknowledged "one") to broker b.
+	edge_gone(h, 1, rz, HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__MOVED);
+	h->target = 1;
+	edge_resume(h, 1, rz);
+	r = wait_rec(&h->edge, &ef, REC_WRITE, 1);
+	assert_string_equal(r.from, "broker-b");
+	assert_false(r.accepted);
+	p = decode(&r, HW_MQTT_V5);
+	assert_int_equal(p.type, HW_MQTT_PUBLISH); // no CONNACK first
+	assert_true(p.u.publish.dup);
+	assert_int_equal(p.u.publish.packet_id, pid);
+	assert_true(payload_is(&p, "one"));
+	assert_int_equal(p.u.publish.props.sub_id, 7);
+	ack(h, 1, rz, HW_MQTT_V5, HW_MQTT_PUBACK, pid);
+	offer(h, 1, "rz/b", "two", 1, TEST_SEQ + 2, NULL, 0);
+	r = wait_rec(&h->edge, &ef, REC_WRITE, 1);
+	assert_string_equal(r.from, "broker-b");
+	p = decode(&r, HW_MQTT_V5);
+	assert_int_equal(p.type, HW_MQTT_PUBLISH);
+	assert_false(p.u.publish.dup);
+	assert_true(payload_is(&p, "two"));
+	wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 2);
+	assert_int_equal(hw_counter_get(h->srv2->st.resumed), 1);
+
+	// Broker a still believes it holds the slot; its next write for it (a
+	// delivery to ry) is fenced.
+	offer(h, 0, "rz/c", "three", 1, TEST_SEQ + 3, NULL, 0);
+	r = wait_rec(&h->edge, &ef, REC_MOVED, 2);
+	assert_string_equal(r.from, "broker-a");
+	assert_string_equal(r.owner, h->broker2_url);
+	assert_int_equal(untaken(&h->edge, REC_WRITE, 2), 0); // "three" never reached ry
+	r = wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 3);
+	assert_int_equal(r.nretry, 1);
+	assert_int_equal(r.retry[0], slot);
+	assert_int_equal(hw_counter_get(h->srv->st.slots_lost), 1);
+	harness_stop(h);
+	redis_stop(&rp);
 }
 
 int main(void)
@@ -918,6 +1363,9 @@ int main(void)
 		cmocka_unit_test(test_acl_denials),
 		cmocka_unit_test(test_interest_summary),
 		cmocka_unit_test(test_payload_format_and_receive_maximum),
+		cmocka_unit_test(test_moved_forgets_without_will),
+		cmocka_unit_test(test_only_slots_and_lost_slot),
+		cmocka_unit_test(test_resume_on_another_broker),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
