@@ -6,6 +6,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "events.h"
 #include "impl.h"
 
 // brk_connect_refuse answers with a failing CONNACK and closes.
@@ -37,6 +38,7 @@ static void brk_connect_takeover(brk_worker *w, brk_session *old, bool clean)
 	hw_buf_fini(&b);
 	brk_map_del(&w->conns, brk_conn_key(key, old->edge, old->conn));
 	hw_gauge_add(w->srv->st.connections, -1);
+	brk_events_disconnected(w, old, "taken_over");
 	old->connected = false;
 	if (old->will != NULL && (old->will_delay == 0 || clean))
 		brk_publish_will(w, old);
@@ -170,6 +172,7 @@ static void brk_connect_ack(brk_ctx *c, brk_session *s, const brk_connack_args *
 	if (hw_mqtt_encode(&p, s->version, &b) == HW_OK)
 		brk_out_accept(c->w, c->edge, c->cp->conn, &b, a->keepalive, s->version);
 	hw_buf_fini(&b);
+	brk_events_connected(c->w, s);
 }
 
 hw_err brk_session_bind(brk_worker *w, brk_session *s, brk_edge *e, uint64_t conn,

@@ -1,5 +1,6 @@
 // DISCONNECT from a client. The edge closes the socket itself and sends no
 // ConnGone afterwards.
+#include "events.h"
 #include "impl.h"
 
 void brk_handle_disconnect(brk_ctx *c)
@@ -17,6 +18,7 @@ void brk_handle_disconnect(brk_ctx *c)
 		if (!(s->expiry_zero_at_connect && v != 0))
 			s->expiry = v > cfg->broker.max_session_expiry ? cfg->broker.max_session_expiry : v;
 	}
+	brk_events_disconnected(c->w, s, d->reason == HW_RC_NORMAL_DISCONNECT ? "normal" : "disconnect_with_will");
 	// Only a normal disconnection (0x00) discards the will (MQTT 5 3.1.2.5).
 	brk_conn_lost(c->w, s, d->reason != HW_RC_NORMAL_DISCONNECT);
 }

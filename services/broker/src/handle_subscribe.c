@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "events.h"
 #include "impl.h"
 #include "mqtt/topic.h"
 
@@ -168,6 +169,7 @@ void brk_handle_subscribe(brk_ctx *c)
 		i++;
 	}
 	brk_suback(c, HW_MQTT_SUBACK, rc, i);
+	brk_events_subscribed(c, rc, i);
 	if (!c->w->srv->cfg->broker.retain_available)
 		goto out;
 	// Retained messages after the SUBACK, per Retain Handling.
@@ -204,5 +206,6 @@ void brk_handle_unsubscribe(brk_ctx *c)
 		rc[i++] = had ? HW_RC_SUCCESS : HW_RC_NO_SUBSCRIPTION_EXISTED;
 	}
 	brk_suback(c, HW_MQTT_UNSUBACK, rc, i);
+	brk_events_unsubscribed(c, rc, i);
 	free(rc);
 }

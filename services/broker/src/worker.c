@@ -24,6 +24,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/slot.h"
+#include "events.h"
 #include "impl.h"
 
 static const brk_handler_fn brk_handlers[16] = {
@@ -371,6 +372,7 @@ void brk_protocol_error(brk_worker *w, brk_session *s, uint8_t reason)
 		(void)hw_mqtt_encode_disconnect(reason, HW_BYTES_NULL, HW_MQTT_V5, &b);
 	brk_out_close(w, s->edge, s->conn, &b);
 	hw_buf_fini(&b);
+	brk_events_disconnected(w, s, "protocol_error");
 	brk_conn_lost(w, s, true);
 }
 
@@ -447,6 +449,7 @@ static void brk_worker_gone(brk_worker *w, brk_batch *bb, const brk_conngone *g)
 	if (e == NULL)
 		return;
 	s = brk_map_get(&w->conns, brk_conn_key(key, e, g->conn));
+	brk_events_gone(w, s, g->cause);
 	if (s != NULL && g->cause == HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__MOVED)
 		// The connection lives on at the slot's new owner, which resumes
 		// the session from the store: forget it here, silently.
@@ -619,7 +622,10 @@ static void brk_worker_refresh_one(void *arg, hw_bytes key, void *val)
 	brk_session *s = val;
 
 	(void)key;
-	if (s->connected && s->expiry != 0 && s->expiry != UINT32_MAX)
+	// Expiry 0 too: such a session is kept while connected, so that it
+	// survives this broker (docs/cluster.md), only as long as it is put
+	// again.
+	if (s->connected && s->expiry != UINT32_MAX)
 		(void)BRK_STORE(w, session_put, &(brk_store_session){ .client_id = brk_cid(s),
 			.expiry = s->expiry });
 }

@@ -180,6 +180,9 @@ static size_t rtr_server_batch(rtr_server *s, const hw_batch *b)
 			(void)rtr_fanout_ack(s->fanout, b->reply_to, it->ack->seq, it->ack->reason,
 			    it->ack->retry_slots, it->ack->n_retry_slots);
 			break;
+		case HAWSER__INTERNAL__V1__ITEM__BODY_EVENT:
+			rtr_kafka_event(s->kafka, it->event); // NULL kafka: events are off
+			break;
 		default:
 			hw_log_debug("RTR-ITEM", "ignored an item of kind %d from %s",
 			    (int)it->body_case, b->from);
@@ -546,7 +549,8 @@ hw_err rtr_server_alloc(rtr_server **out, const hw_config *cfg, hw_metrics *metr
 		goto fail;
 	if ((err = rtr_fanout_alloc(&s->fanout, s->ob, RTR_FANOUT_TIMEOUT_MS, metrics)) != HW_OK)
 		goto fail;
-	if (s->pconf.n > 0 && (err = rtr_kafka_alloc(&s->kafka, cfg, s->fanout, metrics,
+	if ((s->pconf.n > 0 || rtr_kafka_events_on(cfg)) &&
+	    (err = rtr_kafka_alloc(&s->kafka, cfg, s->fanout, metrics,
 	    rtr_server_wake, s)) != HW_OK)
 		goto fail;
 	if ((err = rtr_server_pipelines(s)) != HW_OK)

@@ -127,6 +127,10 @@ struct rtr_kafka {
 	size_t             inflight;
 	bool               waiting_brokers; // no broker connected: paused
 
+	int                evmark;    // the opaque of event records
+	hw_counter        *ev_produced;
+	hw_counter        *ev_failed;
+
 	hw_gauge          *inflight_gauge;
 	hw_counter        *commits;
 	hw_histogram      *e2e;       // broker receive -> offered again, seconds
@@ -214,7 +218,8 @@ hw_err rtr_kafka_alloc(rtr_kafka **out, const hw_config *cfg, rtr_fanout *fanout
 	if (out == NULL || cfg == NULL || fanout == NULL || wake == NULL)
 		return HW_EINVAL;
 	if (cfg->router.kafka.brokers == NULL || cfg->router.kafka.brokers[0] == '\0') {
-		hw_log_error("RTR-CONFIG", "router.kafka.brokers: required when router.mode is kafka");
+		hw_log_error("RTR-CONFIG",
+		    "router.kafka.brokers: required when router.mode is kafka or router.kafka.events_topic is set");
 		return HW_ECONFIG;
 	}
 	if ((k = calloc(1, sizeof(*k))) == NULL)
@@ -256,6 +261,14 @@ hw_err rtr_kafka_alloc(rtr_kafka **out, const hw_config *cfg, rtr_fanout *fanout
 		    "Consumed Kafka records offered to brokers and not yet acked by all.", NULL, NULL);
 		k->commits = hw_metrics_counter(metrics, "hawser_router_kafka_commits_total",
 		    "Offset commits sent to Kafka.", NULL, NULL);
+		if (rtr_kafka_events_on(cfg)) {
+			const char *help = "Client lifecycle events produced to router.kafka.events_topic, by outcome.";
+
+			k->ev_produced = hw_metrics_counter(metrics, "hawser_router_events_total", help,
+			    "result", "produced");
+			k->ev_failed = hw_metrics_counter(metrics, "hawser_router_events_total", help,
+			    "result", "failed");
+		}
 		static const double b[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 			0.5, 1, 2.5, 5, 10, 30 };
 
@@ -430,11 +443,22 @@ hw_err rtr_kafka_start(rtr_kafka *k)
 static void rtr_kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	rtr_kafka_dr *dr = m->_private;
+	rtr_kafka    *k = opaque;
 
 	(void)rk;
-	(void)opaque;
 	if (dr == NULL)
 		return;
+	if ((void *)dr == (void *)&k->evmark) {
+		if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+			hw_counter_inc(k->ev_produced);
+		} else {
+			hw_counter_inc(k->ev_failed);
+			if (!k->closing)
+				hw_log_warn("RTR-EVENT", "Kafka did not take a client event: %s",
+				    rd_kafka_err2str(m->err));
+		}
+		return;
+	}
 	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
 		hw_counter_inc(dr->st->produced);
 	} else {
@@ -546,6 +570,50 @@ hw_err rtr_kafka_produce(rtr_kafka *k, const rtr_pipeconf *pc, const rtr_msg *ms
 		return rerr == RD_KAFKA_RESP_ERR__QUEUE_FULL ? HW_EFULL : HW_EIO;
 	}
 	return HW_OK;
+}
+
+bool rtr_kafka_events_on(const hw_config *cfg)
+{
+	const char *t = cfg->router.kafka.events_topic;
+
+	return t != NULL && t[0] != '\0';
+}
+
+void rtr_kafka_event(rtr_kafka *k, const Hawser__Internal__V1__ClientEvent *ev)
+{
+	const char         *topic;
+	uint8_t            *buf;
+	size_t              len, keylen;
+	rd_kafka_resp_err_t rerr;
+
+	if (k == NULL || ev == NULL || !rtr_kafka_events_on(k->cfg))
+		return;
+	keylen = ev->client_id != NULL ? strlen(ev->client_id) : 0;
+	topic = k->cfg->router.kafka.events_topic;
+	// The link message has hawser.v1.ClientEvent's field numbers: its bytes
+	// are that message.
+	len = hawser__internal__v1__client_event__get_packed_size(ev);
+	if ((buf = malloc(len > 0 ? len : 1)) == NULL) {
+		hw_counter_inc(k->ev_failed);
+		return;
+	}
+	hawser__internal__v1__client_event__pack(ev, buf);
+	rerr = rd_kafka_producev(k->producer,
+	    RD_KAFKA_V_TOPIC(topic),
+	    RD_KAFKA_V_VALUE(buf, len),
+	    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+	    RD_KAFKA_V_KEY(ev->client_id, keylen),
+	    RD_KAFKA_V_HEADER("content-type", "application/x-protobuf", -1),
+	    RD_KAFKA_V_HEADER("hawser-schema", "hawser.v1.ClientEvent", -1),
+	    RD_KAFKA_V_HEADER("hawser-schema-version", RTR_KAFKA_SCHEMA_VERSION, -1),
+	    RD_KAFKA_V_OPAQUE(&k->evmark),
+	    RD_KAFKA_V_END);
+	if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		free(buf);
+		hw_counter_inc(k->ev_failed);
+		hw_log_warn("RTR-EVENT", "cannot produce a client event to %s: %s", topic,
+		    rd_kafka_err2str(rerr));
+	}
 }
 
 // ---------------------------------------------------------------------------

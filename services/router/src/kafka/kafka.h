@@ -67,6 +67,18 @@ hw_err rtr_kafka_start(rtr_kafka *k);
 hw_err rtr_kafka_produce(rtr_kafka *k, const rtr_pipeconf *pc, const rtr_msg *msg,
     rtr_sink_done done);
 
+// rtr_kafka_events_on tells whether cfg asks for client lifecycle events
+// (router.kafka.events_topic set), which need the Kafka client even in
+// direct mode.
+bool rtr_kafka_events_on(const hw_config *cfg);
+
+// rtr_kafka_event produces a broker's client lifecycle event to
+// router.kafka.events_topic as a hawser.v1.ClientEvent keyed by its client
+// id (headers content-type, hawser-schema). Fire and forget: counted in
+// hawser_router_events_total{result}. Does nothing when the topic is not
+// set. Processing thread.
+void rtr_kafka_event(rtr_kafka *k, const Hawser__Internal__V1__ClientEvent *ev);
+
 // rtr_kafka_poll serves delivery reports, rebalances and consumed records
 // (offering them), bounded per call. Returns true when more work is waiting
 // (call again without sleeping).
