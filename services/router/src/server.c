@@ -17,8 +17,12 @@
 //   the earliest pending deadline (at most RTR_IDLE_MS), then expires what is
 //   due; expired entries are answered 0x80.
 // - Broker set: hw_members' `changed` runs on its own thread and only
-//   parks the newest view in s->view (under s->mtx) and wakes the
-//   processing thread, which installs it in the fanout before its next pass.
+//   queues the view in s->views (under s->mtx) and wakes the processing
+//   thread, which installs them in the fanout, in order, before its next
+//   pass. Every view is installed, not only the newest: a member that left
+//   and came back between two passes had its link peer reset (what was
+//   queued for it is gone), and only the view without it makes the fanout
+//   offer that again.
 // - Stop: readiness off, HTTP stopped, the thread drains what is queued and
 //   exits, then the link is closed (which waits for a running receive
 //   callback), then anything that arrived meanwhile is freed. Exactly once,
@@ -82,7 +86,9 @@ struct rtr_server {
 	size_t              qcap;
 	bool                stopping;
 	bool                woken;  // Kafka has events (or more work) waiting
-	hw_members_view    *view;   // a new broker set for the fanout (a reference)
+	hw_members_view   **views;  // new broker sets for the fanout (references)
+	size_t              nviews;
+	size_t              capviews;
 
 	hw_batch          **work; // the thread's own: batches of the pass
 	size_t              workcap;
@@ -237,7 +243,7 @@ static void *rtr_server_main(void *arg)
 		uint64_t now = hw_clock_mono_ms();
 		uint64_t due = rtr_fanout_next_deadline(s->fanout);
 
-		if (s->qn == 0 && !s->stopping && !s->woken && s->view == NULL && due > now) {
+		if (s->qn == 0 && !s->stopping && !s->woken && s->nviews == 0 && due > now) {
 			if (due > now + RTR_IDLE_MS)
 				due = now + RTR_IDLE_MS;
 			rtr_server_wait_until(s, due);
@@ -248,9 +254,11 @@ static void *rtr_server_main(void *arg)
 			size_t     takencap = s->qcap, n = s->qn;
 			bool       stopping = s->stopping;
 			bool       more = false;
-			hw_members_view *view = s->view;
+			hw_members_view **views = s->views;
+			size_t            nviews = s->nviews;
 
-			s->view = NULL;
+			s->views = NULL;
+			s->nviews = s->capviews = 0;
 			s->q = s->work;
 			s->qcap = s->workcap;
 			s->qn = 0;
@@ -258,11 +266,13 @@ static void *rtr_server_main(void *arg)
 			s->workcap = takencap;
 			s->woken = false;
 			pthread_mutex_unlock(&s->mtx);
-			if (view != NULL) {
-				(void)rtr_fanout_view(s->fanout, view);
-				rtr_outbox_flush(s->ob); // re-offers
-				hw_members_view_release(view);
+			for (size_t i = 0; i < nviews; i++) {
+				(void)rtr_fanout_view(s->fanout, views[i]);
+				hw_members_view_release(views[i]);
 			}
+			if (nviews > 0)
+				rtr_outbox_flush(s->ob); // re-offers
+			free(views);
 			if (n > 0)
 				rtr_server_pass(s, taken, n);
 			rtr_httppub_poll(s->httppub, hw_clock_mono_ms());
@@ -326,16 +336,30 @@ static void rtr_server_wake(void *arg)
 	pthread_mutex_unlock(&s->mtx);
 }
 
-// rtr_server_members_changed runs on the members thread: park the newest
-// view for the processing thread, nothing more.
+// rtr_server_members_changed runs on the members thread: queue the view
+// for the processing thread, nothing more.
 static void rtr_server_members_changed(void *arg, hw_members_view *v)
 {
 	rtr_server      *s = arg;
-	hw_members_view *old;
+	hw_members_view *old = NULL;
 
 	pthread_mutex_lock(&s->mtx);
-	old = s->view;
-	s->view = hw_members_view_ref(v);
+	if (s->nviews == s->capviews) {
+		size_t            cap = s->capviews != 0 ? s->capviews * 2 : 4;
+		hw_members_view **a = realloc(s->views, cap * sizeof(*a));
+
+		if (a != NULL) {
+			s->views = a;
+			s->capviews = cap;
+		}
+	}
+	if (s->nviews < s->capviews) {
+		s->views[s->nviews++] = hw_members_view_ref(v);
+	} else if (s->nviews > 0) {
+		// Out of memory: the newest view replaces the last queued one.
+		old = s->views[s->nviews - 1];
+		s->views[s->nviews - 1] = hw_members_view_ref(v);
+	}
 	pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mtx);
 	hw_members_view_release(old);
@@ -625,8 +649,11 @@ void rtr_server_stop(rtr_server *s)
 	if (s->members != NULL)
 		hw_members_close(s->members);
 	s->members = NULL;
-	hw_members_view_release(s->view);
-	s->view = NULL;
+	for (size_t i = 0; i < s->nviews; i++)
+		hw_members_view_release(s->views[i]);
+	free(s->views);
+	s->views = NULL;
+	s->nviews = s->capviews = 0;
 	// No processing thread: nothing sends on the link any more.
 	hw_link_close(s->link);
 	s->link = NULL;
