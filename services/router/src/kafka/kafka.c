@@ -32,6 +32,7 @@
 #include "fanout.h"
 #include "filter/filter.h"
 #include "hawser/v1/messages.pb-c.h"
+#include "kafka/lag.h"
 #include "mqtt/topic.h"
 
 #define RTR_KAFKA_POLL_MAX     4096u  // events / records per rtr_kafka_poll
@@ -86,6 +87,8 @@ struct rtr_kafka_part {
 	rtr_kafka_rec  *head;     // in flight, offset order
 	rtr_kafka_rec  *tail;
 	int64_t         commit;   // next offset to commit; -1 none pending
+	int64_t         done;     // offset after the last record done; -1 none yet
+	hw_gauge       *lag;      // hawser_router_consumer_lag of this partition
 	rtr_kafka_part *next;
 };
 
@@ -128,6 +131,8 @@ struct rtr_kafka {
 	bool               waiting_brokers; // no broker connected: paused
 
 	int                evmark;    // the opaque of event records
+	uint64_t           lag_at_ms; // next consumer lag refresh
+	rtr_lag           *lagq;      // asks Kafka for high watermarks
 	hw_counter        *ev_produced;
 	hw_counter        *ev_failed;
 
@@ -428,6 +433,8 @@ hw_err rtr_kafka_start(rtr_kafka *k)
 		return HW_ENOMEM;
 	for (size_t i = 0; i < k->nsubs; i++)
 		rd_kafka_topic_partition_list_add(topics, k->subs[i]->topic, RD_KAFKA_PARTITION_UA);
+	if (rtr_lag_start(&k->lagq, k->consumer, k->cfg->router.kafka.lag_interval_ms) != HW_OK)
+		hw_log_warn("RTR-LAG", "cannot start the lag thread: no hawser_router_consumer_lag");
 	rerr = rd_kafka_subscribe(k->consumer, topics);
 	rd_kafka_topic_partition_list_destroy(topics);
 	if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -657,6 +664,7 @@ static void rtr_kafka_advance(rtr_kafka *k, rtr_kafka_part *p)
 		if (p->head == NULL)
 			p->tail = NULL;
 		p->commit = r->offset + 1;
+		p->done = p->commit;
 		r->part = NULL;
 		r->next = k->freeq;
 		k->freeq = r;
@@ -949,6 +957,55 @@ static void rtr_kafka_record(rtr_kafka *k, const rd_kafka_message_t *m)
 	rtr_kafka_offer(k, r);
 }
 
+// rtr_kafka_lag_gauge registers the lag gauge of one partition. The
+// registry takes one label per metric, so the partition is named
+// "<topic>[<partition>]" as in the RTR-ASSIGN log line.
+static hw_gauge *rtr_kafka_lag_gauge(rtr_kafka *k, const char *topic, int32_t partition)
+{
+	char name[300];
+
+	if (k->metrics == NULL)
+		return NULL;
+	snprintf(name, sizeof(name), "%s[%d]", topic, (int)partition);
+	return hw_metrics_gauge(k->metrics, "hawser_router_consumer_lag",
+	    "Records of a consumed partition not yet done (Kafka's high watermark - the first offset not yet acked by every broker); -1 once another router owns the partition.",
+	    "partition", name);
+}
+
+// rtr_kafka_lag hands the assignment to the lag thread and sets the gauges
+// from its newest answers: lag = high watermark - the first offset not yet
+// done here (the head of the in-flight list, else the offset after the
+// last record done, else the group's committed offset).
+static void rtr_kafka_lag(rtr_kafka *k)
+{
+	rd_kafka_topic_partition_list_t *want;
+	rtr_lag_result                   res;
+
+	if (k->lagq == NULL)
+		return;
+	if ((want = rd_kafka_topic_partition_list_new(8)) != NULL) {
+		for (rtr_kafka_part *p = k->parts; p != NULL; p = p->next)
+			rd_kafka_topic_partition_list_add(want, p->topic, p->partition);
+		rtr_lag_want(k->lagq, want);
+		rd_kafka_topic_partition_list_destroy(want);
+	}
+	if (!rtr_lag_take(k->lagq, &res))
+		return;
+	for (size_t i = 0; i < res.n; i++) {
+		const rtr_lag_entry *e = &res.v[i];
+		rtr_kafka_part      *p = rtr_kafka_part_find(k, e->topic, e->partition);
+		int64_t              at;
+
+		if (p == NULL)
+			continue; // revoked meanwhile
+		at = p->head != NULL ? p->head->offset : p->done >= 0 ? p->done : e->base;
+		if (at < 0 || e->hi < 0)
+			continue;
+		hw_gauge_set(p->lag, e->hi > at ? e->hi - at : 0);
+	}
+	rtr_lag_result_fini(&res);
+}
+
 static void rtr_kafka_assign(rtr_kafka *k, const rd_kafka_topic_partition_list_t *parts)
 {
 	for (int i = 0; i < parts->cnt; i++) {
@@ -965,6 +1022,8 @@ static void rtr_kafka_assign(rtr_kafka *k, const rd_kafka_topic_partition_list_t
 		}
 		p->partition = tp->partition;
 		p->commit = -1;
+		p->done = -1;
+		p->lag = rtr_kafka_lag_gauge(k, tp->topic, tp->partition);
 		p->next = k->parts;
 		k->parts = p;
 		hw_log_info("RTR-ASSIGN", "consuming %s[%d]", tp->topic, (int)tp->partition);
@@ -1018,6 +1077,7 @@ static void rtr_kafka_revoke(rtr_kafka *k, const rd_kafka_topic_partition_list_t
 			r = next;
 		}
 		hw_log_info("RTR-REVOKE", "no longer consuming %s[%d]", p->topic, (int)p->partition);
+		hw_gauge_set(p->lag, -1); // another router's now
 		free(p->topic);
 		free(p);
 	}
@@ -1140,7 +1200,13 @@ bool rtr_kafka_poll(rtr_kafka *k)
 
 void rtr_kafka_pass_end(rtr_kafka *k)
 {
+	uint64_t now = hw_clock_mono_ms();
+
 	rtr_kafka_commit(k, NULL, false);
+	if (now >= k->lag_at_ms) {
+		k->lag_at_ms = now + k->cfg->router.kafka.lag_interval_ms;
+		rtr_kafka_lag(k);
+	}
 	while (k->freeq != NULL) {
 		rtr_kafka_rec *r = k->freeq;
 
@@ -1154,6 +1220,7 @@ void rtr_kafka_free(rtr_kafka *k)
 	if (k == NULL)
 		return;
 	k->closing = true;
+	rtr_lag_stop(k->lagq); // it uses the consumer
 	if (k->consumer != NULL) {
 		// Leaves the group; the revoke callback commits what is done.
 		(void)rd_kafka_consumer_close(k->consumer);
