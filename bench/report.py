@@ -209,7 +209,7 @@ def readme_section(doc, readme_dir, results_dir):
         "```",
         "",
         f"- **When**: {doc.get('started', '?')} → {doc.get('finished', '?')}"
-        + (f" ({elapsed // 60} min {elapsed % 60} s, build included)" if elapsed is not None else ""),
+        + (f" ({elapsed // 60} min {elapsed % 60} s for the whole command)" if elapsed is not None else ""),
         f"- **Tree**: commit `{commit[:12]}`"
         + (f" with {dirty} tracked file(s) modified" if dirty else " (clean)")
         + f"; `{os.path.basename(b.get('dir', '') or '?')}`, a {b.get('type') or '?'} build"

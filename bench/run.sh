@@ -4,9 +4,9 @@
 # this machine, print a table with the ratio of each Hawser target to
 # Mosquitto and write bench/results/latest.json. See bench/README.md.
 #
-#   bash bench/run.sh --all   every target and scenario (about 15-20 min on
-#                             2 cores), then bench/results/*.png and the
-#                             results section of bench/README.md
+#   bash bench/run.sh --all   every target and scenario, 15 s per run (about
+#                             15 min on 2 cores), then bench/results/*.png
+#                             and the results section of bench/README.md
 #   bash bench/run.sh         the knobs below (default: mosquitto and the
 #                             all-in-one, every scenario over TCP)
 #
@@ -65,6 +65,7 @@ COMMAND="${OVERRIDES}bash bench/run.sh${*:+ $*}"
 if ((ALL)); then
 	TARGETS=${TARGETS:-"mosquitto hawser hawser-split hawser-redis hawser-kafka"}
 	SCENARIOS=${SCENARIOS:-"idle idle-ws fanin fanout p2p p2p-max"}
+	DURATION=${DURATION:-15}
 	PLOTS=${PLOTS:-1}
 	README=${README:-1}
 fi
@@ -114,6 +115,7 @@ AUX_PIDS=()   # what the target uses and is measured apart (redis, kafka)
 REDIS_PID=""
 KAFKA_PID=""
 KAFKA_BOOTSTRAP=""
+KAFKA_FAILED=0
 RUN_N=0
 : >"$LINES"
 
@@ -236,9 +238,11 @@ start_redis() {
 # then pinned with all its threads to KAFKA_CPU.
 kafka_start() {
 	[[ -n $KAFKA_PID ]] && return 0
+	((KAFKA_FAILED)) && return 1 # once is enough: each try may take 90 s
 	local out
 	log "starting Kafka (scripts/kafka.sh)"
 	if ! out=$(HAWSER_KAFKA_DIR=$WORK/kafka bash "$ROOT/scripts/kafka.sh" start); then
+		KAFKA_FAILED=1
 		return 1
 	fi
 	KAFKA_BOOTSTRAP=$(sed -n 's/^bootstrap=//p' <<<"$out" | tail -n 1)
@@ -433,6 +437,9 @@ command -v mosquitto_sub >/dev/null || {
 	log "mosquitto_sub/mosquitto_pub are needed to probe targets (apt-get install mosquitto-clients)"
 	exit 1
 }
+if [[ " $TARGETS " == *" hawser-kafka "* ]] && ! { command -v java && command -v mvn; } >/dev/null; then
+	drop_target hawser-kafka "Kafka needs java and mvn (apt-get install openjdk-17-jre-headless maven)"
+fi
 if [[ " $TARGETS " == *" hawser-kafka "* || $PLOTS == 1 ]] && ! bench_venv; then
 	log "cannot set up $BENCH_VENV"
 	PLOTS=0
