@@ -866,6 +866,7 @@ static void test_slot_index(void **state)
 	const uint32_t slot = 77;
 	char ids[4][24], got[8][24];
 	ids_seen v = { .all = got, .nall = 8 };
+	brk_deliv *d = mkdeliv("late", 1, 1);
 	uint64_t deadline;
 	char idx[32];
 
@@ -883,6 +884,10 @@ static void test_slot_index(void **state)
 	deadline = hw_clock_mono_ms() + 5000;
 	while (exists(f, key_of(ids[3], "s")) != 0)
 		assert_true(hw_clock_mono_ms() < deadline);
+	// A late write for it leaves a key with no record (and so no TTL).
+	assert_int_equal(brk_store_redis_ops.out_put(f->st, hw_bytes_of_cstr(ids[3]), d), HW_OK);
+	flush_all(f);
+	assert_int_equal(ttl_of(f, key_of(ids[3], "inflight")), -1);
 	snprintf(idx, sizeof(idx), "t:{s:%u}:sessions", (unsigned)slot);
 	assert_int_equal(set_card(f, idx), 3);
 
@@ -890,8 +895,12 @@ static void test_slot_index(void **state)
 	assert_int_equal(v.n, 2);
 	assert_true(seen(&v, ids[0]));
 	assert_true(seen(&v, ids[2]));
-	// The expired one was dropped from the index as it was found.
+	// The expired one was dropped from the index as it was found, with
+	// what was left of it.
 	assert_int_equal(set_card(f, idx), 2);
+	assert_int_equal(exists(f, key_of(ids[3], "inflight")), 0);
+	assert_int_equal(exists(f, key_of(ids[0], "s")), 1);
+	brk_deliv_free(d);
 	// An empty slot lists nothing.
 	v.n = 0;
 	assert_int_equal(brk_store_redis_ops.slot_each(f->st, slot + 1, on_id, &v), HW_OK);

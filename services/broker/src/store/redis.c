@@ -42,20 +42,26 @@
 // Fencing. slot_claim runs one script that increments the slot's epoch (to
 // at least Redis's clock in ms, so an epoch is never handed out twice even
 // if Redis lost the owner record) and writes the owner record, and the
-// store remembers the epoch it got (an atomic per slot; 0 = not held). Every write for a session is one EVALSHA
-// of brk_redis_fence_lua with the owner key, the session's keys and the
-// epoch this store holds: inside Redis, atomically, the script compares the
-// epoch with the owner record and either applies the write or refuses it
-// with the error "HWFENCED <current epoch>". flush marks the slot of a
-// refused write lost on its shard (and forgets the claim, so later writes
-// for it are refused here without a trip to Redis); the other writes of the
-// pipeline still count. A write for a slot this store does not hold (never
-// claimed, slot_drop, or lost) is refused here and reported lost the same
-// way. lost_take drains the shard's lost slots; slot_claim clears the
-// slot's pending report (the claimer starts afresh: it loads the slot). The
-// script is loaded on every (re)connect; a NOSCRIPT reply (SCRIPT FLUSH, a
-// Redis that lost its cache without dropping us) loads it and resends the
-// buffer, like a reconnect does.
+// store remembers the epoch it got (an atomic per slot; 0 = not held).
+// Session writes are batched per slot: the writes a pass queues for one
+// slot are one EVALSHA of brk_redis_fence_lua at flush, with the owner key,
+// the keys written and the epoch this store holds; inside Redis,
+// atomically, the script compares the epoch with the owner record and
+// either applies every write of the batch in order or refuses them all with
+// the error "HWFENCED <current epoch>". flush marks the slot of a refused
+// batch lost on its shard (and forgets the claim, so later writes for it are
+// refused here without a trip to Redis); the other batches of the pipeline
+// still count. A write for a slot this store does not hold (never claimed,
+// slot_drop, or lost) is refused here and reported lost the same way.
+// lost_take drains the shard's lost slots; slot_claim clears the slot's
+// pending report (the claimer starts afresh: it loads the slot). Every key
+// a script touches is declared in KEYS and carries the slot's hash tag
+// (Redis Cluster: one hash slot per script). The script is loaded on every
+// (re)connect; a NOSCRIPT reply (SCRIPT FLUSH, a Redis that lost its cache
+// without dropping us) loads it and resends the buffer, like a reconnect.
+// Cost: the check and the script call cost Redis CPU per batch and per
+// write (bench/store_bench.c; about 2-3x the Redis CPU of plain commands
+// for the QoS 1 in-flight put + delete), never a round trip.
 //
 // Slot index. session_put SADDs the client id to P{s:<slot>}:sessions and
 // session_del SREMs it, in the same fenced script as the record. The index
@@ -64,12 +70,14 @@
 // checks each id with a small script that returns whether the record
 // exists and removes the id from the index when it does not (atomically, so
 // it never undoes a concurrent put; not fenced: removing a dangling id is
-// right whoever does it). fn sees only ids whose record existed, each once.
+// right whoever does it; it also removes what is left of the session:
+// keys written without a TTL after the record expired). fn sees only ids
+// whose record existed, each once.
 //
-// Durability. Writes are never a round trip each: an op formats the command
-// into its shard's buffer (shard = hw_slot_of(client id) % workers, which
-// is the worker owning the session, so a worker only ever waits on its own
-// connection); the worker's brk_store_ops.flush sends the whole buffer once
+// Durability. Writes are never a round trip each: an op queues the write on
+// its shard (shard = hw_slot_of(client id) % workers, which is the worker
+// owning the session, so a worker only ever waits on its own connection);
+// the worker's brk_store_ops.flush sends the whole pipeline once
 // per drain and reads every reply before the worker sends any output. So a
 // QoS 1 PUBLISH reaches the client, and the Ack reaches the router, only
 // after Redis answered the writes it depends on. What "answered" means is
@@ -89,14 +97,19 @@
 // router's Acks wait with it) until the broker stops.
 //
 // Expiry. When the client leaves, session_put with exp_at sets PEXPIRE (the
-// session expiry) on all the session's keys, and any later write to a key
-// without a TTL copies the record's TTL onto it (in the fence script), so
-// Redis drops a session nobody resumed even if no broker is left to do it.
-// While the client is connected the keys live for expiry + 2 minutes
-// (2 minutes for a session with expiry 0, which ends with its connection)
-// and the owning worker puts the record again every minute (refresh_ms), so
-// a broker that dies with connected sessions leaves nothing behind for
-// longer than expiry + 2 min. Sessions that never expire have no TTL.
+// session expiry) on all the session's keys, and a write that creates a
+// key while the session is offline (a queue push; also subscriptions,
+// incoming QoS 2 ids, the connection record) gives it the record's TTL in
+// the fence script, so Redis drops a session nobody resumed even if no
+// broker is left to do it. The hot in-flight writes skip that check (they
+// only happen while connected). While the client is connected the keys
+// live for expiry + 2 minutes (2 minutes for a session with expiry 0, which
+// ends with its connection) and the owning worker puts the record again
+// every minute (refresh_ms), which sets the TTL of every key again; so a
+// broker that dies with connected sessions leaves nothing behind for longer
+// than expiry + 2 min, except keys created since the last refresh: those
+// are removed when the next claim of the slot loads it (slot_each finds no
+// record). Sessions that never expire have no TTL.
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -116,7 +129,6 @@
 #define BRK_REDIS_REFRESH_MS 60000
 #define BRK_REDIS_NOSLOT UINT32_MAX
 #define BRK_REDIS_SCAN_COUNT "512"
-#define BRK_REDIS_MAXARGS 24
 
 enum {
 	BRK_ROP_SESSION, BRK_ROP_SUB, BRK_ROP_OUT_PUT, BRK_ROP_OUT_DEL, BRK_ROP_QUEUE_PUSH,
@@ -127,38 +139,58 @@ static const char *const brk_redis_op_names[BRK_ROP_N] = {
 	"read",
 };
 
-// brk_redis_fence_lua: every session write. KEYS[1] the slot's owner
-// record, ARGV[1] the epoch the writer holds, ARGV[2] the operation:
-//   put  KEYS[2..7] the session's keys (s subs inflight queue qos2in conn),
-//        KEYS[8] the slot index; ARGV[3] client id, [4] clean "1"/"0",
-//        [5] expiry, [6] exp_at, [7] TTL in ms or "-1" (none)
-//   del  same keys; ARGV[3] client id
-//   else a Redis command run on KEYS[2] with ARGV[3..]; KEYS[3] is the
-//        session record, whose TTL a key without one inherits.
+// brk_redis_fence_lua: the session writes of one slot in one pipeline
+// pass, as one script call (the epoch checked once for all of them).
+// KEYS[1] the slot's owner record, KEYS[2..] the keys the writes name;
+// ARGV[1] the epoch the writer holds, then one record per write, in order:
+//   put  k_s k_subs k_inflight k_queue k_qos2in k_conn k_index  client id,
+//        clean "1"/"0", expiry, exp_at, TTL in ms or "-1" (none)
+//   del  the same 7 key indexes, client id
+//   else a Redis command: key index, index of the session record whose TTL
+//        a key without one inherits ("0": none), n, then n arguments
+// Key indexes are into KEYS. A write Redis refuses (wrong type, OOM) does
+// not stop the others; the reply then names how many failed.
 static const char brk_redis_fence_lua[] =
 	"local o = redis.call('GET', KEYS[1]) "
 	"local e = o and string.match(o, '^%d+') or '0' "
 	"if e ~= ARGV[1] then return redis.error_reply('HWFENCED ' .. e) end "
-	"local op = ARGV[2] "
-	"if op == 'put' or op == 'del' then "
-	"  if op == 'del' or ARGV[4] == '1' then "
-	"    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]) "
-	"  end "
-	"  if op == 'del' then return redis.call('SREM', KEYS[8], ARGV[3]) end "
-	"  redis.call('HSET', KEYS[2], 'expiry', ARGV[5], 'exp_at', ARGV[6]) "
-	"  redis.call('SADD', KEYS[8], ARGV[3]) "
-	"  for i = 2, 7 do "
-	"    if ARGV[7] == '-1' then redis.call('PERSIST', KEYS[i]) "
-	"    else redis.call('PEXPIRE', KEYS[i], ARGV[7]) end "
-	"  end "
-	"  return 1 "
+	"local i, n, bad, msg = 2, #ARGV, 0, '' "
+	"local function call(...) "
+	"  local r = redis.pcall(...) "
+	"  if type(r) == 'table' and r.err then bad = bad + 1 msg = r.err end "
 	"end "
-	"local r = redis.call(op, KEYS[2], unpack(ARGV, 3)) "
-	"if redis.call('PTTL', KEYS[2]) == -1 then "
-	"  local t = redis.call('PTTL', KEYS[3]) "
-	"  if t > 0 then redis.call('PEXPIRE', KEYS[2], t) end "
+	"while i <= n do "
+	"  local op = ARGV[i] "
+	"  if op == 'put' or op == 'del' then "
+	"    local k = {} "
+	"    for j = 1, 7 do k[j] = KEYS[tonumber(ARGV[i + j])] end "
+	"    if op == 'del' or ARGV[i + 9] == '1' then "
+	"      call('DEL', k[1], k[2], k[3], k[4], k[5], k[6]) "
+	"    end "
+	"    if op == 'del' then "
+	"      call('SREM', k[7], ARGV[i + 8]) "
+	"      i = i + 9 "
+	"    else "
+	"      call('HSET', k[1], 'expiry', ARGV[i + 10], 'exp_at', ARGV[i + 11]) "
+	"      call('SADD', k[7], ARGV[i + 8]) "
+	"      for j = 1, 6 do "
+	"        if ARGV[i + 12] == '-1' then call('PERSIST', k[j]) "
+	"        else call('PEXPIRE', k[j], ARGV[i + 12]) end "
+	"      end "
+	"      i = i + 13 "
+	"    end "
+	"  else "
+	"    local key, t, na = KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]) "
+	"    call(op, key, unpack(ARGV, i + 4, i + 3 + na)) "
+	"    if t > 0 and redis.call('PTTL', key) == -1 then "
+	"      local ttl = redis.call('PTTL', KEYS[t]) "
+	"      if ttl > 0 then redis.call('PEXPIRE', key, ttl) end "
+	"    end "
+	"    i = i + 4 + na "
+	"  end "
 	"end "
-	"return r";
+	"if bad > 0 then return redis.error_reply('HWPARTIAL ' .. bad .. ' writes refused: ' .. msg) end "
+	"return 1";
 
 // brk_redis_claim_lua: KEYS[1] the owner record, ARGV[1] the claimer's URL;
 // returns the new epoch: one more than the last, and at least Redis's clock
@@ -175,12 +207,15 @@ static const char brk_redis_claim_lua[] =
 	"redis.call('SET', KEYS[1], string.format('%d %s', e, ARGV[1])) "
 	"return e";
 
-// brk_redis_alive_lua: KEYS[1] a session record, KEYS[2] its slot index,
-// ARGV[1] the client id: 1 when the record exists, else removes the id
-// from the index and returns 0.
+// brk_redis_alive_lua: KEYS[1] the slot index, KEYS[2..7] one session's
+// keys (s subs inflight queue qos2in conn), ARGV[1] its client id: 1 when
+// the record exists; else 0, and the id leaves the index and what is left
+// of the session goes too (keys written without a TTL after the record
+// expired: they would otherwise stay for good).
 static const char brk_redis_alive_lua[] =
-	"if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end "
-	"redis.call('SREM', KEYS[2], ARGV[1]) "
+	"if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end "
+	"redis.call('SREM', KEYS[1], ARGV[1]) "
+	"redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]) "
 	"return 0";
 
 // brk_redis_tag: what one queued command was: the slot it writes for and
@@ -190,16 +225,32 @@ typedef struct brk_redis_tag {
 	uint64_t epoch;
 } brk_redis_tag;
 
+// brk_redis_batch: the session writes of one slot (under one epoch) queued
+// in this pass, not yet formatted: one brk_redis_fence_lua call at flush.
+typedef struct brk_redis_batch {
+	uint32_t  slot;
+	uint64_t  epoch;
+	hw_buf    keys;       // KEYS[2..], back to back
+	uint32_t *klens;
+	uint32_t  nkeys, kcap;
+	hw_buf    args;       // ARGV[2..], back to back
+	uint32_t *alens;
+	uint32_t  nargs, acap;
+} brk_redis_batch;
+
 typedef struct brk_redis_conn {
-	pthread_mutex_t mu;
-	redisContext   *c;
-	char           *buf;      // formatted commands not yet confirmed
-	size_t          len, cap;
-	brk_redis_tag  *tags;     // one per command in buf
-	uint32_t        n;        // how many
-	uint32_t        tags_cap;
-	bool            down;     // logged as down, not yet back
-	uint8_t         lost[HW_SLOTS / 8]; // slots lost, not yet taken
+	pthread_mutex_t  mu;
+	redisContext    *c;
+	char            *buf;      // formatted commands not yet confirmed
+	size_t           len, cap;
+	brk_redis_tag   *tags;     // one per command in buf
+	uint32_t         n;        // how many
+	uint32_t         tags_cap;
+	brk_redis_batch *batch;    // batches of this pass, nbatch in use
+	uint32_t         nbatch, bcap;
+	uint16_t         open[HW_SLOTS]; // slot -> index + 1 in batch, 0: none
+	bool             down;     // logged as down, not yet back
+	uint8_t          lost[HW_SLOTS / 8]; // slots lost, not yet taken
 } brk_redis_conn;
 
 struct brk_store {
@@ -444,6 +495,8 @@ static void brk_redis_refused(brk_store *st, brk_redis_conn *cn, uint32_t i, con
 	hw_log_warn("BRK-REDIS", "redis refused a write: %s", r->str);
 }
 
+static void brk_redis_batches_close(brk_store *st, brk_redis_conn *cn);
+
 // brk_redis_flush_locked sends cn's buffer and reads every reply (cn->mu
 // held); see brk_store_ops.flush.
 static hw_err brk_redis_flush_locked(brk_store *st, brk_redis_conn *cn, bool (*keep)(void *arg),
@@ -452,6 +505,7 @@ static hw_err brk_redis_flush_locked(brk_store *st, brk_redis_conn *cn, bool (*k
 	uint32_t backoff = BRK_REDIS_BACKOFF_MIN_MS;
 	int reloads = 0;
 
+	brk_redis_batches_close(st, cn);
 	if (cn->n == 0)
 		return HW_OK;
 	for (;;) {
@@ -499,7 +553,8 @@ retry:
 }
 
 // brk_redis_append formats one command into cn's buffer (cn->mu held),
-// tagged with the slot and epoch it is fenced by (BRK_REDIS_NOSLOT: none).
+// tagged with the slot and epoch it is fenced by (BRK_REDIS_NOSLOT: none),
+// and counts it as an op of kind op (< 0: counted already).
 static hw_err brk_redis_append(brk_store *st, brk_redis_conn *cn, int op, int argc,
     const char **argv, const size_t *lens, uint32_t slot, uint64_t epoch)
 {
@@ -534,7 +589,8 @@ static hw_err brk_redis_append(brk_store *st, brk_redis_conn *cn, int op, int ar
 	cn->len += (size_t)n;
 	cn->tags[cn->n++] = (brk_redis_tag){ slot, epoch };
 	free(cmd);
-	hw_counter_inc(st->ops[op]);
+	if (op >= 0)
+		hw_counter_inc(st->ops[op]);
 	return HW_OK;
 }
 
@@ -693,89 +749,266 @@ static void brk_redis_key_fini(brk_redis_key *k)
 		free(k->p);
 }
 
-// The keys of one session, in the order the fence script's put/del expects.
-static const char *const brk_redis_parts[] = { "s", "subs", "inflight", "queue", "qos2in", "conn" };
+// The keys of one session, in the order the fence script's put/del expects
+// (then the slot index, brk_redis_keys).
 #define BRK_REDIS_NPARTS 6
+#define BRK_REDIS_INDEX ((const char *)1)
+static const char *const brk_redis_keys[BRK_REDIS_NPARTS + 1] = {
+	"s", "subs", "inflight", "queue", "qos2in", "conn", BRK_REDIS_INDEX
+};
 
 static brk_redis_conn *brk_redis_shard(brk_store *st, hw_bytes cid)
 {
 	return &st->conns[hw_slot_of(cid) % st->shards];
 }
 
-// brk_redis_fenced queues one session write for cid behind the epoch check
-// (brk_redis_fence_lua): KEYS = the slot's owner record, the session keys
-// named by suffixes (nsuf), then the slot index when index is set; ARGV =
-// the epoch held, then args. A slot this store does not hold is refused
-// here: marked lost on the shard, nothing queued, HW_OK.
-static hw_err brk_redis_fenced(brk_store *st, int op, hw_bytes cid, int nsuf,
-    const char *const *suffixes, bool index, int nargs, const char *const *args,
-    const size_t *alens)
+// ---- batches of fenced writes ------------------------------------------------
+//
+// A session write is queued as a record of its slot's batch (cn->mu held
+// throughout): brk_redis_batch_of finds or opens the batch, the record's
+// keys and arguments are added, and on any failure the batch is put back
+// as it was (a record is all there or not at all). At flush every batch
+// becomes one EVALSHA of brk_redis_fence_lua in cn's buffer, tagged with
+// its slot and epoch; batches of different slots touch different keys, so
+// only the order within a slot matters, and a batch keeps it.
+
+#define BRK_REDIS_BATCH_MAX_ARGS 4096
+#define BRK_REDIS_BATCH_MAX_BYTES (1u << 20)
+
+static void brk_redis_batch_reset(brk_redis_batch *b)
+{
+	b->keys.len = 0;
+	b->nkeys = 0;
+	b->args.len = 0;
+	b->nargs = 0;
+}
+
+static void brk_redis_batch_fini(brk_redis_batch *b)
+{
+	hw_buf_fini(&b->keys);
+	hw_buf_fini(&b->args);
+	free(b->klens);
+	free(b->alens);
+}
+
+// brk_redis_batch_close formats b into cn's buffer and empties it; a batch
+// that cannot be formatted (ENOMEM) is dropped and its slot reported lost
+// (the broker gives the slot up and loads it again: nothing is silently
+// missing).
+static void brk_redis_batch_close(brk_store *st, brk_redis_conn *cn, brk_redis_batch *b)
+{
+	size_t argc = 4 + b->nkeys + 1 + b->nargs, off;
+	const char **argv;
+	size_t *lens;
+	char nk[16], ep[24];
+	brk_redis_key owner;
+	hw_err err = HW_ENOMEM;
+
+	if (b->nargs == 0)
+		return;
+	argv = malloc(argc * sizeof(*argv));
+	lens = malloc(argc * sizeof(*lens));
+	if (argv != NULL && lens != NULL && brk_redis_key_slot(st, &owner, b->slot, "owner")) {
+		size_t a = 0;
+
+		argv[a] = "EVALSHA", lens[a++] = 7;
+		argv[a] = st->fence_sha, lens[a++] = 40;
+		argv[a] = nk, lens[a++] = (size_t)snprintf(nk, sizeof(nk), "%u", (unsigned)b->nkeys + 1);
+		argv[a] = owner.p, lens[a++] = owner.len;
+		off = 0;
+		for (uint32_t i = 0; i < b->nkeys; i++) {
+			argv[a] = (const char *)b->keys.ptr + off, lens[a++] = b->klens[i];
+			off += b->klens[i];
+		}
+		argv[a] = ep, lens[a++] = (size_t)snprintf(ep, sizeof(ep), "%llu",
+		    (unsigned long long)b->epoch);
+		off = 0;
+		for (uint32_t i = 0; i < b->nargs; i++) {
+			argv[a] = (const char *)b->args.ptr + off, lens[a++] = b->alens[i];
+			off += b->alens[i];
+		}
+		err = brk_redis_append(st, cn, -1, (int)a, argv, lens, b->slot, b->epoch);
+		brk_redis_key_fini(&owner);
+	}
+	if (err != HW_OK) {
+		hw_log_error("BRK-REDIS", "slot %u: %u queued writes dropped (out of memory)",
+		    (unsigned)b->slot, (unsigned)b->nargs);
+		brk_redis_lose(st, cn, b->slot);
+	}
+	free(argv);
+	free(lens);
+	brk_redis_batch_reset(b);
+}
+
+// brk_redis_batches_close formats every batch of the pass (cn->mu held).
+static void brk_redis_batches_close(brk_store *st, brk_redis_conn *cn)
+{
+	for (uint32_t i = 0; i < cn->nbatch; i++) {
+		brk_redis_batch_close(st, cn, &cn->batch[i]);
+		cn->open[cn->batch[i].slot] = 0;
+	}
+	cn->nbatch = 0;
+}
+
+// brk_redis_batch_of returns the batch of slot under epoch (cn->mu held),
+// opening one if needed; a batch under another epoch, or full, is closed
+// first (so the order of the slot's writes stays). NULL on ENOMEM.
+static brk_redis_batch *brk_redis_batch_of(brk_store *st, brk_redis_conn *cn, uint32_t slot,
+    uint64_t epoch)
+{
+	brk_redis_batch *b;
+
+	if (cn->open[slot] != 0) {
+		b = &cn->batch[cn->open[slot] - 1];
+		if (b->epoch != epoch || b->nargs >= BRK_REDIS_BATCH_MAX_ARGS ||
+		    b->args.len + b->keys.len >= BRK_REDIS_BATCH_MAX_BYTES)
+			brk_redis_batch_close(st, cn, b);
+		b->epoch = epoch;
+		return b;
+	}
+	if (cn->nbatch == cn->bcap) {
+		uint32_t ncap = cn->bcap ? cn->bcap * 2 : 16;
+		brk_redis_batch *nb = realloc(cn->batch, ncap * sizeof(*nb));
+
+		if (nb == NULL)
+			return NULL;
+		memset(nb + cn->bcap, 0, (ncap - cn->bcap) * sizeof(*nb));
+		cn->batch = nb;
+		cn->bcap = ncap;
+	}
+	b = &cn->batch[cn->nbatch++];
+	brk_redis_batch_reset(b);
+	b->slot = slot;
+	b->epoch = epoch;
+	cn->open[slot] = (uint16_t)cn->nbatch;
+	return b;
+}
+
+static hw_err brk_redis_batch_arg(brk_redis_batch *b, const void *p, size_t len)
+{
+	if (len > UINT32_MAX)
+		return HW_ETOOBIG;
+	if (b->nargs == b->acap) {
+		uint32_t ncap = b->acap ? b->acap * 2 : 32;
+		uint32_t *nl = realloc(b->alens, ncap * sizeof(*nl));
+
+		if (nl == NULL)
+			return HW_ENOMEM;
+		b->alens = nl;
+		b->acap = ncap;
+	}
+	if (hw_buf_append(&b->args, p, len) != HW_OK)
+		return HW_ENOMEM;
+	b->alens[b->nargs++] = (uint32_t)len;
+	return HW_OK;
+}
+
+// brk_redis_batch_key adds the index in KEYS of key k to the batch's
+// arguments, adding k to KEYS unless one of the last few keys is k.
+static hw_err brk_redis_batch_key(brk_redis_batch *b, const brk_redis_key *k)
+{
+	size_t off = b->keys.len;
+	char ix[16];
+	uint32_t i;
+
+	for (i = b->nkeys; i > 0 && b->nkeys - i < 8; i--) {
+		off -= b->klens[i - 1];
+		if (b->klens[i - 1] == k->len && memcmp(b->keys.ptr + off, k->p, k->len) == 0)
+			break;
+	}
+	if (i == 0 || b->nkeys - i >= 8) {
+		if (b->nkeys == b->kcap) {
+			uint32_t ncap = b->kcap ? b->kcap * 2 : 16;
+			uint32_t *nl = realloc(b->klens, ncap * sizeof(*nl));
+
+			if (nl == NULL)
+				return HW_ENOMEM;
+			b->klens = nl;
+			b->kcap = ncap;
+		}
+		if (hw_buf_append(&b->keys, k->p, k->len) != HW_OK)
+			return HW_ENOMEM;
+		b->klens[b->nkeys++] = (uint32_t)k->len;
+		i = b->nkeys;
+	}
+	// KEYS[1] is the owner record: the batch's key i (1-based) is KEYS[i + 1].
+	return brk_redis_batch_arg(b, ix, (size_t)snprintf(ix, sizeof(ix), "%u", (unsigned)i + 1));
+}
+
+// brk_redis_fenced queues one session write for cid in its slot's batch:
+// the record `name`, the KEYS indexes of the keys named by suffixes (NULL:
+// "0", none; BRK_REDIS_INDEX: the slot index), then args. A slot this store
+// does not hold is refused here: marked lost on the shard, nothing queued,
+// HW_OK.
+static hw_err brk_redis_fenced(brk_store *st, int op, hw_bytes cid, const char *name, int nsuf,
+    const char *const *suffixes, int nargs, const char *const *args, const size_t *alens)
 {
 	uint32_t slot = hw_slot_of(cid);
 	brk_redis_conn *cn = &st->conns[slot % st->shards];
 	uint64_t epoch = atomic_load(&st->epochs[slot]);
-	brk_redis_key keys[2 + BRK_REDIS_NPARTS];
-	const char *argv[BRK_REDIS_MAXARGS];
-	size_t lens[BRK_REDIS_MAXARGS];
-	char nk[8], ep[24];
-	int nkeys = 0, argc = 0;
-	hw_err err = HW_ENOMEM;
+	brk_redis_batch *b;
+	uint32_t nkeys0, nargs0;
+	size_t klen0, alen0;
+	hw_err err = HW_OK;
 
-	if (epoch == 0) {
-		pthread_mutex_lock(&cn->mu);
-		brk_redis_lose(st, cn, slot);
-		pthread_mutex_unlock(&cn->mu);
-		return HW_OK;
-	}
-	if (nsuf > BRK_REDIS_NPARTS || 5 + nsuf + 1 + nargs > BRK_REDIS_MAXARGS)
-		return HW_EINVAL;
-	if (!brk_redis_key_slot(st, &keys[nkeys], slot, "owner"))
-		goto out;
-	nkeys++;
-	for (int i = 0; i < nsuf; i++, nkeys++)
-		if (!brk_redis_key_make(st, &keys[nkeys], cid, suffixes[i]))
-			goto out;
-	if (index) {
-		if (!brk_redis_key_slot(st, &keys[nkeys], slot, "sessions"))
-			goto out;
-		nkeys++;
-	}
-	argv[argc] = "EVALSHA", lens[argc++] = 7;
-	argv[argc] = st->fence_sha, lens[argc++] = 40;
-	argv[argc] = nk, lens[argc++] = (size_t)snprintf(nk, sizeof(nk), "%d", nkeys);
-	for (int i = 0; i < nkeys; i++)
-		argv[argc] = keys[i].p, lens[argc++] = keys[i].len;
-	argv[argc] = ep, lens[argc++] = (size_t)snprintf(ep, sizeof(ep), "%llu",
-	    (unsigned long long)epoch);
-	for (int i = 0; i < nargs; i++)
-		argv[argc] = args[i], lens[argc++] = alens[i];
 	pthread_mutex_lock(&cn->mu);
-	err = brk_redis_append(st, cn, op, argc, argv, lens, slot, epoch);
-	pthread_mutex_unlock(&cn->mu);
+	if (epoch == 0) {
+		brk_redis_lose(st, cn, slot);
+		goto out;
+	}
+	if ((b = brk_redis_batch_of(st, cn, slot, epoch)) == NULL) {
+		err = HW_ENOMEM;
+		goto out;
+	}
+	nkeys0 = b->nkeys, nargs0 = b->nargs, klen0 = b->keys.len, alen0 = b->args.len;
+	err = brk_redis_batch_arg(b, name, strlen(name));
+	for (int i = 0; i < nsuf && err == HW_OK; i++) {
+		brk_redis_key k;
+
+		if (suffixes[i] == NULL) {
+			err = brk_redis_batch_arg(b, "0", 1);
+			continue;
+		}
+		if (!(suffixes[i] == BRK_REDIS_INDEX ? brk_redis_key_slot(st, &k, slot, "sessions")
+		    : brk_redis_key_make(st, &k, cid, suffixes[i]))) {
+			err = HW_ENOMEM;
+			break;
+		}
+		err = brk_redis_batch_key(b, &k);
+		brk_redis_key_fini(&k);
+	}
+	for (int i = 0; i < nargs && err == HW_OK; i++)
+		err = brk_redis_batch_arg(b, args[i], alens[i]);
+	if (err != HW_OK) { // all of the record or nothing
+		b->nkeys = nkeys0, b->nargs = nargs0, b->keys.len = klen0, b->args.len = alen0;
+		goto out;
+	}
+	hw_counter_inc(st->ops[op]);
 out:
-	while (nkeys > 0)
-		brk_redis_key_fini(&keys[--nkeys]);
+	pthread_mutex_unlock(&cn->mu);
 	return err;
 }
 
 // brk_redis_cmd queues the fenced `verb <session key suffix> args...` for
-// cid (at most 4 args); the key inherits the session record's TTL.
-static hw_err brk_redis_cmd(brk_store *st, int op, hw_bytes cid, const char *verb,
+// cid (at most 4 args); with inherit, a key left without a TTL gets the
+// session record's (writes that create a key; deletes need not).
+static hw_err brk_redis_cmd(brk_store *st, int op, hw_bytes cid, const char *verb, bool inherit,
     const char *suffix, int nargs, const char **args, const size_t *alens)
 {
-	const char *suffixes[2] = { suffix, "s" };
+	const char *suffixes[2] = { suffix, inherit ? "s" : NULL };
 	const char *a[5];
 	size_t l[5];
+	char n[4];
 
 	if (nargs > 4)
 		return HW_EINVAL;
-	a[0] = verb;
-	l[0] = strlen(verb);
+	a[0] = n;
+	l[0] = (size_t)snprintf(n, sizeof(n), "%d", nargs);
 	for (int i = 0; i < nargs; i++) {
 		a[1 + i] = args[i];
 		l[1 + i] = alens[i];
 	}
-	return brk_redis_fenced(st, op, cid, 2, suffixes, false, 1 + nargs, a, l);
+	return brk_redis_fenced(st, op, cid, verb, 2, suffixes, 1 + nargs, a, l);
 }
 
 // ---- blobs ----------------------------------------------------------------
@@ -896,6 +1129,9 @@ static void brk_redis_close(brk_store *st)
 			redisFree(st->conns[i].c);
 		free(st->conns[i].buf);
 		free(st->conns[i].tags);
+		for (uint32_t j = 0; j < st->conns[i].bcap; j++)
+			brk_redis_batch_fini(&st->conns[i].batch[j]);
+		free(st->conns[i].batch);
 		pthread_mutex_destroy(&st->conns[i].mu);
 	}
 	free(st->conns);
@@ -972,33 +1208,32 @@ static hw_err brk_redis_flush(brk_store *st, uint32_t shard, bool (*keep)(void *
 
 static hw_err brk_redis_session_del(brk_store *st, hw_bytes cid)
 {
-	const char *args[2] = { "del", (const char *)cid.ptr };
-	size_t lens[2] = { 3, cid.len };
+	const char *args[1] = { (const char *)cid.ptr };
+	size_t lens[1] = { cid.len };
 
-	return brk_redis_fenced(st, BRK_ROP_SESSION, cid, BRK_REDIS_NPARTS, brk_redis_parts, true,
-	    2, args, lens);
+	return brk_redis_fenced(st, BRK_ROP_SESSION, cid, "del", BRK_REDIS_NPARTS + 1,
+	    brk_redis_keys, 1, args, lens);
 }
 
 static hw_err brk_redis_session_put(brk_store *st, const brk_store_session *rec)
 {
 	char e[24], x[24], ttl[24];
-	const char *args[7] = { "put", (const char *)rec->client_id.ptr, rec->clean ? "1" : "0", e, x,
-		ttl };
-	size_t lens[7] = { 3, rec->client_id.len, 1 };
+	const char *args[5] = { (const char *)rec->client_id.ptr, rec->clean ? "1" : "0", e, x, ttl };
+	size_t lens[5] = { rec->client_id.len, 1 };
 	uint64_t now = hw_clock_unix_us() / 1000;
 
-	lens[3] = (size_t)snprintf(e, sizeof(e), "%u", (unsigned)rec->expiry);
-	lens[4] = (size_t)snprintf(x, sizeof(x), "%llu", (unsigned long long)rec->expire_at_unix_ms);
+	lens[2] = (size_t)snprintf(e, sizeof(e), "%u", (unsigned)rec->expiry);
+	lens[3] = (size_t)snprintf(x, sizeof(x), "%llu", (unsigned long long)rec->expire_at_unix_ms);
 	if (rec->expire_at_unix_ms == 0 && rec->expiry == UINT32_MAX)
-		lens[5] = (size_t)snprintf(ttl, sizeof(ttl), "-1");
+		lens[4] = (size_t)snprintf(ttl, sizeof(ttl), "-1");
 	else if (rec->expire_at_unix_ms == 0) // connected: kept while its owner refreshes it
-		lens[5] = (size_t)snprintf(ttl, sizeof(ttl), "%llu",
+		lens[4] = (size_t)snprintf(ttl, sizeof(ttl), "%llu",
 		    (unsigned long long)rec->expiry * 1000 + 2 * BRK_REDIS_REFRESH_MS);
 	else
-		lens[5] = (size_t)snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)
+		lens[4] = (size_t)snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)
 		    (rec->expire_at_unix_ms > now ? rec->expire_at_unix_ms - now : 1));
-	return brk_redis_fenced(st, BRK_ROP_SESSION, rec->client_id, BRK_REDIS_NPARTS,
-	    brk_redis_parts, true, 6, args, lens);
+	return brk_redis_fenced(st, BRK_ROP_SESSION, rec->client_id, "put", BRK_REDIS_NPARTS + 1,
+	    brk_redis_keys, 5, args, lens);
 }
 
 static hw_err brk_redis_session_get(brk_store *st, hw_bytes cid, brk_store_session *out)
@@ -1042,7 +1277,7 @@ static hw_err brk_redis_sub_put(brk_store *st, hw_bytes cid, hw_bytes f, const b
 	size_t lens[2] = { f.len, sizeof(v) };
 
 	brk_redis_put32(v + 4, o->sub_id);
-	return brk_redis_cmd(st, BRK_ROP_SUB, cid, "HSET", "subs", 2, args, lens);
+	return brk_redis_cmd(st, BRK_ROP_SUB, cid, "HSET", true, "subs", 2, args, lens);
 }
 
 static hw_err brk_redis_sub_del(brk_store *st, hw_bytes cid, hw_bytes f)
@@ -1050,7 +1285,7 @@ static hw_err brk_redis_sub_del(brk_store *st, hw_bytes cid, hw_bytes f)
 	const char *args[1] = { (const char *)f.ptr };
 	size_t lens[1] = { f.len };
 
-	return brk_redis_cmd(st, BRK_ROP_SUB, cid, "HDEL", "subs", 1, args, lens);
+	return brk_redis_cmd(st, BRK_ROP_SUB, cid, "HDEL", false, "subs", 1, args, lens);
 }
 
 // brk_redis_get runs `verb <cid key suffix> [extra args]` as a read.
@@ -1108,7 +1343,7 @@ static hw_err brk_redis_out_put(brk_store *st, hw_bytes cid, const brk_deliv *d)
 	if (b == NULL)
 		return HW_ENOMEM;
 	lens[0] = (size_t)snprintf(pid, sizeof(pid), "%u", (unsigned)d->pid);
-	err = brk_redis_cmd(st, BRK_ROP_OUT_PUT, cid, "HSET", "inflight", 2, args, lens);
+	err = brk_redis_cmd(st, BRK_ROP_OUT_PUT, cid, "HSET", false, "inflight", 2, args, lens);
 	free(b);
 	return err;
 }
@@ -1120,7 +1355,7 @@ static hw_err brk_redis_out_pubrec(brk_store *st, hw_bytes cid, uint16_t pid)
 	size_t lens[2] = { 0, 1 };
 
 	lens[0] = (size_t)snprintf(f, sizeof(f), "r%u", (unsigned)pid);
-	return brk_redis_cmd(st, BRK_ROP_OUT_PUT, cid, "HSET", "inflight", 2, args, lens);
+	return brk_redis_cmd(st, BRK_ROP_OUT_PUT, cid, "HSET", false, "inflight", 2, args, lens);
 }
 
 static hw_err brk_redis_out_del(brk_store *st, hw_bytes cid, uint16_t pid)
@@ -1131,7 +1366,7 @@ static hw_err brk_redis_out_del(brk_store *st, hw_bytes cid, uint16_t pid)
 
 	lens[0] = (size_t)snprintf(f, sizeof(f), "%u", (unsigned)pid);
 	lens[1] = (size_t)snprintf(r, sizeof(r), "r%u", (unsigned)pid);
-	return brk_redis_cmd(st, BRK_ROP_OUT_DEL, cid, "HDEL", "inflight", 2, args, lens);
+	return brk_redis_cmd(st, BRK_ROP_OUT_DEL, cid, "HDEL", false, "inflight", 2, args, lens);
 }
 
 static int brk_redis_seq_cmp(const void *a, const void *b)
@@ -1198,7 +1433,7 @@ static hw_err brk_redis_queue_push(brk_store *st, hw_bytes cid, const brk_deliv 
 	if (b == NULL)
 		return HW_ENOMEM;
 	lens[0] = (size_t)snprintf(seq, sizeof(seq), "%llu", (unsigned long long)d->seq);
-	err = brk_redis_cmd(st, BRK_ROP_QUEUE_PUSH, cid, "ZADD", "queue", 2, args, lens);
+	err = brk_redis_cmd(st, BRK_ROP_QUEUE_PUSH, cid, "ZADD", true, "queue", 2, args, lens);
 	free(b);
 	return err;
 }
@@ -1210,7 +1445,7 @@ static hw_err brk_redis_queue_trim(brk_store *st, hw_bytes cid, uint64_t keep_fr
 	size_t lens[2] = { 4, 0 };
 
 	lens[1] = (size_t)snprintf(hi, sizeof(hi), "(%llu", (unsigned long long)keep_from);
-	return brk_redis_cmd(st, BRK_ROP_QUEUE_TRIM, cid, "ZREMRANGEBYSCORE", "queue", 2, args, lens);
+	return brk_redis_cmd(st, BRK_ROP_QUEUE_TRIM, cid, "ZREMRANGEBYSCORE", false, "queue", 2, args, lens);
 }
 
 static hw_err brk_redis_queue_each(brk_store *st, hw_bytes cid, brk_store_deliv_fn fn, void *arg)
@@ -1230,24 +1465,25 @@ static hw_err brk_redis_queue_each(brk_store *st, hw_bytes cid, brk_store_deliv_
 	return HW_OK;
 }
 
-static hw_err brk_redis_in2(brk_store *st, hw_bytes cid, uint16_t pid, const char *verb)
+static hw_err brk_redis_in2(brk_store *st, hw_bytes cid, uint16_t pid, const char *verb,
+    bool inherit)
 {
 	char f[8];
 	const char *args[1] = { f };
 	size_t lens[1];
 
 	lens[0] = (size_t)snprintf(f, sizeof(f), "%u", (unsigned)pid);
-	return brk_redis_cmd(st, BRK_ROP_IN2, cid, verb, "qos2in", 1, args, lens);
+	return brk_redis_cmd(st, BRK_ROP_IN2, cid, verb, inherit, "qos2in", 1, args, lens);
 }
 
 static hw_err brk_redis_in2_put(brk_store *st, hw_bytes cid, uint16_t pid)
 {
-	return brk_redis_in2(st, cid, pid, "SADD");
+	return brk_redis_in2(st, cid, pid, "SADD", true);
 }
 
 static hw_err brk_redis_in2_del(brk_store *st, hw_bytes cid, uint16_t pid)
 {
-	return brk_redis_in2(st, cid, pid, "SREM");
+	return brk_redis_in2(st, cid, pid, "SREM", false);
 }
 
 static hw_err brk_redis_in2_each(brk_store *st, hw_bytes cid, brk_store_pid_fn fn, void *arg)
@@ -1518,19 +1754,24 @@ static hw_err brk_redis_ids_alive(brk_store *st, uint32_t slot, const brk_redis_
 		return HW_ENOMEM;
 	}
 	for (size_t i = from; i < to; i++) {
-		brk_redis_key ks;
-		const char *argv[6] = { "EVAL", brk_redis_alive_lua, "2", NULL, ki.p,
-			(const char *)ids->v[i].ptr };
-		size_t lens[6] = { 4, sizeof(brk_redis_alive_lua) - 1, 1, 0, ki.len, ids->v[i].len };
+		brk_redis_key ks[BRK_REDIS_NPARTS];
+		const char *argv[4 + BRK_REDIS_NPARTS + 1] = { "EVAL", brk_redis_alive_lua, "7", ki.p };
+		size_t lens[4 + BRK_REDIS_NPARTS + 1] = { 4, sizeof(brk_redis_alive_lua) - 1, 1, ki.len };
 		char *cmd = NULL;
-		int n;
+		int n = -1, made = 0;
 
-		if (!brk_redis_key_make(st, &ks, ids->v[i], "s"))
-			goto out;
-		argv[3] = ks.p;
-		lens[3] = ks.len;
-		n = redisFormatCommandArgv(&cmd, 6, argv, lens);
-		brk_redis_key_fini(&ks);
+		for (; made < BRK_REDIS_NPARTS; made++) {
+			if (!brk_redis_key_make(st, &ks[made], ids->v[i], brk_redis_keys[made]))
+				break;
+			argv[4 + made] = ks[made].p;
+			lens[4 + made] = ks[made].len;
+		}
+		argv[4 + BRK_REDIS_NPARTS] = (const char *)ids->v[i].ptr;
+		lens[4 + BRK_REDIS_NPARTS] = ids->v[i].len;
+		if (made == BRK_REDIS_NPARTS)
+			n = redisFormatCommandArgv(&cmd, 4 + BRK_REDIS_NPARTS + 1, argv, lens);
+		while (made > 0)
+			brk_redis_key_fini(&ks[--made]);
 		if (n < 0)
 			goto out;
 		err = hw_buf_append(&cmds, cmd, (size_t)n);
@@ -1611,12 +1852,12 @@ static hw_err brk_redis_conn_put(brk_store *st, hw_bytes cid, hw_bytes rec)
 	const char *args[1] = { (const char *)rec.ptr };
 	size_t lens[1] = { rec.len };
 
-	return brk_redis_cmd(st, BRK_ROP_CONN, cid, "SET", "conn", 1, args, lens);
+	return brk_redis_cmd(st, BRK_ROP_CONN, cid, "SET", true, "conn", 1, args, lens);
 }
 
 static hw_err brk_redis_conn_del(brk_store *st, hw_bytes cid)
 {
-	return brk_redis_cmd(st, BRK_ROP_CONN, cid, "DEL", "conn", 0, NULL, NULL);
+	return brk_redis_cmd(st, BRK_ROP_CONN, cid, "DEL", false, "conn", 0, NULL, NULL);
 }
 
 static hw_err brk_redis_conn_get(brk_store *st, hw_bytes cid, hw_buf *out)
