@@ -1,5 +1,9 @@
 // The direct sink: client publishes go straight back to the brokers
-// through the router's fanout, no Kafka in between (sink.h).
+// through the router's fanout, no Kafka in between (sink.h). The fanout
+// offers each one to the live brokers of the members view and completes it
+// once every session slot is covered, offering it again when a broker
+// leaves or answers retry_slots (fanout.h), so the publishing broker's
+// PUBACK waits for exactly that.
 
 #include <stdlib.h>
 
