@@ -79,6 +79,8 @@ struct rtr_httppub {
 	rtr_httppub_req     *q;         // decoded, for the processing thread (LIFO)
 	rtr_httppub_req     *all;
 
+	rtr_httppub_req     *whead;       // decoded, waiting for a broker (thread)
+	rtr_httppub_req     *wtail;
 	rtr_httppub_req     *outstanding; // offered, fanout not done (thread)
 	rtr_httppub_req     *freeq;       // to free at pass end (thread)
 
@@ -389,11 +391,10 @@ static void rtr_httppub_done(void *arg, void *origin, uint64_t tag, uint32_t rea
 	rtr_httppub_retire(h, r);
 }
 
+// rtr_httppub_take checks a request that arrived and queues it to wait for
+// a broker (its deadline starts now).
 static void rtr_httppub_take(rtr_httppub *h, rtr_httppub_req *r, uint64_t now_ms)
 {
-	rtr_sink_done d = { .fn = rtr_httppub_done, .arg = h, .origin = r };
-	hw_err        err;
-
 	if (!r->read_ok) {
 		rtr_httppub_answer_error(r, 400, "the body could not be read");
 		rtr_httppub_retire(h, r);
@@ -405,14 +406,21 @@ static void rtr_httppub_take(rtr_httppub *h, rtr_httppub_req *r, uint64_t now_ms
 		rtr_httppub_retire(h, r);
 		return;
 	}
-	// With no broker connected the fanout would complete at once with
-	// "no match": nobody took it, so that is no success.
-	if (rtr_fanout_connected(h->fanout) == 0) {
-		rtr_httppub_answer_error(r, 503, "no broker connected");
-		rtr_httppub_retire(h, r);
-		return;
-	}
 	r->deadline_ms = now_ms + h->cfg->router.publish_timeout_ms;
+	r->next = NULL;
+	if (h->wtail != NULL)
+		h->wtail->next = r;
+	else
+		h->whead = r;
+	h->wtail = r;
+}
+
+// rtr_httppub_offer hands a request's message to the fanout.
+static void rtr_httppub_offer(rtr_httppub *h, rtr_httppub_req *r)
+{
+	rtr_sink_done d = { .fn = rtr_httppub_done, .arg = h, .origin = r };
+	hw_err        err;
+
 	r->onext = h->outstanding;
 	if (h->outstanding != NULL)
 		h->outstanding->oprev = r;
@@ -427,6 +435,7 @@ static void rtr_httppub_take(rtr_httppub *h, rtr_httppub_req *r, uint64_t now_ms
 void rtr_httppub_poll(rtr_httppub *h, uint64_t now_ms)
 {
 	rtr_httppub_req *q, *rev = NULL;
+	bool             brokers;
 
 	if (h == NULL)
 		return;
@@ -444,9 +453,29 @@ void rtr_httppub_poll(rtr_httppub *h, uint64_t now_ms)
 	while (rev != NULL) {
 		rtr_httppub_req *next = rev->next;
 
-		rev->next = NULL;
 		rtr_httppub_take(h, rev, now_ms);
 		rev = next;
+	}
+	// With no broker connected the fanout would complete at once with "no
+	// match" although nobody took the message: requests wait for a broker
+	// (as consumed Kafka records do), until their deadline.
+	brokers = rtr_fanout_connected(h->fanout) > 0;
+	while (h->whead != NULL) {
+		rtr_httppub_req *r = h->whead;
+
+		if (!brokers && r->deadline_ms > now_ms)
+			break; // the rest came later: their deadlines are later too
+		h->whead = r->next;
+		if (h->whead == NULL)
+			h->wtail = NULL;
+		r->next = NULL;
+		if (brokers) {
+			rtr_httppub_offer(h, r);
+		} else {
+			rtr_httppub_answer_error(r, 503,
+			    "no broker connected within router.publish_timeout_ms");
+			rtr_httppub_retire(h, r);
+		}
 	}
 	// Past its deadline a request is answered 503; it stays outstanding
 	// until the fanout lets go of it.

@@ -24,8 +24,11 @@
 //   401                  missing or wrong bearer token.
 //   404                  router.publish_token is empty (the API is off).
 //   413                  body larger than router.publish_max_bytes.
-//   503                  no broker connected, a broker failed, or not every
-//                        broker took it within router.publish_timeout_ms.
+//   503                  no broker connected, a broker failed it, or not
+//                        every broker took it, within
+//                        router.publish_timeout_ms of its arrival (while no
+//                        broker is connected a request waits for one, as
+//                        consumed Kafka records do).
 //
 // Design notes:
 // - The handler is added to the NNG HTTP server that hw_httpd_start
