@@ -10,9 +10,13 @@
 // - Closing is always asynchronous (lws_set_timeout kill, or a writable
 //   callback returning -1 once the queue is flushed), so the code that
 //   decides to close can keep using the connection until it returns.
-// - ConnGone is sent exactly once, from edge_conn_closed, for connections
-//   whose CONNECT was forwarded, unless the client sent DISCONNECT or the
-//   broker asked for the close.
+// - ConnGone is sent at most once, from edge_conn_closed, for connections
+//   whose CONNECT was forwarded, to the owner of that moment if it is live,
+//   unless the client sent DISCONNECT, the broker asked for the close, or
+//   the connection could not be re-homed (EDGE_CAUSE_REHOME).
+// - Owner: set at CONNECT from the slot's owner in the current view and
+//   changed only by a re-home (forward.c, view.c); broker items are checked
+//   against it before they reach edge_conn_write / edge_conn_broker_close.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
