@@ -19,6 +19,17 @@
 // - Partitions are tracked from assign to revoke. Records of a partition
 //   that is not (or no longer) assigned are orphans: their completion only
 //   frees them.
+// - The raw topic of a builtin-filtered pipeline is a subscription of its
+//   own (sub->filter set). Its records keep a copy of value, key and
+//   headers; instead of an offer they are judged once (filter.h) and, when
+//   accepted, produced to the clean topic with the record as the delivery
+//   report's origin: the report completes the record as a broker's ack
+//   would (done, or queued again when Kafka did not take it), so the same
+//   in-order commit rule holds. A rejected record is done at once.
+// - Client events (router.kafka.events_topic) are produced fire and forget;
+//   their delivery reports carry &k->evmark as opaque and only count.
+// - Consumer lag: a thread of its own (lag.h) asks Kafka for high
+//   watermarks; pass end refreshes the gauges every lag_interval_ms.
 
 #include "kafka/kafka.h"
 
