@@ -32,6 +32,12 @@
 // committed) and the consumer is still polled for rebalances. On a revoke, what is done is committed and the
 // rest is left to the partition's next owner (at-least-once).
 //
+// Built-in filters: a filtered pipeline with `builtin` also consumes its
+// raw topic; each raw record is judged (filter/filter.h) and, when
+// accepted, produced unchanged to the clean topic; its raw offset is
+// committed once that produce is acknowledged (or at once when rejected),
+// under the same in-order rule as offered records.
+//
 // Threading: librdkafka's callbacks (delivery reports, rebalances) run on
 // rd_kafka_poll / rd_kafka_consumer_poll, which only the router's
 // processing thread calls (rtr_kafka_poll). librdkafka's own threads only
