@@ -30,7 +30,8 @@
 //   into the connection's replay log (replay.h) before it is sent, and
 //   dropped when the answer passes in a ConnWrite from the owner. Logs live
 //   in s->replays, keyed by connection id, only while not empty (c->replay
-//   says one exists, so the common case costs no lookup). A log that would
+//   says one exists, so the common case costs no lookup); the table itself
+//   is freed whenever it empties. A log that would
 //   pass EDGE_FWD_REPLAY_MAX entries or s->replay_max_bytes is dropped and
 //   the connection marked replay_lost (counted): it keeps working, but a
 //   re-home closes it, since its in-flight packets could not be resent.
@@ -313,6 +314,15 @@ static hw_err edge_forward_send(edge_server *s, edge_conn *c, uint16_t to, const
 	return err;
 }
 
+// edge_forward_replays_trim frees the replay table once no connection has
+// a log: a connect storm (every CONNECT waits for its CONNACK) would
+// otherwise leave a table sized for all of them behind, for good.
+static void edge_forward_replays_trim(edge_server *s)
+{
+	if (s->replays.count == 0 && s->replays.cap > 64)
+		edge_map_fini(&s->replays);
+}
+
 // edge_forward_log_lost drops c's log for good (it overflowed, or memory
 // ran out): from now on c cannot be replayed.
 static void edge_forward_log_lost(edge_server *s, edge_conn *c, hw_err why)
@@ -321,6 +331,7 @@ static void edge_forward_log_lost(edge_server *s, edge_conn *c, hw_err why)
 		edge_replay_free(edge_map_del(&s->replays, c->id));
 	c->replay = 0;
 	c->replay_lost = 1;
+	edge_forward_replays_trim(s);
 	hw_counter_inc(s->st.replay_overflow);
 	hw_log_debug("EDGE-REPLAY-LOST", "conn=%llu replay log dropped: %s",
 	    (unsigned long long)c->id, hw_strerror(why));
@@ -375,13 +386,16 @@ void edge_forward_answered(edge_server *s, edge_conn *c, const uint8_t *data, si
 	if (r == NULL) {
 		edge_map_del(&s->replays, c->id);
 		c->replay = 0;
+		edge_forward_replays_trim(s);
 	}
 }
 
 void edge_forward_conn_closed(edge_server *s, edge_conn *c)
 {
-	if (c->replay)
+	if (c->replay) {
 		edge_replay_free(edge_map_del(&s->replays, c->id));
+		edge_forward_replays_trim(s);
+	}
 	c->replay = 0;
 	free(c->cid);
 	c->cid = NULL;
