@@ -6,8 +6,9 @@ with the project's schema (hawser.v1.ClientEvent).
 - connect, subscribe, unsubscribe, disconnect: four records keyed by the
   client id, in that order, with the filters granted / removed, the
   disconnect reason, the broker and edge node ids and the schema headers.
-- a connection that drops without DISCONNECT is reported as "network".
-- nothing is produced for a refused filter.
+- a connection that drops without DISCONNECT is reported as "network";
+  one replaced by a new connection with the same client id as
+  "taken_over".
 """
 
 import socket
@@ -99,3 +100,18 @@ def test_dropped_connection_is_network(dep, kafka, events_topic, pb):
     assert evs[1].reason == "network"
     assert evs[1].edge_id == "edge-2"
     c.close()
+
+
+def test_takeover(dep, kafka, events_topic, pb):
+    cid = dep.client_id("ev-take")
+    first = clients.Client(dep.endpoint(0, "tcp"), client_id=cid)
+    first.connect()
+    second = clients.Client(dep.endpoint(1, "tcp"), client_id=cid)
+    second.connect()
+    evs = events_of(kafka.bootstrap, events_topic, pb, cid, 3)
+    K = pb.ClientEvent
+    assert [e.kind for e in evs] == [K.CONNECTED, K.DISCONNECTED, K.CONNECTED]
+    assert evs[1].reason == "taken_over"
+    assert (evs[1].edge_id, evs[2].edge_id) == ("edge-1", "edge-2")
+    second.close()
+    first.close()
