@@ -965,6 +965,49 @@ static void test_conn_record(void **state)
 	hw_buf_fini(&out);
 }
 
+// One pass with more writes for one slot than one script call carries
+// (the batch is split, in order) and a message over the size the batches
+// keep between passes.
+static void test_big_pass(void **state)
+{
+	FIX(state);
+	hw_bytes cid = hw_bytes_of_cstr("dev-12");
+	uint32_t shard = hw_slot_of(cid) % 2;
+	delivs v = { 0 };
+	char *big = malloc(40000);
+	brk_deliv *d = mkdeliv("small", 1, 1);
+
+	memset(big, 'b', 39999);
+	big[39999] = 0;
+	for (uint16_t pid = 1; pid <= 3000; pid++) {
+		d->pid = pid;
+		d->seq = pid;
+		assert_int_equal(brk_store_redis_ops.out_put(f->st, cid, d), HW_OK);
+	}
+	for (uint16_t pid = 1; pid <= 2995; pid++)
+		assert_int_equal(brk_store_redis_ops.out_del(f->st, cid, pid), HW_OK);
+	brk_deliv_free(d);
+	d = mkdeliv(big, 3001, 3001);
+	assert_int_equal(brk_store_redis_ops.out_put(f->st, cid, d), HW_OK);
+	assert_int_equal(brk_store_redis_ops.flush(f->st, shard, never, NULL), HW_OK);
+	assert_int_equal(lost_count(f->st, shard, hw_slot_of(cid)), 0);
+	assert_int_equal(brk_store_redis_ops.out_each(f->st, cid, on_deliv, &v), HW_OK);
+	assert_int_equal(v.n, 6);
+	assert_int_equal(v.d[0]->pid, 2996);
+	assert_int_equal(v.d[4]->pid, 3000);
+	assert_int_equal(v.d[5]->pid, 3001);
+	assert_int_equal(v.d[5]->msg->payload.len, 39999);
+	delivs_free(&v);
+	brk_deliv_free(d);
+	// The next pass works on the kept (or released) buffers.
+	assert_int_equal(brk_store_redis_ops.out_del(f->st, cid, 3001), HW_OK);
+	assert_int_equal(brk_store_redis_ops.flush(f->st, shard, never, NULL), HW_OK);
+	assert_int_equal(brk_store_redis_ops.out_each(f->st, cid, on_deliv, &v), HW_OK);
+	assert_int_equal(v.n, 5);
+	delivs_free(&v);
+	free(big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -983,6 +1026,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_slot_index, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slot_index_large, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conn_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_big_pass, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -128,6 +128,7 @@
 #define BRK_REDIS_BACKOFF_MAX_MS 2000
 #define BRK_REDIS_REFRESH_MS 60000
 #define BRK_REDIS_NOSLOT UINT32_MAX
+#define BRK_REDIS_BUF_KEEP_BYTES (1u << 20)
 #define BRK_REDIS_SCAN_COUNT "512"
 
 enum {
@@ -538,6 +539,11 @@ static hw_err brk_redis_flush_locked(brk_store *st, brk_redis_conn *cn, bool (*k
 		hw_histogram_observe(st->latency, (double)(hw_clock_mono_us() - t0) / 1e6);
 		cn->len = 0;
 		cn->n = 0;
+		if (cn->cap > BRK_REDIS_BUF_KEEP_BYTES) { // a burst does not stay allocated
+			free(cn->buf);
+			cn->buf = NULL;
+			cn->cap = 0;
+		}
 		return HW_OK;
 broken:
 		brk_redis_drop(st, cn);
@@ -774,6 +780,7 @@ static brk_redis_conn *brk_redis_shard(brk_store *st, hw_bytes cid)
 
 #define BRK_REDIS_BATCH_MAX_ARGS 4096
 #define BRK_REDIS_BATCH_MAX_BYTES (1u << 20)
+#define BRK_REDIS_BATCH_KEEP_BYTES (16u << 10)
 
 static void brk_redis_batch_reset(brk_redis_batch *b)
 {
@@ -841,11 +848,17 @@ static void brk_redis_batch_close(brk_store *st, brk_redis_conn *cn, brk_redis_b
 }
 
 // brk_redis_batches_close formats every batch of the pass (cn->mu held).
+// The batches' memory is kept for the next pass, except what a big message
+// grew: one large fan-out must not leave a large buffer per slot behind.
 static void brk_redis_batches_close(brk_store *st, brk_redis_conn *cn)
 {
 	for (uint32_t i = 0; i < cn->nbatch; i++) {
-		brk_redis_batch_close(st, cn, &cn->batch[i]);
-		cn->open[cn->batch[i].slot] = 0;
+		brk_redis_batch *b = &cn->batch[i];
+
+		brk_redis_batch_close(st, cn, b);
+		cn->open[b->slot] = 0;
+		if (b->args.cap > BRK_REDIS_BATCH_KEEP_BYTES)
+			hw_buf_fini(&b->args);
 	}
 	cn->nbatch = 0;
 }
