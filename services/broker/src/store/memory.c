@@ -45,6 +45,7 @@ typedef struct brk_memstore_rec {
 typedef struct brk_memstore_shard {
 	pthread_mutex_t mu;
 	uint8_t         lost[HW_SLOTS / 8];
+	uint32_t        nlost; // how many bits are set in lost
 } brk_memstore_shard;
 
 struct brk_store {
@@ -134,6 +135,8 @@ static bool brk_memstore_held(brk_store *st, hw_bytes cid)
 		return true;
 	sh = brk_memstore_shard_of(st, slot);
 	pthread_mutex_lock(&sh->mu);
+	if (!(sh->lost[slot / 8] & (1u << (slot % 8))))
+		sh->nlost++;
 	sh->lost[slot / 8] |= (uint8_t)(1u << (slot % 8));
 	pthread_mutex_unlock(&sh->mu);
 	return false;
@@ -299,7 +302,9 @@ static hw_err brk_store_memory_slot_claim(brk_store *st, uint32_t slot, const ch
 	st->owner[slot] = u;
 	*epoch = ++st->claimed[slot];
 	atomic_store(&st->held[slot], *epoch);
-	sh->lost[slot / 8] &= (uint8_t)~(1u << (slot % 8)); // the claimer starts afresh
+	if (sh->lost[slot / 8] & (1u << (slot % 8))) // the claimer starts afresh
+		sh->nlost--;
+	sh->lost[slot / 8] &= (uint8_t)~(1u << (slot % 8));
 	pthread_mutex_unlock(&sh->mu);
 	return HW_OK;
 }
@@ -388,9 +393,14 @@ static size_t brk_store_memory_lost_take(brk_store *st, uint32_t shard, uint32_t
 	size_t n = 0;
 
 	pthread_mutex_lock(&sh->mu);
-	for (uint32_t s = 0; s < HW_SLOTS && n < cap; s++) {
+	for (uint32_t s = 0; sh->nlost > 0 && s < HW_SLOTS && n < cap; s++) {
+		if (sh->lost[s / 8] == 0) {
+			s |= 7; // the rest of this byte is clear
+			continue;
+		}
 		if (sh->lost[s / 8] & (1u << (s % 8))) {
 			sh->lost[s / 8] &= (uint8_t)~(1u << (s % 8));
+			sh->nlost--;
 			out[n++] = s;
 		}
 	}

@@ -252,6 +252,7 @@ typedef struct brk_redis_conn {
 	uint16_t         open[HW_SLOTS]; // slot -> index + 1 in batch, 0: none
 	bool             down;     // logged as down, not yet back
 	uint8_t          lost[HW_SLOTS / 8]; // slots lost, not yet taken
+	uint32_t         nlost;    // how many bits are set in lost
 } brk_redis_conn;
 
 struct brk_store {
@@ -467,6 +468,8 @@ static void brk_redis_backoff(uint32_t *ms)
 static void brk_redis_lose(brk_store *st, brk_redis_conn *cn, uint32_t slot)
 {
 	hw_counter_inc(st->fenced);
+	if (!(cn->lost[slot / 8] & (1u << (slot % 8))))
+		cn->nlost++;
 	cn->lost[slot / 8] |= (uint8_t)(1u << (slot % 8));
 }
 
@@ -1619,6 +1622,8 @@ static hw_err brk_redis_slot_claim(brk_store *st, uint32_t slot, const char *url
 		// What was lost before the claim is moot: the claimer loads the
 		// slot afresh.
 		pthread_mutex_lock(&cn->mu);
+		if (cn->lost[slot / 8] & (1u << (slot % 8)))
+			cn->nlost--;
 		cn->lost[slot / 8] &= (uint8_t)~(1u << (slot % 8));
 		pthread_mutex_unlock(&cn->mu);
 		err = HW_OK;
@@ -1850,9 +1855,14 @@ static size_t brk_redis_lost_take(brk_store *st, uint32_t shard, uint32_t *out, 
 	size_t n = 0;
 
 	pthread_mutex_lock(&cn->mu);
-	for (uint32_t s = 0; s < HW_SLOTS && n < cap; s++) {
+	for (uint32_t s = 0; cn->nlost > 0 && s < HW_SLOTS && n < cap; s++) {
+		if (cn->lost[s / 8] == 0) {
+			s |= 7; // the rest of this byte is clear
+			continue;
+		}
 		if (cn->lost[s / 8] & (1u << (s % 8))) {
 			cn->lost[s / 8] &= (uint8_t)~(1u << (s % 8));
+			cn->nlost--;
 			out[n++] = s;
 		}
 	}
