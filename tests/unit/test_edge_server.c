@@ -1442,6 +1442,67 @@ static void test_rehome_no_broker(void **state)
 	h_stop(h);
 }
 
+// A replay log past its bound is dropped: the connection keeps working,
+// but cannot be re-homed (its unlogged packets could not be resent), so a
+// move closes it (MQTT 5: DISCONNECT 0x89), with no ConnGone to anyone.
+static void test_rehome_replay_overflow(void **state)
+{
+	// Bound: max_packet_size x receive_maximum = 200 bytes.
+	const char *const extra[] = { "edge.max_packet_size=200", "broker.receive_maximum=1",
+		NULL };
+	harness *h = h_start_n(extra, 2);
+	Hawser__Internal__V1__ConnMoved mv = HAWSER__INTERNAL__V1__CONN_MOVED__INIT;
+	hw_item item = HAWSER__INTERNAL__V1__ITEM__INIT, *items[1] = { &item };
+	uint8_t b[256], pub[150];
+	char cid[32];
+	uint64_t conn;
+	int fd;
+	fb_item it;
+
+	(void)state;
+	cid_owned_by(h, 0, cid, sizeof(cid));
+	fd = connect_accept(h, 5, cid, 60, &conn);
+	// Two unanswered QoS 1 PUBLISH of 150 bytes: the second passes 200.
+	memset(pub, 'x', sizeof(pub));
+	pub[0] = 0x32;
+	pub[1] = 0x93; // remaining length 147
+	pub[2] = 0x01;
+	pub[3] = 0x00;
+	pub[4] = 0x01;
+	pub[5] = 'a';
+	pub[6] = 0x00;
+	pub[7] = 0x01;
+	c_send(fd, pub, sizeof(pub));
+	pub[7] = 0x02;
+	c_send(fd, pub, sizeof(pub));
+	it = fb_wait(&h->fb, 3);
+	assert_int_equal(it.kind, FB_PACKET);
+	assert_int_equal(h_counter(h, "hawser_edge_replay_overflows_total", NULL, NULL), 1);
+	// Still forwarded and answered as usual.
+	{
+		const uint8_t puback1[] = { 0x40, 0x02, 0x00, 0x01 };
+
+		fb_write(&h->fb, conn, puback1, sizeof(puback1), 0, 0, 0);
+		c_expect(fd, puback1, sizeof(puback1));
+	}
+
+	mv.conn = conn;
+	mv.owner = h->url2;
+	item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_MOVED;
+	item.moved = &mv;
+	fb_send(&h->fb, items, 1);
+	c_packet(fd, b);
+	assert_int_equal(b[0], 0xE0);
+	assert_int_equal(b[2], 0x89);
+	c_eof(fd);
+	close(fd);
+	assert_int_equal(h_counter(h, "hawser_edge_connections_closed_total", "cause",
+	    "rehome_failed"), 1);
+	assert_int_equal(fb_count(&h->fb2), 0);
+	assert_int_equal(fb_count(&h->fb), 3);
+	h_stop(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1462,6 +1523,7 @@ int main(void)
 		cmocka_unit_test(test_rehome_broker_dies),
 		cmocka_unit_test(test_rehome_conn_moved),
 		cmocka_unit_test(test_rehome_no_broker),
+		cmocka_unit_test(test_rehome_replay_overflow),
 	};
 
 	hw_log_setup(getenv("TEST_DEBUG") ? HW_LOG_DEBUG : HW_LOG_ERROR, "test-edge");
