@@ -26,6 +26,7 @@
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -1008,6 +1009,90 @@ static void test_big_pass(void **state)
 	free(big);
 }
 
+// Workers write and flush their shards while another thread claims, drops
+// and reads slots (the broker's view changes): no write is lost without
+// lost_take reporting its slot, and once claimed again everything lands.
+typedef struct racer {
+	brk_store *st;
+	uint32_t   shard;
+	char       cids[4][24];
+	int        lost;
+} racer;
+
+static void *racer_run(void *arg)
+{
+	racer *r = arg;
+	brk_deliv *d = mkdeliv("race", 1, 1);
+	uint32_t v[HW_SLOTS];
+
+	for (int i = 0; i < 300; i++) {
+		for (int c = 0; c < 4; c++) {
+			hw_bytes cid = hw_bytes_of_cstr(r->cids[c]);
+
+			d->pid = (uint16_t)(i % 1000 + 1);
+			assert_int_equal(brk_store_redis_ops.out_put(r->st, cid, d), HW_OK);
+			assert_int_equal(brk_store_redis_ops.out_del(r->st, cid, d->pid), HW_OK);
+		}
+		assert_int_equal(brk_store_redis_ops.flush(r->st, r->shard, never, NULL), HW_OK);
+		r->lost += (int)brk_store_redis_ops.lost_take(r->st, r->shard, v, HW_SLOTS);
+	}
+	brk_deliv_free(d);
+	return NULL;
+}
+
+static void test_claims_race_writes(void **state)
+{
+	FIX(state);
+	racer r[2] = { { .st = f->st, .shard = 0 }, { .st = f->st, .shard = 1 } };
+	pthread_t t[2];
+	int n[2] = { 0, 0 };
+
+	for (int i = 0; n[0] < 4 || n[1] < 4; i++) {
+		char id[24];
+		uint32_t sh;
+
+		snprintf(id, sizeof(id), "race-%d", i);
+		sh = hw_slot_of(hw_bytes_of_cstr(id)) % 2;
+		if (n[sh] < 4)
+			snprintf(r[sh].cids[n[sh]++], sizeof(r[sh].cids[0]), "%s", id);
+	}
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, racer_run, &r[i]), 0);
+	for (int i = 0; i < 200; i++) {
+		uint32_t slot = hw_slot_of(hw_bytes_of_cstr(r[i % 2].cids[i % 4]));
+		uint64_t e;
+		char url[32];
+
+		if (i % 3 == 0)
+			brk_store_redis_ops.slot_drop(f->st, slot);
+		else
+			assert_int_equal(brk_store_redis_ops.slot_claim(f->st, slot, "tcp://a:1", &e), HW_OK);
+		assert_int_equal(brk_store_redis_ops.slot_owner(f->st, slot, url, sizeof(url), &e), HW_OK);
+	}
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	// Claimed again, every worker's writes land and nothing is reported.
+	for (int i = 0; i < 2; i++) {
+		for (int c = 0; c < 4; c++) {
+			hw_bytes cid = hw_bytes_of_cstr(r[i].cids[c]);
+			uint64_t e;
+
+			assert_int_equal(brk_store_redis_ops.slot_claim(f->st, hw_slot_of(cid), "tcp://a:1", &e),
+			    HW_OK);
+			assert_int_equal(brk_store_redis_ops.in2_put(f->st, cid, 9), HW_OK);
+		}
+		assert_int_equal(brk_store_redis_ops.flush(f->st, i, never, NULL), HW_OK);
+		for (int c = 0; c < 4; c++) {
+			int sum = 0;
+
+			assert_int_equal(lost_count(f->st, i, hw_slot_of(hw_bytes_of_cstr(r[i].cids[c]))), 0);
+			assert_int_equal(brk_store_redis_ops.in2_each(f->st, hw_bytes_of_cstr(r[i].cids[c]),
+			    on_pid, &sum), HW_OK);
+			assert_int_equal(sum, 9);
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1027,6 +1112,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_slot_index_large, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conn_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_big_pass, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claims_race_writes, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
