@@ -5,8 +5,10 @@
 // - entries that pass their deadline are answered 0x80 and counted, late
 //   acks are ignored, thousands of pending entries complete exactly once
 //   each with the right outcome, an offer to a broker nobody listens on
-//   waits and fails at its deadline, and a send that fails reports its
-//   owners;
+//   waits and fails at its deadline, a send that fails reports its owners,
+//   and a member whose send buffer is full has its slots retried (failing
+//   only at the deadline); without a broker set an offer completes at once
+//   (0x10), with an empty one it waits for a member;
 // - a broker that leaves the view while an offer waits for it: the others
 //   get a re-offer with exactly its slots, and the message completes;
 // - an Ack's retry_slots: re-offered after the backoff (10 ms, then 20 ms),
@@ -41,6 +43,7 @@
 #define WAIT_MS 10000
 #define MAXN    4096
 #define MAXB    3
+#define MAXDONE (2 * HW_LINK_SENDBUF + 2)
 
 // offer is one Publish a fake broker received.
 typedef struct offer {
@@ -64,8 +67,8 @@ typedef struct fake {
 
 // done_log records completions.
 typedef struct done_log {
-	uint64_t tag[MAXN];
-	uint32_t reason[MAXN];
+	uint64_t tag[MAXDONE];
+	uint32_t reason[MAXDONE];
 	size_t   n;
 } done_log;
 
@@ -185,7 +188,7 @@ static void on_done(void *arg, void *origin, uint64_t tag, uint32_t reason)
 	done_log *d = arg;
 
 	(void)origin;
-	assert_true(d->n < MAXN);
+	assert_true(d->n < MAXDONE);
 	d->tag[d->n] = tag;
 	d->reason[d->n] = reason;
 	d->n++;
@@ -850,6 +853,48 @@ static void test_empty_view_waits_for_a_member(void **state)
 	teardown(fx);
 }
 
+// An offer the outbox could not hand to a member (its send buffer is full:
+// a broker that never comes up) is not a failure: that member's slots are
+// retried after the backoff, and the message fails only at its deadline.
+static void test_send_full_retries_the_members_slots(void **state)
+{
+	fixture  *fx = setup(0, true);
+	done_log *d = calloc(1, sizeof(*d));
+	uint64_t  due;
+	size_t    i;
+
+	(void)state;
+	assert_non_null(d);
+	for (i = 0; i < 2 * HW_LINK_SENDBUF; i++) {
+		assert_int_equal(rtr_fanout_offer(fx->f, &fx->msg, done_of(d, i)), HW_OK);
+		rtr_outbox_flush(fx->ob);
+		if (hw_counter_get(hw_metrics_counter(fx->reg, "hawser_router_send_full_total", "",
+		        NULL, NULL)) > 0)
+			break;
+	}
+	assert_int_equal(i, HW_LINK_SENDBUF);
+	assert_int_equal(d->n, 0);
+	assert_int_equal(rtr_fanout_pending(fx->f), HW_LINK_SENDBUF + 1);
+	// The retry comes long before any deadline (60 s).
+	due = rtr_fanout_next_deadline(fx->f);
+	assert_true(due <= hw_clock_mono_ms() + RTR_FANOUT_RETRY_MIN_MS);
+	rtr_fanout_expire(fx->f, due);
+	rtr_outbox_flush(fx->ob);
+	assert_int_equal(reoffers(fx, "retry_slots"), 1);
+	assert_int_equal(d->n, 0);
+	assert_int_equal(hw_counter_get(hw_metrics_counter(fx->reg, "hawser_router_send_full_total",
+	                     "", NULL, NULL)),
+	    2);
+	// At the deadline everything fails, as before.
+	rtr_fanout_expire(fx->f, hw_clock_mono_ms() + 120000);
+	assert_int_equal(d->n, HW_LINK_SENDBUF + 1);
+	for (size_t k = 0; k < d->n; k++)
+		assert_int_equal(d->reason[k], 0x80);
+	assert_int_equal(rtr_fanout_pending(fx->f), 0);
+	free(d);
+	teardown(fx);
+}
+
 typedef struct fail_log {
 	void  *owners[8];
 	size_t n;
@@ -930,6 +975,7 @@ int main(void)
 		cmocka_unit_test(test_duplicate_ack_counts_once),
 		cmocka_unit_test(test_joined_member_gets_new_offers_only),
 		cmocka_unit_test(test_empty_view_waits_for_a_member),
+		cmocka_unit_test(test_send_full_retries_the_members_slots),
 		cmocka_unit_test(test_outbox_reports_failed_sends),
 	};
 
