@@ -626,10 +626,10 @@ static bool rtr_fanout_expired(const rtr_pending *p, uint64_t now, uint32_t *lef
 
 // rtr_fanout_send offers p's message to every live member of the current
 // view: the first time (slots NULL: every slot, cause RTR_CAUSE_FIRST) or
-// again for `slots` (only_slots; counted by cause). Slots that cannot go out now (no live
-// member, a queue that failed) go to the retry set; an expired message is
-// not offered again. An error (HW_ENOMEM) is returned only for a first
-// offer, and then nothing was queued.
+// again for `slots` (only_slots; counted by cause). Slots that cannot go
+// out now (no live member, a queue that failed) go to the retry set; an
+// expired message is not offered again. An error (HW_ENOMEM) is returned
+// only for a first offer, and then nothing was queued.
 static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *slots,
     rtr_cause cause, uint64_t now)
 {
