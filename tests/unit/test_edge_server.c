@@ -1503,6 +1503,63 @@ static void test_rehome_replay_overflow(void **state)
 	h_stop(h);
 }
 
+// ConnMoved naming a broker the edge does not see live, while its view
+// still gives the slot to the sender: the connection waits without an owner
+// (its packets in the replay log) for the next view; without one in time it
+// is closed with 0x8B.
+static void test_rehome_moved_to_unseen_owner(void **state)
+{
+	const char *const extra[] = { "cluster.member_down_ms=300", NULL };
+	harness *h = h_start_n(extra, 2);
+	Hawser__Internal__V1__ConnMoved mv = HAWSER__INTERNAL__V1__CONN_MOVED__INIT;
+	hw_item item = HAWSER__INTERNAL__V1__ITEM__INIT, *items[1] = { &item };
+	uint8_t b[256];
+	char cid[32];
+	uint64_t conn, t0;
+	int fd;
+	fb_item it;
+
+	(void)state;
+	item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_MOVED;
+	item.moved = &mv;
+	cid_owned_by(h, 0, cid, sizeof(cid));
+	fd = connect_accept(h, 5, cid, 60, &conn);
+	mv.conn = conn;
+	mv.owner = (char *)"inproc://joined-but-not-seen-yet";
+	fb_send(&h->fb, items, 1);
+	// Parked, not closed: PINGREQ answered, a QoS 1 PUBLISH kept back.
+	c_send(fd, pingreq, sizeof(pingreq));
+	c_expect(fd, pingresp, sizeof(pingresp));
+	c_send(fd, pub7, sizeof(pub7));
+	c_send(fd, pingreq, sizeof(pingreq));
+	c_expect(fd, pingresp, sizeof(pingresp));
+	assert_int_equal(fb_count(&h->fb), 1);
+	assert_int_equal(fb_count(&h->fb2), 0);
+
+	// The next view (B died) re-homes it to the slot's owner: ConnResume
+	// and the PUBLISH that waited.
+	fb_kill(&h->fb2);
+	it = fb_wait(&h->fb, 2);
+	assert_int_equal(it.kind, FB_RESUME);
+	assert_int_equal(it.conn, conn);
+	it = fb_wait(&h->fb, 3);
+	assert_int_equal(it.data[0], pub7[0] | 0x08);
+
+	// Again, and no view comes: closed with 0x8B after the wait.
+	t0 = hw_clock_mono_ms();
+	fb_send(&h->fb, items, 1);
+	c_packet(fd, b);
+	assert_int_equal(b[0], 0xE0);
+	assert_int_equal(b[2], 0x8B);
+	assert_true(hw_clock_mono_ms() - t0 >= 400);
+	c_eof(fd);
+	close(fd);
+	assert_int_equal(h_counter(h, "hawser_edge_connections_closed_total", "cause",
+	    "rehome_failed"), 1);
+	assert_int_equal(fb_count(&h->fb), 3);
+	h_stop(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1524,6 +1581,7 @@ int main(void)
 		cmocka_unit_test(test_rehome_conn_moved),
 		cmocka_unit_test(test_rehome_no_broker),
 		cmocka_unit_test(test_rehome_replay_overflow),
+		cmocka_unit_test(test_rehome_moved_to_unseen_owner),
 	};
 
 	hw_log_setup(getenv("TEST_DEBUG") ? HW_LOG_DEBUG : HW_LOG_ERROR, "test-edge");

@@ -39,6 +39,13 @@
 //   still live, then ConnResume (once accepted) and the log, in order, to
 //   the new one; PUBLISH goes out again with DUP set. All appended in the
 //   same pass, ahead of anything the client sends next.
+// - ConnMoved naming an owner this edge does not see live, while the view
+//   still gives the slot to the sender: the broker knows something the
+//   view does not yet (a broker joined and claimed the slot; the members
+//   watcher sees it within a poll). The connection is parked without an
+//   owner (as below) for max(cluster.member_down_ms, 500 ms); the next view
+//   re-homes it. If none has by then, it is closed (MQTT 5: 0x8B), as a
+//   ConnMoved naming nobody would have been at once.
 // - No owner (no broker live): connections stay open. Packets that wait
 //   for an answer wait in the log (bounded as above) and go out at the next
 //   re-home; QoS 0 PUBLISH and the client's acks (PUBACK, PUBREC, PUBCOMP)
@@ -48,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "impl.h"
 #include "mqtt/codec.h"
@@ -56,6 +64,7 @@
 #define EDGE_FWD_INQ_MAX 4096
 #define EDGE_FWD_REPLAY_MAX 65535u
 #define EDGE_FWD_PEERS_MAX 0xFFFEu
+#define EDGE_FWD_PARK_MIN_MS 500u
 
 typedef Hawser__Internal__V1__ConnPacket edge_connpacket;
 typedef Hawser__Internal__V1__ConnInfo edge_conninfo;
@@ -542,6 +551,65 @@ void edge_forward_rehome(edge_server *s, edge_conn *c, uint16_t to, bool gone_to
 	hw_counter_add(s->st.replayed, x.n);
 }
 
+// edge_forward_park remembers c as parked until its deadline; false on
+// ENOMEM.
+static bool edge_forward_park(edge_server *s, edge_conn *c)
+{
+	uint32_t wait = s->cfg->cluster.member_down_ms;
+	uint64_t due = hw_clock_mono_ms() + (wait > EDGE_FWD_PARK_MIN_MS ? wait : EDGE_FWD_PARK_MIN_MS);
+
+	// Parked again before an earlier wait ended: that wait no longer counts.
+	for (size_t i = 0; i < s->nparked; i++) {
+		if (s->parked[i].id == c->id) {
+			memmove(s->parked + i, s->parked + i + 1,
+			    (s->nparked - i - 1) * sizeof(*s->parked));
+			s->nparked--;
+			break;
+		}
+	}
+	if (s->nparked == s->parked_cap) {
+		size_t ncap = s->parked_cap ? s->parked_cap * 2 : 16;
+		struct edge_parked *np = realloc(s->parked, ncap * sizeof(*np));
+
+		if (np == NULL)
+			return false;
+		s->parked = np;
+		s->parked_cap = ncap;
+	}
+	// Appended in deadline order (every wait is the same length).
+	s->parked[s->nparked].id = c->id;
+	s->parked[s->nparked].due_ms = due;
+	s->nparked++;
+	return true;
+}
+
+void edge_forward_tick(edge_server *s, uint64_t now_ms)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < s->nparked; i++) {
+		struct edge_parked *p = &s->parked[i];
+		edge_conn *c;
+
+		if (p->due_ms > now_ms) {
+			s->parked[kept++] = *p;
+			continue;
+		}
+		c = edge_map_get(&s->conns, p->id);
+		// Still waiting although the view has an owner for its slot: that
+		// owner is the broker that let it go, and no view named the new one.
+		if (c != NULL && !c->closing && c->wsi != NULL && c->owner == EDGE_OWNER_NONE &&
+		    s->slot_owner[c->slot % HW_SLOTS] != EDGE_OWNER_NONE)
+			edge_conn_drop(c, HW_RC_SERVER_SHUTTING_DOWN);
+	}
+	s->nparked = kept;
+	if (s->nparked == 0 && s->parked_cap > 16) {
+		free(s->parked);
+		s->parked = NULL;
+		s->parked_cap = 0;
+	}
+}
+
 // edge_forward_moved applies a ConnMoved from `from`: re-home to the named
 // owner if it is live, else to the slot's owner in the view; if that is the
 // sender itself, close (MQTT 5: DISCONNECT 0x8B).
@@ -569,6 +637,13 @@ static void edge_forward_moved(edge_server *s, uint16_t from, const edge_connmov
 	if (to == EDGE_OWNER_NONE)
 		to = s->slot_owner[c->slot % HW_SLOTS];
 	if (to != EDGE_OWNER_NONE && to == c->owner) {
+		// The sender named an owner this edge does not see live yet (a
+		// broker that just joined and claimed the slot): the view is
+		// behind, not the client. Wait for it without an owner.
+		if (m->owner != NULL && m->owner[0] != '\0' && edge_forward_park(s, c)) {
+			edge_forward_rehome(s, c, EDGE_OWNER_NONE, false);
+			return;
+		}
 		edge_conn_drop(c, HW_RC_SERVER_SHUTTING_DOWN);
 		return;
 	}
@@ -694,6 +769,9 @@ void edge_forward_close(edge_server *s)
 	free(s->peers);
 	s->peers = NULL;
 	s->npeers = s->peers_cap = 0;
+	free(s->parked);
+	s->parked = NULL;
+	s->nparked = s->parked_cap = 0;
 	for (size_t i = 0; i < s->replays.cap; i++)
 		if (s->replays.tab[i].key != 0)
 			edge_replay_free(s->replays.tab[i].val);

@@ -163,6 +163,11 @@ struct edge_server {
 	edge_map            replays;      // conn id -> edge_replay *
 	size_t              replay_max_bytes;
 	bool                warned_sender;
+	// Connections a ConnMoved left without an owner until the view catches
+	// up (forward.c): id and deadline, in arrival order.
+	struct edge_parked { uint64_t id; uint64_t due_ms; } *parked;
+	size_t              nparked;
+	size_t              parked_cap;
 
 	// Batches from brokers, handed over from the NNG thread (inq_mu).
 	pthread_mutex_t     inq_mu;
@@ -313,6 +318,9 @@ void edge_forward_peer_drop(edge_server *s, uint16_t idx);
 void edge_forward_flush(edge_server *s);
 // edge_forward_inbound applies the batches received from brokers.
 void edge_forward_inbound(edge_server *s);
+// edge_forward_tick closes the parked connections whose wait is over
+// (from the wheel tick).
+void edge_forward_tick(edge_server *s, uint64_t now_ms);
 // edge_forward_close closes the link (after the lws context is gone).
 void edge_forward_close(edge_server *s);
 

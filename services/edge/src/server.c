@@ -169,6 +169,7 @@ static void edge_server_tick_cb(lws_sorted_usec_list_t *sul)
 	uint64_t now = hw_clock_mono_ms();
 
 	edge_wheel_advance(&s->wheel, now, edge_conn_timer, s);
+	edge_forward_tick(s, now);
 	if (s->draining && !s->done && now >= s->drain_deadline_ms) {
 		hw_log_warn("EDGE-DRAIN", "drain timeout: %llu connections left",
 		    (unsigned long long)s->nconns);
