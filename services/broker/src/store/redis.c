@@ -465,9 +465,8 @@ static void brk_redis_backoff(uint32_t *ms)
 }
 
 // brk_redis_lose marks slot lost on cn (cn->mu held).
-static void brk_redis_lose(brk_store *st, brk_redis_conn *cn, uint32_t slot)
+static void brk_redis_lose(brk_redis_conn *cn, uint32_t slot)
 {
-	hw_counter_inc(st->fenced);
 	if (!(cn->lost[slot / 8] & (1u << (slot % 8))))
 		cn->nlost++;
 	cn->lost[slot / 8] |= (uint8_t)(1u << (slot % 8));
@@ -485,10 +484,12 @@ static void brk_redis_refused(brk_store *st, brk_redis_conn *cn, uint32_t i, con
 	if (strncmp(r->str, "HWFENCED", 8) == 0 && t->slot != BRK_REDIS_NOSLOT) {
 		uint64_t held = t->epoch;
 
-		brk_redis_lose(st, cn, t->slot);
+		hw_counter_inc(st->fenced);
+		brk_redis_lose(cn, t->slot);
 		if (atomic_compare_exchange_strong(&st->epochs[t->slot], &held, 0))
 			hw_log_warn("BRK-REDIS", "slot %u lost: epoch %llu fenced, redis has %s",
-			    (unsigned)t->slot, (unsigned long long)t->epoch, r->str + (r->len > 9 ? 9 : r->len));
+			    (unsigned)t->slot, (unsigned long long)t->epoch,
+			    r->str + (r->len > 9 ? 9 : r->len));
 		return;
 	}
 	if (strncmp(r->str, "NOSCRIPT", 8) == 0) {
@@ -841,9 +842,10 @@ static void brk_redis_batch_close(brk_store *st, brk_redis_conn *cn, brk_redis_b
 		brk_redis_key_fini(&owner);
 	}
 	if (err != HW_OK) {
-		hw_log_error("BRK-REDIS", "slot %u: %u queued writes dropped (out of memory)",
-		    (unsigned)b->slot, (unsigned)b->nargs);
-		brk_redis_lose(st, cn, b->slot);
+		hw_counter_inc(st->errors);
+		hw_log_error("BRK-REDIS", "slot %u: queued writes dropped (out of memory)",
+		    (unsigned)b->slot);
+		brk_redis_lose(cn, b->slot);
 	}
 	free(argv);
 	free(lens);
@@ -969,7 +971,8 @@ static hw_err brk_redis_fenced(brk_store *st, int op, hw_bytes cid, const char *
 
 	pthread_mutex_lock(&cn->mu);
 	if (epoch == 0) {
-		brk_redis_lose(st, cn, slot);
+		hw_counter_inc(st->fenced);
+		brk_redis_lose(cn, slot);
 		goto out;
 	}
 	if ((b = brk_redis_batch_of(st, cn, slot, epoch)) == NULL) {
@@ -1198,7 +1201,8 @@ static hw_err brk_redis_open(brk_store **out, const hw_config *cfg, uint32_t sha
 	    "Session store failures: lost connections, refused commands.", NULL, NULL);
 	st->fenced = hw_metrics_counter(reg, "hawser_broker_store_fenced_total",
 	    "Session store writes refused because this broker does not hold their slot "
-	    "(another broker claimed it since, or this one never did).", NULL, NULL);
+	    "(another broker claimed it since: one per slot and pipeline; or this one "
+	    "never did: one per write).", NULL, NULL);
 	st->latency = hw_metrics_histogram(reg, "hawser_broker_store_latency_seconds",
 	    "Round trip of one session store flush (a pipeline of writes) or read.", buckets,
 	    (int)(sizeof(buckets) / sizeof(buckets[0])));
@@ -1461,7 +1465,8 @@ static hw_err brk_redis_queue_trim(brk_store *st, hw_bytes cid, uint64_t keep_fr
 	size_t lens[2] = { 4, 0 };
 
 	lens[1] = (size_t)snprintf(hi, sizeof(hi), "(%llu", (unsigned long long)keep_from);
-	return brk_redis_cmd(st, BRK_ROP_QUEUE_TRIM, cid, "ZREMRANGEBYSCORE", false, "queue", 2, args, lens);
+	return brk_redis_cmd(st, BRK_ROP_QUEUE_TRIM, cid, "ZREMRANGEBYSCORE", false, "queue", 2, args,
+	    lens);
 }
 
 static hw_err brk_redis_queue_each(brk_store *st, hw_bytes cid, brk_store_deliv_fn fn, void *arg)
