@@ -1272,9 +1272,18 @@ static void owned_by(const harness *h, const char *prefix, int want, const char 
 // and carries on. Broker a, fenced by b's claim, loses the slot at its next
 // write: its other connection in that slot gets ConnMoved naming b, and
 // the offer that touched the slot is acked with it in retry_slots.
+static redis_proc g_redis; // killed by redis_teardown even when a test fails
+
+static int redis_teardown(void **state)
+{
+	(void)state;
+	redis_stop(&g_redis);
+	return 0;
+}
+
 static void test_resume_on_another_broker(void **state)
 {
-	redis_proc rp = { 0 };
+	redis_proc *rp = &g_redis;
 	harness *h;
 	size_t ef = 0, rf = 0;
 	char rz[32], ry[32];
@@ -1284,9 +1293,9 @@ static void test_resume_on_another_broker(void **state)
 	rec r;
 
 	(void)state;
-	if (!redis_start(&rp))
+	if (!redis_start(rp))
 		skip();
-	h = pair_start(&rp);
+	h = pair_start(rp);
 	owned_by(h, "rz", 0, NULL, rz, sizeof(rz));
 	owned_by(h, "ry", 0, rz, ry, sizeof(ry));
 	slot = slot_of(rz);
@@ -1343,7 +1352,6 @@ static void test_resume_on_another_broker(void **state)
 	assert_int_equal(r.retry[0], slot);
 	assert_int_equal(hw_counter_get(h->srv->st.slots_lost), 1);
 	harness_stop(h);
-	redis_stop(&rp);
 }
 
 int main(void)
@@ -1365,7 +1373,7 @@ int main(void)
 		cmocka_unit_test(test_payload_format_and_receive_maximum),
 		cmocka_unit_test(test_moved_forgets_without_will),
 		cmocka_unit_test(test_only_slots_and_lost_slot),
-		cmocka_unit_test(test_resume_on_another_broker),
+		cmocka_unit_test_teardown(test_resume_on_another_broker, redis_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
