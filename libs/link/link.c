@@ -22,15 +22,18 @@
 //   clears the pipe id), dialed, and only then is the old one closed, which
 //   drops what it buffered. Pipe callbacks ignore pipes whose socket is not
 //   p->sock_id, so a late callback of the old socket cannot mark the peer
-//   connected. hw_link_send reads the socket id without a lock: a send
-//   that races with a reset goes to the old socket (dropped with it) or to
-//   the new one (a send that finds the old one closed retries on the new
-//   one). Resets of one peer are serialised by p->reset_mtx, which is held
-//   across nng_close and never taken by a callback.
-// - Locks: link->mtx guards the peer list only; p->mtx guards the swap of
-//   p->sock_id and p->pipe_id against pipe callbacks. Neither is held while
-//   calling the user's callback or while sending. Order: reset_mtx, then
-//   mtx; link->mtx is never held with either.
+//   connected. Resets of one peer are serialised by p->reset_mtx, which is
+//   held across nng_close and never taken by a callback.
+// - hw_link_send holds p->mtx around reading p->sock_id and nng_sendmsg
+//   (non-blocking, and push0 serialises sends on its socket lock anyway), so
+//   a send goes entirely to the old socket or entirely to the new one, and
+//   the old socket is closed with no send in flight: NNG 1.5's push0 leaks
+//   a message handed to a pipe whose close is racing with the send.
+// - Locks: link->mtx guards the peer list only; p->mtx guards p->sock_id
+//   and p->pipe_id (senders, pipe callbacks, the swap). Neither is held
+//   while calling the user's callback; p->mtx is never held across
+//   nng_close (which waits for pipe callbacks that take it). Order:
+//   p->reset_mtx, then p->mtx; link->mtx is never held with either.
 // - Close: hw_link_close closes the inbox socket (the pending receive then
 //   fails with NNG_ECLOSED and the loop stops re-arming), then nng_aio_stop
 //   waits for a callback that is still running. Only then are peers closed
@@ -61,7 +64,7 @@ struct hw_link_peer {
 	hw_link             *link;
 	char                *url;
 	pthread_mutex_t      reset_mtx; // serialises hw_link_peer_reset
-	pthread_mutex_t      mtx;       // guards the swap below vs pipe callbacks
+	pthread_mutex_t      mtx;       // guards sock_id/pipe_id changes and sends
 	atomic_uint          sock_id;   // current push socket (nng_socket.id)
 	atomic_uint          pipe_id;   // its live pipe, 0 when none
 };
@@ -479,12 +482,11 @@ out:
 
 hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n)
 {
-	hw_batch   b;
-	hw_link   *l;
-	nng_msg   *msg;
-	nng_socket sock;
-	size_t     size;
-	int        rv;
+	hw_batch b;
+	hw_link *l;
+	nng_msg *msg;
+	size_t   size;
+	int      rv;
 
 	if (p == NULL || (n > 0 && items == NULL))
 		return HW_EINVAL;
@@ -501,12 +503,9 @@ hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n)
 		return link_err(rv);
 	// Pack straight into the message body: no intermediate copy.
 	hawser__internal__v1__batch__pack(&b, nng_msg_body(msg));
-	sock = link_peer_sock(p);
-	while ((rv = nng_sendmsg(sock, msg, NNG_FLAG_NONBLOCK)) == NNG_ECLOSED &&
-	    link_peer_sock(p).id != sock.id) {
-		// A reset closed the socket under us: the new one takes it.
-		sock = link_peer_sock(p);
-	}
+	pthread_mutex_lock(&p->mtx);
+	rv = nng_sendmsg(link_peer_sock(p), msg, NNG_FLAG_NONBLOCK);
+	pthread_mutex_unlock(&p->mtx);
 	if (rv != 0) {
 		nng_msg_free(msg);
 		if (rv == NNG_EAGAIN)

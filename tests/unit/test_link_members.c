@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,8 +134,9 @@ static int url_port(const char *url)
 typedef struct sink {
 	pthread_mutex_t mtx;
 	pthread_cond_t  cv;
-	uint64_t        seqs[MAX_SEQS];
+	uint64_t        seqs[MAX_SEQS]; // the first MAX_SEQS received
 	size_t          n;
+	uint64_t        last; // the newest received
 } sink;
 
 static void sink_init(sink *s)
@@ -164,6 +166,8 @@ static void on_batch(void *arg, hw_batch *b)
 		if (b->items[i]->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_ACK &&
 		    s->n < MAX_SEQS)
 			s->seqs[s->n++] = b->items[i]->ack->seq;
+		if (b->items[i]->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_ACK)
+			s->last = b->items[i]->ack->seq;
 	}
 	pthread_cond_broadcast(&s->cv);
 	pthread_mutex_unlock(&s->mtx);
@@ -183,6 +187,38 @@ static bool sink_wait(sink *s, size_t n)
 			break;
 	}
 	ok = s->n >= n;
+	pthread_mutex_unlock(&s->mtx);
+	return ok;
+}
+
+// wait_connected waits until p reports a connection or WAIT_MS pass. The
+// link has no event for it, so this re-checks with a yield: the pipe's
+// ADD_POST notification can trail the first message it carries.
+static bool wait_connected(hw_link_peer *p)
+{
+	uint64_t end = hw_clock_mono_ms() + WAIT_MS;
+
+	while (!hw_link_peer_connected(p)) {
+		if (hw_clock_mono_ms() > end)
+			return false;
+		sched_yield();
+	}
+	return true;
+}
+
+// sink_wait_last waits until the newest seq s received is seq.
+static bool sink_wait_last(sink *s, uint64_t seq)
+{
+	struct timespec dl;
+	bool            ok;
+
+	deadline(&dl);
+	pthread_mutex_lock(&s->mtx);
+	while (s->last != seq) {
+		if (pthread_cond_timedwait(&s->cv, &s->mtx, &dl) != 0)
+			break;
+	}
+	ok = s->last == seq;
 	pthread_mutex_unlock(&s->mtx);
 	return ok;
 }
@@ -251,7 +287,7 @@ static uint64_t metric(hw_metrics *reg, const char *name)
 // then belongs to the live one.
 static void test_static_one_never_answers(void **state)
 {
-	enum { DOWN_MS = 300 };
+	enum { DOWN_MS = 500 };
 	hw_metrics      *reg;
 	hw_link         *a, *b;
 	hw_members      *m;
@@ -317,10 +353,11 @@ static void test_static_one_never_answers(void **state)
 // was sent after.
 static void test_leave_and_rejoin(void **state)
 {
-	enum { DOWN_MS = 200 };
+	enum { DOWN_MS = 500 };
 	hw_link         *a, *b, *b2;
 	hw_members      *m;
 	hw_members_view *v;
+	uint64_t         left_version;
 	watch            w;
 	sink             sb, sb2;
 	char             url[64];
@@ -352,7 +389,8 @@ static void test_leave_and_rejoin(void **state)
 	assert_int_equal(send_ack(p, 3), HW_OK);
 	v = watch_until(&w, 0, NULL);
 	assert_non_null(v);
-	assert_int_equal(v->version, 2);
+	assert_true(v->version >= 2);
+	left_version = v->version;
 	assert_int_equal(hw_members_owner(v, 7), HW_MEMBERS_NONE);
 	hw_members_view_release(v);
 
@@ -361,7 +399,7 @@ static void test_leave_and_rejoin(void **state)
 	b2 = open_listener("b2", url, &sb2);
 	v = watch_until(&w, 1, url);
 	assert_non_null(v);
-	assert_int_equal(v->version, 3);
+	assert_true(v->version > left_version);
 	assert_ptr_equal(v->peers[0], p);
 	assert_owners(v);
 	hw_members_view_release(v);
@@ -641,7 +679,7 @@ static void test_peer_reset_drops_buffer(void **state)
 	assert_int_equal(sb.n, 1);
 	assert_int_equal(sb.seqs[0], 100);
 	pthread_mutex_unlock(&sb.mtx);
-	assert_true(hw_link_peer_connected(p));
+	assert_true(wait_connected(p));
 
 	// A reset of a connected peer reconnects it.
 	assert_int_equal(hw_link_peer_reset(p), HW_OK);
@@ -672,7 +710,9 @@ static void *sender_run(void *arg)
 }
 
 // Sends racing with resets succeed (or find the buffer full); afterwards
-// the peer works.
+// the peer delivers. Nothing listens while they race: NNG 1.5.2's pull
+// socket can hang in nng_close after a burst cut off mid-flight
+// (nanomsg/nng#1219), which is not what this test is about.
 static void test_peer_reset_concurrent_send(void **state)
 {
 	hw_link      *a, *b;
@@ -680,12 +720,13 @@ static void test_peer_reset_concurrent_send(void **state)
 	sink          sb;
 	sender        s;
 	pthread_t     t;
+	char          url[64];
 
 	(void)state;
 	sink_init(&sb);
 	assert_int_equal(hw_link_open(&a, "a", "tcp://127.0.0.1:0", NULL, NULL), HW_OK);
-	b = open_listener("b", "tcp://127.0.0.1:0", &sb);
-	assert_int_equal(hw_link_peer(a, hw_link_url(b), &p), HW_OK);
+	snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_port());
+	assert_int_equal(hw_link_peer(a, url, &p), HW_OK);
 	s.p = p;
 	s.bad = 0;
 	assert_int_equal(pthread_create(&t, NULL, sender_run, &s), 0);
@@ -693,6 +734,16 @@ static void test_peer_reset_concurrent_send(void **state)
 		assert_int_equal(hw_link_peer_reset(p), HW_OK);
 	pthread_join(t, NULL);
 	assert_int_equal(s.bad, 0);
+
+	// One more reset drops what the sender queued since the last one; the
+	// fresh socket delivers once something listens, and only the new item.
+	assert_int_equal(hw_link_peer_reset(p), HW_OK);
+	b = open_listener("b", url, &sb);
+	assert_int_equal(send_ack(p, 99999), HW_OK);
+	assert_true(sink_wait_last(&sb, 99999));
+	pthread_mutex_lock(&sb.mtx);
+	assert_int_equal(sb.n, 1);
+	pthread_mutex_unlock(&sb.mtx);
 
 	hw_link_close(a);
 	hw_link_close(b);
