@@ -58,6 +58,7 @@ typedef struct rtr_fview {
 	hw_link_peer **peers;  // NULL: self (never offered to)
 	size_t        *qs;     // outbox queue of each peer
 	int            refs;   // the current view + sub-offers made in it
+	rtr_slots     *owned;  // the slots each member owns (n)
 	uint16_t       owner[HW_SLOTS];
 } rtr_fview;
 
@@ -201,7 +202,7 @@ static hw_err rtr_fview_new(rtr_fanout *f, const hw_members_view *v, rtr_fview *
 	char      *cur;
 	hw_err     err;
 
-	size += n * (sizeof(char *) + sizeof(hw_link_peer *) + sizeof(size_t));
+	size += n * (sizeof(rtr_slots) + sizeof(char *) + sizeof(hw_link_peer *) + sizeof(size_t));
 	for (size_t i = 0; i < n; i++)
 		size += strlen(v->urls[i]) + 1;
 	if ((fv = calloc(1, size)) == NULL)
@@ -209,7 +210,8 @@ static hw_err rtr_fview_new(rtr_fanout *f, const hw_members_view *v, rtr_fview *
 	fv->version = v->version;
 	fv->n = n;
 	fv->refs = 1;
-	fv->urls = (char **)(fv + 1);
+	fv->owned = (rtr_slots *)(fv + 1);
+	fv->urls = (char **)(fv->owned + n);
 	fv->peers = (hw_link_peer **)(fv->urls + n);
 	fv->qs = (size_t *)(fv->peers + n);
 	cur = (char *)(fv->qs + n);
@@ -226,6 +228,9 @@ static hw_err rtr_fview_new(rtr_fanout *f, const hw_members_view *v, rtr_fview *
 		}
 	}
 	memcpy(fv->owner, v->owner, sizeof(fv->owner));
+	for (uint32_t s = 0; s < HW_SLOTS; s++)
+		if (fv->owner[s] < n)
+			rtr_slots_add(&fv->owned[fv->owner[s]], s);
 	*out = fv;
 	return HW_OK;
 }
@@ -236,10 +241,8 @@ static void rtr_fview_owned(const rtr_fview *v, int m, const rtr_offer *o, rtr_s
 {
 	if (m < 0)
 		return;
-	for (uint32_t s = 0; s < HW_SLOTS; s++) {
-		if (v->owner[s] == (uint16_t)m && rtr_offer_covers(o, s))
-			rtr_slots_add(out, s);
-	}
+	for (size_t i = 0; i < RTR_SLOT_WORDS; i++)
+		out->w[i] |= v->owned[m].w[i] & (o->all ? ~0ull : o->slots.w[i]);
 }
 
 // ---------------------------------------------------------------------------
