@@ -318,6 +318,10 @@ bool brk_slot_held(const brk_worker *w, uint32_t slot);
 // brk_slot_mine tells whether slot is this broker's in the worker's view
 // (always, without peers).
 bool brk_slot_mine(const brk_worker *w, uint32_t slot);
+// brk_slot_owner_down tells whether the owner of slot in the worker's view
+// is another broker whose link is down right now (it probably left and
+// the view has not caught up yet).
+bool brk_slot_owner_down(const brk_worker *w, uint32_t slot);
 // brk_slot_claim claims slot in the store unless held and loads every
 // session of it as an offline session (blocking: store round trips).
 hw_err brk_slot_claim(brk_worker *w, uint32_t slot);

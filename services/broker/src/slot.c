@@ -59,6 +59,19 @@ bool brk_slot_mine(const brk_worker *w, uint32_t slot)
 	return o != HW_MEMBERS_NONE && (int)o == v->self;
 }
 
+bool brk_slot_owner_down(const brk_worker *w, uint32_t slot)
+{
+	const hw_members_view *v = w->view;
+	uint16_t o;
+
+	if (v == NULL)
+		return false;
+	o = hw_members_owner(v, slot);
+	if (o == HW_MEMBERS_NONE)
+		return true;
+	return v->peers[o] != NULL && !hw_link_peer_connected(v->peers[o]);
+}
+
 typedef struct brk_slot_ids {
 	char  **ids;
 	size_t *lens;

@@ -460,10 +460,20 @@ static void brk_worker_gone(brk_worker *w, brk_batch *bb, const brk_conngone *g)
 		brk_hold_conn_gone(w, e, g->conn); // gone while authenticating
 }
 
+// brk_worker_retry marks slot in wk->retry (Ack.retry_slots).
+static void brk_worker_retry(brk_work *wk, uint32_t slot)
+{
+	if (wk->retry == NULL && (wk->retry = calloc(1, sizeof(*wk->retry))) == NULL)
+		return; // no retry asked: the router's deadline decides
+	brk_slotset_add(wk->retry, slot);
+}
+
 // brk_worker_only turns an offer's only_slots into a set (NULL: every
-// slot) and claims the slots of this worker that are ours and not held
-// (the router resends after it saw their owner leave, maybe before we
-// did); those that cannot be claimed go to wk->retry.
+// slot). The router resends with only_slots after it saw the slots' owner
+// leave, maybe before we did: a slot of ours not held is claimed now, and
+// one we cannot claim, or whose owner in our view is another broker whose
+// link is down (our view lags), is asked again (wk->retry) so that the
+// resend that follows our view change finds the slot loaded.
 static brk_slotset *brk_worker_only(brk_worker *w, brk_work *wk, brk_slotset *only)
 {
 	const brk_publish_pb *p = wk->item != NULL ? wk->item->publish : NULL;
@@ -476,12 +486,14 @@ static brk_slotset *brk_worker_only(brk_worker *w, brk_work *wk, brk_slotset *on
 
 		if (slot % w->srv->nworkers != w->index)
 			continue;
-		if (!brk_slot_held(w, slot) && brk_slot_mine(w, slot) &&
-		    brk_slot_claim(w, slot) != HW_OK) {
-			if (wk->retry == NULL && (wk->retry = calloc(1, sizeof(*wk->retry))) == NULL)
-				continue; // no retry asked: the router's deadline decides
-			brk_slotset_add(wk->retry, slot);
-			continue;
+		if (!brk_slot_held(w, slot)) {
+			if (brk_slot_mine(w, slot) ? brk_slot_claim(w, slot) != HW_OK :
+			    brk_slot_owner_down(w, slot)) {
+				brk_worker_retry(wk, slot);
+				continue;
+			}
+			if (!brk_slot_held(w, slot))
+				continue; // another broker's, alive: its to cover
 		}
 		brk_slotset_add(only, slot);
 	}
