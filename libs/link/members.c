@@ -1,27 +1,34 @@
 // The broker set as one process sees it (link/members.h).
 //
 // Design notes:
+// - Threads: the members thread polls and publishes views; when there are
+//   dns:// sources, a resolver thread runs getaddrinfo (which blocks, for
+//   seconds when a DNS server is down) so that a slow resolver never delays
+//   noticing a dead member. hw_members_open resolves every name once on the
+//   caller's thread before either starts.
 // - State: a table of entries, one per distinct member URL (static sources,
 //   the current answers of every dns:// source, and self). An entry has its
 //   link peer (NULL for self), `seen_ms` (the last poll that found it
-//   connected, or when it was first listed) and `live`. The table, the DNS
-//   answers and the metrics are touched only by the members thread after
-//   hw_members_open returns (open builds them before starting it), so they
-//   need no lock.
+//   connected, or when it was first listed) and `live`. The table, the
+//   answers in use (members_dns.addrs) and the members' metrics belong to the
+//   members thread; the resolver hands a new answer over in
+//   members_dns.fresh under m->dns_mtx.
 // - Liveness: each poll, a member that is connected gets seen_ms = now; it is
 //   live while now - seen_ms < down_ms. "First listed" is when the entry was
 //   created: at hw_members_open for static members and for names that
-//   resolved then, otherwise at the poll whose DNS answer first contained the
-//   address. An address that disappears from DNS drops its entry at once;
-//   if it comes back it is listed anew (and gets down_ms again).
-// - Poll period: clamp(down_ms / 4, 5 ms, 25 ms). A poll is one atomic load
-//   per member plus a clock read, so 40 wake-ups a second cost nothing
-//   measurable, and a death is noticed within down_ms + 25 ms.
-// - DNS is resolved on the members thread with getaddrinfo (blocking): a
-//   slow resolver delays the polls behind it. Success: the answer replaces
-//   the previous one and the next resolution is dns_refresh_ms later.
-//   Failure (or an empty answer): counted, the last good answer is kept, and
-//   the name is retried after min(dns_refresh_ms, 1 s).
+//   resolved then, otherwise at the first poll after the resolver's answer
+//   that first contained the address. An address that disappears from DNS
+//   drops its entry at that poll (a live one leaves at once); if it comes
+//   back it is listed anew, live for down_ms again.
+// - Poll period: clamp(down_ms / 4, 5 ms, 25 ms). A steady-state poll is one
+//   atomic load per member and a clock read, with no allocation; a view is
+//   only built when a live flag or the set of entries changed. So 40
+//   wake-ups a second cost nothing measurable, and a death is noticed
+//   between down_ms and down_ms + 25 ms after the connection dropped.
+// - DNS: success (a non-empty answer) replaces the previous answer and the
+//   next resolution is dns_refresh_ms later. Failure (or an empty answer) is
+//   counted, the last good answer is kept, and the name is retried after
+//   min(dns_refresh_ms, 1 s).
 // - Views: m->mtx guards m->view (the current view, one reference held by
 //   m) and m->stopping. A change publishes the new view under the lock, then
 //   (without it) calls `changed`, then resets the peers of members that
@@ -29,6 +36,8 @@
 //   buffered for a departed member is dropped right after.
 // - Reference counts are atomic (GCC/Clang __atomic builtins on the int the
 //   public struct declares); the last release frees the view.
+// - Locks: m->mtx and m->dns_mtx are never held together, nor while calling
+//   `changed` or into the link.
 
 #include "link/members.h"
 
@@ -73,9 +82,14 @@ typedef struct members_dns {
 	char        *entry; // as configured, for logs
 	char        *name;
 	int          port;
-	members_strv addrs; // last good answer: tcp:// URLs
+	// Resolver thread (or open, before it starts):
 	uint64_t     next_ms;
 	bool         failing; // the last resolution failed (log transitions only)
+	// Guarded by m->dns_mtx:
+	members_strv fresh;     // a good answer the members thread has not taken
+	bool         has_fresh;
+	// Members thread (or open, before it starts):
+	members_strv addrs;     // the answer in use: tcp:// URLs
 } members_dns;
 
 struct hw_members {
@@ -93,6 +107,11 @@ struct hw_members {
 	members_entry  *ents;
 	size_t          n_ents;
 	size_t          cap_ents;
+	hw_link_peer  **left;   // peers to reset after this poll's view is out
+	size_t          n_left;
+	size_t          cap_left;
+	bool            resync; // the sources changed: rebuild the entries
+	bool            dirty;  // a live flag or an entry changed: rebuild the view
 
 	hw_gauge       *brokers;
 	hw_counter     *changes;
@@ -103,6 +122,12 @@ struct hw_members {
 	bool            stopping;
 	pthread_t       thread;
 	hw_members_view *view;
+
+	pthread_mutex_t dns_mtx; // guards dns[].fresh/has_fresh, dns_stopping
+	pthread_cond_t  dns_cv;
+	bool            dns_stopping;
+	bool            dns_started;
+	pthread_t       dns_thread;
 };
 
 // ---------------------------------------------------------------------------
@@ -374,81 +399,198 @@ static hw_err members_dns_answer(const members_dns *d, const struct addrinfo *ai
 	return HW_OK;
 }
 
-// members_dns_resolve resolves d once; on failure the last answer stays.
-static void members_dns_resolve(hw_members *m, members_dns *d, uint64_t now)
+// members_dns_resolve resolves d once. A good answer goes to *out (which
+// must be empty) and true is returned; on failure the error is counted and
+// logged, and d is retried sooner. Touches only d's resolver fields.
+static bool members_dns_resolve(hw_members *m, members_dns *d, uint64_t now,
+    members_strv *out)
 {
 	struct addrinfo  hints;
 	struct addrinfo *res = NULL;
-	members_strv     addrs = { 0 };
 	uint32_t         retry = m->dns_refresh_ms;
+	hw_err           err = HW_OK;
 	int              rv;
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	rv = getaddrinfo(d->name, NULL, &hints, &res);
-	if (rv == 0 && members_dns_answer(d, res, &addrs) == HW_OK && addrs.n > 0) {
-		members_strv_fini(&d->addrs);
-		d->addrs = addrs;
+	if (rv == 0)
+		err = members_dns_answer(d, res, out);
+	if (res != NULL)
+		freeaddrinfo(res);
+	if (rv == 0 && err == HW_OK && out->n > 0) {
 		d->next_ms = now + m->dns_refresh_ms;
 		if (d->failing)
 			hw_log_info("CLUSTER-DNS", "%s resolves again (%zu addresses)",
-			    d->entry, d->addrs.n);
+			    d->entry, out->n);
 		d->failing = false;
-		freeaddrinfo(res);
-		return;
+		return true;
 	}
-	members_strv_fini(&addrs);
-	if (res != NULL)
-		freeaddrinfo(res);
+	members_strv_fini(out);
 	hw_counter_inc(m->dns_errors);
 	// Logged on the transition only: a name that stays unresolvable is
 	// retried every second and would flood the log.
 	if (!d->failing)
-		hw_log_warn("CLUSTER-DNS", "cannot resolve %s: %s; keeping %zu addresses",
-		    d->entry, rv != 0 ? gai_strerror(rv) : "no usable address",
-		    d->addrs.n);
+		hw_log_warn("CLUSTER-DNS", "cannot resolve %s: %s; keeping the last answer",
+		    d->entry,
+		    rv != 0 ? gai_strerror(rv) : err != HW_OK ? hw_strerror(err) :
+		                                                "no usable address");
 	d->failing = true;
 	if (retry > MEMBERS_DNS_RETRY_MAX_MS)
 		retry = MEMBERS_DNS_RETRY_MAX_MS;
 	d->next_ms = now + retry;
+	return false;
+}
+
+// members_timespec_in returns the CLOCK_MONOTONIC time ms from now.
+static struct timespec members_timespec_in(uint64_t ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(ms / 1000);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
+// members_resolver is the resolver thread: it resolves each name when due
+// and hands good answers to the members thread.
+static void *members_resolver(void *arg)
+{
+	hw_members     *m = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&m->dns_mtx);
+	while (!m->dns_stopping) {
+		uint64_t now = hw_clock_mono_ms();
+		uint64_t next = UINT64_MAX;
+
+		for (size_t i = 0; i < m->n_dns && !m->dns_stopping; i++) {
+			members_dns *d = &m->dns[i];
+			members_strv addrs = { 0 };
+			bool         ok;
+
+			if (d->next_ms > now) {
+				if (d->next_ms < next)
+					next = d->next_ms;
+				continue;
+			}
+			// The lookup may block for seconds: not under the lock.
+			pthread_mutex_unlock(&m->dns_mtx);
+			ok = members_dns_resolve(m, d, now, &addrs);
+			pthread_mutex_lock(&m->dns_mtx);
+			if (ok) {
+				members_strv_fini(&d->fresh);
+				d->fresh = addrs;
+				d->has_fresh = true;
+			}
+			if (d->next_ms < next)
+				next = d->next_ms;
+		}
+		if (m->dns_stopping)
+			break;
+		now = hw_clock_mono_ms();
+		if (next > now) {
+			ts = members_timespec_in(next - now);
+			pthread_cond_timedwait(&m->dns_cv, &m->dns_mtx, &ts);
+		}
+	}
+	pthread_mutex_unlock(&m->dns_mtx);
+	return NULL;
+}
+
+// members_strv_same reports whether a and b hold the same strings.
+static bool members_strv_same(const members_strv *a, const members_strv *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (size_t i = 0; i < a->n; i++) {
+		if (!members_strv_has(b, a->v[i]))
+			return false;
+	}
+	return true;
+}
+
+// members_take_answers moves the resolver's new answers into use; true when
+// some name's set of addresses changed.
+static bool members_take_answers(hw_members *m)
+{
+	bool changed = false;
+
+	pthread_mutex_lock(&m->dns_mtx);
+	for (size_t i = 0; i < m->n_dns; i++) {
+		members_dns *d = &m->dns[i];
+		members_strv old;
+
+		if (!d->has_fresh)
+			continue;
+		d->has_fresh = false;
+		if (members_strv_same(&d->fresh, &d->addrs)) {
+			members_strv_clear(&d->fresh);
+			continue;
+		}
+		old = d->addrs;
+		d->addrs = d->fresh;
+		d->fresh = old;
+		members_strv_clear(&d->fresh);
+		changed = true;
+	}
+	pthread_mutex_unlock(&m->dns_mtx);
+	return changed;
 }
 
 // ---------------------------------------------------------------------------
 // Polling
 
-// members_sync re-resolves due names and makes the entries match the
-// sources: new URLs get entries, vanished ones are removed. A removed entry
-// that was live is appended to `left` (its peer, for a reset).
-static hw_err members_sync(hw_members *m, uint64_t now, hw_link_peer **left,
-    size_t *n_left)
+// members_left_add queues p for a reset once the new view is out. Without
+// memory for the queue it resets p at once: earlier than ideal, but nothing
+// stale may survive.
+static void members_left_add(hw_members *m, hw_link_peer *p)
 {
-	hw_err err;
+	if (m->n_left == m->cap_left) {
+		size_t         cap = m->cap_left != 0 ? m->cap_left * 2 : 8;
+		hw_link_peer **v = realloc(m->left, cap * sizeof(*v));
+		if (v == NULL) {
+			(void)hw_link_peer_reset(p);
+			return;
+		}
+		m->left = v;
+		m->cap_left = cap;
+	}
+	m->left[m->n_left++] = p;
+}
+
+// members_sync makes the entries match the sources: new URLs get entries
+// (live, first listed now), vanished ones are removed, a live one queued
+// for a reset. HW_ENOMEM leaves some new URLs out; the next change of
+// answers retries.
+static hw_err members_sync(hw_members *m, uint64_t now)
+{
+	hw_err err = HW_OK;
 	size_t j = 0;
 
-	for (size_t i = 0; i < m->n_dns; i++) {
-		if (now >= m->dns[i].next_ms)
-			members_dns_resolve(m, &m->dns[i], now);
-	}
 	for (size_t i = 0; i < m->n_ents; i++)
 		m->ents[i].wanted = false;
-	for (size_t i = 0; i < m->statics.n; i++) {
-		if ((err = members_want(m, m->statics.v[i], now)) != HW_OK)
-			return err;
-	}
+	for (size_t i = 0; i < m->statics.n && err == HW_OK; i++)
+		err = members_want(m, m->statics.v[i], now);
 	for (size_t i = 0; i < m->n_dns; i++) {
-		for (size_t k = 0; k < m->dns[i].addrs.n; k++) {
-			if ((err = members_want(m, m->dns[i].addrs.v[k], now)) != HW_OK)
-				return err;
-		}
+		for (size_t k = 0; k < m->dns[i].addrs.n && err == HW_OK; k++)
+			err = members_want(m, m->dns[i].addrs.v[k], now);
 	}
-	if (m->self != NULL && (err = members_want(m, m->self, now)) != HW_OK)
-		return err;
+	if (m->self != NULL && err == HW_OK)
+		err = members_want(m, m->self, now);
+	if (err != HW_OK)
+		return err; // remove nothing on a partial pass
 	for (size_t i = 0; i < m->n_ents; i++) {
 		members_entry *e = &m->ents[i];
 		if (!e->wanted) {
 			if (e->live && e->peer != NULL)
-				left[(*n_left)++] = e->peer;
+				members_left_add(m, e->peer);
 			free(e->url);
 			continue;
 		}
@@ -458,11 +600,13 @@ static hw_err members_sync(hw_members *m, uint64_t now, hw_link_peer **left,
 	return HW_OK;
 }
 
-// members_liveness updates every entry's live flag; peers of members that
-// stop being live are appended to `left`.
-static void members_liveness(hw_members *m, uint64_t now, hw_link_peer **left,
-    size_t *n_left)
+// members_liveness updates every entry's live flag, queues the peers of
+// members that stop being live for a reset, and reports whether any flag
+// changed.
+static bool members_liveness(hw_members *m, uint64_t now)
 {
+	bool changed = false;
+
 	for (size_t i = 0; i < m->n_ents; i++) {
 		members_entry *e = &m->ents[i];
 		bool           live;
@@ -473,9 +617,12 @@ static void members_liveness(hw_members *m, uint64_t now, hw_link_peer **left,
 			e->seen_ms = now;
 		live = now - e->seen_ms < m->down_ms;
 		if (e->live && !live)
-			left[(*n_left)++] = e->peer;
+			members_left_add(m, e->peer);
+		if (e->live != live)
+			changed = true;
 		e->live = live;
 	}
+	return changed;
 }
 
 // members_log_change logs which URLs joined and left between a and b.
@@ -509,40 +656,23 @@ static void members_log_change(const hw_members_view *a, const hw_members_view *
 	    gl > 0 ? gone : " none");
 }
 
-// members_poll runs one poll: sources, liveness, and a new view if the live
-// set changed.
-static void members_poll(hw_members *m)
+// members_publish builds a view of the live entries and, if its member set
+// differs from the current one, publishes it and calls `changed`.
+static void members_publish(hw_members *m)
 {
-	hw_members_view *old;
-	hw_members_view *v = NULL;
-	hw_link_peer   **left;
-	hw_link_peer   **grown;
-	size_t           n_left = 0;
-	uint64_t         now = hw_clock_mono_ms();
+	hw_members_view *old = m->view; // only this thread replaces it
+	hw_members_view *v;
 	hw_err           err;
 
-	// Sync removes at most the entries there are now; liveness then drops
-	// at most the entries there are after it (those are disjoint).
-	if ((left = calloc(m->n_ents + 1, sizeof(*left))) == NULL)
-		return;
-	if ((err = members_sync(m, now, left, &n_left)) != HW_OK) {
-		// ENOMEM: keep the previous view and try again next poll.
-		hw_log_warn("CLUSTER-VIEW", "cannot update the broker set: %s",
-		    hw_strerror(err));
-		goto out;
-	}
-	if ((grown = realloc(left, (n_left + m->n_ents + 1) * sizeof(*left))) == NULL)
-		goto out;
-	left = grown;
-	members_liveness(m, now, left, &n_left);
-	old = m->view; // only this thread replaces it
 	if ((err = members_view_build(m, &v)) != HW_OK) {
+		// The live flags stay as they are; the next change retries.
 		hw_log_warn("CLUSTER-VIEW", "cannot build a view: %s", hw_strerror(err));
-		goto out;
+		m->dirty = true;
+		return;
 	}
 	if (members_view_same(old, v)) {
 		hw_members_view_release(v);
-		goto out;
+		return;
 	}
 	v->version = old->version + 1;
 	members_log_change(old, v);
@@ -554,14 +684,39 @@ static void members_poll(hw_members *m)
 	if (m->changed != NULL)
 		m->changed(m->arg, v);
 	hw_members_view_release(old);
-out:
-	// After the new view is out, so users stop sending to them first.
-	for (size_t i = 0; i < n_left; i++) {
-		if ((err = hw_link_peer_reset(left[i])) != HW_OK)
-			hw_log_warn("CLUSTER-MEMBER", "cannot reset %s: %s",
-			    hw_link_peer_url(left[i]), hw_strerror(err));
+}
+
+// members_poll runs one poll: new DNS answers, liveness, and a new view if
+// the live set changed, then the resets of members that left.
+static void members_poll(hw_members *m)
+{
+	uint64_t now = hw_clock_mono_ms();
+	hw_err   err;
+
+	if (m->n_dns > 0 && members_take_answers(m))
+		m->resync = true;
+	if (m->resync) {
+		if ((err = members_sync(m, now)) != HW_OK) {
+			hw_log_warn("CLUSTER-VIEW", "cannot update the broker set: %s",
+			    hw_strerror(err));
+		} else {
+			m->resync = false;
+			m->dirty = true;
+		}
 	}
-	free(left);
+	if (members_liveness(m, now))
+		m->dirty = true;
+	if (m->dirty) {
+		m->dirty = false;
+		members_publish(m);
+	}
+	// After the new view is out, so users stop sending to them first.
+	for (size_t i = 0; i < m->n_left; i++) {
+		if ((err = hw_link_peer_reset(m->left[i])) != HW_OK)
+			hw_log_warn("CLUSTER-MEMBER", "cannot reset %s: %s",
+			    hw_link_peer_url(m->left[i]), hw_strerror(err));
+	}
+	m->n_left = 0;
 }
 
 static void *members_thread(void *arg)
@@ -571,12 +726,7 @@ static void *members_thread(void *arg)
 
 	pthread_mutex_lock(&m->mtx);
 	while (!m->stopping) {
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += (long)m->poll_ms * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		ts = members_timespec_in(m->poll_ms);
 		pthread_cond_timedwait(&m->cv, &m->mtx, &ts);
 		if (m->stopping)
 			break;
@@ -596,10 +746,12 @@ static void members_free(hw_members *m)
 	for (size_t i = 0; i < m->n_ents; i++)
 		free(m->ents[i].url);
 	free(m->ents);
+	free(m->left);
 	for (size_t i = 0; i < m->n_dns; i++) {
 		free(m->dns[i].entry);
 		free(m->dns[i].name);
 		members_strv_fini(&m->dns[i].addrs);
+		members_strv_fini(&m->dns[i].fresh);
 	}
 	free(m->dns);
 	members_strv_fini(&m->statics);
@@ -641,13 +793,59 @@ static hw_err members_sources(hw_members *m, const char *const *sources)
 	return HW_OK;
 }
 
+// members_cond_init makes a condition variable that times out on the
+// monotonic clock, so poll timers do not jump with the wall clock.
+static hw_err members_cond_init(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+	int                rv;
+
+	if (pthread_condattr_init(&ca) != 0)
+		return HW_ENOMEM;
+	rv = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (rv == 0)
+		rv = pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+	return rv == 0 ? HW_OK : HW_ENOMEM;
+}
+
+// members_first_view resolves every name once and builds view 1, with every
+// member live.
+static hw_err members_first_view(hw_members *m)
+{
+	uint64_t now = hw_clock_mono_ms();
+	hw_err   err;
+
+	for (size_t i = 0; i < m->n_dns; i++)
+		(void)members_dns_resolve(m, &m->dns[i], now, &m->dns[i].addrs);
+	if ((err = members_sync(m, now)) != HW_OK ||
+	    (err = members_view_build(m, &m->view)) != HW_OK)
+		return err;
+	m->view->version = 1;
+	hw_gauge_set(m->brokers, (int64_t)m->view->n);
+	hw_log_info("CLUSTER-VIEW", "view 1: %zu live", m->view->n);
+	return HW_OK;
+}
+
+// members_stop_resolver stops the resolver thread, waiting for a lookup in
+// progress.
+static void members_stop_resolver(hw_members *m)
+{
+	if (!m->dns_started)
+		return;
+	pthread_mutex_lock(&m->dns_mtx);
+	m->dns_stopping = true;
+	pthread_cond_signal(&m->dns_cv);
+	pthread_mutex_unlock(&m->dns_mtx);
+	pthread_join(m->dns_thread, NULL);
+	m->dns_started = false;
+}
+
 hw_err hw_members_open(hw_members **out, hw_link *link, const hw_members_opts *o)
 {
-	hw_members     *m;
-	pthread_condattr_t ca;
-	const char     *tier;
-	uint64_t        now = hw_clock_mono_ms();
-	hw_err          err;
+	hw_members *m;
+	const char *tier;
+	hw_err      err;
 
 	if (out == NULL || link == NULL || o == NULL)
 		return HW_EINVAL;
@@ -677,52 +875,41 @@ hw_err hw_members_open(hw_members **out, hw_link *link, const hw_members_opts *o
 		    "hawser_cluster_dns_errors_total",
 		    "Failed resolutions of dns:// broker entries.", "tier", tier);
 	}
-	if ((err = members_sources(m, o->sources)) != HW_OK)
+	if ((err = members_sources(m, o->sources)) != HW_OK ||
+	    (err = members_first_view(m)) != HW_OK)
 		goto fail_free;
-	// The first view: every DNS name resolved once, every member live.
-	for (size_t i = 0; i < m->n_dns; i++)
-		members_dns_resolve(m, &m->dns[i], now);
-	for (size_t i = 0; i < m->statics.n; i++) {
-		if ((err = members_want(m, m->statics.v[i], now)) != HW_OK)
-			goto fail_free;
-	}
-	for (size_t i = 0; i < m->n_dns; i++) {
-		for (size_t k = 0; k < m->dns[i].addrs.n; k++) {
-			if ((err = members_want(m, m->dns[i].addrs.v[k], now)) != HW_OK)
-				goto fail_free;
-		}
-	}
-	if (m->self != NULL && (err = members_want(m, m->self, now)) != HW_OK)
-		goto fail_free;
-	if ((err = members_view_build(m, &m->view)) != HW_OK)
-		goto fail_free;
-	m->view->version = 1;
-	hw_gauge_set(m->brokers, (int64_t)m->view->n);
-	hw_log_info("CLUSTER-VIEW", "view 1: %zu live", m->view->n);
-
 	if (pthread_mutex_init(&m->mtx, NULL) != 0) {
 		err = HW_ENOMEM;
 		goto fail_free;
 	}
-	if (pthread_condattr_init(&ca) != 0) {
-		err = HW_ENOMEM;
+	if ((err = members_cond_init(&m->cv)) != HW_OK)
 		goto fail_mtx;
-	}
-	// The poll timer must not jump with the wall clock.
-	if (pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
-	    pthread_cond_init(&m->cv, &ca) != 0) {
-		pthread_condattr_destroy(&ca);
-		err = HW_ENOMEM;
-		goto fail_mtx;
-	}
-	pthread_condattr_destroy(&ca);
-	if (pthread_create(&m->thread, NULL, members_thread, m) != 0) {
+	if (pthread_mutex_init(&m->dns_mtx, NULL) != 0) {
 		err = HW_ENOMEM;
 		goto fail_cv;
+	}
+	if ((err = members_cond_init(&m->dns_cv)) != HW_OK)
+		goto fail_dns_mtx;
+	if (m->n_dns > 0) {
+		if (pthread_create(&m->dns_thread, NULL, members_resolver, m) != 0) {
+			err = HW_ENOMEM;
+			goto fail_dns_cv;
+		}
+		m->dns_started = true;
+	}
+	if (pthread_create(&m->thread, NULL, members_thread, m) != 0) {
+		err = HW_ENOMEM;
+		goto fail_resolver;
 	}
 	*out = m;
 	return HW_OK;
 
+fail_resolver:
+	members_stop_resolver(m);
+fail_dns_cv:
+	pthread_cond_destroy(&m->dns_cv);
+fail_dns_mtx:
+	pthread_mutex_destroy(&m->dns_mtx);
 fail_cv:
 	pthread_cond_destroy(&m->cv);
 fail_mtx:
@@ -741,6 +928,9 @@ void hw_members_close(hw_members *m)
 	pthread_cond_signal(&m->cv);
 	pthread_mutex_unlock(&m->mtx);
 	pthread_join(m->thread, NULL);
+	members_stop_resolver(m);
+	pthread_cond_destroy(&m->dns_cv);
+	pthread_mutex_destroy(&m->dns_mtx);
 	pthread_cond_destroy(&m->cv);
 	pthread_mutex_destroy(&m->mtx);
 	members_free(m);

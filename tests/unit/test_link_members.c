@@ -191,19 +191,30 @@ static bool sink_wait(sink *s, size_t n)
 	return ok;
 }
 
-// wait_connected waits until p reports a connection or WAIT_MS pass. The
-// link has no event for it, so this re-checks with a yield: the pipe's
-// ADD_POST notification can trail the first message it carries.
-static bool wait_connected(hw_link_peer *p)
+// wait_true waits until fn(arg) holds or WAIT_MS pass. For states that
+// have no event to wait on (a peer's connection, a counter), it re-checks
+// with a yield.
+static bool wait_true(bool (*fn)(void *), void *arg)
 {
 	uint64_t end = hw_clock_mono_ms() + WAIT_MS;
 
-	while (!hw_link_peer_connected(p)) {
+	while (!fn(arg)) {
 		if (hw_clock_mono_ms() > end)
 			return false;
 		sched_yield();
 	}
 	return true;
+}
+
+static bool peer_connected(void *arg)
+{
+	return hw_link_peer_connected(arg);
+}
+
+// The pipe's ADD_POST notification can trail the first message it carries.
+static bool wait_connected(hw_link_peer *p)
+{
+	return wait_true(peer_connected, p);
 }
 
 // sink_wait_last waits until the newest seq s received is seq.
@@ -540,6 +551,18 @@ static void test_two_watchers_agree(void **state)
 	watch_fini(&w2);
 }
 
+struct dns_wait {
+	hw_metrics *reg;
+	uint64_t    want;
+};
+
+static bool dns_errors_reached(void *arg)
+{
+	struct dns_wait *w = arg;
+
+	return metric(w->reg, "hawser_cluster_dns_errors_total") >= w->want;
+}
+
 // dns://localhost:<port> is every loopback address of localhost with that
 // port; a name that does not resolve counts a DNS error and adds nobody.
 static void test_dns_localhost(void **state)
@@ -555,6 +578,7 @@ static void test_dns_localhost(void **state)
 	char             v6[64];
 	const char      *src[3];
 	hw_members_opts  o;
+	uint64_t         base;
 	int              port;
 
 	(void)state;
@@ -580,6 +604,19 @@ static void test_dns_localhost(void **state)
 	assert_owners(v);
 	hw_members_view_release(v);
 	assert_true(metric(reg, "hawser_cluster_dns_errors_total") >= 1);
+	hw_members_close(m);
+
+	// The resolver keeps retrying a failing name (every min(refresh, 1 s)),
+	// off the members thread, and the view keeps the last good answer.
+	src[0] = "dns://hawser-test.invalid:7100";
+	src[1] = dns;
+	o.dns_refresh_ms = 100;
+	base = metric(reg, "hawser_cluster_dns_errors_total");
+	assert_int_equal(hw_members_open(&m, a, &o), HW_OK);
+	assert_true(wait_true(dns_errors_reached, &(struct dns_wait){ reg, base + 3 }));
+	v = hw_members_get(m);
+	assert_true(hw_members_find(v, v4) >= 0);
+	hw_members_view_release(v);
 	hw_members_close(m);
 
 	// A malformed entry is refused at open.
