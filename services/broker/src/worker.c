@@ -513,19 +513,42 @@ static void brk_worker_publish(brk_worker *w, brk_work *wk)
 // brk_worker_fanin counts down the downstream Publishes of this pass once
 // their writes are confirmed; the last worker of each sends its Ack. Slots
 // lost in this pass that the pass delivered to are retried.
+// brk_worker_orphans sets in *out the slots of this worker's shard that
+// nobody may be delivering to: not held here, and owned in our view by a
+// broker whose link is down (it died and our view has not caught up; the
+// router's may have).
+static void brk_worker_orphans(brk_worker *w, brk_slotset *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (uint32_t slot = w->index; slot < HW_SLOTS; slot += w->srv->nworkers)
+		if (!brk_slot_held(w, slot) && !brk_slot_mine(w, slot) && brk_slot_owner_down(w, slot))
+			brk_slotset_add(out, slot);
+}
+
 static void brk_worker_fanin(brk_worker *w, brk_work *list)
 {
-	brk_slotset retry;
+	brk_slotset retry, orphans;
+	bool have_orphans = false;
 
 	for (size_t i = 0; i < BRK_SLOT_WORDS; i++)
 		retry.bits[i] = w->lost.bits[i] & w->touched.bits[i];
 	for (brk_work *wk = list; wk != NULL; wk = wk->next) {
 		brk_fanin *f = wk->fanin;
+		bool whole;
 
 		if (wk->kind != BRK_WORK_PUBLISH || f == NULL)
 			continue;
+		// An offer for every slot also covers the sessions of a broker that
+		// died unnoticed: those slots are asked again, and taken once our
+		// view drops it and we claim them.
+		whole = wk->item == NULL || wk->item->publish->n_only_slots == 0;
+		if (whole && !have_orphans) {
+			brk_worker_orphans(w, &orphans);
+			have_orphans = true;
+		}
 		for (size_t i = 0; i < BRK_SLOT_WORDS; i++) {
-			uint64_t bits = retry.bits[i] | (wk->retry != NULL ? wk->retry->bits[i] : 0);
+			uint64_t bits = retry.bits[i] | (wk->retry != NULL ? wk->retry->bits[i] : 0) |
+			    (whole ? orphans.bits[i] : 0);
 
 			if (bits != 0)
 				atomic_fetch_or(&f->retry[i], bits);
