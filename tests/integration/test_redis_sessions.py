@@ -206,12 +206,12 @@ def test_clean_start_deletes_the_session_keys(split, redis, closer):
     sub.connect()
     sub.subscribe(f"rs/{time.monotonic_ns()}/c", qos=1)
     sub.disconnect()
-    assert rf.keys(redis, f"*{{c:{cid}}}*"), "a persistent session is kept in Redis"
+    assert rf.keys(redis, f"*}}:c:{cid}:*"), "a persistent session is kept in Redis"
     again = _client(dep, 1, cid, closer, version=4, clean=True)
     flags, _ = again.connect()
     assert not flags.session_present
     again.disconnect()
-    assert rf.keys(redis, f"*{{c:{cid}}}*") == [], "clean session leaves nothing in Redis"
+    assert rf.keys(redis, f"*}}:c:{cid}:*") == [], "clean session leaves nothing in Redis"
 
 
 def test_redis_restart_mid_stream_loses_no_acknowledged_message(split, redis, closer):
@@ -266,7 +266,7 @@ def test_redis_restart_mid_stream_loses_no_acknowledged_message(split, redis, cl
     c2 = _client(dep, 0, dep.client_id("rs-after", broker=1), closer, version=4, clean=False)
     c2.connect()
     c2.subscribe(topic + "/after", qos=1)
-    assert rf.keys(redis, f"*{{c:{c2.c._client_id.decode()}}}:s")
+    assert rf.keys(redis, f"*}}:c:{c2.c._client_id.decode()}:s")
 
 
 def test_retained_message_survives_broker_restart(split, closer):
