@@ -24,6 +24,9 @@
 //   p->sock_id, so a late callback of the old socket cannot mark the peer
 //   connected. Resets of one peer are serialised by p->reset_mtx, which is
 //   held across nng_close and never taken by a callback.
+// - Park (hw_link_peer_park) is a reset to no socket at all: sock_id 0,
+//   which NNG answers with NNG_ECLOSED, so nothing is buffered or dialed
+//   until hw_link_peer_get (or a reset) gives the peer a fresh socket.
 // - hw_link_send holds p->mtx around reading p->sock_id and nng_sendmsg
 //   (non-blocking, and push0 serialises sends on its socket lock anyway), so
 //   a send goes entirely to the old socket or entirely to the new one, and
@@ -418,6 +421,72 @@ static void link_peer_free(hw_link_peer *p)
 	free(p);
 }
 
+// link_peer_swap replaces p's socket with a fresh one, dialed, or with none
+// when parking (sock_id 0: NNG refuses sends to it with NNG_ECLOSED), then
+// closes the old one, which drops what it buffered. Caller holds
+// p->reset_mtx.
+static hw_err link_peer_swap(hw_link_peer *p, bool dial)
+{
+	nng_socket old;
+	nng_socket s = NNG_SOCKET_INITIALIZER;
+	hw_err     err = HW_OK;
+
+	if (dial && (err = link_sock_open(p, &s)) != HW_OK)
+		return err;
+	pthread_mutex_lock(&p->mtx);
+	old = link_peer_sock(p);
+	atomic_store(&p->sock_id, (unsigned)s.id);
+	atomic_store(&p->pipe_id, 0u);
+	pthread_mutex_unlock(&p->mtx);
+	// A dial that fails to start (it only fails on a bad URL, which the
+	// first dial already accepted) leaves a socket that buffers without
+	// sending; the old one is closed all the same so nothing stale
+	// survives, and the error is reported.
+	if (dial)
+		err = link_sock_dial(p, s);
+	if (old.id != 0)
+		nng_close(old);
+	return err;
+}
+
+hw_err hw_link_peer_reset(hw_link_peer *p)
+{
+	hw_err err;
+
+	if (p == NULL)
+		return HW_EINVAL;
+	pthread_mutex_lock(&p->reset_mtx);
+	err = link_peer_swap(p, true);
+	pthread_mutex_unlock(&p->reset_mtx);
+	hw_log_debug("LINK-PEER-RESET", "reset %s", p->url);
+	return err;
+}
+
+void hw_link_peer_park(hw_link_peer *p)
+{
+	if (p == NULL)
+		return;
+	pthread_mutex_lock(&p->reset_mtx);
+	(void)link_peer_swap(p, false); // cannot fail without a dial
+	pthread_mutex_unlock(&p->reset_mtx);
+	hw_log_debug("LINK-PEER-PARK", "parked %s", p->url);
+}
+
+// link_peer_unpark gives a parked peer a fresh, dialed socket.
+static hw_err link_peer_unpark(hw_link_peer *p)
+{
+	hw_err err = HW_OK;
+
+	pthread_mutex_lock(&p->reset_mtx);
+	// Checked under reset_mtx: two callers racing here dial once.
+	if (atomic_load(&p->sock_id) == 0u) {
+		err = link_peer_swap(p, true);
+		hw_log_debug("LINK-PEER", "dialing %s again", p->url);
+	}
+	pthread_mutex_unlock(&p->reset_mtx);
+	return err;
+}
+
 hw_err hw_link_peer_get(hw_link *l, const char *url, hw_link_peer **out)
 {
 	hw_link_peer *p;
@@ -436,6 +505,9 @@ hw_err hw_link_peer_get(hw_link *l, const char *url, hw_link_peer **out)
 		hw_log_debug("LINK-PEER", "dialing %s", url);
 	}
 	pthread_mutex_unlock(&l->mtx);
+	// Outside l->mtx: unparking opens a socket and dials.
+	if (err == HW_OK && atomic_load(&p->sock_id) == 0u)
+		err = link_peer_unpark(p);
 	if (err == HW_OK)
 		*out = p;
 	return err;
@@ -449,35 +521,6 @@ const char *hw_link_peer_url(const hw_link_peer *p)
 bool hw_link_peer_connected(const hw_link_peer *p)
 {
 	return atomic_load(&((hw_link_peer *)p)->pipe_id) != 0u;
-}
-
-hw_err hw_link_peer_reset(hw_link_peer *p)
-{
-	nng_socket old;
-	nng_socket s;
-	hw_err     err;
-
-	if (p == NULL)
-		return HW_EINVAL;
-	pthread_mutex_lock(&p->reset_mtx);
-	if ((err = link_sock_open(p, &s)) != HW_OK)
-		goto out;
-	pthread_mutex_lock(&p->mtx);
-	old = link_peer_sock(p);
-	atomic_store(&p->sock_id, (unsigned)s.id);
-	atomic_store(&p->pipe_id, 0u);
-	pthread_mutex_unlock(&p->mtx);
-	// A dial that fails to start (it only fails on a bad URL, which the
-	// first dial already accepted) leaves a socket that buffers without
-	// sending; the old one is closed all the same so nothing stale
-	// survives, and the error is reported.
-	err = link_sock_dial(p, s);
-	// Closing drops every message the old socket still buffered.
-	nng_close(old);
-	hw_log_debug("LINK-PEER-RESET", "reset %s", p->url);
-out:
-	pthread_mutex_unlock(&p->reset_mtx);
-	return err;
 }
 
 hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n)

@@ -66,8 +66,9 @@ const char *hw_link_url(const hw_link *l);
 const char *hw_link_node(const hw_link *l);
 
 // hw_link_peer_get finds or creates the peer that sends to url. The dial is
-// asynchronous and retried forever with backoff; sends queue meanwhile.
-// Thread-safe. The link owns the peer.
+// asynchronous and retried forever with backoff; sends queue meanwhile. A
+// parked peer (hw_link_peer_park) is dialed again. Thread-safe. The link
+// owns the peer.
 //
 // hw_link_peer(l, url, &p) is the same call: C cannot have a function and a
 // typedef with one name, so the call spelling is a function-like macro (it
@@ -87,6 +88,14 @@ bool hw_link_peer_connected(const hw_link_peer *p);
 // later comes back at that URL never receives stale items. Thread-safe;
 // sends racing with it go to the old or the new socket.
 hw_err hw_link_peer_reset(hw_link_peer *p);
+
+// hw_link_peer_park drops everything buffered for p and stops dialing it:
+// used when the broker set no longer lists p's address at all (a Kubernetes
+// pod that is gone), so the link does not redial a dead address for the
+// rest of its life. Sends to a parked peer fail with HW_ECLOSED;
+// hw_link_peer_get of its URL (or hw_link_peer_reset) gives it a fresh
+// socket and dials again. Thread-safe.
+void hw_link_peer_park(hw_link_peer *p);
 
 // hw_link_send packs items[0..n) into one Batch (from, reply_to filled in) and
 // queues it for p without blocking. The items stay owned by the caller.

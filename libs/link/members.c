@@ -18,8 +18,10 @@
 //   created: at hw_members_open for static members and for names that
 //   resolved then, otherwise at the first poll after the resolver's answer
 //   that first contained the address. An address that disappears from DNS
-//   drops its entry at that poll (a live one leaves at once); if it comes
-//   back it is listed anew, live for down_ms again.
+//   drops its entry at that poll (a live one leaves at once) and parks its
+//   peer (hw_link_peer_park: buffer dropped, no more dialing of an address
+//   that is gone); if it comes back it is listed anew, live for down_ms
+//   again, and its peer dials afresh.
 // - Poll period: clamp(down_ms / 4, 5 ms, 25 ms). A steady-state poll is one
 //   atomic load per member and a clock read, with no allocation; a view is
 //   only built when a live flag or the set of entries changed. So 40
@@ -92,6 +94,13 @@ typedef struct members_dns {
 	members_strv addrs;     // the answer in use: tcp:// URLs
 } members_dns;
 
+// members_gone is a peer whose member left (reset: it may come back at that
+// URL) or whose address no source lists any more (park: stop dialing it).
+typedef struct members_gone {
+	hw_link_peer *peer;
+	bool          park;
+} members_gone;
+
 struct hw_members {
 	hw_link        *link;
 	char           *self;
@@ -107,7 +116,7 @@ struct hw_members {
 	members_entry  *ents;
 	size_t          n_ents;
 	size_t          cap_ents;
-	hw_link_peer  **left;   // peers to reset after this poll's view is out
+	members_gone   *left;   // peers to reset/park after this poll's view is out
 	size_t          n_left;
 	size_t          cap_left;
 	bool            resync; // the sources changed: rebuild the entries
@@ -547,27 +556,32 @@ static bool members_take_answers(hw_members *m)
 // ---------------------------------------------------------------------------
 // Polling
 
-// members_left_add queues p for a reset once the new view is out. Without
-// memory for the queue it resets p at once: earlier than ideal, but nothing
-// stale may survive.
-static void members_left_add(hw_members *m, hw_link_peer *p)
+// members_left_add queues p for a reset (or a park) once the new view is
+// out. Without memory for the queue it does it at once: earlier than ideal,
+// but nothing stale may survive.
+static void members_left_add(hw_members *m, hw_link_peer *p, bool park)
 {
 	if (m->n_left == m->cap_left) {
-		size_t         cap = m->cap_left != 0 ? m->cap_left * 2 : 8;
-		hw_link_peer **v = realloc(m->left, cap * sizeof(*v));
+		size_t        cap = m->cap_left != 0 ? m->cap_left * 2 : 8;
+		members_gone *v = realloc(m->left, cap * sizeof(*v));
 		if (v == NULL) {
-			(void)hw_link_peer_reset(p);
+			if (park)
+				hw_link_peer_park(p);
+			else
+				(void)hw_link_peer_reset(p);
 			return;
 		}
 		m->left = v;
 		m->cap_left = cap;
 	}
-	m->left[m->n_left++] = p;
+	m->left[m->n_left].peer = p;
+	m->left[m->n_left].park = park;
+	m->n_left++;
 }
 
 // members_sync makes the entries match the sources: new URLs get entries
-// (live, first listed now), vanished ones are removed, a live one queued
-// for a reset. HW_ENOMEM leaves some new URLs out; the next change of
+// (live, first listed now), vanished ones are removed and their peers
+// queued for parking. HW_ENOMEM leaves some new URLs out; the next change of
 // answers retries.
 static hw_err members_sync(hw_members *m, uint64_t now)
 {
@@ -589,8 +603,11 @@ static hw_err members_sync(hw_members *m, uint64_t now)
 	for (size_t i = 0; i < m->n_ents; i++) {
 		members_entry *e = &m->ents[i];
 		if (!e->wanted) {
-			if (e->live && e->peer != NULL)
-				members_left_add(m, e->peer);
+			// Live or not, its address is gone: drop what was
+			// buffered and stop dialing it. (hw_link_peer_get
+			// dials again if the address comes back.)
+			if (e->peer != NULL)
+				members_left_add(m, e->peer, true);
 			free(e->url);
 			continue;
 		}
@@ -613,11 +630,14 @@ static bool members_liveness(hw_members *m, uint64_t now)
 
 		if (e->self || e->peer == NULL)
 			continue;
-		if (hw_link_peer_connected(e->peer))
+		// Connected counts even with down_ms == 0 (no grace at all).
+		live = hw_link_peer_connected(e->peer);
+		if (live)
 			e->seen_ms = now;
-		live = now - e->seen_ms < m->down_ms;
+		else
+			live = now - e->seen_ms < m->down_ms;
 		if (e->live && !live)
-			members_left_add(m, e->peer);
+			members_left_add(m, e->peer, false);
 		if (e->live != live)
 			changed = true;
 		e->live = live;
@@ -712,9 +732,12 @@ static void members_poll(hw_members *m)
 	}
 	// After the new view is out, so users stop sending to them first.
 	for (size_t i = 0; i < m->n_left; i++) {
-		if ((err = hw_link_peer_reset(m->left[i])) != HW_OK)
+		hw_link_peer *p = m->left[i].peer;
+		if (m->left[i].park)
+			hw_link_peer_park(p);
+		else if ((err = hw_link_peer_reset(p)) != HW_OK)
 			hw_log_warn("CLUSTER-MEMBER", "cannot reset %s: %s",
-			    hw_link_peer_url(m->left[i]), hw_strerror(err));
+			    hw_link_peer_url(p), hw_strerror(err));
 	}
 	m->n_left = 0;
 }

@@ -1,7 +1,8 @@
 // Tests of the broker-set view (libs/link/members.h) and of
 // hw_link_peer_reset, over real NNG links on 127.0.0.1: members that answer,
 // never answer, go away and come back; self; dns://localhost; identical
-// owners in two watchers; view lifetimes; stale buffers dropped on reset.
+// owners in two watchers; view lifetimes; stale buffers dropped on reset;
+// parked peers.
 // Every wait is on a condition variable with a deadline; no sleeps.
 
 #include <setjmp.h>
@@ -787,6 +788,45 @@ static void test_peer_reset_concurrent_send(void **state)
 	sink_fini(&sb);
 }
 
+// A parked peer drops its buffer, refuses sends and does not dial, even
+// with a listener up; hw_link_peer_get of its URL dials it afresh.
+static void test_peer_park(void **state)
+{
+	hw_link      *a, *b;
+	hw_link_peer *p, *again;
+	sink          sb;
+
+	(void)state;
+	sink_init(&sb);
+	assert_int_equal(hw_link_open(&a, "a", "tcp://127.0.0.1:0", NULL, NULL), HW_OK);
+	b = open_listener("b", "tcp://127.0.0.1:0", &sb);
+	assert_int_equal(hw_link_peer(a, hw_link_url(b), &p), HW_OK);
+	assert_int_equal(send_ack(p, 1), HW_OK);
+	assert_true(sink_wait(&sb, 1));
+	assert_true(wait_connected(p));
+
+	hw_link_peer_park(p);
+	assert_false(hw_link_peer_connected(p));
+	assert_int_equal(send_ack(p, 2), HW_ECLOSED);
+	hw_link_peer_park(p); // parking twice is harmless
+
+	assert_int_equal(hw_link_peer(a, hw_link_url(b), &again), HW_OK);
+	assert_ptr_equal(again, p);
+	assert_int_equal(send_ack(p, 3), HW_OK);
+	assert_true(sink_wait_last(&sb, 3));
+	pthread_mutex_lock(&sb.mtx);
+	assert_int_equal(sb.n, 2);
+	assert_int_equal(sb.seqs[1], 3);
+	pthread_mutex_unlock(&sb.mtx);
+	assert_true(wait_connected(p));
+
+	// A parked peer is freed with its link.
+	hw_link_peer_park(p);
+	hw_link_close(a);
+	hw_link_close(b);
+	sink_fini(&sb);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -798,6 +838,7 @@ int main(void)
 		cmocka_unit_test(test_view_refcount),
 		cmocka_unit_test(test_peer_reset_drops_buffer),
 		cmocka_unit_test(test_peer_reset_concurrent_send),
+		cmocka_unit_test(test_peer_park),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
