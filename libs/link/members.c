@@ -34,8 +34,12 @@
 // - Views: m->mtx guards m->view (the current view, one reference held by
 //   m) and m->stopping. A change publishes the new view under the lock, then
 //   (without it) calls `changed`, then resets the peers of members that
-//   left: users switch to the new view first, and what they still had
-//   buffered for a departed member is dropped right after.
+//   left (parks those whose address is gone): users switch to the new view
+//   first, and what they still had buffered for a departed member is
+//   dropped right after. What a user still sends to such a peer after the
+//   reset (it had not switched yet) waits in the fresh socket and reaches
+//   whatever answers at that URL next: users must stop sending to a member
+//   as soon as they see a view without it.
 // - Reference counts are atomic (GCC/Clang __atomic builtins on the int the
 //   public struct declares); the last release frees the view.
 // - Locks: m->mtx and m->dns_mtx are never held together, nor while calling
@@ -707,7 +711,7 @@ static void members_publish(hw_members *m)
 }
 
 // members_poll runs one poll: new DNS answers, liveness, and a new view if
-// the live set changed, then the resets of members that left.
+// the live set changed, then the resets and parks of members that left.
 static void members_poll(hw_members *m)
 {
 	uint64_t now = hw_clock_mono_ms();
