@@ -1,6 +1,8 @@
 // Session window and queue policy: never more than the window in flight,
 // order kept, packet ids never reused while in flight, queue bounds drop
-// the oldest, expired messages are skipped.
+// the oldest, expired messages are skipped. The connection record
+// (connrec.c) keeps what a resuming broker needs, and no password.
+#define _GNU_SOURCE // memmem
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +11,9 @@
 
 #include <cmocka.h>
 
+#include "core/slot.h"
 #include "session.h"
+#include "../../services/broker/src/impl.h"
 
 static brk_msg *mk(const char *payload, uint64_t now, int expiry)
 {
@@ -178,6 +182,49 @@ static void test_pids_skip_in_flight(void **state)
 	brk_session_free(s);
 }
 
+static void test_connrec_roundtrip(void **state)
+{
+	const char *attrs[] = { "tenant", "t1", "role", "ops", NULL };
+	hw_mqtt_connect cn = { .version = HW_MQTT_V5, .keepalive = 45,
+		.client_id = HW_BYTES_STR("dev-1"), .has_username = true,
+		.username = HW_BYTES_STR("alice"), .has_password = true,
+		.password = HW_BYTES_STR("s3cret-token"), .will = true, .will_qos = 1,
+		.will_topic = HW_BYTES_STR("wills/dev-1"), .will_payload = HW_BYTES_STR("gone") };
+	brk_identity *id;
+	brk_connrec rec;
+	hw_buf b = { 0 };
+
+	(void)state;
+	cn.props.receive_maximum = 7;
+	hw_mqtt_set(&cn.props, HW_PROP_RECEIVE_MAXIMUM);
+	assert_int_equal(brk_identity_alloc(&id, "alice", "dev-1", attrs, NULL, NULL), HW_OK);
+	assert_int_equal(brk_connrec_encode(&b, &cn, BRK_CONNREC_ASSIGNED, 30, 600, id), HW_OK);
+	brk_identity_unref(id);
+	// The credential is not in the record.
+	assert_null(memmem(b.ptr, b.len, "s3cret", 6));
+	assert_int_equal(brk_connrec_decode(b.ptr, b.len, "dev-1", &rec), HW_OK);
+	assert_int_equal(rec.flags & (BRK_CONNREC_ASSIGNED | BRK_CONNREC_IDENTITY | BRK_CONNREC_RULES),
+	    BRK_CONNREC_ASSIGNED | BRK_CONNREC_IDENTITY);
+	assert_int_equal(rec.keepalive, 30);
+	assert_int_equal(rec.expiry, 600);
+	assert_int_equal(rec.pkt.u.connect.version, HW_MQTT_V5);
+	assert_true(hw_bytes_eq(rec.pkt.u.connect.username, HW_BYTES_STR("alice")));
+	assert_false(rec.pkt.u.connect.has_password);
+	assert_true(rec.pkt.u.connect.will);
+	assert_true(hw_bytes_eq(rec.pkt.u.connect.will_topic, HW_BYTES_STR("wills/dev-1")));
+	assert_int_equal(rec.pkt.u.connect.props.receive_maximum, 7);
+	assert_non_null(rec.identity);
+	assert_string_equal(brk_identity_user(rec.identity), "alice");
+	assert_string_equal(brk_identity_attr(rec.identity, "role"), "ops");
+	brk_connrec_fini(&rec);
+	// Truncated or foreign bytes are not a record.
+	assert_int_equal(brk_connrec_decode(b.ptr, b.len - 3, "dev-1", &rec), HW_EMALFORMED);
+	brk_connrec_fini(&rec);
+	assert_int_equal(brk_connrec_decode((const uint8_t *)"x", 1, "dev-1", &rec), HW_EMALFORMED);
+	brk_connrec_fini(&rec);
+	hw_buf_fini(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -186,6 +233,7 @@ int main(void)
 		cmocka_unit_test(test_queue_bound_drops_oldest),
 		cmocka_unit_test(test_expired_skipped),
 		cmocka_unit_test(test_pids_skip_in_flight),
+		cmocka_unit_test(test_connrec_roundtrip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
