@@ -169,7 +169,6 @@ typedef struct brk_worker {
 	// (only slots with slot % nworkers == index), 0 = not held
 	uint64_t         *slot_epoch;
 	hw_members_view  *view;       // the last view this worker acted on
-	bool              viewed;     // the first view (or "alone") was acted on
 	brk_slotset       touched;    // slots delivered to in this pass
 	brk_slotset       lost;       // slots lost in this pass
 } brk_worker;
@@ -325,9 +324,9 @@ bool brk_slot_owner_down(const brk_worker *w, uint32_t slot);
 // brk_slot_claim claims slot in the store unless held and loads every
 // session of it as an offline session (blocking: store round trips).
 hw_err brk_slot_claim(brk_worker *w, uint32_t slot);
-// brk_slot_view acts on a new members view (takes the reference v): claims
-// the slots of this worker that are now ours and whose owner in the
-// previous view left (every slot that is ours, for the first view).
+// brk_slot_view acts on a new members view (takes the reference v; NULL:
+// this broker alone): claims every slot of this worker that is ours in v
+// and not held.
 void brk_slot_view(brk_worker *w, hw_members_view *v);
 // brk_slot_lost_drain, after a store flush: for every slot the store
 // reported lost, drops its sessions from memory, cancels the output

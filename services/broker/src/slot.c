@@ -10,9 +10,10 @@
 //   finds it. Loading is synchronous on the worker: while it runs, the
 //   worker's mailbox waits (offers included), so no offer ever sees a
 //   half-loaded slot and none needs Ack.retry_slots for "loading".
-// - Claims happen by view (brk_slot_view: at the first view every slot that
-//   is ours; later the slots that became ours because their previous owner
-//   left) and on demand (a CONNECT or ConnResume for a slot not held; an
+// - Claims happen by view (brk_slot_view: at every view, each slot that is
+//   ours and not held: at the first view all of ours, later those whose
+//   previous owner left, and those another broker took while the views
+//   disagreed) and on demand (a CONNECT or ConnResume for a slot not held; an
 //   offer whose only_slots names a slot of ours not held).
 // - A slot is lost when the store refuses a write for it (another broker
 //   claimed it later) and reports it after a flush: its sessions are
@@ -177,26 +178,18 @@ hw_err brk_slot_claim(brk_worker *w, uint32_t slot)
 	return HW_OK;
 }
 
-// brk_slot_left tells whether slot's owner in prev is gone from v.
-static bool brk_slot_left(const hw_members_view *prev, const hw_members_view *v, uint32_t slot)
-{
-	uint16_t o = hw_members_owner(prev, slot);
-
-	return o == HW_MEMBERS_NONE || hw_members_find(v, prev->urls[o]) < 0;
-}
-
 void brk_slot_view(brk_worker *w, hw_members_view *v)
 {
 	hw_members_view *prev = w->view;
-	bool first = w->slot_epoch != NULL && !w->viewed;
 	uint32_t claimed = 0, failed = 0;
 
 	w->view = v;
-	w->viewed = true;
+	// Every slot of ours not held, not only those whose previous owner
+	// left: a slot can also be unheld because another broker claimed it
+	// while the views disagreed (a member taken for gone at its start, a
+	// flapping link); once that broker dies nobody would claim it by view.
 	for (uint32_t slot = w->index; slot < HW_SLOTS; slot += w->srv->nworkers) {
 		if (!brk_slot_mine(w, slot) || brk_slot_held(w, slot))
-			continue;
-		if (!first && (prev == NULL || v == NULL || !brk_slot_left(prev, v, slot)))
 			continue;
 		if (brk_slot_claim(w, slot) == HW_OK)
 			claimed++;
