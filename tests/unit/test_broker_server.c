@@ -1318,9 +1318,10 @@ static void owned_by(const harness *h, const char *prefix, int want, const char 
 }
 
 // A connection moves from broker a to broker b while it stays open: b
-// claims the slot, loads the session and rebuilds the connection from its
+// claims the slot (here on another client's CONNECT), loads the session,
+// queues for it while it is offline, then rebuilds the connection from its
 // record without a CONNACK, resends the unacknowledged message with DUP,
-// and carries on. Broker a, fenced by b's claim, loses the slot at its next
+// then the queue, and carries on. Broker a, fenced by b's claim, loses the slot at its next
 // write: its other connection in that slot gets ConnMoved naming b, and
 // the offer that touched the slot is acked with it in retry_slots.
 static redis_proc g_redis; // killed by redis_teardown even when a test fails
@@ -1337,7 +1338,7 @@ static void test_resume_on_another_broker(void **state)
 	redis_proc *rp = &g_redis;
 	harness *h;
 	size_t ef = 0, rf = 0;
-	char rz[32], ry[32];
+	char rz[32], ry[32], rx[32];
 	uint32_t slot;
 	uint16_t pid;
 	hw_mqtt_packet p;
@@ -1349,6 +1350,7 @@ static void test_resume_on_another_broker(void **state)
 	h = pair_start(rp);
 	owned_by(h, "rz", 0, NULL, rz, sizeof(rz));
 	owned_by(h, "ry", 0, rz, ry, sizeof(ry));
+	owned_by(h, "rx", 0, rz, rx, sizeof(rx));
 	slot = slot_of(rz);
 
 	connect_as(h, 1, rz, HW_MQTT_V5, &(conn_opts){ .clean = false, .expiry = 600 });
@@ -1367,9 +1369,16 @@ static void test_resume_on_another_broker(void **state)
 	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBLISH);
 	wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 1);
 
-	// The edge re-homes conn 1 (not acknowledged "one") to broker b.
+	// The edge re-homes conn 1 (not acknowledged "one") to broker b. A
+	// CONNECT of another client in that slot reaches b first: b claims the
+	// slot and loads rz, offline, which queues what comes meanwhile.
 	edge_gone(h, 1, rz, HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__MOVED);
 	h->target = 1;
+	connect_as(h, 3, rx, HW_MQTT_V5, &(conn_opts){ .clean = true });
+	r = wait_rec(&h->edge, &ef, REC_WRITE, 3);
+	assert_string_equal(r.from, "broker-b");
+	offer(h, 1, "rz/q", "queued", 1, TEST_SEQ + 4, NULL, 0);
+	wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 4);
 	edge_resume(h, 1, rz);
 	r = wait_rec(&h->edge, &ef, REC_WRITE, 1);
 	assert_string_equal(r.from, "broker-b");
@@ -1380,7 +1389,11 @@ static void test_resume_on_another_broker(void **state)
 	assert_int_equal(p.u.publish.packet_id, pid);
 	assert_true(payload_is(&p, "one"));
 	assert_int_equal(p.u.publish.props.sub_id, 7);
+	p = expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBLISH);
+	assert_false(p.u.publish.dup);
+	assert_true(payload_is(&p, "queued"));
 	ack(h, 1, rz, HW_MQTT_V5, HW_MQTT_PUBACK, pid);
+	ack(h, 1, rz, HW_MQTT_V5, HW_MQTT_PUBACK, p.u.publish.packet_id);
 	offer(h, 1, "rz/b", "two", 1, TEST_SEQ + 2, NULL, 0);
 	r = wait_rec(&h->edge, &ef, REC_WRITE, 1);
 	assert_string_equal(r.from, "broker-b");

@@ -125,6 +125,10 @@ hw_err brk_session_load(brk_worker *w, hw_bytes cid, brk_session **out)
 	if ((err = brk_session_alloc(&lc.s, cid)) != HW_OK)
 		return err;
 	lc.s->expiry = rec.expiry;
+	// Loaded on a claim, it takes deliveries before any connection sets
+	// its limits: the queue bounds must hold from now on.
+	lc.s->max_queued = w->srv->cfg->broker.max_queued_messages;
+	lc.s->max_queued_bytes = w->srv->cfg->broker.max_queued_bytes;
 	if ((err = brk_map_put(&w->sessions, cid, lc.s, NULL)) != HW_OK) {
 		brk_session_free(lc.s);
 		return err;
