@@ -169,6 +169,7 @@ typedef struct brk_worker {
 	// (only slots with slot % nworkers == index), 0 = not held
 	uint64_t         *slot_epoch;
 	hw_members_view  *view;       // the last view this worker acted on
+	bool              viewed;     // it acted on its first view
 	brk_slotset       touched;    // slots delivered to in this pass
 	brk_slotset       lost;       // slots lost in this pass
 } brk_worker;
@@ -191,6 +192,7 @@ struct brk_server {
 	const char      *self_url;    // our inbox URL as the others know it
 	pthread_mutex_t  view_mu;     // orders the views given to the workers
 	uint64_t         view_version;
+	atomic_uint      viewed;      // workers done with their first view
 };
 
 // BRK_SLOT_OF(s) is the session slot of s (= the worker's shard).

@@ -285,11 +285,13 @@ fail:
 	return err;
 }
 
+// brk_server_ready (/readyz): running, and every worker has claimed and
+// loaded the slots of its first view.
 static bool brk_server_ready(void *arg)
 {
 	brk_server *s = arg;
 
-	return atomic_load(&s->running);
+	return atomic_load(&s->running) && atomic_load(&s->viewed) >= s->nworkers;
 }
 
 // brk_server_view gives view v (borrowed; NULL: this broker alone) to

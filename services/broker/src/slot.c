@@ -196,6 +196,10 @@ void brk_slot_view(brk_worker *w, hw_members_view *v)
 		else
 			failed++;
 	}
+	if (!w->viewed) {
+		w->viewed = true;
+		atomic_fetch_add(&w->srv->viewed, 1);
+	}
 	if (claimed != 0 || failed != 0)
 		hw_log_info("BRK-SLOT-VIEW", "worker %u: view %llu: %u slots claimed, %u failed", w->index,
 		    (unsigned long long)(v != NULL ? v->version : 0), claimed, failed);
