@@ -363,6 +363,13 @@ void brk_connrec_fini(brk_connrec *r);
 void brk_resume(brk_worker *w, brk_edge *e, const brk_connresume *r);
 
 // session_load.c
+// brk_resume_grace_ms is how long a loaded session that was connected
+// waits for its edge's ConnResume before it counts as disconnected (its
+// will armed, expiry 0 ended): 10 x cluster.member_down_ms (edges re-home
+// their connections after member_down_ms), at least 2 x the store's
+// refresh_ms (a live broker that lost the slot moves its connections at
+// its next write for them).
+uint64_t brk_resume_grace_ms(const brk_worker *w);
 // brk_session_load rebuilds the session of cid from the store into w (its
 // map, subscription shard and gauges): HW_ENOTFOUND when the store has
 // none, another error when it could not be read (nothing is left behind).

@@ -14,15 +14,25 @@
 // A loaded session is offline until a CONNECT or a ConnResume binds it: it
 // expires when its record says (the client had left), or, if its record
 // says connected (its broker died or lost the slot while the client was
-// on), after its expiry counted from now; one with expiry 0 waits
-// BRK_LOAD_RESUME_GRACE_MS for its edge to resume it.
+// on), after brk_resume_grace_ms (the time its edge has to resume it) plus
+// its expiry.
 #include <stdlib.h>
 
 #include "core/clock.h"
 #include "core/log.h"
 #include "impl.h"
 
-#define BRK_LOAD_RESUME_GRACE_MS 30000
+uint64_t brk_resume_grace_ms(const brk_worker *w)
+{
+	uint64_t down = w->srv->cfg->cluster.member_down_ms, refresh = w->srv->store_ops->refresh_ms;
+	uint64_t grace = 10 * (down != 0 ? down : 1000);
+
+	// A broker that is alive but lost the slot learns it at its next write
+	// for the session, at the latest its store refresh: only then does the
+	// edge move the connection here. Until then the session is not ended
+	// and its will not published.
+	return 2 * refresh > grace ? 2 * refresh : grace;
+}
 
 typedef struct brk_load_ctx {
 	brk_worker  *w;
@@ -104,10 +114,10 @@ static void brk_load_expiry(brk_worker *w, brk_session *s, const brk_store_sessi
 		    rec->expire_at_unix_ms - unix_ms : 1);
 	else if (rec->expiry == UINT32_MAX)
 		s->expire_at_ms = 0;
-	else if (rec->expiry == 0)
-		s->expire_at_ms = now + BRK_LOAD_RESUME_GRACE_MS;
 	else
-		s->expire_at_ms = now + (uint64_t)rec->expiry * 1000;
+		// Connected when its broker let go: counts as disconnected once
+		// the grace for a resume has passed.
+		s->expire_at_ms = now + brk_resume_grace_ms(w) + (uint64_t)rec->expiry * 1000;
 	brk_offline_update(w, s);
 }
 

@@ -115,6 +115,34 @@ static void brk_slot_id(void *arg, hw_bytes cid)
 	l->lens[l->n++] = cid.len;
 }
 
+// brk_slot_will arms the will of a loaded session that was connected (its
+// connection record has one): published if no ConnResume comes within the
+// grace (the client's connection died with its edge, or during the move),
+// cancelled by a resume or a new CONNECT, as a delayed will is.
+static void brk_slot_will(brk_worker *w, brk_session *s)
+{
+	const brk_store_ops *ops = w->srv->store_ops;
+	hw_buf raw = { 0 };
+	brk_connrec rec;
+	uint64_t now = hw_clock_mono_ms();
+
+	if (ops->conn_get == NULL || ops->conn_get(w->srv->store, brk_cid(s), &raw) != HW_OK)
+		goto done;
+	if (brk_connrec_decode(raw.ptr, raw.len, s->client_id, &rec) != HW_OK)
+		goto done;
+	if (rec.pkt.u.connect.will &&
+	    brk_msg_from_will(&s->will, &rec.pkt.u.connect, brk_cid(s), now) == HW_OK) {
+		const hw_mqtt_props *wp = &rec.pkt.u.connect.will_props;
+
+		s->will_delay = hw_mqtt_has(wp, HW_PROP_WILL_DELAY) ? wp->will_delay : 0;
+		s->will_at_ms = now + brk_resume_grace_ms(w) + (uint64_t)s->will_delay * 1000;
+		brk_offline_update(w, s);
+	}
+	brk_connrec_fini(&rec);
+done:
+	hw_buf_fini(&raw);
+}
+
 // brk_slot_load loads every stored session of slot that is not in memory.
 static size_t brk_slot_load(brk_worker *w, uint32_t slot)
 {
@@ -135,8 +163,10 @@ static size_t brk_slot_load(brk_worker *w, uint32_t slot)
 
 		if (brk_map_get(&w->sessions, cid) == NULL) {
 			err = brk_session_load(w, cid, &s);
-			if (err == HW_OK)
+			if (err == HW_OK) {
+				brk_slot_will(w, s);
 				loaded++;
+			}
 			else if (err != HW_ENOTFOUND)
 				// A CONNECT for it tries again (brk_connect_session).
 				hw_log_warn("BRK-SLOT-LOAD", "slot %u: session %s not loaded: %s", slot,
