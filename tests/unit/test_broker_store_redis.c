@@ -1093,6 +1093,41 @@ static void test_claims_race_writes(void **state)
 	}
 }
 
+// Writes of one pass on one key join into one command (a burst of puts):
+// the later one still wins, and a delete between puts keeps its place.
+static void test_joined_writes_keep_order(void **state)
+{
+	FIX(state);
+	hw_bytes cid = hw_bytes_of_cstr("dev-13");
+	subs_seen s = { 0 };
+	int sum = 0;
+
+	assert_int_equal(brk_store_redis_ops.sub_put(f->st, cid, hw_bytes_of_cstr("a"),
+	    &(brk_subopts){ .qos = 0 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.sub_put(f->st, cid, hw_bytes_of_cstr("a"),
+	    &(brk_subopts){ .qos = 2 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.sub_put(f->st, cid, hw_bytes_of_cstr("b"),
+	    &(brk_subopts){ .qos = 1 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.sub_del(f->st, cid, hw_bytes_of_cstr("b")), HW_OK);
+	assert_int_equal(brk_store_redis_ops.sub_put(f->st, cid, hw_bytes_of_cstr("c"),
+	    &(brk_subopts){ .qos = 1 }), HW_OK);
+	assert_int_equal(brk_store_redis_ops.in2_put(f->st, cid, 5), HW_OK);
+	assert_int_equal(brk_store_redis_ops.in2_put(f->st, cid, 5), HW_OK);
+	assert_int_equal(brk_store_redis_ops.in2_del(f->st, cid, 5), HW_OK);
+	assert_int_equal(brk_store_redis_ops.in2_put(f->st, cid, 6), HW_OK);
+	assert_int_equal(brk_store_redis_ops.in2_put(f->st, cid, 7), HW_OK);
+	assert_int_equal(brk_store_redis_ops.sub_each(f->st, cid, on_sub, &s), HW_OK);
+	assert_int_equal(s.n, 2);
+	for (int i = 0; i < 2; i++) {
+		if (strcmp(s.filter[i], "a") == 0)
+			assert_int_equal(s.o[i].qos, 2);
+		else
+			assert_string_equal(s.filter[i], "c");
+	}
+	assert_int_equal(brk_store_redis_ops.in2_each(f->st, cid, on_pid, &sum), HW_OK);
+	assert_int_equal(sum, 13);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1113,6 +1148,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_conn_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_big_pass, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claims_race_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_joined_writes_keep_order, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

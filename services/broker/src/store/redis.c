@@ -60,8 +60,10 @@
 // (re)connect; a NOSCRIPT reply (SCRIPT FLUSH, a Redis that lost its cache
 // without dropping us) loads it and resends the buffer, like a reconnect.
 // Cost: the check and the script call cost Redis CPU per batch and per
-// write (bench/store_bench.c; about 2-3x the Redis CPU of plain commands
-// for the QoS 1 in-flight put + delete), never a round trip.
+// write (bench/store_bench.c: about 3-4x the Redis CPU of plain commands
+// for the QoS 1 in-flight put + delete of sessions in different slots),
+// never a round trip. Consecutive writes of one command on one key (a
+// burst of in-flight puts of one session) join into one call.
 //
 // Slot index. session_put SADDs the client id to P{s:<slot>}:sessions and
 // session_del SREMs it, in the same fenced script as the record. The index
@@ -148,7 +150,8 @@ static const char *const brk_redis_op_names[BRK_ROP_N] = {
 //        clean "1"/"0", expiry, exp_at, TTL in ms or "-1" (none)
 //   del  the same 7 key indexes, client id
 //   else a Redis command: key index, index of the session record whose TTL
-//        a key without one inherits ("0": none), n, then n arguments
+//        a key without one inherits ("0": none), n (5 digits), then n
+//        arguments
 // Key indexes are into KEYS. A write Redis refuses (wrong type, OOM) does
 // not stop the others; the reply then names how many failed.
 static const char brk_redis_fence_lua[] =
@@ -237,6 +240,13 @@ typedef struct brk_redis_batch {
 	hw_buf    args;       // ARGV[2..], back to back
 	uint32_t *alens;
 	uint32_t  nargs, acap;
+	// The last record, when more arguments of the same command on the same
+	// key can join it (brk_redis_cmd): its verb, key indexes, and where its
+	// count argument (5 digits) is.
+	bool        merge;
+	const char *m_verb;
+	uint32_t    m_key, m_ttl, m_n;
+	size_t      m_noff;
 } brk_redis_batch;
 
 typedef struct brk_redis_conn {
@@ -788,6 +798,7 @@ static brk_redis_conn *brk_redis_shard(brk_store *st, hw_bytes cid)
 
 static void brk_redis_batch_reset(brk_redis_batch *b)
 {
+	b->merge = false;
 	b->keys.len = 0;
 	b->nkeys = 0;
 	b->args.len = 0;
@@ -921,17 +932,26 @@ static hw_err brk_redis_batch_arg(brk_redis_batch *b, const void *p, size_t len)
 	return HW_OK;
 }
 
-// brk_redis_batch_key adds the index in KEYS of key k to the batch's
-// arguments, adding k to KEYS unless one of the last few keys is k.
-static hw_err brk_redis_batch_key(brk_redis_batch *b, const brk_redis_key *k)
+// brk_redis_batch_keyix sets *ix to the index in KEYS of cid's key suffix
+// (BRK_REDIS_INDEX: the slot index; NULL: 0, none), adding the key to the
+// batch unless one of its last few keys is that key.
+static hw_err brk_redis_batch_keyix(const brk_store *st, brk_redis_batch *b, hw_bytes cid,
+    const char *suffix, uint32_t *ix)
 {
+	brk_redis_key k;
 	size_t off = b->keys.len;
-	char ix[16];
 	uint32_t i;
+	hw_err err = HW_OK;
 
+	*ix = 0;
+	if (suffix == NULL)
+		return HW_OK;
+	if (!(suffix == BRK_REDIS_INDEX ? brk_redis_key_slot(st, &k, b->slot, "sessions")
+	    : brk_redis_key_make(st, &k, cid, suffix)))
+		return HW_ENOMEM;
 	for (i = b->nkeys; i > 0 && b->nkeys - i < 8; i--) {
 		off -= b->klens[i - 1];
-		if (b->klens[i - 1] == k->len && memcmp(b->keys.ptr + off, k->p, k->len) == 0)
+		if (b->klens[i - 1] == k.len && memcmp(b->keys.ptr + off, k.p, k.len) == 0)
 			break;
 	}
 	if (i == 0 || b->nkeys - i >= 8) {
@@ -939,18 +959,51 @@ static hw_err brk_redis_batch_key(brk_redis_batch *b, const brk_redis_key *k)
 			uint32_t ncap = b->kcap ? b->kcap * 2 : 16;
 			uint32_t *nl = realloc(b->klens, ncap * sizeof(*nl));
 
-			if (nl == NULL)
-				return HW_ENOMEM;
+			if (nl == NULL) {
+				err = HW_ENOMEM;
+				goto out;
+			}
 			b->klens = nl;
 			b->kcap = ncap;
 		}
-		if (hw_buf_append(&b->keys, k->p, k->len) != HW_OK)
-			return HW_ENOMEM;
-		b->klens[b->nkeys++] = (uint32_t)k->len;
+		if ((err = hw_buf_append(&b->keys, k.p, k.len)) != HW_OK)
+			goto out;
+		b->klens[b->nkeys++] = (uint32_t)k.len;
 		i = b->nkeys;
 	}
-	// KEYS[1] is the owner record: the batch's key i (1-based) is KEYS[i + 1].
-	return brk_redis_batch_arg(b, ix, (size_t)snprintf(ix, sizeof(ix), "%u", (unsigned)i + 1));
+	*ix = i + 1; // KEYS[1] is the owner record: the batch's key i (1-based) is KEYS[i + 1]
+out:
+	brk_redis_key_fini(&k);
+	return err;
+}
+
+static hw_err brk_redis_batch_ix(brk_redis_batch *b, uint32_t ix)
+{
+	char s[16];
+
+	return brk_redis_batch_arg(b, s, (size_t)snprintf(s, sizeof(s), "%u", (unsigned)ix));
+}
+
+// brk_redis_locked_batch locks cid's shard and returns the batch of cid's
+// slot in *b, or NULL (with HW_OK: the slot is not held, it was reported
+// lost; else the error). The caller unlocks (*cn)->mu.
+static hw_err brk_redis_locked_batch(brk_store *st, hw_bytes cid, brk_redis_conn **cn,
+    brk_redis_batch **b)
+{
+	uint32_t slot = hw_slot_of(cid);
+	uint64_t epoch = atomic_load(&st->epochs[slot]);
+
+	*cn = &st->conns[slot % st->shards];
+	*b = NULL;
+	pthread_mutex_lock(&(*cn)->mu);
+	if (epoch == 0) {
+		hw_counter_inc(st->fenced);
+		brk_redis_lose(*cn, slot);
+		return HW_OK;
+	}
+	if ((*b = brk_redis_batch_of(st, *cn, slot, epoch)) == NULL)
+		return HW_ENOMEM;
+	return HW_OK;
 }
 
 // brk_redis_fenced queues one session write for cid in its slot's batch:
@@ -961,40 +1014,21 @@ static hw_err brk_redis_batch_key(brk_redis_batch *b, const brk_redis_key *k)
 static hw_err brk_redis_fenced(brk_store *st, int op, hw_bytes cid, const char *name, int nsuf,
     const char *const *suffixes, int nargs, const char *const *args, const size_t *alens)
 {
-	uint32_t slot = hw_slot_of(cid);
-	brk_redis_conn *cn = &st->conns[slot % st->shards];
-	uint64_t epoch = atomic_load(&st->epochs[slot]);
+	brk_redis_conn *cn;
 	brk_redis_batch *b;
 	uint32_t nkeys0, nargs0;
 	size_t klen0, alen0;
-	hw_err err = HW_OK;
+	hw_err err = brk_redis_locked_batch(st, cid, &cn, &b);
 
-	pthread_mutex_lock(&cn->mu);
-	if (epoch == 0) {
-		hw_counter_inc(st->fenced);
-		brk_redis_lose(cn, slot);
+	if (b == NULL)
 		goto out;
-	}
-	if ((b = brk_redis_batch_of(st, cn, slot, epoch)) == NULL) {
-		err = HW_ENOMEM;
-		goto out;
-	}
 	nkeys0 = b->nkeys, nargs0 = b->nargs, klen0 = b->keys.len, alen0 = b->args.len;
 	err = brk_redis_batch_arg(b, name, strlen(name));
 	for (int i = 0; i < nsuf && err == HW_OK; i++) {
-		brk_redis_key k;
+		uint32_t ix;
 
-		if (suffixes[i] == NULL) {
-			err = brk_redis_batch_arg(b, "0", 1);
-			continue;
-		}
-		if (!(suffixes[i] == BRK_REDIS_INDEX ? brk_redis_key_slot(st, &k, slot, "sessions")
-		    : brk_redis_key_make(st, &k, cid, suffixes[i]))) {
-			err = HW_ENOMEM;
-			break;
-		}
-		err = brk_redis_batch_key(b, &k);
-		brk_redis_key_fini(&k);
+		if ((err = brk_redis_batch_keyix(st, b, cid, suffixes[i], &ix)) == HW_OK)
+			err = brk_redis_batch_ix(b, ix);
 	}
 	for (int i = 0; i < nargs && err == HW_OK; i++)
 		err = brk_redis_batch_arg(b, args[i], alens[i]);
@@ -1002,32 +1036,81 @@ static hw_err brk_redis_fenced(brk_store *st, int op, hw_bytes cid, const char *
 		b->nkeys = nkeys0, b->nargs = nargs0, b->keys.len = klen0, b->args.len = alen0;
 		goto out;
 	}
+	b->merge = false;
 	hw_counter_inc(st->ops[op]);
 out:
 	pthread_mutex_unlock(&cn->mu);
 	return err;
 }
 
+// Commands whose arguments are independent items (fields, members) applied
+// in order: two in a row on one key are one command with both lists.
+static bool brk_redis_mergeable(const char *verb)
+{
+	return strcmp(verb, "HSET") == 0 || strcmp(verb, "HDEL") == 0 || strcmp(verb, "SADD") == 0 ||
+	    strcmp(verb, "SREM") == 0 || strcmp(verb, "ZADD") == 0;
+}
+
+#define BRK_REDIS_MERGE_MAX 256 // arguments of one merged command
+
 // brk_redis_cmd queues the fenced `verb <session key suffix> args...` for
-// cid (at most 4 args); with inherit, a key left without a TTL gets the
-// session record's (writes that create a key; deletes need not).
+// cid (record: verb, key index, TTL source index, count, args); with
+// inherit, a key left without a TTL gets the session record's (writes that
+// create a key; deletes need not). Right after a record of the same verb on
+// the same key, the args join that record instead (one Redis call in the
+// script for, say, a burst of in-flight puts of one session).
 static hw_err brk_redis_cmd(brk_store *st, int op, hw_bytes cid, const char *verb, bool inherit,
     const char *suffix, int nargs, const char **args, const size_t *alens)
 {
-	const char *suffixes[2] = { suffix, inherit ? "s" : NULL };
-	const char *a[5];
-	size_t l[5];
-	char n[4];
+	brk_redis_conn *cn;
+	brk_redis_batch *b;
+	uint32_t nkeys0, nargs0, key, ttl;
+	size_t klen0, alen0;
+	char cnt[8];
+	bool join;
+	hw_err err = brk_redis_locked_batch(st, cid, &cn, &b);
 
-	if (nargs > 4)
-		return HW_EINVAL;
-	a[0] = n;
-	l[0] = (size_t)snprintf(n, sizeof(n), "%d", nargs);
-	for (int i = 0; i < nargs; i++) {
-		a[1 + i] = args[i];
-		l[1 + i] = alens[i];
+	if (b == NULL)
+		goto out;
+	nkeys0 = b->nkeys, nargs0 = b->nargs, klen0 = b->keys.len, alen0 = b->args.len;
+	if ((err = brk_redis_batch_keyix(st, b, cid, suffix, &key)) != HW_OK ||
+	    (err = brk_redis_batch_keyix(st, b, cid, inherit ? "s" : NULL, &ttl)) != HW_OK)
+		goto undo;
+	join = b->merge && strcmp(b->m_verb, verb) == 0 && b->m_key == key && b->m_ttl == ttl &&
+	    b->m_n + (uint32_t)nargs <= BRK_REDIS_MERGE_MAX;
+	if (!join) {
+		if ((err = brk_redis_batch_arg(b, verb, strlen(verb))) != HW_OK ||
+		    (err = brk_redis_batch_ix(b, key)) != HW_OK ||
+		    (err = brk_redis_batch_ix(b, ttl)) != HW_OK ||
+		    (err = brk_redis_batch_arg(b, "00000", 5)) != HW_OK)
+			goto undo;
 	}
-	return brk_redis_fenced(st, op, cid, verb, 2, suffixes, 1 + nargs, a, l);
+	for (int i = 0; i < nargs && err == HW_OK; i++)
+		err = brk_redis_batch_arg(b, args[i], alens[i]);
+	if (err != HW_OK)
+		goto undo;
+	if (!join) {
+		size_t added = 0;
+
+		for (int i = 0; i < nargs; i++)
+			added += alens[i];
+		b->merge = brk_redis_mergeable(verb);
+		b->m_verb = verb;
+		b->m_key = key;
+		b->m_ttl = ttl;
+		b->m_n = 0;
+		b->m_noff = b->args.len - added - 5; // the count, right before the args
+	}
+	b->m_n += (uint32_t)nargs;
+	snprintf(cnt, sizeof(cnt), "%05u", (unsigned)b->m_n);
+	memcpy(b->args.ptr + b->m_noff, cnt, 5);
+	hw_counter_inc(st->ops[op]);
+	goto out;
+undo: // all of the record or nothing
+	b->nkeys = nkeys0, b->nargs = nargs0, b->keys.len = klen0, b->args.len = alen0;
+out:
+	pthread_mutex_unlock(&cn->mu);
+	return err;
 }
 
 // ---- blobs ----------------------------------------------------------------
