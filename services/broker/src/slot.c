@@ -115,10 +115,11 @@ static void brk_slot_id(void *arg, hw_bytes cid)
 	l->lens[l->n++] = cid.len;
 }
 
-// brk_slot_will arms the will of a loaded session that was connected (its
-// connection record has one): published if no ConnResume comes within the
-// grace (the client's connection died with its edge, or during the move),
-// cancelled by a resume or a new CONNECT, as a delayed will is.
+// brk_slot_will, for a loaded session that was connected (it has a
+// connection record): renews its keys in the store, and arms its will, if
+// any: published if no ConnResume comes within the grace (the client's
+// connection died with its edge, or during the move), cancelled by a
+// resume or a new CONNECT, as a delayed will is.
 static void brk_slot_will(brk_worker *w, brk_session *s)
 {
 	const brk_store_ops *ops = w->srv->store_ops;
@@ -130,6 +131,10 @@ static void brk_slot_will(brk_worker *w, brk_session *s)
 		goto done;
 	if (brk_connrec_decode(raw.ptr, raw.len, s->client_id, &rec) != HW_OK)
 		goto done;
+	// Still connected as far as the store knows: its keys live on while the
+	// edge moves the connection here (their TTL was its old broker's).
+	(void)BRK_STORE(w, session_put, &(brk_store_session){ .client_id = brk_cid(s),
+		.expiry = s->expiry });
 	if (rec.pkt.u.connect.will &&
 	    brk_msg_from_will(&s->will, &rec.pkt.u.connect, brk_cid(s), now) == HW_OK) {
 		const hw_mqtt_props *wp = &rec.pkt.u.connect.will_props;
