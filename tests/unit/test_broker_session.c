@@ -222,6 +222,15 @@ static void test_connrec_roundtrip(void **state)
 	brk_connrec_fini(&rec);
 	assert_int_equal(brk_connrec_decode((const uint8_t *)"x", 1, "dev-1", &rec), HW_EMALFORMED);
 	brk_connrec_fini(&rec);
+	// Per-client rules cannot travel: the record says so (resume refuses).
+	hw_buf_reset(&b);
+	assert_int_equal(brk_identity_alloc(&id, "bob", "dev-1", NULL, "[{\"topic\":\"a/#\"}]", NULL),
+	    HW_OK);
+	assert_int_equal(brk_connrec_encode(&b, &cn, 0, 30, 0, id), HW_OK);
+	brk_identity_unref(id);
+	assert_int_equal(brk_connrec_decode(b.ptr, b.len, "dev-1", &rec), HW_OK);
+	assert_true(rec.flags & BRK_CONNREC_RULES);
+	brk_connrec_fini(&rec);
 	hw_buf_fini(&b);
 }
 
