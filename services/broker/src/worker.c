@@ -510,9 +510,6 @@ static void brk_worker_publish(brk_worker *w, brk_work *wk)
 		atomic_store(&wk->fanin->matched, 1);
 }
 
-// brk_worker_fanin counts down the downstream Publishes of this pass once
-// their writes are confirmed; the last worker of each sends its Ack. Slots
-// lost in this pass that the pass delivered to are retried.
 // brk_worker_orphans sets in *out the slots of this worker's shard that
 // nobody may be delivering to: not held here, and owned in our view by a
 // broker whose link is down (it died and our view has not caught up; the
@@ -525,6 +522,10 @@ static void brk_worker_orphans(brk_worker *w, brk_slotset *out)
 			brk_slotset_add(out, slot);
 }
 
+// brk_worker_fanin counts down the downstream Publishes of this pass once
+// their writes are confirmed; the last worker of each sends its Ack. Slots
+// lost in this pass that the pass delivered to are retried, and so are, for
+// an offer of every slot, the orphans.
 static void brk_worker_fanin(brk_worker *w, brk_work *list)
 {
 	brk_slotset retry, orphans;
