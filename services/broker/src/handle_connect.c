@@ -83,7 +83,7 @@ static brk_session *brk_connect_session(brk_worker *w, hw_bytes cid, bool clean,
 		// Not in this worker: the store may hold it (another broker, or
 		// before a restart). A store that cannot answer refuses the CONNECT
 		// rather than start a fresh session over a persistent one.
-		hw_err lerr = brk_session_load(w, cid, &s);
+		hw_err lerr = brk_session_load(w, cid, &s, NULL);
 
 		if (lerr == HW_OK) {
 			*present = true;

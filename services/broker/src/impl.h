@@ -371,9 +371,11 @@ void brk_resume(brk_worker *w, brk_edge *e, const brk_connresume *r);
 // its next write for them).
 uint64_t brk_resume_grace_ms(const brk_worker *w);
 // brk_session_load rebuilds the session of cid from the store into w (its
-// map, subscription shard and gauges): HW_ENOTFOUND when the store has
-// none, another error when it could not be read (nothing is left behind).
-hw_err brk_session_load(brk_worker *w, hw_bytes cid, brk_session **out);
+// map, subscription shard and gauges), offline: HW_ENOTFOUND when the
+// store has none, another error when it could not be read (nothing is left
+// behind). *connected (may be NULL) tells whether its record said
+// connected (it may have a connection record).
+hw_err brk_session_load(brk_worker *w, hw_bytes cid, brk_session **out, bool *connected);
 
 // deliver.c
 // brk_deliver_publish delivers msg to this worker's matching sessions

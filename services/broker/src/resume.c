@@ -54,7 +54,7 @@ static hw_err brk_resume_session(brk_worker *w, hw_bytes cid, brk_session **out)
 	*out = brk_map_get(&w->sessions, cid);
 	if (*out != NULL)
 		return HW_OK;
-	return brk_session_load(w, cid, out);
+	return brk_session_load(w, cid, out, NULL);
 }
 
 void brk_resume(brk_worker *w, brk_edge *e, const brk_connresume *r)

@@ -118,10 +118,11 @@ static void brk_load_expiry(brk_worker *w, brk_session *s, const brk_store_sessi
 		// Connected when its broker let go: counts as disconnected once
 		// the grace for a resume has passed.
 		s->expire_at_ms = now + brk_resume_grace_ms(w) + (uint64_t)rec->expiry * 1000;
+
 	brk_offline_update(w, s);
 }
 
-hw_err brk_session_load(brk_worker *w, hw_bytes cid, brk_session **out)
+hw_err brk_session_load(brk_worker *w, hw_bytes cid, brk_session **out, bool *connected)
 {
 	brk_store_session rec;
 	brk_load_ctx lc = { .w = w, .err = HW_OK };
@@ -161,6 +162,10 @@ hw_err brk_session_load(brk_worker *w, hw_bytes cid, brk_session **out)
 		return err;
 	}
 	brk_load_expiry(w, lc.s, &rec);
+	// A session that never expires records no departure: it may have been
+	// connected too.
+	if (connected != NULL)
+		*connected = rec.expire_at_unix_ms == 0;
 	hw_log_debug("BRK-LOAD", "session loaded from the %s store: %u subscriptions, %u in flight, %u queued",
 	    w->srv->store_ops->name, (unsigned)lc.s->nsubs, (unsigned)lc.s->nfly, (unsigned)lc.s->nq);
 	*out = lc.s;

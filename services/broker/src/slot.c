@@ -167,15 +167,20 @@ static size_t brk_slot_load(brk_worker *w, uint32_t slot)
 		brk_session *s;
 
 		if (brk_map_get(&w->sessions, cid) == NULL) {
-			err = brk_session_load(w, cid, &s);
+			bool connected = false;
+
+			err = brk_session_load(w, cid, &s, &connected);
 			if (err == HW_OK) {
-				brk_slot_will(w, s);
+				// Only a session whose record says connected can have a
+				// connection record: the others cost no read.
+				if (connected)
+					brk_slot_will(w, s);
 				loaded++;
-			}
-			else if (err != HW_ENOTFOUND)
+			} else if (err != HW_ENOTFOUND) {
 				// A CONNECT for it tries again (brk_connect_session).
 				hw_log_warn("BRK-SLOT-LOAD", "slot %u: session %s not loaded: %s", slot,
 				    l.ids[i], hw_strerror(err));
+			}
 		}
 		free(l.ids[i]);
 	}
