@@ -1152,6 +1152,34 @@ static void test_view_change_claims_left_slots(void **state)
 	harness_stop(h);
 }
 
+// ConnResume for a session connected here on another connection (a newer
+// CONNECT took it over) is refused with 0x8E; one repeated for the
+// connection already bound changes nothing.
+static void test_resume_refusals(void **state)
+{
+	harness *h = harness_start(NULL);
+	static const uint8_t pingreq[2] = { 0xC0, 0x00 };
+	hw_buf b = { .ptr = (uint8_t *)pingreq, .len = sizeof(pingreq) };
+	size_t ef = 0;
+	hw_mqtt_packet p;
+	rec r;
+
+	(void)state;
+	connect_as(h, 1, "rr", HW_MQTT_V5, &(conn_opts){ .clean = true });
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	edge_resume(h, 2, "rr");
+	r = wait_rec(&h->edge, &ef, REC_CLOSE, 2);
+	p = decode(&r, HW_MQTT_V5);
+	assert_int_equal(p.type, HW_MQTT_DISCONNECT);
+	assert_int_equal(p.u.disconnect.reason, HW_RC_SESSION_TAKEN_OVER);
+	edge_resume(h, 1, "rr");
+	edge_send(h, 1, "rr", &b, false);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PINGRESP);
+	assert_int_equal(untaken(&h->edge, REC_CLOSE, 1), 0);
+	assert_int_equal(hw_counter_get(h->srv->st.resumed), 0);
+	harness_stop(h);
+}
+
 // ---- two brokers on one redis-server -----------------------------------------
 
 typedef struct redis_proc {
@@ -1438,6 +1466,7 @@ int main(void)
 		cmocka_unit_test(test_moved_forgets_without_will),
 		cmocka_unit_test(test_only_slots_and_lost_slot),
 		cmocka_unit_test(test_view_change_claims_left_slots),
+		cmocka_unit_test(test_resume_refusals),
 		cmocka_unit_test_teardown(test_resume_on_another_broker, redis_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
