@@ -33,13 +33,14 @@
 #include "map.h"
 #include "store/store.h"
 
-// brk_memstore_rec: what the store keeps of one client id: whether a
-// session was put (it is in the slot index) and its connection record.
+// brk_memstore_rec: what the store keeps of one client id, in one
+// allocation (it is per connection in the all-in-one): whether a session
+// was put (it is in the slot index) and its connection record.
 typedef struct brk_memstore_rec {
-	uint8_t *conn;
-	size_t   conn_len;
+	uint32_t conn_len;
 	bool     has_conn;
 	bool     listed;
+	uint8_t  conn[];
 } brk_memstore_rec;
 
 typedef struct brk_memstore_shard {
@@ -64,8 +65,6 @@ static brk_memstore_shard *brk_memstore_shard_of(brk_store *st, uint32_t slot)
 
 static void brk_memstore_rec_free(brk_memstore_rec *r)
 {
-	if (r != NULL)
-		free(r->conn);
 	free(r);
 }
 
@@ -142,22 +141,31 @@ static bool brk_memstore_held(brk_store *st, hw_bytes cid)
 	return false;
 }
 
-// brk_memstore_rec_of returns cid's index entry (sh->mu held), creating it
-// when create is set; NULL when absent or on ENOMEM.
-static brk_memstore_rec *brk_memstore_rec_of(brk_store *st, hw_bytes cid, bool create)
+// brk_memstore_rec_set makes cid's entry (sh->mu held) listed or not,
+// with len bytes of conn as its connection record (conn NULL: none): a new
+// allocation replaces the old one. HW_ENOMEM leaves the entry as it was.
+static hw_err brk_memstore_rec_set(brk_store *st, hw_bytes cid, bool listed, const uint8_t *conn,
+    size_t len)
 {
-	brk_map *m = &st->index[hw_slot_of(cid)];
-	brk_memstore_rec *r = brk_map_get(m, cid);
+	brk_memstore_rec *r, *old = NULL;
 
-	if (r != NULL || !create)
-		return r;
-	if ((r = calloc(1, sizeof(*r))) == NULL)
-		return NULL;
-	if (brk_map_put(m, cid, r, NULL) != HW_OK) {
+	if (conn == NULL)
+		len = 0;
+	if (len > UINT32_MAX)
+		return HW_ETOOBIG;
+	if ((r = malloc(sizeof(*r) + len)) == NULL)
+		return HW_ENOMEM;
+	r->conn_len = (uint32_t)len;
+	r->has_conn = conn != NULL;
+	r->listed = listed;
+	if (len != 0)
+		memcpy(r->conn, conn, len);
+	if (brk_map_put(&st->index[hw_slot_of(cid)], cid, r, (void **)&old) != HW_OK) {
 		free(r);
-		return NULL;
+		return HW_ENOMEM;
 	}
-	return r;
+	brk_memstore_rec_free(old);
+	return HW_OK;
 }
 
 static hw_err brk_store_memory_session_put(brk_store *st, const brk_store_session *rec)
@@ -169,17 +177,13 @@ static hw_err brk_store_memory_session_put(brk_store *st, const brk_store_sessio
 	if (!brk_memstore_held(st, rec->client_id))
 		return HW_OK;
 	pthread_mutex_lock(&sh->mu);
-	if ((r = brk_memstore_rec_of(st, rec->client_id, true)) == NULL) {
-		err = HW_ENOMEM;
-	} else {
-		r->listed = true;
-		if (rec->clean) { // a clean start drops everything the session had
-			free(r->conn);
-			r->conn = NULL;
-			r->conn_len = 0;
-			r->has_conn = false;
-		}
-	}
+	r = brk_map_get(&st->index[hw_slot_of(rec->client_id)], rec->client_id);
+	// A clean start drops everything the session had (its connection
+	// record too); a put again of a listed session changes nothing here.
+	if (r == NULL || !r->listed || (rec->clean && r->has_conn))
+		err = brk_memstore_rec_set(st, rec->client_id, true,
+		    r != NULL && r->has_conn && !rec->clean ? r->conn : NULL,
+		    r != NULL ? r->conn_len : 0);
 	pthread_mutex_unlock(&sh->mu);
 	return err;
 }
@@ -411,31 +415,18 @@ static size_t brk_store_memory_lost_take(brk_store *st, uint32_t shard, uint32_t
 static hw_err brk_store_memory_conn_put(brk_store *st, hw_bytes cid, hw_bytes rec)
 {
 	brk_memstore_shard *sh = brk_memstore_shard_of(st, hw_slot_of(cid));
-	uint8_t *copy = malloc(rec.len ? rec.len : 1);
 	brk_memstore_rec *r;
-	hw_err err = HW_ENOMEM;
+	hw_err err;
 
-	if (!brk_memstore_held(st, cid)) {
-		free(copy);
+	if (!brk_memstore_held(st, cid))
 		return HW_OK;
-	}
-	if (copy == NULL)
-		return HW_ENOMEM;
-	if (rec.len)
-		memcpy(copy, rec.ptr, rec.len);
 	pthread_mutex_lock(&sh->mu);
 	// Like a Redis write to a session without a record, the connection
 	// record may exist on its own (the index lists only sessions put).
-	if ((r = brk_memstore_rec_of(st, cid, true)) != NULL) {
-		free(r->conn);
-		r->conn = copy;
-		r->conn_len = rec.len;
-		r->has_conn = true;
-		copy = NULL;
-		err = HW_OK;
-	}
+	r = brk_map_get(&st->index[hw_slot_of(cid)], cid);
+	err = brk_memstore_rec_set(st, cid, r != NULL && r->listed,
+	    rec.ptr != NULL ? rec.ptr : (const uint8_t *)"", rec.len);
 	pthread_mutex_unlock(&sh->mu);
-	free(copy);
 	return err;
 }
 
@@ -447,7 +438,8 @@ static hw_err brk_store_memory_conn_get(brk_store *st, hw_bytes cid, hw_buf *out
 
 	hw_buf_reset(out);
 	pthread_mutex_lock(&sh->mu);
-	if ((r = brk_memstore_rec_of(st, cid, false)) != NULL && r->has_conn)
+	r = brk_map_get(&st->index[hw_slot_of(cid)], cid);
+	if (r != NULL && r->has_conn)
 		err = hw_buf_append(out, r->conn, r->conn_len);
 	pthread_mutex_unlock(&sh->mu);
 	return err;
@@ -457,20 +449,18 @@ static hw_err brk_store_memory_conn_del(brk_store *st, hw_bytes cid)
 {
 	brk_memstore_shard *sh = brk_memstore_shard_of(st, hw_slot_of(cid));
 	brk_memstore_rec *r;
+	hw_err err = HW_OK;
 
 	if (!brk_memstore_held(st, cid))
 		return HW_OK;
 	pthread_mutex_lock(&sh->mu);
-	if ((r = brk_memstore_rec_of(st, cid, false)) != NULL && !r->listed) {
+	r = brk_map_get(&st->index[hw_slot_of(cid)], cid);
+	if (r != NULL && !r->listed)
 		brk_memstore_rec_free(brk_map_del(&st->index[hw_slot_of(cid)], cid));
-	} else if (r != NULL) {
-		free(r->conn);
-		r->conn = NULL;
-		r->conn_len = 0;
-		r->has_conn = false;
-	}
+	else if (r != NULL && r->has_conn)
+		err = brk_memstore_rec_set(st, cid, true, NULL, 0);
 	pthread_mutex_unlock(&sh->mu);
-	return HW_OK;
+	return err;
 }
 
 const brk_store_ops brk_store_memory_ops = {
