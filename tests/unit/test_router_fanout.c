@@ -744,6 +744,88 @@ static void test_retry_slots_until_deadline(void **state)
 	teardown(fx);
 }
 
+// has_slot tells whether offer o lists slot s in only_slots.
+static bool has_slot(const offer *o, uint32_t s)
+{
+	for (size_t i = 0; i < o->n_only; i++)
+		if (o->only[i] == s)
+			return true;
+	return false;
+}
+
+// Per-slot order: while a slot is held by a re-offer (refused, or in
+// flight), later messages go everywhere else at once, and to that slot
+// only after it, in creation order, so its sessions get them in order.
+// Once the re-offer is acked, new messages go out whole again.
+static void test_order_kept_behind_reoffers(void **state)
+{
+	fixture       *fx = setup(1, false);
+	done_log      *d = calloc(1, sizeof(*d));
+	const uint32_t r[1] = { 5 };
+	const offer   *m1, *m2, *m1r, *m2d, *m3, *m3d, *m4;
+	uint64_t       due;
+	fake          *b;
+
+	(void)state;
+	assert_non_null(d);
+	b = fx->b[0];
+	offer_one(fx, d, 1);
+	m1 = nth_offer(b, 1);
+	assert_int_equal(rtr_fanout_ack(fx->f, b->url, m1->seq, 0x00, r, 1), HW_OK);
+
+	// m2 goes to every slot but 5 at once.
+	offer_one(fx, d, 2);
+	m2 = nth_offer(b, 2);
+	assert_int_equal(m2->n_only, HW_SLOTS - 1);
+	assert_false(has_slot(m2, 5));
+	assert_int_equal(rtr_fanout_ack(fx->f, b->url, m2->seq, 0x10, NULL, 0), HW_OK);
+	assert_int_equal(d->n, 0);
+
+	// The round: m1's slot 5 again, then m2's, in that order.
+	due = rtr_fanout_next_deadline(fx->f);
+	rtr_fanout_expire(fx->f, due);
+	rtr_outbox_flush(fx->ob);
+	m1r = nth_offer(b, 3);
+	m2d = nth_offer(b, 4);
+	assert_only_slots(m1r, r, 1);
+	assert_only_slots(m2d, r, 1);
+	assert_true(m1r->seq < m2d->seq);
+	assert_int_equal(reoffers(fx, "retry_slots"), 1); // m2's is not a re-offer
+
+	// While m1's re-offer is unanswered, slot 5 is still held.
+	offer_one(fx, d, 3);
+	m3 = nth_offer(b, 5);
+	assert_int_equal(m3->n_only, HW_SLOTS - 1);
+	assert_false(has_slot(m3, 5));
+	assert_int_equal(rtr_fanout_ack(fx->f, b->url, m3->seq, 0x10, NULL, 0), HW_OK);
+	assert_int_equal(rtr_fanout_ack(fx->f, b->url, m2d->seq, 0x10, NULL, 0), HW_OK);
+	assert_int_equal(d->n, 1);
+	assert_int_equal(d->tag[0], 2);
+	assert_int_equal(rtr_fanout_ack(fx->f, b->url, m1r->seq, 0x10, NULL, 0), HW_OK);
+	assert_int_equal(d->n, 2);
+	assert_int_equal(d->tag[1], 1);
+
+	// Nothing holds slot 5 now: m3's share goes at once, and m4 whole.
+	due = rtr_fanout_next_deadline(fx->f);
+	assert_true(due <= hw_clock_mono_ms());
+	rtr_fanout_expire(fx->f, due);
+	rtr_outbox_flush(fx->ob);
+	m3d = nth_offer(b, 6);
+	assert_only_slots(m3d, r, 1);
+	offer_one(fx, d, 4);
+	m4 = nth_offer(b, 7);
+	assert_int_equal(m4->n_only, 0);
+	assert_int_equal(rtr_fanout_ack(fx->f, b->url, m4->seq, 0x10, NULL, 0), HW_OK);
+	assert_int_equal(rtr_fanout_ack(fx->f, b->url, m3d->seq, 0x10, NULL, 0), HW_OK);
+	assert_int_equal(d->n, 4);
+	assert_int_equal(d->tag[2], 4);
+	assert_int_equal(d->tag[3], 3);
+	assert_int_equal(rtr_fanout_pending(fx->f), 0);
+	assert_int_equal(rtr_fanout_next_deadline(fx->f), UINT64_MAX);
+	free(d);
+	teardown(fx);
+}
+
 // A broker that acks twice, or an Ack from a member the offer did not go
 // to, counts nothing: the message still waits for the other broker, and
 // completes exactly once.
@@ -972,6 +1054,7 @@ int main(void)
 		cmocka_unit_test(test_member_left_among_three),
 		cmocka_unit_test(test_retry_slots_reoffered_after_backoff),
 		cmocka_unit_test(test_retry_slots_until_deadline),
+		cmocka_unit_test(test_order_kept_behind_reoffers),
 		cmocka_unit_test(test_duplicate_ack_counts_once),
 		cmocka_unit_test(test_joined_member_gets_new_offers_only),
 		cmocka_unit_test(test_empty_view_waits_for_a_member),

@@ -14,9 +14,16 @@
 // - A sub-offer holds a reference to the fanout's copy of the view it was
 //   made in (rtr_fview), for its member URLs and slot owners; the current
 //   view holds one more.
-// - An entry is in the retry heap (ordered by retry_at) exactly while its
-//   retry set is not empty. The heap has room for every entry, reserved when
-//   the entry is made, so scheduling a retry never fails.
+// - An entry is in the round heap (ordered by creation) exactly while its
+//   retry or defer set is not empty. The heap has room for every entry,
+//   reserved when the entry is made, so scheduling never fails.
+// - Holds: `holds[s]` counts the entries with s in their retry set plus
+//   the open holding sub-offers covering s (member_left re-offers and the
+//   retry part of a round's sub-offers; a deferred share does not hold, or
+//   a busy slot would stay held forever). A retry set's holds pass to the
+//   sub-offer that sends it; rtr_fanout_offer_end releases a sub-offer's.
+//   `inflight` counts holding sub-offers: a round runs only when it is 0,
+//   and is armed at once when it drops to 0 with entries waiting.
 // - Exactly once: an entry's done is called from rtr_fanout_complete only,
 //   after it left the list, the heap and (with its sub-offers) the map.
 
@@ -44,6 +51,7 @@ typedef enum rtr_cause {
 	RTR_CAUSE_FIRST, // the first offer (not counted)
 	RTR_CAUSE_LEFT,  // "member_left"
 	RTR_CAUSE_RETRY, // "retry_slots"
+	RTR_CAUSE_DEFER, // slots held back behind re-offers (not counted)
 } rtr_cause;
 
 typedef struct rtr_slots {
@@ -77,7 +85,10 @@ typedef struct rtr_offer {
 	size_t              waiting; // members still to answer
 	bool                all;     // every slot; else `slots`
 	bool                dead;    // ended (in limbo)
+	bool                first;   // the entry's first offer
+	bool                holding; // `hold` is counted in the fanout's holds
 	rtr_slots           slots;
+	rtr_slots           hold;    // slots this re-offer holds (see design notes)
 	size_t              n_only;
 	uint32_t           *only;    // `slots` as the wire list (after tgt)
 	rtr_target          tgt[];   // one per member of view
@@ -88,16 +99,16 @@ typedef struct rtr_pending {
 	uint64_t            deadline;   // hw_clock_mono_ms
 	uint64_t            created;    // hw_clock_mono_ms, for the expiry left
 	uint64_t            seq;        // of the first sub-offer (for logs)
+	uint64_t            order;      // creation order (the round heap's key)
 	bool                matched;    // some member answered 0x00
 	bool                failed;     // some member answered 0x80+
 	bool                retry_left; // the retry set has a departed member's slots
 	rtr_msg            *msg;        // deep copy, owned
 	rtr_offer          *offers;     // open sub-offers
-	rtr_slots           retry;      // slots waiting for their backoff
-	uint64_t            retry_at;
-	uint32_t            backoff_ms; // last backoff used; 0 before the first
-	size_t              heap_i;     // index in the retry heap, or SIZE_MAX
-	struct rtr_pending *due;        // rtr_fanout_expire's list of due retries
+	rtr_slots           retry;      // slots refused or unsent: next round (held)
+	rtr_slots           defer;      // slots held back behind others: next round
+	size_t              heap_i;     // index in the round heap, or SIZE_MAX
+	struct rtr_pending *due;        // rtr_fanout_expire's list for a round
 	struct rtr_pending *prev;       // deadline order (creation order)
 	struct rtr_pending *next;       // also: spare and limbo lists
 } rtr_pending;
@@ -123,9 +134,20 @@ struct rtr_fanout {
 	rtr_pending       *limbo;
 	rtr_offer         *limbo_offers;
 
-	rtr_pending      **heap; // min-heap on retry_at
+	rtr_pending      **heap; // entries with retry or defer slots, by order
 	size_t             nheap;
 	size_t             heap_cap;
+	uint64_t           next_order;
+
+	// Holds: how many entries' retry sets and open re-offers hold each
+	// slot; `held` has the slots whose count is not 0.
+	uint32_t           holds[HW_SLOTS];
+	rtr_slots          held;
+	size_t             nheld;
+	size_t             inflight;   // open sub-offers that hold slots
+	uint64_t           round_at;   // hw_clock_mono_ms; UINT64_MAX: not armed
+	uint32_t           backoff_ms;
+	bool               doubled;    // the backoff doubled since the last round
 
 	uint64_t           unknown_logged; // hw_clock_mono_ms of the last warning
 
@@ -163,12 +185,6 @@ static size_t rtr_slots_count(const rtr_slots *s)
 	for (size_t i = 0; i < RTR_SLOT_WORDS; i++)
 		n += (size_t)__builtin_popcountll(s->w[i]);
 	return n;
-}
-
-static void rtr_slots_or(rtr_slots *d, const rtr_slots *s)
-{
-	for (size_t i = 0; i < RTR_SLOT_WORDS; i++)
-		d->w[i] |= s->w[i];
 }
 
 static bool rtr_offer_covers(const rtr_offer *o, uint32_t slot)
@@ -408,11 +424,11 @@ static void rtr_fanout_map_del(rtr_fanout *f, size_t j)
 }
 
 // ---------------------------------------------------------------------------
-// The retry heap
+// The round heap
 
 static bool rtr_heap_less(const rtr_fanout *f, size_t a, size_t b)
 {
-	return f->heap[a]->retry_at < f->heap[b]->retry_at;
+	return f->heap[a]->order < f->heap[b]->order;
 }
 
 static void rtr_heap_swap(rtr_fanout *f, size_t a, size_t b)
@@ -543,8 +559,44 @@ static void rtr_fanout_list_remove(rtr_fanout *f, rtr_pending *p)
 	p->prev = p->next = NULL;
 }
 
+// rtr_fanout_hold adds delta (+1 or -1) to the hold count of every slot in
+// s, keeping `held` and `nheld`. When nothing is held any more the backoff
+// starts again from its minimum.
+static void rtr_fanout_hold(rtr_fanout *f, const rtr_slots *s, int delta)
+{
+	for (size_t i = 0; i < RTR_SLOT_WORDS; i++) {
+		uint64_t w = s->w[i];
+
+		while (w != 0) {
+			uint32_t slot = (uint32_t)(i * 64u) + (uint32_t)__builtin_ctzll(w);
+
+			w &= w - 1;
+			if (delta > 0) {
+				if (f->holds[slot]++ == 0) {
+					rtr_slots_add(&f->held, slot);
+					f->nheld++;
+				}
+			} else if (f->holds[slot] > 0 && --f->holds[slot] == 0) {
+				f->held.w[slot / 64u] &= ~(1ull << (slot % 64u));
+				f->nheld--;
+			}
+		}
+	}
+	if (f->nheld == 0) {
+		f->backoff_ms = RTR_FANOUT_RETRY_MIN_MS;
+		f->doubled = false;
+	}
+}
+
+static void rtr_fanout_arm(rtr_fanout *f, uint64_t at)
+{
+	if (at < f->round_at)
+		f->round_at = at;
+}
+
 // rtr_fanout_offer_end retires a sub-offer: out of its entry's list and the
-// map, into limbo.
+// map, its holds released, into limbo. When the last holding re-offer ends
+// and entries wait with deferred slots only, a round is due at once.
 static void rtr_fanout_offer_end(rtr_fanout *f, rtr_offer *o)
 {
 	rtr_offer **pp = &o->entry->offers;
@@ -555,6 +607,12 @@ static void rtr_fanout_offer_end(rtr_fanout *f, rtr_offer *o)
 	*pp = o->next;
 	if (j != SIZE_MAX)
 		rtr_fanout_map_del(f, j);
+	if (o->holding) {
+		o->holding = false;
+		rtr_fanout_hold(f, &o->hold, -1);
+		if (--f->inflight == 0 && f->nheap > 0 && f->round_at == UINT64_MAX)
+			rtr_fanout_arm(f, hw_clock_mono_ms());
+	}
 	o->dead = true;
 	o->next = f->limbo_offers;
 	f->limbo_offers = o;
@@ -574,6 +632,9 @@ static void rtr_fanout_complete(rtr_fanout *f, rtr_pending *p)
 		rtr_fanout_offer_end(f, p->offers);
 	if (p->heap_i != SIZE_MAX)
 		rtr_heap_remove(f, p);
+	rtr_fanout_hold(f, &p->retry, -1);
+	memset(&p->retry, 0, sizeof(p->retry));
+	memset(&p->defer, 0, sizeof(p->defer));
 	rtr_fanout_list_remove(f, p);
 	p->next = f->limbo;
 	f->limbo = p;
@@ -591,25 +652,37 @@ static void rtr_fanout_check(rtr_fanout *f, rtr_pending *p)
 		rtr_fanout_complete(f, p);
 }
 
-// rtr_fanout_retry_add puts slots in p's retry set and, if the set was
-// empty, schedules it after the next backoff step.
+// rtr_fanout_retry_add puts slots that were refused or could not be sent
+// in p's retry set (they hold those slots) and arms the next round after
+// the backoff. `again`: they came back from a re-offer, so the backoff
+// doubles (once per round).
 static void rtr_fanout_retry_add(rtr_fanout *f, rtr_pending *p, const rtr_slots *s,
-    bool left, uint64_t now)
+    bool left, bool again, uint64_t now)
 {
-	if (rtr_slots_empty(s))
+	rtr_slots add;
+	bool      any = false;
+
+	for (size_t i = 0; i < RTR_SLOT_WORDS; i++) {
+		add.w[i] = s->w[i] & ~p->retry.w[i];
+		any = any || add.w[i] != 0;
+	}
+	if (!any)
 		return;
-	rtr_slots_or(&p->retry, s);
+	for (size_t i = 0; i < RTR_SLOT_WORDS; i++) {
+		p->retry.w[i] |= add.w[i];
+		p->defer.w[i] &= ~add.w[i];
+	}
+	rtr_fanout_hold(f, &add, +1);
 	if (left)
 		p->retry_left = true;
-	if (p->heap_i != SIZE_MAX)
-		return;
-	if (p->backoff_ms == 0)
-		p->backoff_ms = RTR_FANOUT_RETRY_MIN_MS;
-	else if (p->backoff_ms < RTR_FANOUT_RETRY_MAX_MS)
-		p->backoff_ms = p->backoff_ms * 2 < RTR_FANOUT_RETRY_MAX_MS ? p->backoff_ms * 2 :
+	if (again && !f->doubled) {
+		f->doubled = true;
+		f->backoff_ms = f->backoff_ms * 2 < RTR_FANOUT_RETRY_MAX_MS ? f->backoff_ms * 2 :
 		    RTR_FANOUT_RETRY_MAX_MS;
-	p->retry_at = now + p->backoff_ms;
-	rtr_heap_push(f, p);
+	}
+	rtr_fanout_arm(f, now + f->backoff_ms);
+	if (p->heap_i == SIZE_MAX)
+		rtr_heap_push(f, p);
 }
 
 // rtr_fanout_expired tells whether p's message has expired by now; if not,
@@ -628,15 +701,17 @@ static bool rtr_fanout_expired(const rtr_pending *p, uint64_t now, uint32_t *lef
 }
 
 // rtr_fanout_send offers p's message to every live member of the current
-// view: the first time (slots NULL: every slot, cause RTR_CAUSE_FIRST) or
-// again for `slots` (only_slots; counted by cause). Slots that cannot go
-// out now (no live member, a queue that failed) go to the retry set; an
-// expired message is not offered again. An error (HW_ENOMEM) is returned
-// only for a first offer, and then nothing was queued.
+// view, for `slots` (NULL: every slot; else only_slots). `hold` (may be
+// NULL) is the part of slots the sub-offer holds until every member
+// answered. A re-offer is counted by cause. Slots that cannot go out now
+// (no live member, a queue that failed) go to the retry set; an expired
+// message is not offered again. An error (HW_ENOMEM) is returned only for
+// a first offer, and then nothing was queued.
 static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *slots,
-    rtr_cause cause, uint64_t now)
+    const rtr_slots *hold, rtr_cause cause, uint64_t now)
 {
 	rtr_fview *v = f->view;
+	bool       first = cause == RTR_CAUSE_FIRST;
 	bool       again_all = false;
 	rtr_slots  every;
 	rtr_offer *o;
@@ -646,7 +721,7 @@ static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *sl
 	hw_err     err = HW_ENOMEM;
 
 	memset(&every, 0xFF, sizeof(every));
-	if (slots != NULL && rtr_fanout_expired(p, now, &expiry))
+	if (!first && rtr_fanout_expired(p, now, &expiry))
 		return HW_OK; // no session may get it any more
 	if (n_only == HW_SLOTS) {
 		// Every slot again (nobody was live before): a plain offer,
@@ -656,8 +731,8 @@ static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *sl
 	}
 	if (v->n == 0) {
 		// Nobody to ask now: wait for a member (or the deadline).
-		rtr_fanout_retry_add(f, p, slots != NULL ? slots : &every,
-		    cause == RTR_CAUSE_LEFT, now);
+		rtr_fanout_retry_add(f, p, slots != NULL ? slots : &every, cause == RTR_CAUSE_LEFT,
+		    !first, now);
 		return HW_OK;
 	}
 	o = calloc(1, sizeof(*o) + v->n * sizeof(rtr_target) + n_only * sizeof(uint32_t));
@@ -665,12 +740,11 @@ static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *sl
 		goto fail;
 	o->entry = p;
 	o->view = v;
+	o->first = first;
 	o->all = slots == NULL || again_all;
 	o->seq = f->next_seq++;
 	if (f->next_seq == 0)
 		f->next_seq = 1; // 0 means "no ack wanted"
-	if (p->seq == 0)
-		p->seq = o->seq;
 	if (!o->all) {
 		o->slots = *slots;
 		o->only = (uint32_t *)&o->tgt[v->n];
@@ -687,10 +761,19 @@ static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *sl
 		free(o);
 		goto fail;
 	}
+	if (p->seq == 0)
+		p->seq = o->seq;
 	if (slots != NULL) {
 		item->publish->n_only_slots = o->n_only;
 		item->publish->only_slots = o->n_only > 0 ? o->only : NULL;
-		item->publish->expiry_interval = expiry;
+		if (!first)
+			item->publish->expiry_interval = expiry;
+	}
+	if (hold != NULL && !rtr_slots_empty(hold)) {
+		o->hold = *hold;
+		o->holding = true;
+		rtr_fanout_hold(f, &o->hold, +1);
+		f->inflight++;
 	}
 	v->refs++;
 	o->next = p->offers;
@@ -704,7 +787,7 @@ static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *sl
 
 			// That member will not see it now: its share is retried.
 			rtr_fview_owned(v, (int)i, o, &mine);
-			rtr_fanout_retry_add(f, p, &mine, false, now);
+			rtr_fanout_retry_add(f, p, &mine, false, !first, now);
 			continue;
 		}
 		o->tgt[i].waiting = true;
@@ -712,16 +795,18 @@ static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *sl
 	}
 	if (o->waiting == 0)
 		rtr_fanout_offer_end(f, o);
-	if (cause != RTR_CAUSE_FIRST)
-		hw_counter_inc(cause == RTR_CAUSE_LEFT ? f->reoffers_left : f->reoffers_retry);
+	if (cause == RTR_CAUSE_LEFT)
+		hw_counter_inc(f->reoffers_left);
+	else if (cause == RTR_CAUSE_RETRY)
+		hw_counter_inc(f->reoffers_retry);
 	return HW_OK;
 
 fail:
-	if (slots == NULL)
+	if (first)
 		return err;
 	hw_log_warn("RTR-REOFFER", "cannot offer a message again (%s): retrying",
 	    hw_strerror(err));
-	rtr_fanout_retry_add(f, p, slots, cause == RTR_CAUSE_LEFT, now);
+	rtr_fanout_retry_add(f, p, slots, cause == RTR_CAUSE_LEFT, false, now);
 	return HW_OK;
 }
 
@@ -742,7 +827,7 @@ static void rtr_fanout_outbox_fail(void *arg, void *owner)
 	t->waiting = false;
 	o->waiting--;
 	rtr_fview_owned(o->view, (int)(t - o->tgt), o, &mine);
-	rtr_fanout_retry_add(f, p, &mine, false, hw_clock_mono_ms());
+	rtr_fanout_retry_add(f, p, &mine, false, !o->first, hw_clock_mono_ms());
 	if (o->waiting == 0)
 		rtr_fanout_offer_end(f, o);
 	rtr_fanout_check(f, p);
@@ -780,7 +865,7 @@ static bool rtr_fanout_rehome(rtr_fanout *f, rtr_pending *p, const rtr_fview *ol
 	}
 	again = left && !rtr_slots_empty(&lost);
 	if (again)
-		(void)rtr_fanout_send(f, p, &lost, RTR_CAUSE_LEFT, now);
+		(void)rtr_fanout_send(f, p, &lost, &lost, RTR_CAUSE_LEFT, now);
 	if (left)
 		rtr_fanout_check(f, p);
 	return again;
@@ -802,6 +887,8 @@ hw_err rtr_fanout_alloc(rtr_fanout **out, rtr_outbox *ob, uint32_t timeout_ms,
 	f->ob = ob;
 	f->timeout_ms = timeout_ms;
 	f->next_seq = 1;
+	f->round_at = UINT64_MAX;
+	f->backoff_ms = RTR_FANOUT_RETRY_MIN_MS;
 	if (metrics != NULL) {
 		f->pending_gauge = hw_metrics_gauge(metrics, "hawser_router_pending",
 		    "Offers waiting for brokers' acks.", NULL, NULL);
@@ -930,7 +1017,23 @@ hw_err rtr_fanout_offer(rtr_fanout *f, const rtr_msg *msg, rtr_sink_done done)
 	p->created = now;
 	p->deadline = now + f->timeout_ms;
 	p->heap_i = SIZE_MAX;
-	if ((err = rtr_fanout_send(f, p, NULL, RTR_CAUSE_FIRST, now)) != HW_OK) {
+	p->order = f->next_order++;
+	if (f->nheld == 0) {
+		err = rtr_fanout_send(f, p, NULL, NULL, RTR_CAUSE_FIRST, now);
+	} else {
+		rtr_slots rest;
+
+		// Slots held by re-offers: this message goes there after them,
+		// in the next round, so a slot's sessions get messages in order.
+		for (size_t i = 0; i < RTR_SLOT_WORDS; i++)
+			rest.w[i] = ~f->held.w[i];
+		p->defer = f->held;
+		err = rtr_slots_empty(&rest) ? HW_OK :
+		    rtr_fanout_send(f, p, &rest, NULL, RTR_CAUSE_FIRST, now);
+		if (err == HW_OK && p->heap_i == SIZE_MAX)
+			rtr_heap_push(f, p);
+	}
+	if (err != HW_OK) {
 		// Nothing was queued: nothing points into the copy.
 		free(p->msg);
 		free(p);
@@ -1000,7 +1103,7 @@ hw_err rtr_fanout_ack(rtr_fanout *f, const char *from, uint64_t seq, uint32_t re
 		for (size_t i = 0; i < nretry; i++)
 			if (retry_slots[i] < HW_SLOTS && rtr_offer_covers(o, retry_slots[i]))
 				rtr_slots_add(&again, retry_slots[i]);
-		rtr_fanout_retry_add(f, p, &again, false, hw_clock_mono_ms());
+		rtr_fanout_retry_add(f, p, &again, false, !o->first, hw_clock_mono_ms());
 	}
 	if (o->waiting == 0)
 		rtr_fanout_offer_end(f, o);
@@ -1030,25 +1133,44 @@ void rtr_fanout_expire(rtr_fanout *f, uint64_t now_ms)
 		p->failed = true;
 		rtr_fanout_complete(f, p);
 	}
-	// Take every due retry first: a re-offer that finds nobody schedules
-	// itself again, and must not be seen again in this call.
-	while (f->nheap > 0 && f->heap[0]->retry_at <= now_ms) {
-		rtr_pending *p = f->heap[0];
+	if (f->round_at <= now_ms && f->inflight == 0) {
+		rtr_pending *tail = NULL;
 
-		rtr_heap_remove(f, p);
-		p->due = due;
-		due = p;
+		// A round: every entry with retry or deferred slots, in creation
+		// order, taken out first (a re-offer that finds nobody waits for
+		// the next round, not this one).
+		f->round_at = UINT64_MAX;
+		f->doubled = false;
+		while (f->nheap > 0) {
+			rtr_pending *p = f->heap[0];
+
+			rtr_heap_remove(f, p);
+			p->due = NULL;
+			if (tail != NULL)
+				tail->due = p;
+			else
+				due = p;
+			tail = p;
+		}
 	}
 	while (due != NULL) {
 		rtr_pending *p = due;
-		rtr_slots    slots = p->retry;
-		bool         left = p->retry_left;
+		rtr_slots    slots, hold = p->retry;
+		rtr_cause    cause = RTR_CAUSE_DEFER;
 
 		due = p->due;
 		p->due = NULL;
+		for (size_t i = 0; i < RTR_SLOT_WORDS; i++)
+			slots.w[i] = p->retry.w[i] | p->defer.w[i];
+		if (!rtr_slots_empty(&hold))
+			cause = p->retry_left ? RTR_CAUSE_LEFT : RTR_CAUSE_RETRY;
+		// The retry set's holds pass to the re-offer.
+		rtr_fanout_hold(f, &p->retry, -1);
 		memset(&p->retry, 0, sizeof(p->retry));
+		memset(&p->defer, 0, sizeof(p->defer));
 		p->retry_left = false;
-		(void)rtr_fanout_send(f, p, &slots, left ? RTR_CAUSE_LEFT : RTR_CAUSE_RETRY, now_ms);
+		if (!rtr_slots_empty(&slots))
+			(void)rtr_fanout_send(f, p, &slots, &hold, cause, now_ms);
 		rtr_fanout_check(f, p);
 	}
 	rtr_fanout_leave(f);
@@ -1058,8 +1180,9 @@ uint64_t rtr_fanout_next_deadline(const rtr_fanout *f)
 {
 	uint64_t t = f->head != NULL ? f->head->deadline : UINT64_MAX;
 
-	if (f->nheap > 0 && f->heap[0]->retry_at < t)
-		t = f->heap[0]->retry_at;
+	// A round waits for the re-offers in flight (their Acks wake us).
+	if (f->inflight == 0 && f->round_at < t)
+		t = f->round_at;
 	return t;
 }
 

@@ -42,9 +42,20 @@
 //   (hawser_router_reoffers_total{cause="member_left"}).
 // - Retry set: slots from Acks' retry_slots, from sends that failed
 //   (HW_EFULL: the member's share is retried), and slots that had nobody to
-//   go to (no live member). They leave as one sub-offer after a backoff of
-//   10 ms doubling to 500 ms per entry (cause="retry_slots"; "member_left"
-//   when they came from a departed member and the view was empty).
+//   go to (no live member). They go out again in the next **round**: one
+//   timer for the fanout, armed a backoff after a slot is refused (10 ms,
+//   doubling up to 500 ms while refusals keep coming back from re-offers;
+//   back to 10 ms once nothing is held). A round offers every entry's retry
+//   slots, in creation order, one sub-offer per entry (cause="retry_slots";
+//   "member_left" when they came from a departed member and the view was
+//   empty).
+// - Per-slot order. A slot is **held** while some entry has it in its retry
+//   set or in a re-offer (member_left or round) not yet answered by every
+//   member. A new message goes at once to every slot that is not held
+//   (only_slots = the others, when some are) and to the held ones in the
+//   next round, after the earlier messages, so the sessions of a slot get
+//   messages in the order they were offered (the broker delivers each
+//   link's items in order). Rounds wait while held re-offers are in flight.
 // - An entry completes once no sub-offer waits and its retry set is empty:
 //   0x80 if any member answered 0x80+, else 0x00 if any matched, else 0x10.
 //   At its deadline it fails with 0x80 (hawser_router_ack_timeouts_total),
@@ -64,7 +75,7 @@
 // Beyond this many entries waiting for acks, new offers that want
 // completion fail at once (0x80) instead of growing memory without bound.
 #define RTR_FANOUT_MAX_PENDING (1u << 20)
-// Backoff of a re-offer of retry slots: first wait, then doubling up to max.
+// Backoff of a round after a refusal: first wait, then doubling up to max.
 #define RTR_FANOUT_RETRY_MIN_MS 10u
 #define RTR_FANOUT_RETRY_MAX_MS 500u
 
@@ -107,13 +118,13 @@ hw_err rtr_fanout_ack(rtr_fanout *f, const char *from, uint64_t seq, uint32_t re
     const uint32_t *retry_slots, size_t nretry);
 
 // rtr_fanout_expire does what is due at now_ms (hw_clock_mono_ms time):
-// fails (0x80) every entry whose deadline is <= now_ms, then offers again
-// the retry slots whose backoff has ended.
+// fails (0x80) every entry whose deadline is <= now_ms, then runs the round
+// if it is due and no held re-offer is in flight.
 void rtr_fanout_expire(rtr_fanout *f, uint64_t now_ms);
 
 // rtr_fanout_next_deadline returns when rtr_fanout_expire next has work (an
-// entry's deadline or the end of a backoff; hw_clock_mono_ms time), or
-// UINT64_MAX when nothing is pending.
+// entry's deadline, or the round unless it waits for Acks;
+// hw_clock_mono_ms time), or UINT64_MAX when nothing is pending.
 uint64_t rtr_fanout_next_deadline(const rtr_fanout *f);
 
 // rtr_fanout_pending returns how many messages wait for acks.
