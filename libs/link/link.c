@@ -58,8 +58,13 @@
 #include "core/log.h"
 
 #define LINK_RECVMAXSZ (64u * 1024u * 1024u)
-#define LINK_RECONNMINT_MS 100
-#define LINK_RECONNMAXT_MS 2000
+// The redial backoff stays well under cluster.member_down_ms (default 1 s):
+// a member that comes back must be reconnected before the members view
+// takes it for gone again, or views flap (a 2 s cap made a broker started
+// 0.9 s after the router leave and rejoin the router's view). A failed dial
+// on loopback or in a cluster network costs microseconds.
+#define LINK_RECONNMINT_MS 50
+#define LINK_RECONNMAXT_MS 250
 #define LINK_URL_MAX 512
 
 struct hw_link_peer {
