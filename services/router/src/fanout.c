@@ -305,7 +305,8 @@ static rtr_msg *rtr_msg_copy(const rtr_msg *src)
 
 	size += rtr_str_size(src->topic) + src->payload.len + rtr_str_size(src->content_type) +
 	    rtr_str_size(src->response_topic) + src->correlation_data.len +
-	    rtr_str_size(src->client_id) + rtr_str_size(src->user_id) + rtr_str_size(src->broker);
+	    rtr_str_size(src->client_id) + rtr_str_size(src->user_id) + rtr_str_size(src->broker) +
+	    rtr_str_size(src->edge);
 	for (size_t i = 0; i < np; i++)
 		size += rtr_str_size(src->user_properties[i]->key) +
 		    rtr_str_size(src->user_properties[i]->value);
@@ -327,6 +328,7 @@ static rtr_msg *rtr_msg_copy(const rtr_msg *src)
 	m->client_id = rtr_str_put(&cur, src->client_id);
 	m->user_id = rtr_str_put(&cur, src->user_id);
 	m->broker = rtr_str_put(&cur, src->broker);
+	m->edge = rtr_str_put(&cur, src->edge);
 	for (size_t i = 0; i < np; i++) {
 		props[i] = *src->user_properties[i];
 		props[i].base.n_unknown_fields = 0;
