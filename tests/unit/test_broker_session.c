@@ -18,14 +18,14 @@
 static brk_msg *mk(const char *payload, uint64_t now, int expiry)
 {
 	hw_mqtt_publish p = { .qos = 1, .payload = hw_bytes_of_cstr(payload) };
+	brk_msg_origin from = { .client_id = hw_bytes_of_cstr("c") };
 	brk_msg *m;
 
 	if (expiry >= 0) {
 		p.props.message_expiry = (uint32_t)expiry;
 		hw_mqtt_set(&p.props, HW_PROP_MESSAGE_EXPIRY);
 	}
-	assert_int_equal(brk_msg_from_publish(&m, &p, hw_bytes_of_cstr("t"), hw_bytes_of_cstr("c"), now),
-	    HW_OK);
+	assert_int_equal(brk_msg_from_publish(&m, &p, hw_bytes_of_cstr("t"), &from, now), HW_OK);
 	return m;
 }
 

@@ -430,6 +430,13 @@ void brk_handle_connect(brk_ctx *c)
 	brk_identity_unref(s->identity);
 	s->identity = c->authed->res.identity;
 	c->authed->res.identity = NULL;
+	if (s->will != NULL) {
+		// The will was built before the identity was known: name its
+		// publisher (on failure it goes out with its client id alone).
+		brk_msg_origin from = brk_session_origin(s, c->edge->node);
+
+		(void)brk_msg_set_origin(&s->will, &from);
+	}
 	brk_connect_record(w, s, cn, &a);
 	brk_connect_ack(c, s, &a);
 	brk_deliver_resend(w, s);

@@ -63,6 +63,17 @@ static uint64_t brk_publish_pending(brk_worker *w, brk_session *s, uint16_t pid,
 	return seq;
 }
 
+// brk_publish_window is how many QoS 1/2 PUBLISHes s may have awaiting our
+// PUBACK / PUBREC. MQTT 5 clients were told broker.receive_maximum in the
+// CONNACK and are held to it (0x93 beyond). MQTT 3.1 / 3.1.1 clients were
+// told nothing and commonly keep 20-100 in flight, so theirs is
+// broker.max_inflight (by default the packet id space): only a client
+// flooding beyond it is closed.
+static uint32_t brk_publish_window(const hw_config *cfg, const brk_session *s)
+{
+	return s->version == HW_MQTT_V5 ? cfg->broker.receive_maximum : cfg->broker.max_inflight;
+}
+
 // brk_publish_checks applies the rules that answer without forwarding;
 // false when the publish must not be forwarded.
 static bool brk_publish_checks(brk_ctx *c)
@@ -82,7 +93,7 @@ static bool brk_publish_checks(brk_ctx *c)
 			brk_send_ack(c->w, s, HW_MQTT_PUBREC, pub->packet_id, e->reason);
 		return false;
 	}
-	if (pub->qos > 0 && s->in1_pending + s->nin2 >= cfg->broker.receive_maximum) {
+	if (pub->qos > 0 && s->in1_pending + s->nin2 >= brk_publish_window(cfg, s)) {
 		brk_protocol_error(c->w, s, HW_RC_RECEIVE_MAX_EXCEEDED);
 		return false;
 	}
@@ -143,14 +154,14 @@ void brk_handle_publish(brk_ctx *c)
 	brk_session *s = c->s;
 	brk_worker *w = c->w;
 	hw_bytes topic;
+	brk_msg_origin from = brk_session_origin(s, c->edge != NULL ? c->edge->node : NULL);
 	brk_msg *m;
 	uint64_t seq = 0;
 
 	if (!brk_publish_topic(c, &topic) || !brk_publish_checks(c) || !brk_publish_allowed(c, topic))
 		return;
 	hw_counter_inc(w->srv->st.received[pub->qos]);
-	if (brk_msg_from_publish(&m, pub, topic, (hw_bytes){ (uint8_t *)s->client_id, s->client_id_len },
-	    c->now_ms) != HW_OK) {
+	if (brk_msg_from_publish(&m, pub, topic, &from, c->now_ms) != HW_OK) {
 		if (pub->qos > 0)
 			brk_send_ack(w, s, pub->qos == 1 ? HW_MQTT_PUBACK : HW_MQTT_PUBREC,
 			    pub->packet_id, HW_RC_UNSPECIFIED);

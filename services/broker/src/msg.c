@@ -8,16 +8,17 @@
 typedef struct brk_msg_src {
 	uint8_t  qos;
 	bool     retain;
-	hw_bytes topic, payload, client_id;
+	hw_bytes topic, payload, client_id, user_id, edge;
 	hw_bytes content_type, response_topic, correlation_data;
 	bool     has_format;
 	uint8_t  format;
 	bool     has_expiry;
 	uint32_t expiry;
 	uint32_t nuser;
-	// user properties come either from decoded props or from a protobuf
+	// user properties come from decoded props, a protobuf or another message
 	const hw_mqtt_props *user_props;
 	Hawser__Internal__V1__UserProperty *const *user_pb;
+	const hw_mqtt_user_prop *user_arr;
 } brk_msg_src;
 
 static size_t brk_msg_user_bytes(const brk_msg_src *s)
@@ -31,6 +32,9 @@ static size_t brk_msg_user_bytes(const brk_msg_src *s)
 		hw_mqtt_user_iter_init(&it, s->user_props);
 		while (hw_mqtt_user_next(&it, &up))
 			n += up.key.len + up.value.len + 2;
+	} else if (s->user_arr != NULL) {
+		for (uint32_t i = 0; i < s->nuser; i++)
+			n += s->user_arr[i].key.len + s->user_arr[i].value.len + 2;
 	} else {
 		for (uint32_t i = 0; i < s->nuser; i++)
 			n += strlen(s->user_pb[i]->key) + strlen(s->user_pb[i]->value) + 2;
@@ -63,6 +67,11 @@ static void brk_msg_copy_users(brk_msg *m, const brk_msg_src *s, hw_mqtt_user_pr
 			u[i].value = brk_msg_put(p, up.value);
 			i++;
 		}
+	} else if (s->user_arr != NULL) {
+		for (; i < s->nuser; i++) {
+			u[i].key = brk_msg_put(p, s->user_arr[i].key);
+			u[i].value = brk_msg_put(p, s->user_arr[i].value);
+		}
 	} else {
 		for (; i < s->nuser; i++) {
 			u[i].key = brk_msg_put(p, hw_bytes_of_cstr(s->user_pb[i]->key));
@@ -77,8 +86,9 @@ static void brk_msg_copy_users(brk_msg *m, const brk_msg_src *s, hw_mqtt_user_pr
 
 static hw_err brk_msg_build(brk_msg **out, const brk_msg_src *s, uint64_t now_ms)
 {
-	size_t strs = s->topic.len + s->payload.len + s->client_id.len + s->content_type.len +
-	    s->response_topic.len + s->correlation_data.len + 6 + brk_msg_user_bytes(s);
+	size_t strs = s->topic.len + s->payload.len + s->client_id.len + s->user_id.len +
+	    s->edge.len + s->content_type.len + s->response_topic.len + s->correlation_data.len +
+	    8 + brk_msg_user_bytes(s);
 	size_t head = sizeof(brk_msg) + s->nuser * sizeof(hw_mqtt_user_prop);
 	brk_msg *m = calloc(1, head + strs);
 	uint8_t *p;
@@ -92,6 +102,8 @@ static hw_err brk_msg_build(brk_msg **out, const brk_msg_src *s, uint64_t now_ms
 	m->topic = brk_msg_put(&p, s->topic);
 	m->payload = brk_msg_put(&p, s->payload);
 	m->client_id = brk_msg_put(&p, s->client_id);
+	m->user_id = brk_msg_put(&p, s->user_id);
+	m->edge = brk_msg_put(&p, s->edge);
 	m->props.content_type = brk_msg_put(&p, s->content_type);
 	m->props.response_topic = brk_msg_put(&p, s->response_topic);
 	m->props.correlation_data = brk_msg_put(&p, s->correlation_data);
@@ -130,10 +142,11 @@ static void brk_msg_src_props(brk_msg_src *s, const hw_mqtt_props *pr)
 }
 
 hw_err brk_msg_from_publish(brk_msg **out, const hw_mqtt_publish *p, hw_bytes topic,
-    hw_bytes client_id, uint64_t now_ms)
+    const brk_msg_origin *from, uint64_t now_ms)
 {
 	brk_msg_src s = { .qos = p->qos, .retain = p->retain, .topic = topic,
-		.payload = p->payload, .client_id = client_id };
+		.payload = p->payload, .client_id = from->client_id, .user_id = from->user_id,
+		.edge = from->edge };
 
 	brk_msg_src_props(&s, &p->props);
 	return brk_msg_build(out, &s, now_ms);
@@ -147,6 +160,36 @@ hw_err brk_msg_from_will(brk_msg **out, const hw_mqtt_connect *c, hw_bytes clien
 
 	brk_msg_src_props(&s, &c->will_props);
 	return brk_msg_build(out, &s, now_ms);
+}
+
+hw_err brk_msg_set_origin(brk_msg **m, const brk_msg_origin *from)
+{
+	const brk_msg *old = *m;
+	brk_msg_src s = { .client_id = from->client_id, .user_id = from->user_id,
+		.edge = from->edge };
+	brk_msg *n;
+	hw_err err;
+
+	if (old == NULL)
+		return HW_OK;
+	s.qos = old->qos;
+	s.retain = old->retain;
+	s.topic = old->topic;
+	s.payload = old->payload;
+	brk_msg_src_props(&s, &old->props);
+	// A built message keeps its user properties as an array, not raw bytes.
+	s.user_props = NULL;
+	s.user_arr = old->props.user;
+	s.nuser = old->props.user_count;
+	if ((err = brk_msg_build(&n, &s, 0)) != HW_OK)
+		return err;
+	// The copy keeps the old message's deadline rather than restarting it.
+	n->has_expiry = old->has_expiry;
+	n->expire_at_ms = old->expire_at_ms;
+	n->received_at_us = old->received_at_us;
+	brk_msg_unref(*m);
+	*m = n;
+	return HW_OK;
 }
 
 hw_err brk_msg_from_pb(brk_msg **out, const brk_publish_pb *p, uint64_t now_ms)
@@ -190,6 +233,8 @@ void brk_msg_to_pb(const brk_msg *m, brk_publish_pb *pb,
 	pb->correlation_data.data = (uint8_t *)m->props.correlation_data.ptr;
 	pb->correlation_data.len = m->props.correlation_data.len;
 	pb->client_id = (char *)m->client_id.ptr;
+	pb->user_id = (char *)m->user_id.ptr;
+	pb->edge = (char *)m->edge.ptr;
 	pb->received_at_us = m->received_at_us;
 	for (uint32_t i = 0; i < m->props.user_count; i++) {
 		Hawser__Internal__V1__UserProperty init = HAWSER__INTERNAL__V1__USER_PROPERTY__INIT;

@@ -22,6 +22,10 @@ typedef struct brk_msg {
 	hw_bytes      topic;
 	hw_bytes      payload;
 	hw_bytes      client_id;      // publisher, for no-local
+	// Who published it, for the router's UpstreamMessage (empty on
+	// messages from a router: subscribers never see them).
+	hw_bytes      user_id;        // the publisher's authenticated user
+	hw_bytes      edge;           // node id of the publisher's edge
 	// MQTT 5 properties carried end to end (payload format, content type,
 	// response topic, correlation data, user properties); message_expiry is
 	// filled per send from expire_at_ms.
@@ -34,14 +38,31 @@ typedef struct brk_msg {
 
 typedef Hawser__Internal__V1__Publish brk_publish_pb;
 
+// brk_msg_origin names the publisher of a client's message: its client id,
+// its authenticated user (empty when anonymous) and the node id of the edge
+// holding its connection (empty when unknown). Views; copied by the calls
+// that take one.
+typedef struct brk_msg_origin {
+	hw_bytes client_id;
+	hw_bytes user_id;
+	hw_bytes edge;
+} brk_msg_origin;
+
 // brk_msg_from_publish copies a decoded client PUBLISH (topic already
-// resolved from a topic alias) into a new message with one reference.
+// resolved from a topic alias) and its origin into a new message with one
+// reference.
 hw_err brk_msg_from_publish(brk_msg **out, const hw_mqtt_publish *p, hw_bytes topic,
-    hw_bytes client_id, uint64_t now_ms);
-// brk_msg_from_will copies the will of a decoded CONNECT.
+    const brk_msg_origin *from, uint64_t now_ms);
+// brk_msg_from_will copies the will of a decoded CONNECT; its origin is the
+// client id alone until brk_msg_set_origin completes it.
 hw_err brk_msg_from_will(brk_msg **out, const hw_mqtt_connect *c, hw_bytes client_id,
     uint64_t now_ms);
-// brk_msg_from_pb copies a Publish received from a router.
+// brk_msg_set_origin replaces *m (NULL ok: nothing to do) by a copy of it
+// with origin `from`, and drops the caller's reference to the old one. On
+// HW_ENOMEM *m is left as it was. The worker thread that owns *m.
+hw_err brk_msg_set_origin(brk_msg **m, const brk_msg_origin *from);
+// brk_msg_from_pb copies a Publish received from a router (not its origin
+// user and edge, which nothing downstream reads).
 hw_err brk_msg_from_pb(brk_msg **out, const brk_publish_pb *p, uint64_t now_ms);
 // brk_msg_to_pb fills *pb (initialised by the caller) with views of m; the
 // views live as long as m. `users` must hold m->props.user_count entries

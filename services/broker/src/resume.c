@@ -113,6 +113,13 @@ void brk_resume(brk_worker *w, brk_edge *e, const brk_connresume *r)
 	brk_identity_unref(s->identity);
 	s->identity = rec.identity;
 	rec.identity = NULL;
+	if (s->will != NULL) {
+		// The will was built before the identity was known: name its
+		// publisher (on failure it goes out with its client id alone).
+		brk_msg_origin from = brk_session_origin(s, e->node);
+
+		(void)brk_msg_set_origin(&s->will, &from);
+	}
 	hw_counter_inc(w->srv->st.resumed);
 	hw_log_debug("BRK-RESUME", "connection of %s resumed: %u in flight, %u queued", cids,
 	    (unsigned)s->nfly, (unsigned)s->nq);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "core/slot.h"
 #include "session.h"
 
@@ -358,4 +359,15 @@ hw_bytes brk_session_alias_get(const brk_session *s, uint16_t alias)
 	    s->alias[alias - 1].ptr == NULL)
 		return HW_BYTES_NULL;
 	return s->alias[alias - 1];
+}
+
+brk_msg_origin brk_session_origin(const brk_session *s, const char *edge)
+{
+	const char *user = s->identity != NULL ? brk_identity_user(s->identity) : NULL;
+
+	return (brk_msg_origin){
+		.client_id = { (const uint8_t *)s->client_id, s->client_id_len },
+		.user_id = hw_bytes_of_cstr(user),
+		.edge = hw_bytes_of_cstr(edge),
+	};
 }

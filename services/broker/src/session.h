@@ -174,4 +174,10 @@ hw_err brk_session_alias_reset(brk_session *s, uint16_t max);
 hw_err brk_session_alias_set(brk_session *s, uint16_t alias, hw_bytes topic);
 hw_bytes brk_session_alias_get(const brk_session *s, uint16_t alias);
 
+// brk_session_origin names s as the publisher of a message for the router:
+// its client id, the user of its identity (empty when anonymous or not yet
+// authenticated) and `edge`, the node id of the edge holding its
+// connection (NULL: unknown). Views into s and edge; the worker thread.
+brk_msg_origin brk_session_origin(const brk_session *s, const char *edge);
+
 #endif
