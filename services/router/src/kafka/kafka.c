@@ -507,6 +507,7 @@ static hw_err rtr_kafka_upstream(const rtr_msg *msg, uint8_t **out, size_t *len)
 	up.content_type = msg->content_type;
 	up.client_id = msg->client_id;
 	up.user_id = msg->user_id;
+	up.edge_id = msg->edge;
 	up.broker_id = msg->broker;
 	// The broker stamps it; when it did not, the router's time is the best
 	// estimate.
