@@ -577,10 +577,13 @@ void hw_link_close(hw_link *l)
 
 	if (l == NULL)
 		return;
-	nng_close(l->inbox);
-	// Waits for a callback still running; the loop does not re-arm once the
-	// socket is closed, and a stopped aio refuses new operations.
+	// Stop the receive loop BEFORE closing the socket: waits for a callback
+	// still running, and the stopped aio refuses the callback's re-arm (no
+	// callback then). Closing first let NNG 1.5.2 hang in nng_close now and
+	// then (a pending receive on a pull socket that had just taken a burst;
+	// seen as brokers that ignored SIGTERM in the Redis tests).
 	nng_aio_stop(l->aio);
+	nng_close(l->inbox);
 	nng_aio_free(l->aio);
 	p = l->peers;
 	while (p != NULL) {
