@@ -64,6 +64,8 @@ typedef struct rec {
 	char     topic[64];
 	uint32_t qos;
 	bool     retain;
+	// REC_PUBLISH: who published it (Publish.client_id, user_id, edge, broker)
+	char     client_id[64], user_id[32], edge[32], broker[32];
 } rec;
 
 typedef struct fake {
@@ -160,6 +162,10 @@ static void router_recv(void *arg, hw_batch *b)
 			rec r = { .kind = REC_PUBLISH, .qos = p.qos, .retain = p.retain };
 
 			snprintf(r.topic, sizeof(r.topic), "%s", p.topic);
+			snprintf(r.client_id, sizeof(r.client_id), "%s", p.client_id ? p.client_id : "");
+			snprintf(r.user_id, sizeof(r.user_id), "%s", p.user_id ? p.user_id : "");
+			snprintf(r.edge, sizeof(r.edge), "%s", p.edge ? p.edge : "");
+			snprintf(r.broker, sizeof(r.broker), "%s", p.broker ? p.broker : "");
 			r.len = p.payload.len < sizeof(r.data) ? p.payload.len : sizeof(r.data);
 			memcpy(r.data, p.payload.data, r.len);
 			fake_record(f, &r);
@@ -956,6 +962,92 @@ static void test_payload_format_and_receive_maximum(void **state)
 	harness_stop(h);
 }
 
+// MQTT 3.1.1 clients are told no Receive Maximum, so they are held to
+// broker.max_inflight, not to the receive_maximum MQTT 5 clients were told
+// (Paho and Mosquitto clients keep 20-100 in flight). QoS 2 publishes hold
+// their place until PUBREL, so none is released here.
+static void test_v311_inflight_window(void **state)
+{
+	const char *extra[] = { "broker.receive_maximum=1", "broker.max_inflight=3", NULL };
+	harness *h = harness_start(extra);
+	conn_opts o = { .clean = true };
+	size_t ef = 0, rf = 0;
+	hw_mqtt_packet p;
+	rec r;
+
+	(void)state;
+	connect_as(h, 1, "old", HW_MQTT_V311, &o);
+	expect(h, &ef, 1, HW_MQTT_V311, HW_MQTT_CONNACK);
+	for (uint16_t pid = 1; pid <= 3; pid++) {
+		publish(h, 1, "old", HW_MQTT_V311, "w/q2", "x", 2, pid, false);
+		p = expect(h, &ef, 1, HW_MQTT_V311, HW_MQTT_PUBREC);
+		assert_int_equal(p.u.ack.packet_id, pid);
+	}
+	assert_int_equal(count_kind(&h->router, REC_PUBLISH), 3);
+	// The fourth passes max_inflight: closed (3.1.1 has no DISCONNECT to say
+	// why), and it never reaches the router.
+	publish(h, 1, "old", HW_MQTT_V311, "w/q2", "y", 2, 4, false);
+	r = wait_rec(&h->edge, &ef, REC_CLOSE, 1);
+	assert_int_equal(r.len, 0);
+	assert_int_equal(count_kind(&h->router, REC_PUBLISH), 3);
+	for (int i = 0; i < 3; i++) {
+		r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+		assert_string_equal((const char *)r.data, "x");
+	}
+	harness_stop(h);
+}
+
+// Every upstream Publish names its publisher for the backend
+// (hawser.v1.UpstreamMessage): client id, the authenticated user ("" when
+// anonymous), the node id of the edge holding the connection and of this
+// broker. A will too, though it was built before the identity was known.
+static void test_upstream_names_publisher(void **state)
+{
+	harness *h = harness_start(NULL);
+	hw_mqtt_packet p = { .type = HW_MQTT_CONNECT };
+	size_t ef = 0, rf = 0;
+	rec r;
+
+	(void)state;
+	connect_user(h, &ef, 1, "c-alice", HW_MQTT_V5, "alice");
+	publish(h, 1, "c-alice", HW_MQTT_V5, "o/a", "1", 1, 1, false);
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "o/a");
+	assert_string_equal(r.client_id, "c-alice");
+	assert_string_equal(r.user_id, "alice");
+	assert_string_equal(r.edge, "fake-edge");
+	assert_string_equal(r.broker, "test-broker");
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBACK);
+
+	connect_as(h, 2, "c-anon", HW_MQTT_V311, &(conn_opts){ .clean = true });
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_CONNACK);
+	publish(h, 2, "c-anon", HW_MQTT_V311, "o/b", "2", 0, 0, false);
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "o/b");
+	assert_string_equal(r.client_id, "c-anon");
+	assert_string_equal(r.user_id, "");
+	assert_string_equal(r.edge, "fake-edge");
+
+	p.u.connect.version = HW_MQTT_V311;
+	p.u.connect.clean_start = true;
+	p.u.connect.keepalive = 30;
+	p.u.connect.client_id = HW_BYTES_STR("c-bob");
+	p.u.connect.has_username = true;
+	p.u.connect.username = HW_BYTES_STR("bob");
+	p.u.connect.will = true;
+	p.u.connect.will_topic = HW_BYTES_STR("o/will");
+	p.u.connect.will_payload = HW_BYTES_STR("gone");
+	send_pkt(h, 3, "c-bob", &p, HW_MQTT_V311);
+	expect(h, &ef, 3, HW_MQTT_V311, HW_MQTT_CONNACK);
+	edge_gone(h, 3, "c-bob", HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__NETWORK);
+	r = wait_rec(&h->router, &rf, REC_PUBLISH, UINT64_MAX);
+	assert_string_equal(r.topic, "o/will");
+	assert_string_equal(r.client_id, "c-bob");
+	assert_string_equal(r.user_id, "bob");
+	assert_string_equal(r.edge, "fake-edge");
+	assert_string_equal(r.broker, "test-broker");
+	harness_stop(h);
+}
 
 // ---- slot ownership, ConnResume, MOVED (docs/cluster.md) --------------------
 
@@ -1463,6 +1555,8 @@ int main(void)
 		cmocka_unit_test(test_acl_denials),
 		cmocka_unit_test(test_interest_summary),
 		cmocka_unit_test(test_payload_format_and_receive_maximum),
+		cmocka_unit_test(test_v311_inflight_window),
+		cmocka_unit_test(test_upstream_names_publisher),
 		cmocka_unit_test(test_moved_forgets_without_will),
 		cmocka_unit_test(test_only_slots_and_lost_slot),
 		cmocka_unit_test(test_view_change_claims_left_slots),
