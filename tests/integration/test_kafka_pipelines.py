@@ -62,10 +62,12 @@ def dep(kafka, topics, request):
 def mk(dep, request):
     made = []
 
-    def make(edge=0, **kw):
+    def make(edge=0, username=None, **kw):
         # In the split deployment subscribers (edge=1) sit on the other edge
         # and, by client id, usually on the other broker.
         c = clients.Client(dep.endpoint(edge, "tcp"), unique("kc"), **kw)
+        if username is not None:
+            c.c.username_pw_set(username)  # the empty auth chain takes it as is
         made.append(c)
         c.connect()
         return c
@@ -74,6 +76,14 @@ def mk(dep, request):
         c.close()
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         print(dep.tails())
+
+
+def node_ids(dep, edge):
+    """The node ids (node.id) of edge number `edge` and of the brokers a
+    client can land on, as the deployments in kafka.py set them."""
+    if isinstance(dep, KafkaAllInOne):
+        return "allinone", {"allinone"}
+    return f"edge-{edge + 1}", {"broker-1", "broker-2"}
 
 
 def puback_codes(c):
@@ -86,7 +96,8 @@ def puback_codes(c):
 def test_publish_only_record_in_kafka(dep, kafka, topics, pb, mk):
     sub = mk(edge=1)
     sub.subscribe("kt/tele/#", qos=1)
-    pub = mk()
+    user = unique("user")
+    pub = mk(username=user)
     codes = puback_codes(pub)
     topic = f"kt/tele/{unique('dev')}"
     info = pub.publish(topic, b"\x00temp=21\xff", qos=1, timeout=T,
@@ -108,6 +119,11 @@ def test_publish_only_record_in_kafka(dep, kafka, topics, pb, mk):
     assert up.payload == b"\x00temp=21\xff"
     assert up.qos == 1
     assert up.client_id == pub.c._client_id.decode()
+    # Who published it: the authenticated user and the nodes it went through.
+    edge_id, broker_ids = node_ids(dep, 0)
+    assert up.user_id == user
+    assert up.edge_id == edge_id
+    assert up.broker_id in broker_ids
     assert up.content_type == "text/plain"
     assert [(p.key, p.value) for p in up.user_properties] == [("unit", "C")]
     assert up.received_at_us > 0
