@@ -234,6 +234,63 @@ static void test_connrec_roundtrip(void **state)
 	hw_buf_fini(&b);
 }
 
+// brk_msg_set_origin names the publisher of a message built before its
+// identity was known (a will) and keeps everything else: topic, payload,
+// MQTT 5 properties and the expiry deadline.
+static void test_msg_set_origin(void **state)
+{
+	hw_mqtt_user_prop up[2] = { { HW_BYTES_STR("k1"), HW_BYTES_STR("v1") },
+		{ HW_BYTES_STR("k2"), HW_BYTES_STR("v2") } };
+	hw_mqtt_packet p = { .type = HW_MQTT_PUBLISH }, d;
+	brk_msg_origin cid_only = { .client_id = HW_BYTES_STR("c") };
+	brk_msg_origin full = { HW_BYTES_STR("c"), HW_BYTES_STR("alice"), HW_BYTES_STR("edge-1") };
+	Hawser__Internal__V1__UserProperty users[2], *userp[2];
+	brk_publish_pb pb = HAWSER__INTERNAL__V1__PUBLISH__INIT;
+	hw_buf b = { 0 };
+	uint8_t reason;
+	brk_msg *m;
+
+	(void)state;
+	p.u.publish.qos = 1;
+	p.u.publish.packet_id = 1;
+	p.u.publish.topic = HW_BYTES_STR("o/t");
+	p.u.publish.payload = HW_BYTES_STR("pl");
+	p.u.publish.props.user = up;
+	p.u.publish.props.user_count = 2;
+	hw_mqtt_set(&p.u.publish.props, HW_PROP_USER_PROPERTY);
+	p.u.publish.props.content_type = HW_BYTES_STR("text/plain");
+	hw_mqtt_set(&p.u.publish.props, HW_PROP_CONTENT_TYPE);
+	p.u.publish.props.message_expiry = 60;
+	hw_mqtt_set(&p.u.publish.props, HW_PROP_MESSAGE_EXPIRY);
+	assert_int_equal(hw_mqtt_encode(&p, HW_MQTT_V5, &b), HW_OK);
+	assert_int_equal(hw_mqtt_decode(b.ptr, b.len, HW_MQTT_V5, true, &d, &reason), HW_OK);
+	assert_int_equal(brk_msg_from_publish(&m, &d.u.publish, d.u.publish.topic, &cid_only, 1000),
+	    HW_OK);
+	hw_buf_fini(&b);
+	assert_int_equal(m->user_id.len, 0);
+	assert_int_equal(m->edge.len, 0);
+
+	assert_int_equal(brk_msg_set_origin(&m, &full), HW_OK);
+	assert_true(hw_bytes_eq(m->topic, HW_BYTES_STR("o/t")));
+	assert_true(hw_bytes_eq(m->payload, HW_BYTES_STR("pl")));
+	assert_true(hw_bytes_eq(m->client_id, HW_BYTES_STR("c")));
+	assert_true(hw_bytes_eq(m->props.content_type, HW_BYTES_STR("text/plain")));
+	assert_int_equal(m->props.user_count, 2);
+	assert_true(hw_bytes_eq(m->props.user[1].key, HW_BYTES_STR("k2")));
+	assert_true(hw_bytes_eq(m->props.user[1].value, HW_BYTES_STR("v2")));
+	assert_true(m->has_expiry);
+	assert_int_equal(m->expire_at_ms, 1000 + 60 * 1000);
+
+	brk_msg_to_pb(m, &pb, users, userp);
+	assert_string_equal(pb.client_id, "c");
+	assert_string_equal(pb.user_id, "alice");
+	assert_string_equal(pb.edge, "edge-1");
+	assert_int_equal(pb.n_user_properties, 2);
+	assert_string_equal(pb.user_properties[0]->key, "k1");
+	assert_string_equal(pb.user_properties[0]->value, "v1");
+	brk_msg_unref(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -243,6 +300,7 @@ int main(void)
 		cmocka_unit_test(test_expired_skipped),
 		cmocka_unit_test(test_pids_skip_in_flight),
 		cmocka_unit_test(test_connrec_roundtrip),
+		cmocka_unit_test(test_msg_set_origin),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
