@@ -56,6 +56,8 @@ typedef struct rec {
 	uint32_t reason;   // REC_ACK
 	uint32_t retry[8]; // REC_ACK: retry_slots
 	size_t   nretry;
+	uint8_t  held[HW_SLOTS / 8]; // REC_ACK: Ack.held
+	size_t   held_len;
 	uint64_t conn;
 	bool     droppable, accepted;
 	uint32_t keepalive, version;
@@ -187,6 +189,9 @@ static void router_recv(void *arg, hw_batch *b)
 			snprintf(r.from, sizeof(r.from), "%s", b->from);
 			for (size_t k = 0; k < it->ack->n_retry_slots && k < 8; k++)
 				r.retry[r.nretry++] = it->ack->retry_slots[k];
+			r.held_len = it->ack->held.len < sizeof(r.held) ? it->ack->held.len : sizeof(r.held);
+			if (r.held_len != 0)
+				memcpy(r.held, it->ack->held.data, r.held_len);
 			fake_record(f, &r);
 
 			f->acks_seen++;
@@ -1105,6 +1110,125 @@ static size_t untaken(fake *f, int kind, uint64_t conn)
 	return n;
 }
 
+// wait_gauge waits (deadline WAIT_MS) until g reads want.
+static void wait_gauge(hw_gauge *g, int64_t want)
+{
+	uint64_t deadline = hw_clock_mono_ms() + WAIT_MS;
+	struct timespec ts = { 0, 10 * 1000000L };
+
+	while (hw_gauge_get(g) != want) {
+		if (hw_clock_mono_ms() > deadline)
+			fail_msg("gauge at %lld, want %lld", (long long)hw_gauge_get(g), (long long)want);
+		nanosleep(&ts, NULL);
+	}
+}
+
+// held_has tells whether the Ack r has slot in Ack.held.
+static bool held_has(const rec *r, uint32_t slot)
+{
+	return slot / 8 < r->held_len && ((r->held[slot / 8] >> (slot % 8)) & 1);
+}
+
+// held_count counts the slots of Ack r's held (which is always sent whole).
+static size_t held_count(const rec *r)
+{
+	size_t n = 0;
+
+	assert_int_equal(r->held_len, HW_SLOTS / 8);
+	for (uint32_t s = 0; s < HW_SLOTS; s++)
+		n += held_has(r, s);
+	return n;
+}
+
+// same_slot finds a client id "<prefix>-<n>" in the slot of cid.
+static void same_slot(const char *prefix, const char *cid, char *out, size_t cap)
+{
+	for (int n = 0; n < 10000000; n++) {
+		snprintf(out, cap, "%s-%d", prefix, n);
+		if (hw_slot_of(hw_bytes_of_cstr(out)) == hw_slot_of(hw_bytes_of_cstr(cid)))
+			return;
+	}
+	fail_msg("no client id in the slot of %s", cid);
+}
+
+// Covered is positive (docs/cluster.md): a broker alone holds every slot
+// once it acted on its first view, so every Ack's held has them all:
+// whether the offer woke the worker that holds a match, or none (worker 0
+// answers), or was restricted to only_slots (held is then exactly those).
+static void test_ack_held_single_broker(void **state)
+{
+	harness *h = harness_start(NULL);
+	size_t ef = 0, rf = 0;
+	uint32_t only[2] = { slot_of("hd-a"), slot_of("hd-b") };
+	rec r;
+
+	(void)state;
+	assert_int_not_equal(only[0], only[1]);
+	wait_gauge(h->srv->st.slots_owned, HW_SLOTS);
+	connect_as(h, 1, "hd-a", HW_MQTT_V5, &(conn_opts){ .clean = true });
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	subscribe(h, 1, "hd-a", HW_MQTT_V5, "hd/t", 1, 0);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_SUBACK);
+	offer(h, 0, "hd/t", "m", 1, TEST_SEQ + 1, NULL, 0);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBLISH);
+	r = wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 1);
+	assert_int_equal(r.reason, 0);
+	assert_int_equal(held_count(&r), HW_SLOTS);
+	offer(h, 0, "nobody/t", "m", 1, TEST_SEQ + 2, NULL, 0);
+	r = wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 2);
+	assert_int_equal(r.reason, HW_RC_NO_MATCHING_SUBSCRIBERS);
+	assert_int_equal(held_count(&r), HW_SLOTS);
+	offer(h, 0, "hd/t", "o", 1, TEST_SEQ + 3, only, 2);
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_PUBLISH);
+	r = wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 3);
+	assert_int_equal(held_count(&r), 2);
+	assert_true(held_has(&r, only[0]));
+	assert_true(held_has(&r, only[1]));
+	harness_stop(h);
+}
+
+// ConnGone MOVED for a session means the edges consider its slot moved:
+// the broker gives the slot up (as if lost): the other connection of that
+// slot gets ConnMoved, a later offer's Ack does not hold the slot (and its
+// session gets nothing), and an offer's only_slots does not claim it back
+// at once.
+static void test_moved_gives_up_the_slot(void **state)
+{
+	harness *h = harness_start(NULL);
+	size_t ef = 0, rf = 0;
+	char other[32];
+	uint32_t slot = slot_of("gu-a");
+	rec r;
+
+	(void)state;
+	same_slot("gu-b", "gu-a", other, sizeof(other));
+	wait_gauge(h->srv->st.slots_owned, HW_SLOTS);
+	connect_as(h, 1, "gu-a", HW_MQTT_V5, &(conn_opts){ .clean = true });
+	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
+	connect_as(h, 2, other, HW_MQTT_V311, &(conn_opts){ .clean = true });
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_CONNACK);
+	subscribe(h, 2, other, HW_MQTT_V311, "gu/t", 1, 0);
+	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_SUBACK);
+
+	edge_gone(h, 1, "gu-a", HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__MOVED);
+	r = wait_rec(&h->edge, &ef, REC_MOVED, 2);
+	assert_string_equal(r.from, "test-broker");
+	wait_gauge(h->srv->st.slots_owned, HW_SLOTS - 1);
+	assert_int_equal(hw_counter_get(h->srv->st.slots_lost), 1);
+	offer(h, 0, "gu/t", "after", 1, TEST_SEQ + 1, NULL, 0);
+	r = wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 1);
+	assert_int_equal(r.reason, HW_RC_NO_MATCHING_SUBSCRIBERS); // the session is gone
+	assert_int_equal(held_count(&r), HW_SLOTS - 1);
+	assert_false(held_has(&r, slot));
+	offer(h, 0, "gu/t", "again", 1, TEST_SEQ + 2, &slot, 1);
+	r = wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 2);
+	assert_int_equal(held_count(&r), 0);
+	assert_int_equal(hw_gauge_get(h->srv->st.slots_owned), HW_SLOTS - 1);
+	assert_int_equal(untaken(&h->edge, REC_WRITE, 2), 0);
+	assert_int_equal(hw_counter_get(h->srv->st.wills), 0);
+	harness_stop(h);
+}
+
 // ConnGone MOVED forgets the session silently: no will goes out, and the
 // session is gone from this broker (the memory store cannot load it back,
 // so a ConnResume for it is refused with a plain close).
@@ -1191,19 +1315,6 @@ static void test_only_slots_and_lost_slot(void **state)
 	assert_int_equal(r.len, 0);
 	assert_int_equal(hw_gauge_get(h->srv->st.slots_owned), owned);
 	harness_stop(h);
-}
-
-// wait_gauge waits (deadline WAIT_MS) until g reads want.
-static void wait_gauge(hw_gauge *g, int64_t want)
-{
-	uint64_t deadline = hw_clock_mono_ms() + WAIT_MS;
-	struct timespec ts = { 0, 10 * 1000000L };
-
-	while (hw_gauge_get(g) != want) {
-		if (hw_clock_mono_ms() > deadline)
-			fail_msg("gauge at %lld, want %lld", (long long)hw_gauge_get(g), (long long)want);
-		nanosleep(&ts, NULL);
-	}
 }
 
 // A peer that never answers owns slots in the first view; a resend naming
@@ -1384,9 +1495,10 @@ static void broker_cfg(hw_config *cfg, const char *node, const char *url, const 
 }
 
 // pair_start starts brokers "broker-a" and "broker-b" on the Redis store,
-// each listing both in broker.peers, with the fake edge and router dialing
-// both.
-static harness *pair_start(const redis_proc *rp)
+// each listing both in broker.peers (cluster.member_down_ms 200), with the
+// fake edge and router dialing both. b_late: b is only made (start it with
+// pair_start_b), so a takes it for gone and claims every slot first.
+static harness *pair_start(const redis_proc *rp, bool b_late)
 {
 	harness *h = calloc(1, sizeof(*h));
 	char peers[160], edge_url[64], router_url[64];
@@ -1400,15 +1512,71 @@ static harness *pair_start(const redis_proc *rp)
 	snprintf(peers, sizeof(peers), "%s,%s", h->broker_url, h->broker2_url);
 	broker_cfg(&h->cfg, "broker-a", h->broker_url, peers, router_url, rp->port, seq);
 	broker_cfg(&h->cfg2, "broker-b", h->broker2_url, peers, router_url, rp->port, seq);
+	set2(&h->cfg, "cluster.member_down_ms=200");
+	set2(&h->cfg2, "cluster.member_down_ms=200");
 	assert_int_equal(hw_metrics_alloc(&h->metrics), HW_OK);
 	assert_int_equal(hw_metrics_alloc(&h->metrics2), HW_OK);
 	assert_int_equal(brk_server_alloc(&h->srv, &h->cfg, h->metrics), HW_OK);
-	assert_int_equal(brk_server_alloc(&h->srv2, &h->cfg2, h->metrics2), HW_OK);
 	assert_int_equal(brk_server_start(h->srv, 0), HW_OK);
-	assert_int_equal(brk_server_start(h->srv2, 0), HW_OK);
+	if (!b_late) {
+		// (b's inbox opens with its alloc: a late b is not even made.)
+		assert_int_equal(brk_server_alloc(&h->srv2, &h->cfg2, h->metrics2), HW_OK);
+		assert_int_equal(brk_server_start(h->srv2, 0), HW_OK);
+	}
 	fake_open(&h->edge, "fake-edge", edge_url, edge_recv, h->broker_url, h->broker2_url);
 	fake_open(&h->router, "fake-router", router_url, router_recv, h->broker_url, h->broker2_url);
 	return h;
+}
+
+// wait_true polls cond(arg) (deadline WAIT_MS) until it holds.
+static void wait_true(bool (*cond)(harness *h), harness *h, const char *what)
+{
+	uint64_t deadline = hw_clock_mono_ms() + WAIT_MS;
+	struct timespec ts = { 0, 5 * 1000000L };
+
+	while (!cond(h)) {
+		if (hw_clock_mono_ms() > deadline)
+			fail_msg("timed out waiting until %s", what);
+		nanosleep(&ts, NULL);
+	}
+}
+
+// b_ready: broker b acted on its first view (claimed its slots), the fake
+// edge and router reach it, and its link to a is up.
+static bool b_ready(harness *h)
+{
+	hw_members_view *v;
+	bool up = true;
+
+	if (atomic_load(&h->srv2->viewed) < h->srv2->nworkers ||
+	    !hw_link_peer_connected(h->edge.to[1]) || !hw_link_peer_connected(h->router.to[1]))
+		return false;
+	v = hw_members_get(h->srv2->members);
+	for (size_t i = 0; i < v->n; i++)
+		up = up && (v->peers[i] == NULL || hw_link_peer_connected(v->peers[i]));
+	up = up && v->n == 2;
+	hw_members_view_release(v);
+	return up;
+}
+
+// a_sees_b: broker a's view has both brokers again.
+static bool a_sees_b(harness *h)
+{
+	hw_members_view *v = hw_members_get(h->srv->members);
+	bool both = v->n == 2;
+
+	hw_members_view_release(v);
+	return both;
+}
+
+// pair_start_b starts the broker b of pair_start(.., true) and waits until
+// it is ready and a's view has it.
+static void pair_start_b(harness *h)
+{
+	assert_int_equal(brk_server_alloc(&h->srv2, &h->cfg2, h->metrics2), HW_OK);
+	assert_int_equal(brk_server_start(h->srv2, 0), HW_OK);
+	wait_true(b_ready, h, "broker b is ready");
+	wait_true(a_sees_b, h, "broker a sees b");
 }
 
 // owned_by finds a client id "<prefix>-<n>" whose slot broker `want` (0: a,
@@ -1437,13 +1605,16 @@ static void owned_by(const harness *h, const char *prefix, int want, const char 
 	fail_msg("no client id for %s", prefix);
 }
 
-// A connection moves from broker a to broker b while it stays open: b
-// claims the slot (here on another client's CONNECT), loads the session,
+// A broker joins (b) while a, which took it for gone at start, holds every
+// slot. The edge moves a connection of a slot b owns to b (ConnGone MOVED
+// to a, ConnResume to b): a gives the slot up at once (its other
+// connection in that slot gets ConnMoved naming b; a's Acks no longer hold
+// the slot), and b, which claimed the slot by view and loaded the session,
 // queues for it while it is offline, then rebuilds the connection from its
 // record without a CONNACK, resends the unacknowledged message with DUP,
-// then the queue, and carries on. Broker a, fenced by b's claim, loses the slot at its next
-// write: its other connection in that slot gets ConnMoved naming b, and
-// the offer that touched the slot is acked with it in retry_slots.
+// then the queue, and carries on; b's Acks hold the slot. A CONNECT at b
+// for a slot its view gives to a (live) is sent on to a with ConnMoved,
+// not claimed.
 static redis_proc g_redis; // killed by redis_teardown even when a test fails
 
 static int redis_teardown(void **state)
@@ -1458,7 +1629,7 @@ static void test_resume_on_another_broker(void **state)
 	redis_proc *rp = &g_redis;
 	harness *h;
 	size_t ef = 0, rf = 0;
-	char rz[32], ry[32], rx[32];
+	char rz[32], ry[32], rw[32];
 	uint32_t slot;
 	uint16_t pid;
 	hw_mqtt_packet p;
@@ -1467,11 +1638,12 @@ static void test_resume_on_another_broker(void **state)
 	(void)state;
 	if (!redis_start(rp))
 		skip();
-	h = pair_start(rp);
-	owned_by(h, "rz", 0, NULL, rz, sizeof(rz));
-	owned_by(h, "ry", 0, rz, ry, sizeof(ry));
-	owned_by(h, "rx", 0, rz, rx, sizeof(rx));
+	h = pair_start(rp, true);
+	owned_by(h, "rz", 1, NULL, rz, sizeof(rz));
+	owned_by(h, "ry", 1, rz, ry, sizeof(ry));
+	owned_by(h, "rw", 0, NULL, rw, sizeof(rw));
 	slot = slot_of(rz);
+	wait_gauge(h->srv->st.slots_owned, HW_SLOTS); // b taken for gone
 
 	connect_as(h, 1, rz, HW_MQTT_V5, &(conn_opts){ .clean = false, .expiry = 600 });
 	expect(h, &ef, 1, HW_MQTT_V5, HW_MQTT_CONNACK);
@@ -1487,18 +1659,24 @@ static void test_resume_on_another_broker(void **state)
 	assert_false(p.u.publish.dup);
 	pid = p.u.publish.packet_id;
 	expect(h, &ef, 2, HW_MQTT_V311, HW_MQTT_PUBLISH);
-	wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 1);
+	r = wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 1);
+	assert_true(held_has(&r, slot));
 
-	// The edge re-homes conn 1 (not acknowledged "one") to broker b. A
-	// CONNECT of another client in that slot reaches b first: b claims the
-	// slot and loads rz, offline, which queues what comes meanwhile.
+	// b joins: it claims its slots at its first view (rz loaded, offline).
+	pair_start_b(h);
+	// The edge re-homes conn 1 (not acknowledged "one") to b.
 	edge_gone(h, 1, rz, HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__MOVED);
+	r = wait_rec(&h->edge, &ef, REC_MOVED, 2);
+	assert_string_equal(r.from, "broker-a");
+	assert_string_equal(r.owner, h->broker2_url);
+	offer(h, 0, "rz/c", "three", 1, TEST_SEQ + 3, NULL, 0);
+	r = wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 3);
+	assert_false(held_has(&r, slot)); // a covers the slot no more
+	assert_int_equal(untaken(&h->edge, REC_WRITE, 2), 0); // "three" never reached ry
 	h->target = 1;
-	connect_as(h, 3, rx, HW_MQTT_V5, &(conn_opts){ .clean = true });
-	r = wait_rec(&h->edge, &ef, REC_WRITE, 3);
-	assert_string_equal(r.from, "broker-b");
 	offer(h, 1, "rz/q", "queued", 1, TEST_SEQ + 4, NULL, 0);
-	wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 4);
+	r = wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 4);
+	assert_true(held_has(&r, slot));
 	edge_resume(h, 1, rz);
 	r = wait_rec(&h->edge, &ef, REC_WRITE, 1);
 	assert_string_equal(r.from, "broker-b");
@@ -1524,17 +1702,12 @@ static void test_resume_on_another_broker(void **state)
 	wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 2);
 	assert_int_equal(hw_counter_get(h->srv2->st.resumed), 1);
 
-	// Broker a still believes it holds the slot; its next write for it (a
-	// delivery to ry) is fenced.
-	offer(h, 0, "rz/c", "three", 1, TEST_SEQ + 3, NULL, 0);
-	r = wait_rec(&h->edge, &ef, REC_MOVED, 2);
-	assert_string_equal(r.from, "broker-a");
-	assert_string_equal(r.owner, h->broker2_url);
-	assert_int_equal(untaken(&h->edge, REC_WRITE, 2), 0); // "three" never reached ry
-	r = wait_rec(&h->router, &rf, REC_ACK, TEST_SEQ + 3);
-	assert_int_equal(r.nretry, 1);
-	assert_int_equal(r.retry[0], slot);
-	assert_int_equal(hw_counter_get(h->srv->st.slots_lost), 1);
+	// A stale edge sends b a CONNECT for a slot of a: sent on, not claimed.
+	connect_as(h, 5, rw, HW_MQTT_V5, &(conn_opts){ .clean = true });
+	r = wait_rec(&h->edge, &ef, REC_MOVED, 5);
+	assert_string_equal(r.from, "broker-b");
+	assert_string_equal(r.owner, h->broker_url);
+	assert_int_equal(untaken(&h->edge, REC_WRITE, 5), 0);
 	harness_stop(h);
 }
 
@@ -1558,6 +1731,8 @@ int main(void)
 		cmocka_unit_test(test_v311_inflight_window),
 		cmocka_unit_test(test_upstream_names_publisher),
 		cmocka_unit_test(test_moved_forgets_without_will),
+		cmocka_unit_test(test_ack_held_single_broker),
+		cmocka_unit_test(test_moved_gives_up_the_slot),
 		cmocka_unit_test(test_only_slots_and_lost_slot),
 		cmocka_unit_test(test_view_change_claims_left_slots),
 		cmocka_unit_test(test_resume_refusals),

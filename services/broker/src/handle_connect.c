@@ -386,7 +386,7 @@ void brk_handle_connect(brk_ctx *c)
 	hw_mqtt_connect *cn = &c->pkt->u.connect;
 	brk_connack_args a = { 0 };
 	uint8_t reason = HW_RC_MALFORMED;
-	char gen[40];
+	char gen[40], owner[256];
 	hw_err err;
 	brk_session *s;
 
@@ -411,6 +411,12 @@ void brk_handle_connect(brk_ctx *c)
 		a.ka_capped = true;
 	}
 	a.max_packet = c->cp->info != NULL ? c->cp->info->max_packet_size : 0;
+	// A slot that our view gives to another live broker is not taken from
+	// it for an edge whose view lags: the edge sends the CONNECT there.
+	if (brk_slot_elsewhere(w, hw_slot_of(a.cid), owner, sizeof(owner))) {
+		brk_out_moved(w, c->edge, c->cp->conn, owner);
+		return;
+	}
 	// A slot not held is claimed first (its sessions loaded), so the
 	// session found below is the one the store has, and writes are fenced.
 	if (brk_slot_claim(w, hw_slot_of(a.cid)) != HW_OK) {

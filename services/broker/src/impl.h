@@ -72,12 +72,16 @@ static inline bool brk_slotset_has(const brk_slotset *set, uint32_t slot)
 // worker counts down only after its store writes for the message are
 // confirmed (after its flush), so the last one's Ack promises durability
 // for all of them; `retry` collects the slots any of them could not take
-// (Ack.retry_slots).
+// (Ack.retry_slots), `held` the slots they held while they took it, not
+// lost in that flush (Ack.held; docs/cluster.md, "Covered is positive").
+// The workers not woken for the offer (no matching subscription) add
+// their held slots when it is dispatched (brk_server_downstream).
 typedef struct brk_fanin {
 	atomic_int left;
 	atomic_int matched;
 	uint64_t   seq;
 	_Atomic uint64_t retry[BRK_SLOT_WORDS];
+	_Atomic uint64_t held[BRK_SLOT_WORDS];
 	char       url[];      // router inbox to Ack
 } brk_fanin;
 
@@ -94,6 +98,7 @@ struct brk_work {
 	brk_fanin     *fanin;    // PUBLISH with seq != 0
 	hw_members_view *view;   // VIEW: the new view (a reference)
 	brk_slotset   *retry;    // PUBLISH: slots this worker could not take
+	brk_slotset   *held;     // PUBLISH with a fanin: slots it held when it took it
 };
 
 // An output destination (an edge or a router inbox) and its pending items.
@@ -168,10 +173,18 @@ typedef struct brk_worker {
 	// slot ownership (slot.c): the epoch of each slot this worker holds
 	// (only slots with slot % nworkers == index), 0 = not held
 	uint64_t         *slot_epoch;
+	// The held slots of the shard whose sessions are loaded, for the
+	// receive thread (release after the load, acquire there; slot.c).
+	_Atomic uint64_t  held_bits[BRK_SLOT_WORDS];
+	// when (hw_clock_mono_ms) and in which view version each slot was
+	// last lost or given up on a ConnGone MOVED (0: never, or claimed
+	// since): not claimed again for an offer in that view (slot.c)
+	uint64_t         *moved_ms;
+	uint64_t         *moved_view;
 	hw_members_view  *view;       // the last view this worker acted on
 	bool              viewed;     // it acted on its first view
 	brk_slotset       touched;    // slots delivered to in this pass
-	brk_slotset       lost;       // slots lost in this pass
+	brk_slotset       lost;       // slots lost (or given up) in this pass
 } brk_worker;
 
 struct brk_server {
@@ -255,10 +268,12 @@ void brk_out_accept(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame,
 // brk_out_close queues a ConnClose with *frame (may be NULL or empty).
 void brk_out_close(brk_worker *w, brk_edge *e, uint64_t conn, hw_buf *frame);
 // brk_out_publish queues a Publish of m (referenced, not copied) for a
-// router; brk_out_ack an Ack.
+// router; brk_out_ack an Ack with retry_slots `retry` (may be NULL) and
+// `held` as the HW_SLOTS-bit bitmap Ack.held (always sent, all 128 bytes:
+// an empty one would mean "every slot" to the router).
 void brk_out_publish(brk_worker *w, brk_dest *d, brk_msg *m, uint64_t seq, uint64_t now_ms);
 void brk_out_ack(brk_worker *w, brk_dest *d, uint64_t seq, uint32_t reason,
-    const brk_slotset *retry);
+    const brk_slotset *retry, const brk_slotset *held);
 // brk_out_moved queues a ConnMoved for (e, conn) naming owner ("" unknown).
 void brk_out_moved(brk_worker *w, brk_edge *e, uint64_t conn, const char *owner);
 // brk_out_forget drops the ConnWrite/ConnClose items queued for the
@@ -323,8 +338,31 @@ bool brk_slot_mine(const brk_worker *w, uint32_t slot);
 // is another broker whose link is down right now (it probably left and
 // the view has not caught up yet).
 bool brk_slot_owner_down(const brk_worker *w, uint32_t slot);
+// brk_slot_elsewhere tells whether slot, not held here, belongs in the
+// worker's view to another broker that is live (its link connected); its
+// inbox URL is then copied to owner (cap bytes). A CONNECT or ConnResume
+// for such a slot is answered with ConnMoved naming it rather than claimed
+// on demand: an edge whose view lags must not take the slot away from its
+// owner (the slot would ping-pong between brokers).
+bool brk_slot_elsewhere(const brk_worker *w, uint32_t slot, char *owner, size_t cap);
+// brk_slot_moved_recently tells whether slot was lost, or given up on a
+// ConnGone MOVED, in the worker's current view less than
+// cluster.member_down_ms (at least 1 s) ago: an offer's only_slots does
+// not claim it back then (another broker claimed it, or the edges moved it
+// and its new owner claims it when the connection resumes there).
+bool brk_slot_moved_recently(const brk_worker *w, uint32_t slot);
+// brk_slot_give_up handles a ConnGone MOVED for a session of slot: the
+// edges consider the slot moved, so it is given up as if lost (not held,
+// store claim dropped, every session of it forgotten from memory, the
+// output prepared for them in this pass cancelled, ConnMoved for the other
+// connections of it still bound here, naming the owner in our view when
+// another broker, else the store's when another, else ""), so that later
+// offers are not covered here for it. Counted in
+// hawser_broker_slots_lost_total. Does nothing for a slot not held.
+void brk_slot_give_up(brk_worker *w, uint32_t slot);
 // brk_slot_claim claims slot in the store unless held and loads every
-// session of it as an offline session (blocking: store round trips).
+// session of it as an offline session (blocking: store round trips); then
+// the slot counts in w->held_bits.
 hw_err brk_slot_claim(brk_worker *w, uint32_t slot);
 // brk_slot_view acts on a new members view (takes the reference v; NULL:
 // this broker alone): claims every slot of this worker that is ours in v

@@ -265,31 +265,41 @@ void brk_out_publish_slot(brk_worker *w, brk_dest *d, brk_msg *m, uint64_t seq,
 }
 
 void brk_out_ack(brk_worker *w, brk_dest *d, uint64_t seq, uint32_t reason,
-    const brk_slotset *retry)
+    const brk_slotset *retry, const brk_slotset *held)
 {
 	size_t n = 0;
 	brk_oitem *o;
 	brk_ack_pb init = HAWSER__INTERNAL__V1__ACK__INIT;
 	uint32_t *slots;
+	uint8_t *bitmap;
 
 	(void)w;
 	for (size_t i = 0; retry != NULL && i < BRK_SLOT_WORDS; i++)
 		n += (size_t)__builtin_popcountll(retry->bits[i]);
-	o = brk_oitem_new(n * sizeof(uint32_t));
+	o = brk_oitem_new(n * sizeof(uint32_t) + HW_SLOTS / 8);
 	if (o == NULL || d == NULL) {
 		free(o);
 		return;
 	}
 	slots = (uint32_t *)(o + 1);
+	bitmap = (uint8_t *)(slots + n);
 	n = 0;
 	for (uint32_t s = 0; retry != NULL && s < HW_SLOTS; s++)
 		if (brk_slotset_has(retry, s))
 			slots[n++] = s;
+	// Ack.held: bit (slot % 8) of byte (slot / 8), all HW_SLOTS bits even
+	// when none is set (an empty field would mean every slot).
+	memset(bitmap, 0, HW_SLOTS / 8);
+	for (uint32_t s = 0; held != NULL && s < HW_SLOTS; s++)
+		if (brk_slotset_has(held, s))
+			bitmap[s / 8] |= (uint8_t)(1u << (s % 8));
 	o->u.a = init;
 	o->u.a.seq = seq;
 	o->u.a.reason = reason;
 	o->u.a.n_retry_slots = n;
 	o->u.a.retry_slots = n != 0 ? slots : NULL;
+	o->u.a.held.data = bitmap;
+	o->u.a.held.len = HW_SLOTS / 8;
 	o->item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_ACK;
 	o->item.ack = &o->u.a;
 	brk_out_add(d, o);

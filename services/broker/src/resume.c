@@ -16,6 +16,8 @@
 //   through the ordinary handlers: a QoS 1 PUBLISH may be forwarded twice
 //   (allowed), a QoS 2 one is answered from the loaded incoming ids and
 //   not forwarded again.
+// - A slot not held that our view gives to another live broker is not
+//   claimed: ConnMoved names that broker (brk_slot_elsewhere).
 // - Cannot resume (no session, no record, the store unreachable, or an
 //   identity with per-client rules that the record cannot carry):
 //   ConnClose with DISCONNECT 0x8B for MQTT 5, a plain close otherwise (or
@@ -64,6 +66,7 @@ void brk_resume(brk_worker *w, brk_edge *e, const brk_connresume *r)
 	const brk_store_ops *ops = w->srv->store_ops;
 	brk_connrec rec = { 0 };
 	hw_buf raw = { 0 };
+	char owner[256];
 	uint8_t key[12];
 	brk_session *s = brk_map_get(&w->conns, brk_conn_key(key, e, r->conn));
 	hw_err err;
@@ -72,6 +75,14 @@ void brk_resume(brk_worker *w, brk_edge *e, const brk_connresume *r)
 		// Already bound here (a resume repeated): what follows is replay.
 		if (!hw_bytes_eq(brk_cid(s), cid))
 			brk_protocol_error(w, s, HW_RC_PROTOCOL_ERROR);
+		return;
+	}
+	if (brk_map_get(&w->sessions, cid) == NULL &&
+	    brk_slot_elsewhere(w, hw_slot_of(cid), owner, sizeof(owner))) {
+		// Our view gives the slot to another live broker: an edge whose
+		// view lags must not take it from there (it would ping-pong).
+		hw_log_debug("BRK-RESUME", "connection of %s sent on to %s", cids, owner);
+		brk_out_moved(w, e, r->conn, owner);
 		return;
 	}
 	err = brk_resume_session(w, cid, &s);

@@ -14,6 +14,12 @@
 //   by every worker; the retained set is updated here, once per broker.
 // - A Publish with seq != 0 is acked to the router by the last worker to
 //   take it (brk_fanin countdown): 0x00 if any session matched, else 0x10.
+//   Its Ack.held has the slots held by the workers that took it (worker.c)
+//   and, for an offer of every slot, those of the workers not woken for
+//   it, read here before their interest summary: a worker publishes a
+//   claimed slot's bit only after loading its sessions (and their
+//   subscriptions into the summary), so a slot whose bit is seen here has
+//   no matching session unless the summary says so.
 // - The members view (libs/link/members.h; none without broker.peers)
 //   reaches every worker as a VIEW work item, in mailbox order with the
 //   traffic; the first one is queued before the inbox starts.
@@ -107,6 +113,7 @@ static void brk_server_downstream(brk_server *s, brk_batch *bb, const hw_item *i
 	const brk_publish_pb *p = it->publish;
 	brk_fanin *f = NULL;
 	bool want[s->nworkers];
+	brk_slotset held = { { 0 } }, held0 = { { 0 } };
 	uint32_t n = 0;
 	brk_msg *m;
 	brk_batch *keep = NULL;
@@ -127,14 +134,27 @@ static void brk_server_downstream(brk_server *s, brk_batch *bb, const hw_item *i
 			want[(p->only_slots[i] % HW_SLOTS) % s->nworkers] = true;
 		keep = bb; // the workers read only_slots from the item
 	} else {
-		for (uint32_t i = 0; i < s->nworkers; i++)
+		for (uint32_t i = 0; i < s->nworkers; i++) {
+			brk_slotset *h = i == 0 ? &held0 : &held;
+			brk_slotset mine;
+
+			// Held bits first, then the interest (see the design notes).
+			for (size_t k = 0; k < BRK_SLOT_WORDS; k++)
+				mine.bits[k] = atomic_load_explicit(&s->workers[i].held_bits[k],
+				    memory_order_acquire);
 			want[i] = brk_worker_interested(&s->workers[i], m->topic);
+			for (size_t k = 0; !want[i] && k < BRK_SLOT_WORDS; k++)
+				h->bits[k] |= mine.bits[k];
+		}
 	}
 	for (uint32_t i = 0; i < s->nworkers; i++)
 		n += want[i];
 	if (n == 0) {
-		want[0] = true;
+		want[0] = true; // it notes its own held slots as it takes the offer
 		n = 1;
+	} else {
+		for (size_t k = 0; k < BRK_SLOT_WORDS; k++)
+			held.bits[k] |= held0.bits[k];
 	}
 	if (p->seq != 0) {
 		size_t ul = strlen(bb->b->reply_to);
@@ -142,6 +162,8 @@ static void brk_server_downstream(brk_server *s, brk_batch *bb, const hw_item *i
 		f = calloc(1, sizeof(*f) + ul + 1);
 		if (f != NULL) {
 			atomic_init(&f->left, (int)n);
+			for (size_t k = 0; k < BRK_SLOT_WORDS; k++)
+				atomic_init(&f->held[k], held.bits[k]);
 			f->seq = p->seq;
 			memcpy(f->url, bb->b->reply_to, ul + 1);
 		}

@@ -21,6 +21,19 @@
 //   them in that pass is cancelled and their connections get ConnMoved with
 //   the slot's current owner. Exactly once per loss: the slot is no longer
 //   held afterwards, so later refusals find nothing left to drop.
+// - A slot is given up on a ConnGone MOVED for one of its sessions (the
+//   edges consider it moved, to a broker that claims it when the
+//   connection resumes there): as if lost, but the ConnMoved of the other
+//   connections names the owner in our view first. A slot lost or given up
+//   is not claimed back for an offer's only_slots in the same view for
+//   cluster.member_down_ms (at least 1 s), even if our view says it is
+//   ours: our view lags the edges' or the claimer's (a broker joining), and
+//   claiming it back would make it ping-pong. Claims by view, CONNECT and
+//   ConnResume are not held back.
+// - Held and covered: w->held_bits mirrors the held slots whose sessions
+//   are loaded (set after the load, release order; cleared when the slot
+//   is lost or given up) so the receive thread can tell which slots a
+//   worker it does not wake for an offer covers (Ack.held, worker.c).
 // - A store without slot ops (a build whose store predates them) holds
 //   every slot trivially.
 #include <stdlib.h>
@@ -33,13 +46,19 @@
 hw_err brk_slot_init(brk_worker *w)
 {
 	w->slot_epoch = calloc(HW_SLOTS, sizeof(*w->slot_epoch));
-	return w->slot_epoch != NULL ? HW_OK : HW_ENOMEM;
+	w->moved_ms = calloc(HW_SLOTS, sizeof(*w->moved_ms));
+	w->moved_view = calloc(HW_SLOTS, sizeof(*w->moved_view));
+	return w->slot_epoch != NULL && w->moved_ms != NULL && w->moved_view != NULL ? HW_OK :
+	    HW_ENOMEM;
 }
 
 void brk_slot_fini(brk_worker *w)
 {
 	free(w->slot_epoch);
+	free(w->moved_ms);
+	free(w->moved_view);
 	w->slot_epoch = NULL;
+	w->moved_ms = w->moved_view = NULL;
 	hw_members_view_release(w->view);
 	w->view = NULL;
 }
@@ -71,6 +90,51 @@ bool brk_slot_owner_down(const brk_worker *w, uint32_t slot)
 	if (o == HW_MEMBERS_NONE)
 		return true;
 	return v->peers[o] != NULL && !hw_link_peer_connected(v->peers[o]);
+}
+
+bool brk_slot_elsewhere(const brk_worker *w, uint32_t slot, char *owner, size_t cap)
+{
+	const hw_members_view *v = w->view;
+	uint16_t o;
+
+	if (v == NULL || brk_slot_held(w, slot))
+		return false;
+	o = hw_members_owner(v, slot);
+	if (o == HW_MEMBERS_NONE || (int)o == v->self || v->peers[o] == NULL ||
+	    !hw_link_peer_connected(v->peers[o]))
+		return false;
+	if (cap > 0)
+		snprintf(owner, cap, "%s", v->urls[o]);
+	return true;
+}
+
+// brk_slot_view_version is the version of the worker's view (0: none).
+static uint64_t brk_slot_view_version(const brk_worker *w)
+{
+	return w->view != NULL ? w->view->version : 0;
+}
+
+bool brk_slot_moved_recently(const brk_worker *w, uint32_t slot)
+{
+	uint64_t down = w->srv->cfg->cluster.member_down_ms;
+
+	slot %= HW_SLOTS;
+	if (w->moved_ms == NULL || w->moved_ms[slot] == 0 ||
+	    w->moved_view[slot] != brk_slot_view_version(w))
+		return false;
+	return hw_clock_mono_ms() - w->moved_ms[slot] < (down > 1000 ? down : 1000);
+}
+
+// brk_slot_bits sets or clears slot in w->held_bits (the receive thread's
+// copy): set only once its sessions are loaded.
+static void brk_slot_bits(brk_worker *w, uint32_t slot, bool held)
+{
+	uint64_t bit = UINT64_C(1) << (slot % 64);
+
+	if (held)
+		atomic_fetch_or_explicit(&w->held_bits[slot / 64], bit, memory_order_release);
+	else
+		atomic_fetch_and_explicit(&w->held_bits[slot / 64], ~bit, memory_order_release);
 }
 
 typedef struct brk_slot_ids {
@@ -208,6 +272,8 @@ hw_err brk_slot_claim(brk_worker *w, uint32_t slot)
 	hw_gauge_add(w->srv->st.slots_owned, 1);
 	hw_counter_inc(w->srv->st.slot_claims);
 	loaded = brk_slot_load(w, slot);
+	w->moved_ms[slot] = 0;
+	brk_slot_bits(w, slot, true);
 	hw_histogram_observe(w->srv->st.slot_load, (double)(hw_clock_mono_us() - t0) / 1e6);
 	if (loaded != 0)
 		hw_log_info("BRK-SLOT-CLAIM", "slot %u claimed (epoch %llu): %zu sessions loaded", slot,
@@ -279,9 +345,37 @@ static void brk_slot_collect(void *arg, hw_bytes key, void *val)
 	dc->v[dc->n++] = s;
 }
 
+// brk_slot_owner_name writes the inbox URL to name in a ConnMoved for a
+// connection of slot, which we no longer hold: the store's owner, or
+// (view_first: given up on a MOVED, the new owner may not have claimed it
+// yet) our view's owner when another broker, else the store's when not
+// us; "" (the edge asks its own view) when neither is known.
+static void brk_slot_owner_name(brk_worker *w, uint32_t slot, bool view_first, char *out,
+    size_t cap)
+{
+	const brk_store_ops *ops = w->srv->store_ops;
+	const hw_members_view *v = w->view;
+	uint64_t epoch;
+
+	out[0] = 0;
+	if (view_first && v != NULL) {
+		uint16_t o = hw_members_owner(v, slot);
+
+		if (o != HW_MEMBERS_NONE && (int)o != v->self) {
+			snprintf(out, cap, "%s", v->urls[o]);
+			return;
+		}
+	}
+	if (ops->slot_owner == NULL || ops->slot_owner(w->srv->store, slot, out, cap, &epoch) != HW_OK)
+		out[0] = 0;
+	else if (view_first && strcmp(out, w->srv->self_url) == 0)
+		out[0] = 0; // still ours in the store: the new owner has not claimed it
+}
+
 // brk_slot_lose drops the slots of `now` (nlost of them): not held any
-// more, their sessions forgotten, their connections moved.
-static void brk_slot_lose(brk_worker *w, const brk_slotset *now, uint32_t nlost)
+// more, their sessions forgotten, their connections moved. `moved`: given
+// up on a ConnGone MOVED rather than lost to a claim.
+static void brk_slot_lose(brk_worker *w, const brk_slotset *now, uint32_t nlost, bool moved)
 {
 	const brk_store_ops *ops = w->srv->store_ops;
 	brk_slot_drop_ctx dc = { .slots = now };
@@ -293,8 +387,11 @@ static void brk_slot_lose(brk_worker *w, const brk_slotset *now, uint32_t nlost)
 		if (!brk_slotset_has(now, slot))
 			continue;
 		brk_slotset_add(&w->lost, slot);
+		w->moved_ms[slot] = hw_clock_mono_ms();
+		w->moved_view[slot] = brk_slot_view_version(w);
 		if (brk_slot_held(w, slot)) {
 			w->slot_epoch[slot] = 0;
+			brk_slot_bits(w, slot, false);
 			hw_gauge_add(w->srv->st.slots_owned, -1);
 			if (ops->slot_drop != NULL)
 				ops->slot_drop(w->srv->store, slot);
@@ -321,14 +418,10 @@ static void brk_slot_lose(brk_worker *w, const brk_slotset *now, uint32_t nlost)
 		uint16_t k = 0;
 
 		for (uint32_t slot = 0; slot < HW_SLOTS && k < nlost; slot++) {
-			uint64_t epoch;
-
 			if (!brk_slotset_has(now, slot))
 				continue;
 			owner_of[slot] = k;
-			if (ops->slot_owner == NULL ||
-			    ops->slot_owner(w->srv->store, slot, owners[k], sizeof(owners[k]), &epoch) != HW_OK)
-				owners[k][0] = 0; // the edge asks its own view
+			brk_slot_owner_name(w, slot, moved, owners[k], sizeof(owners[k]));
 			k++;
 		}
 	}
@@ -340,8 +433,12 @@ static void brk_slot_lose(brk_worker *w, const brk_slotset *now, uint32_t nlost)
 			    owners[owner_of[BRK_SLOT_OF(s)]] : "");
 		brk_session_forget(w, s);
 	}
-	hw_log_warn("BRK-SLOT-LOST", "worker %u: %u slots lost to another broker, %zu sessions moved",
-	    w->index, nlost, dc.n);
+	if (moved)
+		hw_log_info("BRK-SLOT-MOVED", "worker %u: %u slot(s) given up (ConnGone MOVED), %zu more sessions moved",
+		    w->index, nlost, dc.n);
+	else
+		hw_log_warn("BRK-SLOT-LOST", "worker %u: %u slots lost to another broker, %zu sessions moved",
+		    w->index, nlost, dc.n);
 	free(owners);
 	free(owner_of);
 	free(dc.v);
@@ -363,7 +460,7 @@ void brk_slot_lost_drain(brk_worker *w)
 				nlost++;
 			}
 	if (nlost != 0)
-		brk_slot_lose(w, &now, nlost);
+		brk_slot_lose(w, &now, nlost, false);
 }
 
 void brk_slot_check(brk_worker *w, uint32_t slot)
@@ -384,5 +481,16 @@ void brk_slot_check(brk_worker *w, uint32_t slot)
 	    epoch == w->slot_epoch[slot])
 		return;
 	brk_slotset_add(&one, slot);
-	brk_slot_lose(w, &one, 1);
+	brk_slot_lose(w, &one, 1, false);
+}
+
+void brk_slot_give_up(brk_worker *w, uint32_t slot)
+{
+	brk_slotset one = { { 0 } };
+
+	slot %= HW_SLOTS;
+	if (!brk_slot_held(w, slot))
+		return;
+	brk_slotset_add(&one, slot);
+	brk_slot_lose(w, &one, 1, true);
 }

@@ -14,7 +14,13 @@
 //   writes, then handles the slots the store reported lost (their output
 //   of this pass is cancelled, slot.c), then counts down the downstream
 //   Publishes it took (the last worker of one sends its Ack, with the
-//   slots that could not be taken in retry_slots), then sends its outputs.
+//   slots that could not be taken in retry_slots and the slots held while
+//   they were taken in held), then sends its outputs.
+// - Covered is positive (docs/cluster.md): a downstream Publish with a seq
+//   notes the shard's held slots when the worker takes it (restricted to
+//   only_slots); the slots lost or given up in the pass are taken out at
+//   the countdown. A slot claimed later in the pass is not in it: the
+//   message did not reach its loaded sessions.
 // - Stop: brk_worker_stop sets `stop`; the worker drains what is queued,
 //   flushes and exits.
 #include <stdlib.h>
@@ -79,6 +85,7 @@ static void brk_work_free(brk_work *wk)
 		brk_msg_unref(wk->msg);
 		hw_members_view_release(wk->view);
 		free(wk->retry);
+		free(wk->held);
 		if (wk->kind == BRK_WORK_AUTH)
 			brk_hold_ticket_fini((brk_auth_ticket *)wk); // freed below with wk
 		// A processed item keeps its fanin only when it was the last taker
@@ -450,11 +457,19 @@ static void brk_worker_gone(brk_worker *w, brk_batch *bb, const brk_conngone *g)
 		return;
 	s = brk_map_get(&w->conns, brk_conn_key(key, e, g->conn));
 	brk_events_gone(w, s, g->cause);
-	if (s != NULL && g->cause == HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__MOVED)
+	if (g->cause == HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__MOVED) {
+		uint32_t slot = s != NULL ? BRK_SLOT_OF(s) : g->slot % HW_SLOTS;
+
 		// The connection lives on at the slot's new owner, which resumes
-		// the session from the store: forget it here, silently.
-		brk_session_forget(w, s);
-	else if (s != NULL)
+		// the session from the store: forget it here, silently. The edges
+		// consider the slot moved: give it up, so that no later offer
+		// counts it covered here before its new owner claims it.
+		if (s != NULL)
+			brk_session_forget(w, s);
+		else
+			brk_hold_conn_gone(w, e, g->conn);
+		brk_slot_give_up(w, slot);
+	} else if (s != NULL)
 		brk_conn_lost(w, s, g->cause != HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__NORMAL);
 	else
 		brk_hold_conn_gone(w, e, g->conn); // gone while authenticating
@@ -470,10 +485,12 @@ static void brk_worker_retry(brk_work *wk, uint32_t slot)
 
 // brk_worker_only turns an offer's only_slots into a set (NULL: every
 // slot). The router resends with only_slots after it saw the slots' owner
-// leave, maybe before we did: a slot of ours not held is claimed now, and
-// one we cannot claim, or whose owner in our view is another broker whose
-// link is down (our view lags), is asked again (wk->retry) so that the
-// resend that follows our view change finds the slot loaded.
+// leave, maybe before we did, or because no broker held them: a slot of
+// ours not held is claimed now (unless we just gave it up on a MOVED: its
+// new owner claims it), and one we cannot claim, or whose owner in our
+// view is another broker whose link is down (our view lags), is asked
+// again (wk->retry) so that the resend that follows our view change finds
+// the slot loaded.
 static brk_slotset *brk_worker_only(brk_worker *w, brk_work *wk, brk_slotset *only)
 {
 	const brk_publish_pb *p = wk->item != NULL ? wk->item->publish : NULL;
@@ -487,6 +504,8 @@ static brk_slotset *brk_worker_only(brk_worker *w, brk_work *wk, brk_slotset *on
 		if (slot % w->srv->nworkers != w->index)
 			continue;
 		if (!brk_slot_held(w, slot)) {
+			if (brk_slot_moved_recently(w, slot))
+				continue; // not covered here: the router asks again
 			if (brk_slot_mine(w, slot) ? brk_slot_claim(w, slot) != HW_OK :
 			    brk_slot_owner_down(w, slot)) {
 				brk_worker_retry(wk, slot);
@@ -500,12 +519,27 @@ static brk_slotset *brk_worker_only(brk_worker *w, brk_work *wk, brk_slotset *on
 	return only;
 }
 
+// brk_worker_held notes in wk->held the slots this worker holds as it takes
+// the offer: those of `only` (already restricted to held slots), or the
+// whole shard's. Without memory the offer covers nothing here: the router
+// asks again.
+static void brk_worker_held(brk_worker *w, brk_work *wk, const brk_slotset *only)
+{
+	if (wk->fanin == NULL || (wk->held = malloc(sizeof(*wk->held))) == NULL)
+		return;
+	for (size_t i = 0; i < BRK_SLOT_WORDS; i++)
+		wk->held->bits[i] = only != NULL ? only->bits[i] :
+		    atomic_load_explicit(&w->held_bits[i], memory_order_relaxed);
+}
+
 static void brk_worker_publish(brk_worker *w, brk_work *wk)
 {
 	brk_slotset only;
 	brk_slotset *o = brk_worker_only(w, wk, &only);
-	bool matched = brk_deliver_publish(w, wk->msg, o);
+	bool matched;
 
+	brk_worker_held(w, wk, o);
+	matched = brk_deliver_publish(w, wk->msg, o);
 	if (matched && wk->fanin != NULL)
 		atomic_store(&wk->fanin->matched, 1);
 }
@@ -550,17 +584,25 @@ static void brk_worker_fanin(brk_worker *w, brk_work *list)
 		for (size_t i = 0; i < BRK_SLOT_WORDS; i++) {
 			uint64_t bits = retry.bits[i] | (wk->retry != NULL ? wk->retry->bits[i] : 0) |
 			    (whole ? orphans.bits[i] : 0);
+			// Held when taken and not lost (or given up) since: the
+			// writes this flush confirmed stand for those slots.
+			uint64_t held = wk->held != NULL ? wk->held->bits[i] & ~w->lost.bits[i] : 0;
 
 			if (bits != 0)
 				atomic_fetch_or(&f->retry[i], bits);
+			if (held != 0)
+				atomic_fetch_or(&f->held[i], held);
 		}
 		if (atomic_fetch_sub(&f->left, 1) == 1) {
-			brk_slotset all;
+			brk_slotset all, held;
 
-			for (size_t i = 0; i < BRK_SLOT_WORDS; i++)
+			for (size_t i = 0; i < BRK_SLOT_WORDS; i++) {
 				all.bits[i] = atomic_load(&f->retry[i]);
+				held.bits[i] = atomic_load(&f->held[i]) & ~all.bits[i];
+			}
 			brk_out_ack(w, brk_out_dest(w, f->url), f->seq,
-			    atomic_load(&f->matched) ? HW_RC_SUCCESS : HW_RC_NO_MATCHING_SUBSCRIBERS, &all);
+			    atomic_load(&f->matched) ? HW_RC_SUCCESS : HW_RC_NO_MATCHING_SUBSCRIBERS, &all,
+			    &held);
 			// The last worker frees it once this work item is released.
 			atomic_store(&f->left, -1);
 		} else {

@@ -24,6 +24,15 @@
 //   sub-offer that sends it; rtr_fanout_offer_end releases a sub-offer's.
 //   `inflight` counts holding sub-offers: a round runs only when it is 0,
 //   and is armed at once when it drops to 0 with entries waiting.
+// - Coverage: `covered` gathers, per entry, the slots of its sub-offers
+//   that an Ack's held bitmap had (an Ack without held: the sub-offer's
+//   slots but its retry_slots), and the slots owned by members that are
+//   self (never offered to). rtr_fanout_check, once no sub-offer waits and
+//   the retry and defer sets are empty, puts the slots not covered in the
+//   retry set (cause "uncovered"), so they go out in a round like refused
+//   ones, holding their slots (per-slot order); only then does the entry
+//   complete. An entry that failed (0x80+) or whose message expired needs
+//   no coverage.
 // - Exactly once: an entry's done is called from rtr_fanout_complete only,
 //   after it left the list, the heap and (with its sub-offers) the map.
 
@@ -52,6 +61,7 @@ typedef enum rtr_cause {
 	RTR_CAUSE_LEFT,  // "member_left"
 	RTR_CAUSE_RETRY, // "retry_slots"
 	RTR_CAUSE_DEFER, // slots held back behind re-offers (not counted)
+	RTR_CAUSE_UNCOVERED, // "uncovered": no Ack's held had them
 } rtr_cause;
 
 typedef struct rtr_slots {
@@ -103,6 +113,9 @@ typedef struct rtr_pending {
 	bool                matched;    // some member answered 0x00
 	bool                failed;     // some member answered 0x80+
 	bool                retry_left; // the retry set has a departed member's slots
+	bool                retry_refused; // ... slots refused (retry_slots) or unsent
+	bool                reoffered;  // some sub-offer was a re-offer
+	rtr_slots           covered;    // slots some Ack's held had (see design notes)
 	rtr_msg            *msg;        // deep copy, owned
 	rtr_offer          *offers;     // open sub-offers
 	rtr_slots           retry;      // slots refused or unsent: next round (held)
@@ -155,6 +168,7 @@ struct rtr_fanout {
 	hw_counter        *timeouts;
 	hw_counter        *reoffers_left;
 	hw_counter        *reoffers_retry;
+	hw_counter        *reoffers_uncovered;
 };
 
 // ---------------------------------------------------------------------------
@@ -647,19 +661,53 @@ static void rtr_fanout_complete(rtr_fanout *f, rtr_pending *p)
 	done.fn(done.arg, done.origin, done.tag, reason);
 }
 
-// rtr_fanout_check completes p when nothing of it waits any more.
+static void rtr_fanout_retry_add(rtr_fanout *f, rtr_pending *p, const rtr_slots *s,
+    rtr_cause why, bool again, uint64_t now);
+
+// rtr_fanout_check completes p when nothing of it waits any more and every
+// slot is covered; slots nobody held go to the retry set instead.
 static void rtr_fanout_check(rtr_fanout *f, rtr_pending *p)
 {
-	if (p->offers == NULL && p->heap_i == SIZE_MAX)
-		rtr_fanout_complete(f, p);
+	rtr_slots un;
+	bool      any = false;
+
+	if (p->offers != NULL || p->heap_i != SIZE_MAX)
+		return;
+	for (size_t i = 0; i < RTR_SLOT_WORDS; i++) {
+		un.w[i] = ~p->covered.w[i];
+		any = any || un.w[i] != 0;
+	}
+	if (any && !p->failed) {
+		rtr_fanout_retry_add(f, p, &un, RTR_CAUSE_UNCOVERED, p->reoffered, hw_clock_mono_ms());
+		return;
+	}
+	rtr_fanout_complete(f, p);
 }
 
-// rtr_fanout_retry_add puts slots that were refused or could not be sent
-// in p's retry set (they hold those slots) and arms the next round after
-// the backoff. `again`: they came back from a re-offer, so the backoff
-// doubles (once per round).
+// rtr_fanout_cover adds to p's covered set the slots of o (all of them, or
+// o->slots) that are in `got`.
+static void rtr_fanout_cover(rtr_pending *p, const rtr_offer *o, const rtr_slots *got)
+{
+	for (size_t i = 0; i < RTR_SLOT_WORDS; i++)
+		p->covered.w[i] |= got->w[i] & (o->all ? ~0ull : o->slots.w[i]);
+}
+
+// rtr_slots_of_bitmap reads Ack.held (bit slot % 8 of byte slot / 8; bytes
+// past len are 0) into out.
+static void rtr_slots_of_bitmap(rtr_slots *out, const uint8_t *b, size_t len)
+{
+	memset(out, 0, sizeof(*out));
+	for (size_t k = 0; k < len && k < HW_SLOTS / 8u; k++)
+		out->w[k / 8u] |= (uint64_t)b[k] << (8u * (k % 8u));
+}
+
+// rtr_fanout_retry_add puts slots that were refused, could not be sent or
+// were not covered (why: RTR_CAUSE_LEFT, _RETRY or _UNCOVERED) in p's retry
+// set (they hold those slots) and arms the next round after the backoff.
+// `again`: they came back from a re-offer, so the backoff doubles (once per
+// round).
 static void rtr_fanout_retry_add(rtr_fanout *f, rtr_pending *p, const rtr_slots *s,
-    bool left, bool again, uint64_t now)
+    rtr_cause why, bool again, uint64_t now)
 {
 	rtr_slots add;
 	bool      any = false;
@@ -675,8 +723,10 @@ static void rtr_fanout_retry_add(rtr_fanout *f, rtr_pending *p, const rtr_slots 
 		p->defer.w[i] &= ~add.w[i];
 	}
 	rtr_fanout_hold(f, &add, +1);
-	if (left)
+	if (why == RTR_CAUSE_LEFT)
 		p->retry_left = true;
+	else if (why != RTR_CAUSE_UNCOVERED)
+		p->retry_refused = true;
 	if (again && !f->doubled) {
 		f->doubled = true;
 		f->backoff_ms = f->backoff_ms * 2 < RTR_FANOUT_RETRY_MAX_MS ? f->backoff_ms * 2 :
@@ -702,6 +752,13 @@ static bool rtr_fanout_expired(const rtr_pending *p, uint64_t now, uint32_t *lef
 	return false;
 }
 
+// rtr_fanout_why is the cause a re-offer's slots count under when they go
+// back to the retry set unsent.
+static rtr_cause rtr_fanout_why(rtr_cause cause)
+{
+	return cause == RTR_CAUSE_LEFT || cause == RTR_CAUSE_UNCOVERED ? cause : RTR_CAUSE_RETRY;
+}
+
 // rtr_fanout_send offers p's message to every live member of the current
 // view, for `slots` (NULL: every slot; else only_slots). `hold` (may be
 // NULL) is the part of slots the sub-offer holds until every member
@@ -723,8 +780,12 @@ static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *sl
 	hw_err     err = HW_ENOMEM;
 
 	memset(&every, 0xFF, sizeof(every));
-	if (!first && rtr_fanout_expired(p, now, &expiry))
-		return HW_OK; // no session may get it any more
+	if (!first && rtr_fanout_expired(p, now, &expiry)) {
+		p->covered = every; // no session may get it any more
+		return HW_OK;
+	}
+	if (!first)
+		p->reoffered = true;
 	if (n_only == HW_SLOTS) {
 		// Every slot again (nobody was live before): a plain offer,
 		// rather than a list of every slot.
@@ -733,7 +794,7 @@ static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *sl
 	}
 	if (v->n == 0) {
 		// Nobody to ask now: wait for a member (or the deadline).
-		rtr_fanout_retry_add(f, p, slots != NULL ? slots : &every, cause == RTR_CAUSE_LEFT,
+		rtr_fanout_retry_add(f, p, slots != NULL ? slots : &every, rtr_fanout_why(cause),
 		    !first, now);
 		return HW_OK;
 	}
@@ -782,14 +843,17 @@ static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *sl
 	p->offers = o;
 	for (size_t i = 0; i < v->n; i++) {
 		o->tgt[i].offer = o;
-		if (v->peers[i] == NULL)
+		if (v->peers[i] == NULL) {
+			// Self is never offered to: its share counts as covered.
+			rtr_fanout_cover(p, o, &v->owned[i]);
 			continue;
+		}
 		if (rtr_outbox_add(f->ob, v->qs[i], item, &o->tgt[i]) != HW_OK) {
 			rtr_slots mine = { { 0 } };
 
 			// That member will not see it now: its share is retried.
 			rtr_fview_owned(v, (int)i, o, &mine);
-			rtr_fanout_retry_add(f, p, &mine, false, !first, now);
+			rtr_fanout_retry_add(f, p, &mine, RTR_CAUSE_RETRY, !first, now);
 			continue;
 		}
 		o->tgt[i].waiting = true;
@@ -801,6 +865,8 @@ static hw_err rtr_fanout_send(rtr_fanout *f, rtr_pending *p, const rtr_slots *sl
 		hw_counter_inc(f->reoffers_left);
 	else if (cause == RTR_CAUSE_RETRY)
 		hw_counter_inc(f->reoffers_retry);
+	else if (cause == RTR_CAUSE_UNCOVERED)
+		hw_counter_inc(f->reoffers_uncovered);
 	return HW_OK;
 
 fail:
@@ -808,7 +874,7 @@ fail:
 		return err;
 	hw_log_warn("RTR-REOFFER", "cannot offer a message again (%s): retrying",
 	    hw_strerror(err));
-	rtr_fanout_retry_add(f, p, slots, cause == RTR_CAUSE_LEFT, false, now);
+	rtr_fanout_retry_add(f, p, slots != NULL ? slots : &every, rtr_fanout_why(cause), false, now);
 	return HW_OK;
 }
 
@@ -829,7 +895,7 @@ static void rtr_fanout_outbox_fail(void *arg, void *owner)
 	t->waiting = false;
 	o->waiting--;
 	rtr_fview_owned(o->view, (int)(t - o->tgt), o, &mine);
-	rtr_fanout_retry_add(f, p, &mine, false, !o->first, hw_clock_mono_ms());
+	rtr_fanout_retry_add(f, p, &mine, RTR_CAUSE_RETRY, !o->first, hw_clock_mono_ms());
 	if (o->waiting == 0)
 		rtr_fanout_offer_end(f, o);
 	rtr_fanout_check(f, p);
@@ -900,6 +966,8 @@ hw_err rtr_fanout_alloc(rtr_fanout **out, rtr_outbox *ob, uint32_t timeout_ms,
 		    "cause", "member_left");
 		f->reoffers_retry = hw_metrics_counter(metrics, "hawser_router_reoffers_total", help,
 		    "cause", "retry_slots");
+		f->reoffers_uncovered = hw_metrics_counter(metrics, "hawser_router_reoffers_total", help,
+		    "cause", "uncovered");
 	}
 	rtr_outbox_on_fail(ob, rtr_fanout_outbox_fail, f);
 	*out = f;
@@ -1060,6 +1128,12 @@ out:
 hw_err rtr_fanout_ack(rtr_fanout *f, const char *from, uint64_t seq, uint32_t reason,
     const uint32_t *retry_slots, size_t nretry)
 {
+	return rtr_fanout_ack_held(f, from, seq, reason, retry_slots, nretry, NULL, 0);
+}
+
+hw_err rtr_fanout_ack_held(rtr_fanout *f, const char *from, uint64_t seq, uint32_t reason,
+    const uint32_t *retry_slots, size_t nretry, const uint8_t *held, size_t held_len)
+{
 	size_t       j = seq != 0 ? rtr_fanout_map_find(f, seq) : SIZE_MAX;
 	rtr_offer   *o;
 	rtr_pending *p;
@@ -1098,14 +1172,22 @@ hw_err rtr_fanout_ack(rtr_fanout *f, const char *from, uint64_t seq, uint32_t re
 	if (reason >= RTR_REASON_FAILED) {
 		p->failed = true;
 	} else {
-		rtr_slots again = { { 0 } };
+		rtr_slots again = { { 0 } }, got;
 
 		if (reason == RTR_REASON_OK)
 			p->matched = true;
 		for (size_t i = 0; i < nretry; i++)
 			if (retry_slots[i] < HW_SLOTS && rtr_offer_covers(o, retry_slots[i]))
 				rtr_slots_add(&again, retry_slots[i]);
-		rtr_fanout_retry_add(f, p, &again, false, !o->first, hw_clock_mono_ms());
+		if (held_len > 0) {
+			rtr_slots_of_bitmap(&got, held, held_len);
+		} else {
+			// A broker that predates Ack.held: every slot but its retry_slots.
+			for (size_t i = 0; i < RTR_SLOT_WORDS; i++)
+				got.w[i] = ~again.w[i];
+		}
+		rtr_fanout_cover(p, o, &got);
+		rtr_fanout_retry_add(f, p, &again, RTR_CAUSE_RETRY, !o->first, hw_clock_mono_ms());
 	}
 	if (o->waiting == 0)
 		rtr_fanout_offer_end(f, o);
@@ -1165,12 +1247,13 @@ void rtr_fanout_expire(rtr_fanout *f, uint64_t now_ms)
 		for (size_t i = 0; i < RTR_SLOT_WORDS; i++)
 			slots.w[i] = p->retry.w[i] | p->defer.w[i];
 		if (!rtr_slots_empty(&hold))
-			cause = p->retry_left ? RTR_CAUSE_LEFT : RTR_CAUSE_RETRY;
+			cause = p->retry_left ? RTR_CAUSE_LEFT :
+			    p->retry_refused ? RTR_CAUSE_RETRY : RTR_CAUSE_UNCOVERED;
 		// The retry set's holds pass to the re-offer.
 		rtr_fanout_hold(f, &p->retry, -1);
 		memset(&p->retry, 0, sizeof(p->retry));
 		memset(&p->defer, 0, sizeof(p->defer));
-		p->retry_left = false;
+		p->retry_left = p->retry_refused = false;
 		if (!rtr_slots_empty(&slots))
 			(void)rtr_fanout_send(f, p, &slots, &hold, cause, now_ms);
 		rtr_fanout_check(f, p);

@@ -35,6 +35,15 @@
 //   duplicated Ack counts once and an Ack from a member the sub-offer did
 //   not go to is ignored. 0x00: taken with a match, 0x10: taken without,
 //   0x80+: failed. An Ack's retry_slots go to the entry's retry set.
+// - Covered is positive (docs/cluster.md): an entry counts a slot covered
+//   only when an Ack of one of its sub-offers had it in `held` (the slots
+//   that broker held while it took the offer), or, for an Ack without
+//   held (a broker that predates it), when the sub-offer had it and the
+//   Ack's retry_slots did not. Once no sub-offer of the entry waits and
+//   its retry set is empty, the slots nobody covered go to the retry set
+//   (hawser_router_reoffers_total{cause="uncovered"} when their round
+//   offers them again) until some broker holds them or the deadline fails
+//   the message.
 // - A view change that removes a member a sub-offer still waits for: that
 //   member is done, and the slots it owned (in the sub-offer's view and in
 //   the view just replaced) that the sub-offer covered are offered again at
@@ -48,7 +57,7 @@
 //   back to 10 ms once nothing is held). A round offers every entry's retry
 //   slots, in creation order, one sub-offer per entry (cause="retry_slots";
 //   "member_left" when they came from a departed member and the view was
-//   empty).
+//   empty; "uncovered" when they are only slots no Ack held).
 // - Per-slot order. A slot is **held** while some entry has it in its retry
 //   set or in a re-offer (member_left or round) not yet answered by every
 //   member. A new message goes at once to every slot that is not held
@@ -56,7 +65,8 @@
 //   next round, after the earlier messages, so the sessions of a slot get
 //   messages in the order they were offered (the broker delivers each
 //   link's items in order). Rounds wait while held re-offers are in flight.
-// - An entry completes once no sub-offer waits and its retry set is empty:
+// - An entry completes once no sub-offer waits, its retry set is empty and
+//   every slot is covered (or a member failed it):
 //   0x80 if any member answered 0x80+, else 0x00 if any matched, else 0x10.
 //   At its deadline it fails with 0x80 (hawser_router_ack_timeouts_total),
 //   whatever still waits. A joining member gets new offers only: a broker
@@ -83,7 +93,8 @@
 // fanout installs itself as ob's fail callback). Entries not completed
 // within timeout_ms fail. Registers hawser_router_pending (gauge),
 // hawser_router_ack_timeouts_total and hawser_router_reoffers_total{cause}
-// in metrics (may be NULL). There is no broker set until rtr_fanout_view.
+// in metrics (may be NULL; causes member_left, retry_slots, uncovered).
+// There is no broker set until rtr_fanout_view.
 hw_err rtr_fanout_alloc(rtr_fanout **out, rtr_outbox *ob, uint32_t timeout_ms,
     hw_metrics *metrics);
 
@@ -110,10 +121,14 @@ size_t rtr_fanout_connected(const rtr_fanout *f);
 // pending) nothing was queued and done is not called.
 hw_err rtr_fanout_offer(rtr_fanout *f, const rtr_msg *msg, rtr_sink_done done);
 
-// rtr_fanout_ack takes the Ack (seq, reason, retry_slots[0..nretry)) that the
-// member whose inbox URL is `from` sent. HW_ENOTFOUND for unknown seqs (late,
-// after a timeout) and for a sender the sub-offer did not go to; HW_EEXIST
-// for a duplicate. Those are ignored.
+// rtr_fanout_ack_held takes the Ack (seq, reason, retry_slots[0..nretry),
+// held[0..held_len): Ack.held, a bitmap with bit slot % 8 of byte slot / 8;
+// held_len 0: an Ack without it) that the member whose inbox URL is `from`
+// sent. HW_ENOTFOUND for unknown seqs (late, after a timeout) and for a
+// sender the sub-offer did not go to; HW_EEXIST for a duplicate. Those are
+// ignored. rtr_fanout_ack is the same without held (held_len 0).
+hw_err rtr_fanout_ack_held(rtr_fanout *f, const char *from, uint64_t seq, uint32_t reason,
+    const uint32_t *retry_slots, size_t nretry, const uint8_t *held, size_t held_len);
 hw_err rtr_fanout_ack(rtr_fanout *f, const char *from, uint64_t seq, uint32_t reason,
     const uint32_t *retry_slots, size_t nretry);
 

@@ -183,8 +183,9 @@ static size_t rtr_server_batch(rtr_server *s, const hw_batch *b)
 			break;
 		case HAWSER__INTERNAL__V1__ITEM__BODY_ACK:
 			// Acks are told apart by their sender (reply_to).
-			(void)rtr_fanout_ack(s->fanout, b->reply_to, it->ack->seq, it->ack->reason,
-			    it->ack->retry_slots, it->ack->n_retry_slots);
+			(void)rtr_fanout_ack_held(s->fanout, b->reply_to, it->ack->seq, it->ack->reason,
+			    it->ack->retry_slots, it->ack->n_retry_slots, it->ack->held.data,
+			    it->ack->held.len);
 			break;
 		case HAWSER__INTERNAL__V1__ITEM__BODY_EVENT:
 			rtr_kafka_event(s->kafka, it->event); // NULL kafka: events are off
