@@ -15,7 +15,12 @@
 //   the message completes only when every slot is covered, or fails at its
 //   deadline;
 // - duplicate Acks and Acks from a member the offer did not go to count
-//   nothing; a member that joins gets new offers only.
+//   nothing; a member that joins gets new offers only;
+// - covered is positive: slots no Ack's held had are offered again after
+//   the backoff (only_slots = exactly those, cause "uncovered") until held,
+//   or the message fails at its deadline; brokers whose held bitmaps
+//   together cover every slot complete the message at once; an Ack without
+//   held covers the offer's slots but its retry_slots (older brokers).
 // Waits are on condition variables with deadlines, and time is passed to
 // rtr_fanout_expire explicitly; no sleeps.
 
@@ -744,6 +749,176 @@ static void test_retry_slots_until_deadline(void **state)
 	teardown(fx);
 }
 
+// held_set fills bm (Ack.held) with the slots in [lo, hi) but those of
+// skip[0..nskip).
+static void held_set(uint8_t bm[HW_SLOTS / 8], uint32_t lo, uint32_t hi, const uint32_t *skip,
+    size_t nskip)
+{
+	memset(bm, 0, HW_SLOTS / 8);
+	for (uint32_t s = lo; s < hi && s < HW_SLOTS; s++)
+		bm[s / 8] |= (uint8_t)(1u << (s % 8));
+	for (size_t i = 0; i < nskip; i++)
+		bm[skip[i] / 8] &= (uint8_t)~(1u << (skip[i] % 8));
+}
+
+// held_of fills bm with the slots url owns in fx's current view.
+static void held_of(fixture *fx, const char *url, uint8_t bm[HW_SLOTS / 8])
+{
+	uint32_t *mine = calloc(HW_SLOTS, sizeof(*mine));
+	size_t    n;
+
+	assert_non_null(mine);
+	n = slots_of(&fx->tv.v, url, mine);
+	memset(bm, 0, HW_SLOTS / 8);
+	for (size_t i = 0; i < n; i++)
+		bm[mine[i] / 8] |= (uint8_t)(1u << (mine[i] % 8));
+	free(mine);
+}
+
+// Covered is positive: an Ack's held misses slots 3 and 700 and the other
+// broker holds nothing (its view lags: it does not hold the dead broker's
+// slots yet): after the backoff exactly those slots are offered again
+// (cause "uncovered"); once an Ack holds them the message completes.
+static void test_uncovered_slots_reoffered(void **state)
+{
+	fixture        *fx = setup(2, false);
+	done_log       *d = calloc(1, sizeof(*d));
+	const uint32_t  miss[2] = { 3, 700 };
+	uint8_t         bm[HW_SLOTS / 8], none[HW_SLOTS / 8];
+	const offer    *first, *a, *b;
+	uint64_t        t0, due;
+
+	(void)state;
+	assert_non_null(d);
+	memset(none, 0, sizeof(none));
+	held_set(bm, 0, HW_SLOTS, miss, 2);
+	offer_one(fx, d, 11);
+	first = nth_offer(fx->b[0], 1);
+	assert_int_equal(rtr_fanout_ack_held(fx->f, fx->b[1]->url, first->seq, 0x10, NULL, 0, none,
+	    sizeof(none)), HW_OK);
+	t0 = hw_clock_mono_ms();
+	assert_int_equal(rtr_fanout_ack_held(fx->f, fx->b[0]->url, first->seq, 0x00, NULL, 0, bm,
+	    sizeof(bm)), HW_OK);
+	assert_int_equal(d->n, 0);
+	due = rtr_fanout_next_deadline(fx->f);
+	assert_true(due >= t0 + 10 && due <= hw_clock_mono_ms() + 10);
+	rtr_fanout_expire(fx->f, due - 1);
+	rtr_outbox_flush(fx->ob);
+	assert_int_equal(reoffers(fx, "uncovered"), 0);
+	rtr_fanout_expire(fx->f, due);
+	rtr_outbox_flush(fx->ob);
+	assert_int_equal(reoffers(fx, "uncovered"), 1);
+	assert_int_equal(reoffers(fx, "retry_slots"), 0);
+	a = nth_offer(fx->b[0], 2);
+	b = nth_offer(fx->b[1], 2);
+	assert_int_equal(a->seq, b->seq);
+	assert_only_slots(a, miss, 2);
+	assert_only_slots(b, miss, 2);
+	// Still nobody holds 700: once more.
+	held_set(bm, 3, 4, NULL, 0);
+	assert_int_equal(rtr_fanout_ack_held(fx->f, fx->b[0]->url, a->seq, 0x10, NULL, 0, bm,
+	    sizeof(bm)), HW_OK);
+	assert_int_equal(rtr_fanout_ack_held(fx->f, fx->b[1]->url, a->seq, 0x10, NULL, 0, none,
+	    sizeof(none)), HW_OK);
+	assert_int_equal(d->n, 0);
+	rtr_fanout_expire(fx->f, rtr_fanout_next_deadline(fx->f));
+	rtr_outbox_flush(fx->ob);
+	assert_int_equal(reoffers(fx, "uncovered"), 2);
+	a = nth_offer(fx->b[1], 3);
+	assert_only_slots(a, &miss[1], 1);
+	held_set(bm, 700, 701, NULL, 0);
+	assert_int_equal(rtr_fanout_ack_held(fx->f, fx->b[1]->url, a->seq, 0x00, NULL, 0, bm,
+	    sizeof(bm)), HW_OK);
+	assert_int_equal(d->n, 0);
+	assert_int_equal(rtr_fanout_ack_held(fx->f, fx->b[0]->url, a->seq, 0x10, NULL, 0, none,
+	    sizeof(none)), HW_OK);
+	assert_int_equal(d->n, 1);
+	assert_int_equal(d->tag[0], 11);
+	assert_int_equal(d->reason[0], 0x00);
+	assert_int_equal(rtr_fanout_pending(fx->f), 0);
+	assert_int_equal(rtr_fanout_next_deadline(fx->f), UINT64_MAX);
+	free(d);
+	teardown(fx);
+}
+
+// Two brokers whose held bitmaps together cover every slot (each its own
+// share) complete the message at once, without a re-offer; so do a broker
+// without held (it covers the offer's slots) and one that holds nothing.
+static void test_held_together_cover_everything(void **state)
+{
+	fixture     *fx = setup(2, false);
+	done_log    *d = calloc(1, sizeof(*d));
+	uint8_t      bm0[HW_SLOTS / 8], bm1[HW_SLOTS / 8], none[HW_SLOTS / 8];
+	const offer *o;
+
+	(void)state;
+	assert_non_null(d);
+	memset(none, 0, sizeof(none));
+	held_of(fx, fx->b[0]->url, bm0);
+	held_of(fx, fx->b[1]->url, bm1);
+	offer_one(fx, d, 21);
+	o = nth_offer(fx->b[0], 1);
+	assert_int_equal(rtr_fanout_ack_held(fx->f, fx->b[0]->url, o->seq, 0x10, NULL, 0, bm0,
+	    sizeof(bm0)), HW_OK);
+	assert_int_equal(d->n, 0);
+	assert_int_equal(rtr_fanout_ack_held(fx->f, fx->b[1]->url, o->seq, 0x00, NULL, 0, bm1,
+	    sizeof(bm1)), HW_OK);
+	assert_int_equal(d->n, 1);
+	assert_int_equal(d->reason[0], 0x00);
+
+	offer_one(fx, d, 22);
+	o = nth_offer(fx->b[0], 2);
+	assert_int_equal(rtr_fanout_ack(fx->f, fx->b[0]->url, o->seq, 0x10, NULL, 0), HW_OK);
+	assert_int_equal(rtr_fanout_ack_held(fx->f, fx->b[1]->url, o->seq, 0x10, NULL, 0, none,
+	    sizeof(none)), HW_OK);
+	assert_int_equal(d->n, 2);
+	assert_int_equal(d->reason[1], 0x10);
+	assert_int_equal(reoffers(fx, "uncovered"), 0);
+	assert_int_equal(rtr_fanout_pending(fx->f), 0);
+	free(d);
+	teardown(fx);
+}
+
+// A slot nobody ever holds is offered again while the deadline lasts; at
+// the deadline the message fails (0x80) and nothing more is offered.
+static void test_uncovered_until_deadline(void **state)
+{
+	fixture       *fx = setup(1, false);
+	done_log      *d = calloc(1, sizeof(*d));
+	const uint32_t miss[1] = { 42 };
+	uint8_t        bm[HW_SLOTS / 8], none[HW_SLOTS / 8];
+	const offer   *o;
+	size_t         k = 1;
+
+	(void)state;
+	assert_non_null(d);
+	memset(none, 0, sizeof(none));
+	held_set(bm, 0, HW_SLOTS, miss, 1);
+	offer_one(fx, d, 31);
+	o = nth_offer(fx->b[0], 1);
+	assert_int_equal(rtr_fanout_ack_held(fx->f, fx->b[0]->url, o->seq, 0x00, NULL, 0, bm,
+	    sizeof(bm)), HW_OK);
+	for (int i = 0; i < 4; i++) {
+		rtr_fanout_expire(fx->f, rtr_fanout_next_deadline(fx->f));
+		rtr_outbox_flush(fx->ob);
+		o = nth_offer(fx->b[0], ++k);
+		assert_only_slots(o, miss, 1);
+		assert_int_equal(rtr_fanout_ack_held(fx->f, fx->b[0]->url, o->seq, 0x10, NULL, 0,
+		    none, sizeof(none)), HW_OK);
+	}
+	assert_int_equal(d->n, 0);
+	rtr_fanout_expire(fx->f, hw_clock_mono_ms() + 60000);
+	rtr_outbox_flush(fx->ob);
+	assert_int_equal(d->n, 1);
+	assert_int_equal(d->reason[0], 0x80);
+	assert_int_equal(reoffers(fx, "uncovered"), 4);
+	assert_int_equal(rtr_fanout_pending(fx->f), 0);
+	assert_int_equal(rtr_fanout_next_deadline(fx->f), UINT64_MAX);
+	assert_int_equal(fake_count(fx->b[0], &fx->b[0]->n), k);
+	free(d);
+	teardown(fx);
+}
+
 // has_slot tells whether offer o lists slot s in only_slots.
 static bool has_slot(const offer *o, uint32_t s)
 {
@@ -1054,6 +1229,9 @@ int main(void)
 		cmocka_unit_test(test_member_left_among_three),
 		cmocka_unit_test(test_retry_slots_reoffered_after_backoff),
 		cmocka_unit_test(test_retry_slots_until_deadline),
+		cmocka_unit_test(test_uncovered_slots_reoffered),
+		cmocka_unit_test(test_held_together_cover_everything),
+		cmocka_unit_test(test_uncovered_until_deadline),
 		cmocka_unit_test(test_order_kept_behind_reoffers),
 		cmocka_unit_test(test_duplicate_ack_counts_once),
 		cmocka_unit_test(test_joined_member_gets_new_offers_only),
