@@ -132,6 +132,27 @@ def _broker_metric(dep, i, name):
     return _metric(f"http://127.0.0.1:{dep.tier_http[f'broker-{i + 1}']}", name)
 
 
+def _diagnostics(dep):
+    """One line of the failover metrics (reported, not asserted): the
+    router's re-offers by cause, and per live broker its slot claims, slots
+    lost (or given up on a MOVED) and sessions resumed."""
+    out = []
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{dep.tier_http['router']}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("hawser_router_reoffers_total{") or \
+                        line.startswith("hawser_router_ack_timeouts_total "):
+                    out.append(line)
+        for i in sorted(dep.broker_procs):
+            vals = [int(_broker_metric(dep, i, n)) for n in (
+                "hawser_broker_slot_claims_total", "hawser_broker_slots_lost_total",
+                "hawser_broker_sessions_resumed_total")]
+            out.append(f"broker-{i + 1} claims/lost/resumed={vals}")
+    except OSError as e:
+        out.append(f"metrics unavailable: {e!r}")
+    print("failover metrics: " + "; ".join(out))
+
+
 def _edge_metric(dep, name):
     return sum(_metric(dep.http_base(e), name) for e in range(len(dep.edges)))
 
@@ -264,7 +285,10 @@ def _start_streams(dep, closer, plan):
 
 def _finish(dep, streams):
     deadline = time.monotonic() + DEADLINE
-    dups = [s.check(deadline) for s in streams]
+    try:
+        dups = [s.check(deadline) for s in streams]
+    finally:
+        _diagnostics(dep)
     closed = [msg for s in streams for msg in s.closed()]
     assert not closed, "no client connection may be closed by a broker change:\n" + "\n".join(closed)
     assert not dep.dead(), "\n".join(dep.dead())
