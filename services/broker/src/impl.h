@@ -351,13 +351,19 @@ bool brk_slot_elsewhere(const brk_worker *w, uint32_t slot, char *owner, size_t 
 // not claim it back then (another broker claimed it, or the edges moved it
 // and its new owner claims it when the connection resumes there).
 bool brk_slot_moved_recently(const brk_worker *w, uint32_t slot);
+// brk_slot_owner_name writes to out (cap bytes) the inbox URL a ConnMoved
+// names for a connection of slot, which this broker does not hold: the
+// store's owner when it is another broker, else the owner in our view when
+// another broker (the slot was given up on a MOVED and its new owner has
+// not claimed it yet), else "" (the edge asks its own view). One store
+// round trip.
+void brk_slot_owner_name(brk_worker *w, uint32_t slot, char *out, size_t cap);
 // brk_slot_give_up handles a ConnGone MOVED for a session of slot: the
 // edges consider the slot moved, so it is given up as if lost (not held,
 // store claim dropped, every session of it forgotten from memory, the
 // output prepared for them in this pass cancelled, ConnMoved for the other
-// connections of it still bound here, naming the owner in our view when
-// another broker, else the store's when another, else ""), so that later
-// offers are not covered here for it. Counted in
+// connections of it still bound here, named by brk_slot_owner_name), so
+// that later offers are not covered here for it. Counted in
 // hawser_broker_slots_lost_total. Does nothing for a slot not held.
 void brk_slot_give_up(brk_worker *w, uint32_t slot);
 // brk_slot_claim claims slot in the store unless held and loads every

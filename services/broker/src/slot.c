@@ -345,31 +345,24 @@ static void brk_slot_collect(void *arg, hw_bytes key, void *val)
 	dc->v[dc->n++] = s;
 }
 
-// brk_slot_owner_name writes the inbox URL to name in a ConnMoved for a
-// connection of slot, which we no longer hold: the store's owner, or
-// (view_first: given up on a MOVED, the new owner may not have claimed it
-// yet) our view's owner when another broker, else the store's when not
-// us; "" (the edge asks its own view) when neither is known.
-static void brk_slot_owner_name(brk_worker *w, uint32_t slot, bool view_first, char *out,
-    size_t cap)
+void brk_slot_owner_name(brk_worker *w, uint32_t slot, char *out, size_t cap)
 {
 	const brk_store_ops *ops = w->srv->store_ops;
 	const hw_members_view *v = w->view;
 	uint64_t epoch;
 
+	slot %= HW_SLOTS;
+	if (ops->slot_owner != NULL && ops->slot_owner(w->srv->store, slot, out, cap, &epoch) == HW_OK &&
+	    out[0] != 0 && strcmp(out, w->srv->self_url) != 0)
+		return; // the broker that holds it now
 	out[0] = 0;
-	if (view_first && v != NULL) {
+	if (v != NULL) {
 		uint16_t o = hw_members_owner(v, slot);
 
-		if (o != HW_MEMBERS_NONE && (int)o != v->self) {
+		// Not claimed since we let it go (a MOVED): where our view puts it.
+		if (o != HW_MEMBERS_NONE && (int)o != v->self)
 			snprintf(out, cap, "%s", v->urls[o]);
-			return;
-		}
 	}
-	if (ops->slot_owner == NULL || ops->slot_owner(w->srv->store, slot, out, cap, &epoch) != HW_OK)
-		out[0] = 0;
-	else if (view_first && strcmp(out, w->srv->self_url) == 0)
-		out[0] = 0; // still ours in the store: the new owner has not claimed it
 }
 
 // brk_slot_lose drops the slots of `now` (nlost of them): not held any
@@ -421,7 +414,7 @@ static void brk_slot_lose(brk_worker *w, const brk_slotset *now, uint32_t nlost,
 			if (!brk_slotset_has(now, slot))
 				continue;
 			owner_of[slot] = k;
-			brk_slot_owner_name(w, slot, moved, owners[k], sizeof(owners[k]));
+			brk_slot_owner_name(w, slot, owners[k], sizeof(owners[k]));
 			k++;
 		}
 	}

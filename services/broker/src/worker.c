@@ -402,16 +402,13 @@ static void brk_worker_packet(brk_worker *w, brk_batch *bb, const brk_connpacket
 // re-homes it to the owner).
 static void brk_worker_stray(brk_worker *w, brk_edge *e, const brk_connpacket *cp)
 {
-	const brk_store_ops *ops = w->srv->store_ops;
 	char owner[256] = "";
-	uint64_t epoch;
 
-	if (brk_slot_held(w, cp->slot) || ops->slot_owner == NULL) {
+	if (brk_slot_held(w, cp->slot) || w->srv->store_ops->slot_owner == NULL) {
 		brk_out_close(w, e, cp->conn, NULL);
 		return;
 	}
-	if (ops->slot_owner(w->srv->store, cp->slot % HW_SLOTS, owner, sizeof(owner), &epoch) != HW_OK)
-		owner[0] = 0;
+	brk_slot_owner_name(w, cp->slot, owner, sizeof(owner));
 	brk_out_moved(w, e, cp->conn, owner);
 }
 
