@@ -8,7 +8,8 @@
 // in direct mode) are refused. With the broker set from hw_members: a
 // broker that dies while an offer waits for it has its slots offered again
 // to the other (only_slots) and the publish is acked; an Ack's retry_slots
-// are offered again after the backoff, and a duplicated Ack counts once.
+// are offered again after the backoff, and a duplicated Ack counts once;
+// slots no Ack's held had are offered again too (covered is positive).
 // Every wait is on a condition variable with a deadline; no sleeps.
 
 #include <setjmp.h>
@@ -93,6 +94,30 @@ static hw_err send_ack_retry(hw_link_peer *p, uint64_t seq, uint32_t reason,
 	ack.reason = reason;
 	ack.retry_slots = retry;
 	ack.n_retry_slots = nretry;
+	hawser__internal__v1__item__init(&item);
+	item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_ACK;
+	item.ack = &ack;
+	return hw_link_send(p, &ptr, 1);
+}
+
+// send_ack_held sends an Ack whose held has every slot but skip[0..nskip)
+// (all: false: only those).
+static hw_err send_ack_held(hw_link_peer *p, uint64_t seq, uint32_t reason, bool all,
+    const uint32_t *skip, size_t nskip)
+{
+	Hawser__Internal__V1__Ack ack;
+	hw_item                   item;
+	hw_item                  *ptr = &item;
+	uint8_t                   bm[HW_SLOTS / 8];
+
+	memset(bm, all ? 0xFF : 0x00, sizeof(bm));
+	for (size_t i = 0; i < nskip; i++)
+		bm[skip[i] / 8] ^= (uint8_t)(1u << (skip[i] % 8));
+	hawser__internal__v1__ack__init(&ack);
+	ack.seq = seq;
+	ack.reason = reason;
+	ack.held.data = bm;
+	ack.held.len = sizeof(bm);
 	hawser__internal__v1__item__init(&item);
 	item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_ACK;
 	item.ack = &ack;
@@ -668,6 +693,49 @@ static void test_retry_slots_offered_again(void **state)
 	teardown(fx);
 }
 
+// Covered is positive: A's Ack holds every slot but 17 and 900, B's none
+// (it does not hold the dead broker's slots yet): after the backoff both
+// get the message again for exactly those slots ("uncovered"), and the
+// publish is acked once an Ack holds them.
+static void test_uncovered_slots_offered_again(void **state)
+{
+	fixture *fx = setup(true, NULL);
+	uint32_t miss[2] = { 17, 900 };
+	uint64_t rseq, r2;
+
+	(void)state;
+	assert_int_equal(publish(fx->a, "u/1", 41, 1, 0), HW_OK);
+	assert_true(fake_wait(fx->a, &fx->a->npubs, 1));
+	assert_true(fake_wait(fx->b, &fx->b->npubs, 1));
+	rseq = fx->a->pub_seq[0];
+	assert_int_equal(send_ack_held(fx->b->router, rseq, 0x10, false, NULL, 0), HW_OK);
+	assert_int_equal(send_ack_held(fx->a->router, rseq, 0x00, true, miss, 2), HW_OK);
+	assert_true(fake_wait(fx->a, &fx->a->npubs, 2));
+	assert_true(fake_wait(fx->b, &fx->b->npubs, 2));
+	pthread_mutex_lock(&fx->a->mtx);
+	r2 = fx->a->pub_seq[1];
+	assert_true(r2 != 0 && r2 != rseq);
+	assert_int_equal(fx->a->pub_nonly[1], 2);
+	assert_memory_equal(fx->a->pub_only[1], miss, sizeof(miss));
+	pthread_mutex_unlock(&fx->a->mtx);
+	pthread_mutex_lock(&fx->b->mtx);
+	assert_true(fx->b->pub_seq[1] == r2);
+	assert_memory_equal(fx->b->pub_only[1], miss, sizeof(miss));
+	pthread_mutex_unlock(&fx->b->mtx);
+	assert_int_equal(reoffers(fx, "uncovered"), 1);
+	assert_int_equal(nacks_of(fx->a), 0);
+
+	assert_int_equal(send_ack_held(fx->a->router, r2, 0x10, false, NULL, 0), HW_OK);
+	assert_int_equal(send_ack_held(fx->b->router, r2, 0x10, false, miss, 2), HW_OK);
+	assert_true(fake_wait(fx->a, &fx->a->nacks, 1));
+	pthread_mutex_lock(&fx->a->mtx);
+	assert_int_equal(fx->a->ack_seq[0], 41);
+	assert_int_equal(fx->a->ack_reason[0], 0x00);
+	pthread_mutex_unlock(&fx->a->mtx);
+	assert_int_equal(pending(fx), 0);
+	teardown(fx);
+}
+
 // router.mode is "direct" (no Kafka) or "kafka" (with pipelines): any other
 // value, kafka without pipelines, or pipelines in direct mode stop startup.
 static void test_mode_other_than_direct_refused(void **state)
@@ -709,6 +777,7 @@ int main(void)
 		cmocka_unit_test(test_late_broker_gets_offer_before_ack),
 		cmocka_unit_test(test_dead_broker_slots_offered_again),
 		cmocka_unit_test(test_retry_slots_offered_again),
+		cmocka_unit_test(test_uncovered_slots_offered_again),
 		cmocka_unit_test(test_mode_other_than_direct_refused),
 	};
 
