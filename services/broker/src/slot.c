@@ -202,6 +202,13 @@ static void brk_slot_will(brk_worker *w, brk_session *s)
 	if (rec.pkt.u.connect.will &&
 	    brk_msg_from_will(&s->will, &rec.pkt.u.connect, brk_cid(s), now) == HW_OK) {
 		const hw_mqtt_props *wp = &rec.pkt.u.connect.will_props;
+		// The publisher's user, as when it connected; its edge is unknown
+		// until a ConnResume binds it (resume.c completes it then).
+		brk_msg_origin from = { brk_cid(s),
+			hw_bytes_of_cstr(rec.identity != NULL ? brk_identity_user(rec.identity) : NULL),
+			HW_BYTES_NULL };
+
+		(void)brk_msg_set_origin(&s->will, &from);
 
 		s->will_delay = hw_mqtt_has(wp, HW_PROP_WILL_DELAY) ? wp->will_delay : 0;
 		s->will_at_ms = now + brk_resume_grace_ms(w) + (uint64_t)s->will_delay * 1000;
