@@ -239,6 +239,7 @@ class KafkaSplit(harness.Deployment):
             bps.append(self._spawn(f"broker-{i + 1}", [harness.binary("hawser-broker")]
                                    + harness._common_sets(f"broker-{i + 1}") + [
                 "--set", f"broker.listen={url}", "--set", f"broker.routers={','.join(rurls)}",
+                "--set", f"broker.peers={brokers}",
                 "--set", "broker.http_listen=127.0.0.1:0"] + sets))
         eps = []
         for i, port in enumerate(ports[-2:]):

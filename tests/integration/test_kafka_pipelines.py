@@ -1,6 +1,8 @@
-"""Kafka pipelines end to end: the all-in-one hawser with router.mode kafka
-against a real Kafka (scripts/kafka.sh), real MQTT clients (Paho), and
-records read and written with the project's protobuf schema.
+"""Kafka pipelines end to end: the all-in-one hawser with router.mode kafka,
+the split tiers, and the split tiers with the brokers on a real Redis
+(store.backend=redis), against a real Kafka (scripts/kafka.sh), real MQTT
+clients (Paho), and records read and written with the project's protobuf
+schema.
 
 - publish_only: a client's QoS 1 publish becomes a hawser.v1.UpstreamMessage
   record (key = MQTT topic, content-type/schema headers) and reaches no
@@ -32,7 +34,15 @@ def topics(kafka):
     return t
 
 
-@pytest.fixture(scope="module", params=["allinone", "split"])
+@pytest.fixture(scope="module")
+def redis():
+    import redis_fixture
+    r = redis_fixture.RedisServer(fsync="always").start()
+    yield r
+    r.cleanup()
+
+
+@pytest.fixture(scope="module", params=["allinone", "split", "split-redis"])
 def dep(kafka, topics, request):
     pipelines = [
         {"name": "telemetry", "filter": "kt/tele/#", "mode": "publish_only", "topic": topics["tele"]},
@@ -44,8 +54,12 @@ def dep(kafka, topics, request):
     # Each deployment its own consumer group: both read every record.
     if request.param == "allinone":
         d = KafkaAllInOne(kafka.bootstrap, pipelines, direct=False)
-    else:
+    elif request.param == "split":
         d = KafkaSplit(kafka.bootstrap, pipelines, direct=False)
+    else:  # the brokers' sessions in a real Redis: consume, deliver, commit after Redis took it
+        r = request.getfixturevalue("redis")
+        d = KafkaSplit(kafka.bootstrap, pipelines, direct=False, broker_sets=[
+            "store.backend=redis", f"store.redis_url={r.url}", f"store.key_prefix={unique('kr')}:"])
     try:
         d.start()
         wait_assigned(d, [topics["chat"], topics["note"], topics["clean"]], timeout=T,
