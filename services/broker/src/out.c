@@ -283,16 +283,20 @@ void brk_out_ack(brk_worker *w, brk_dest *d, uint64_t seq, uint32_t reason,
 	}
 	slots = (uint32_t *)(o + 1);
 	bitmap = (uint8_t *)(slots + n);
+	// Word by word: one Ack per offer, so a loop over every slot here was
+	// ~10 % of the all-in-one's CPU at QoS 1.
 	n = 0;
-	for (uint32_t s = 0; retry != NULL && s < HW_SLOTS; s++)
-		if (brk_slotset_has(retry, s))
-			slots[n++] = s;
+	for (size_t i = 0; retry != NULL && i < BRK_SLOT_WORDS; i++)
+		for (uint64_t bits = retry->bits[i]; bits != 0; bits &= bits - 1)
+			slots[n++] = (uint32_t)(i * 64 + (size_t)__builtin_ctzll(bits));
 	// Ack.held: bit (slot % 8) of byte (slot / 8), all HW_SLOTS bits even
 	// when none is set (an empty field would mean every slot).
-	memset(bitmap, 0, HW_SLOTS / 8);
-	for (uint32_t s = 0; held != NULL && s < HW_SLOTS; s++)
-		if (brk_slotset_has(held, s))
-			bitmap[s / 8] |= (uint8_t)(1u << (s % 8));
+	for (size_t i = 0; i < BRK_SLOT_WORDS; i++) {
+		uint64_t bits = held != NULL ? held->bits[i] : 0;
+
+		for (size_t b = 0; b < 8; b++)
+			bitmap[i * 8 + b] = (uint8_t)(bits >> (8 * b));
+	}
 	o->u.a = init;
 	o->u.a.seq = seq;
 	o->u.a.reason = reason;
