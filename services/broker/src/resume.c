@@ -20,8 +20,9 @@
 //   claimed: ConnMoved names that broker (brk_slot_elsewhere).
 // - Cannot resume (no session, no record, the store unreachable, or an
 //   identity with per-client rules that the record cannot carry):
-//   ConnClose with DISCONNECT 0x8B for MQTT 5, a plain close otherwise (or
-//   when the version is unknown), and the client reconnects.
+//   ConnClose with DISCONNECT 0x8B for MQTT 5 (the edge sends the
+//   connection's version in ConnResume), a plain close otherwise (or when
+//   the version is unknown), and the client reconnects.
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,7 +88,7 @@ void brk_resume(brk_worker *w, brk_edge *e, const brk_connresume *r)
 	}
 	err = brk_resume_session(w, cid, &s);
 	if (err != HW_OK) {
-		brk_resume_refuse(w, e, r->conn, 0, HW_RC_SERVER_SHUTTING_DOWN, cids,
+		brk_resume_refuse(w, e, r->conn, (uint8_t)r->version, HW_RC_SERVER_SHUTTING_DOWN, cids,
 		    err == HW_ENOTFOUND ? "no session" : hw_strerror(err));
 		goto done;
 	}

@@ -491,6 +491,7 @@ static hw_err edge_forward_resume(edge_server *s, edge_conn *c, uint16_t to)
 	r->resume.conn = c->id;
 	r->resume.slot = c->slot;
 	r->resume.client_id = r->cid;
+	r->resume.version = c->version;
 	err = edge_forward_add(s, to, &r->item);
 	if (err != HW_OK)
 		free(r);
