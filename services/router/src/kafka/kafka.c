@@ -700,7 +700,9 @@ static void rtr_kafka_release(rtr_kafka *k, rtr_kafka_rec *r)
 	}
 }
 
-// rtr_kafka_rec_done is the fanout's completion of a record's offer.
+// rtr_kafka_rec_done is the fanout's completion of a record's offer, and the
+// delivery report of an accepted raw record's copy on the clean topic (only
+// then may the raw offset be committed).
 static void rtr_kafka_rec_done(void *arg, void *origin, uint64_t tag, uint32_t reason)
 {
 	rtr_kafka     *k = arg;
@@ -708,8 +710,9 @@ static void rtr_kafka_rec_done(void *arg, void *origin, uint64_t tag, uint32_t r
 
 	(void)tag;
 	if (reason >= RTR_REASON_FAILED && r->part != NULL) {
-		// Not taken by every broker: offer it again on the next poll (not
-		// from here: the fanout is in the middle of its own work).
+		// Not taken by every broker, or not produced: offer it again on
+		// the next poll (not from here: the fanout is in the middle of
+		// its own work).
 		r->rnext = k->retry;
 		k->retry = r;
 		return;
@@ -809,22 +812,6 @@ static const rtr_kafka_sub *rtr_kafka_sub_find(const rtr_kafka *k, const char *t
 	return NULL;
 }
 
-// rtr_kafka_clean_done is the delivery report of an accepted raw record's
-// copy on the clean topic: only now may the raw offset be committed.
-static void rtr_kafka_clean_done(void *arg, void *origin, uint64_t tag, uint32_t reason)
-{
-	rtr_kafka     *k = arg;
-	rtr_kafka_rec *r = origin;
-
-	(void)tag;
-	if (reason >= RTR_REASON_FAILED && r->part != NULL) {
-		r->rnext = k->retry;
-		k->retry = r;
-		return;
-	}
-	rtr_kafka_release(k, r);
-}
-
 // rtr_kafka_forward judges a raw record (once) and produces it to the clean
 // topic when accepted; a rejected record is done at once (its offset is
 // committed: the filter's decision is final).
@@ -857,7 +844,7 @@ static void rtr_kafka_forward(rtr_kafka *k, rtr_kafka_rec *r)
 		goto again;
 	dr->k = k;
 	dr->st = sub->st;
-	dr->done = (rtr_sink_done){ .fn = rtr_kafka_clean_done, .arg = k, .origin = r };
+	dr->done = (rtr_sink_done){ .fn = rtr_kafka_rec_done, .arg = k, .origin = r };
 	if (r->hdrs != NULL && (h = rd_kafka_headers_copy(r->hdrs)) == NULL) {
 		free(dr);
 		goto again;
