@@ -281,6 +281,30 @@ class Deployment:
         return p
 
 
+def read_http_port(proc, listen_id, ready_id):
+    """Waits for proc's `ready_id` line and returns the http_port its
+    `listen_id` line (RTR-LISTEN, BRK-LISTEN) announced before it."""
+    idx, _, _ = proc.wait_id(ready_id)
+    for p in proc.lines_with_id(listen_id, upto=idx + 1):
+        m = re.search(r"http_port=(-?\d+)", p.get("msg", ""))
+        if m:
+            return int(m.group(1))
+    raise StartupError(f"{proc.name}: no {listen_id} line with http_port before {ready_id}\n{proc.tail()}")
+
+
+def metric_sum(base, name):
+    """Sum of every sample of metric `name` (any labels) on base + /metrics,
+    base being http://host:port."""
+    import urllib.request
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def _common_sets(node):
     return ["--set", f"node.id={node}", "--set", "log.level=info"]
 
@@ -344,13 +368,7 @@ class Split(Deployment):
                 "--set", f"edge.listen=tcp://127.0.0.1:{port}", "--set", f"edge.brokers={brokers}"] + self.extra))
         self.tier_http = {}
         for proc, listen, ready in [(rp, "RTR-LISTEN", "RTR-READY")] + [(bp, "BRK-LISTEN", "BRK-READY") for bp in bps]:
-            idx, _, _ = proc.wait_id(ready)
-            for p in proc.lines_with_id(listen, upto=idx + 1):
-                m = re.search(r"http_port=(-?\d+)", p.get("msg", ""))
-                if m:
-                    self.tier_http[proc.name] = int(m.group(1))
-            if proc.name not in self.tier_http:
-                raise StartupError(f"{proc.name}: no {listen} line with http_port before {ready}\n{proc.tail()}")
+            self.tier_http[proc.name] = read_http_port(proc, listen, ready)
         self.edges = [_read_edge(ep) for ep in eps]
         return self
 

@@ -14,7 +14,6 @@ Both expose the attributes the behaviour suite's Gateway uses.
 """
 
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -118,11 +117,7 @@ class RedisSplit(harness.Deployment):
         self.broker_argv = []
 
     def _broker_ready(self, proc):
-        idx, _, _ = proc.wait_id("BRK-READY")
-        for p in proc.lines_with_id("BRK-LISTEN", upto=idx + 1):
-            m = re.search(r"http_port=(-?\d+)", p.get("msg", ""))
-            if m:
-                self.tier_http[proc.name] = int(m.group(1))
+        self.tier_http[proc.name] = harness.read_http_port(proc, "BRK-LISTEN", "BRK-READY")
 
     def start(self):
         ports = harness.free_ports(3 + self.n_brokers)
@@ -189,15 +184,7 @@ def connect_retry(make_client, deadline_s=20.0):
 
 def metric(dep, proc_name, name):
     """Sum of the samples of metric `name` on a broker's /metrics."""
-    import urllib.request
-    port = dep.tier_http[proc_name]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return harness.metric_sum(f"http://127.0.0.1:{dep.tier_http[proc_name]}", name)
 
 
 def keys(redis, pattern):

@@ -13,7 +13,6 @@ tests/integration/test_failover.py.)
 """
 
 import time
-import urllib.request
 
 import pytest
 
@@ -26,13 +25,7 @@ DOWN_MS = 300
 
 
 def _metric(port, name):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return harness.metric_sum(f"http://127.0.0.1:{port}", name)
 
 
 def _kill(dep, name):

@@ -53,11 +53,7 @@ class FailoverSplit(harness.Deployment):
         self.broker_argv = {}
 
     def _broker_ready(self, proc):
-        idx, _, _ = proc.wait_id("BRK-READY")
-        for p in proc.lines_with_id("BRK-LISTEN", upto=idx + 1):
-            for part in p.get("msg", "").split():
-                if part.startswith("http_port="):
-                    self.tier_http[proc.name] = int(part.split("=", 1)[1])
+        self.tier_http[proc.name] = harness.read_http_port(proc, "BRK-LISTEN", "BRK-READY")
 
     def start(self):
         ports = harness.free_ports(3 + self.configured)
@@ -68,11 +64,7 @@ class FailoverSplit(harness.Deployment):
         rp = self._spawn("router", [harness.binary("hawser-router")] + harness._common_sets("router-1") + [
             "--set", f"router.listen={router}", "--set", f"router.brokers={members}",
             "--set", "router.http_listen=127.0.0.1:0"] + cluster)
-        idx, _, _ = rp.wait_id("RTR-READY")
-        for p in rp.lines_with_id("RTR-LISTEN", upto=idx + 1):
-            for part in p.get("msg", "").split():
-                if part.startswith("http_port="):
-                    self.tier_http["router"] = int(part.split("=", 1)[1])
+        self.tier_http["router"] = harness.read_http_port(rp, "RTR-LISTEN", "RTR-READY")
         prefix = f"it{os.getpid()}f{time.monotonic_ns()}:"
         for i, url in enumerate(self.brokers):
             self.broker_argv[i] = [harness.binary("hawser-broker")] + harness._common_sets(f"broker-{i + 1}") + [
@@ -118,18 +110,8 @@ class FailoverSplit(harness.Deployment):
         return live[harness.slot_owner(harness.slot_of(cid), urls)]
 
 
-def _metric(url, name):
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def _broker_metric(dep, i, name):
-    return _metric(f"http://127.0.0.1:{dep.tier_http[f'broker-{i + 1}']}", name)
+    return harness.metric_sum(f"http://127.0.0.1:{dep.tier_http[f'broker-{i + 1}']}", name)
 
 
 def _diagnostics(dep):
@@ -154,7 +136,7 @@ def _diagnostics(dep):
 
 
 def _edge_metric(dep, name):
-    return sum(_metric(dep.http_base(e), name) for e in range(len(dep.edges)))
+    return sum(harness.metric_sum(dep.http_base(e), name) for e in range(len(dep.edges)))
 
 
 @pytest.fixture(scope="module")

@@ -40,19 +40,6 @@ def test_sigterm_drains_clients_and_exits_zero(own_allinone, transport):
         mqttraw.RawClient(ep, version=4, timeout=2)
 
 
-def _metric_sum(base, name):
-    import re
-    import urllib.request
-    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(rf"^{re.escape(name)}(\{{[^}}]*\}})?\s+(\S+)$", line)
-        if m:
-            total += float(m.group(2))
-    return total
-
-
 def test_slow_consumer_is_disconnected_others_unaffected():
     # A subscriber that stops reading while QoS 1 messages pile up must be
     # cut off at edge.write_queue_bytes instead of growing memory; other
@@ -73,7 +60,7 @@ def test_slow_consumer_is_disconnected_others_unaffected():
         pub = clients.Client(ep, "flooder-1")
         pub.connect()
         payload = b"z" * 32768
-        before = _metric_sum(dep.http_base(0), "hawser_edge_slow_consumer_disconnects_total")
+        before = harness.metric_sum(dep.http_base(0), "hawser_edge_slow_consumer_disconnects_total")
         for _ in range(400):  # 12.8 MB, far beyond socket buffers + 64 KiB
             pub.publish(t, payload, qos=1)
         # The slow client, reading now, finds its connection closed.
@@ -83,7 +70,7 @@ def test_slow_consumer_is_disconnected_others_unaffected():
         except TimeoutError:
             raise AssertionError("the slow consumer was never disconnected") from None
         assert len(got) < 400, "every message reached the client that did not read"
-        after = _metric_sum(dep.http_base(0), "hawser_edge_slow_consumer_disconnects_total")
+        after = harness.metric_sum(dep.http_base(0), "hawser_edge_slow_consumer_disconnects_total")
         assert after >= before + 1, f"slow consumer disconnects {before} -> {after}"
         pub.publish("healthy/t", b"still here", qos=1)
         assert healthy.expect().payload == b"still here"
