@@ -40,6 +40,7 @@
 
 #include "../../services/broker/src/impl.h"
 #include "../../services/broker/src/server.h"
+#include "redis_server.h"
 
 #define WAIT_MS 5000
 #define MAXREC 256
@@ -1387,84 +1388,6 @@ static void test_resume_refusals(void **state)
 
 // ---- two brokers on one redis-server -----------------------------------------
 
-typedef struct redis_proc {
-	pid_t pid;
-	int   port;
-	int   out;
-} redis_proc;
-
-static int free_port(void)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
-
-// redis_start runs redis-server (no persistence) on a free port and waits
-// (deadline 10 s) for "Ready to accept connections"; false when it is not
-// installed.
-static bool redis_start(redis_proc *rp)
-{
-	int fds[2];
-	char port[16], line[4096];
-	size_t have = 0;
-	uint64_t deadline = hw_clock_mono_ms() + 10000;
-
-	if (access("/usr/bin/redis-server", X_OK) != 0)
-		return false;
-	rp->port = free_port();
-	snprintf(port, sizeof(port), "%d", rp->port);
-	assert_int_equal(pipe(fds), 0);
-	rp->pid = fork();
-	assert_true(rp->pid >= 0);
-	if (rp->pid == 0) {
-		dup2(fds[1], 1);
-		close(fds[0]);
-		execl("/usr/bin/redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
-		    "--save", "", "--appendonly", "no", "--dir", "/tmp", "--logfile", "", (char *)NULL);
-		_exit(127);
-	}
-	close(fds[1]);
-	for (;;) {
-		struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
-		uint64_t now = hw_clock_mono_ms();
-		ssize_t n;
-
-		assert_true(now < deadline);
-		if (poll(&pfd, 1, (int)(deadline - now)) <= 0)
-			continue;
-		n = read(fds[0], line + have, sizeof(line) - 1 - have);
-		assert_true(n > 0);
-		have += (size_t)n;
-		line[have] = 0;
-		if (strstr(line, "Ready to accept connections") != NULL)
-			break;
-		if (have > sizeof(line) / 2) { // keep the tail
-			memmove(line, line + have - 64, 64);
-			have = 64;
-		}
-	}
-	rp->out = fds[0];
-	return true;
-}
-
-static void redis_stop(redis_proc *rp)
-{
-	if (rp->pid > 0) {
-		kill(rp->pid, SIGKILL);
-		waitpid(rp->pid, NULL, 0);
-		close(rp->out);
-		rp->pid = 0;
-	}
-}
-
 static void set2(hw_config *cfg, const char *kv)
 {
 	char *why = NULL;
@@ -1638,6 +1561,7 @@ static void test_resume_on_another_broker(void **state)
 	rec r;
 
 	(void)state;
+	rp->port = free_port();
 	if (!redis_start(rp))
 		skip();
 	h = pair_start(rp, true);
