@@ -42,16 +42,23 @@ typedef struct watch {
 	int              calls;
 } watch;
 
-static void watch_init(watch *w)
+// sync_init initialises a mutex and a condition variable on the monotonic
+// clock (the deadlines below are CLOCK_MONOTONIC).
+static void sync_init(pthread_mutex_t *mtx, pthread_cond_t *cv)
 {
 	pthread_condattr_t a;
 
-	memset(w, 0, sizeof(*w));
-	pthread_mutex_init(&w->mtx, NULL);
+	pthread_mutex_init(mtx, NULL);
 	pthread_condattr_init(&a);
 	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(&w->cv, &a);
+	pthread_cond_init(cv, &a);
 	pthread_condattr_destroy(&a);
+}
+
+static void watch_init(watch *w)
+{
+	memset(w, 0, sizeof(*w));
+	sync_init(&w->mtx, &w->cv);
 }
 
 static void watch_fini(watch *w)
@@ -142,14 +149,8 @@ typedef struct sink {
 
 static void sink_init(sink *s)
 {
-	pthread_condattr_t a;
-
 	memset(s, 0, sizeof(*s));
-	pthread_mutex_init(&s->mtx, NULL);
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(&s->cv, &a);
-	pthread_condattr_destroy(&a);
+	sync_init(&s->mtx, &s->cv);
 }
 
 static void sink_fini(sink *s)
