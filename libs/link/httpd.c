@@ -39,9 +39,8 @@ struct hw_httpd {
 	int               port;
 };
 
-// httpd_reply finishes aio with a response of status, content type and body.
-static void httpd_reply(nng_aio *aio, uint16_t status, const char *type,
-    const void *body, size_t len)
+void hw_httpd_reply(nng_aio *aio, uint16_t status, const char *reason,
+    const char *type, const void *body, size_t len, bool close)
 {
 	nng_http_res *res;
 	int           rv;
@@ -51,8 +50,10 @@ static void httpd_reply(nng_aio *aio, uint16_t status, const char *type,
 		return;
 	}
 	if ((rv = nng_http_res_set_status(res, status)) != 0 ||
+	    (reason != NULL && (rv = nng_http_res_set_reason(res, reason)) != 0) ||
 	    (rv = nng_http_res_set_header(res, "Content-Type", type)) != 0 ||
 	    (rv = nng_http_res_set_header(res, "Cache-Control", "no-store")) != 0 ||
+	    (close && (rv = nng_http_res_set_header(res, "Connection", "close")) != 0) ||
 	    (rv = nng_http_res_copy_data(res, body, len)) != 0) {
 		nng_http_res_free(res);
 		nng_aio_finish(aio, rv);
@@ -76,16 +77,17 @@ static void httpd_metrics_cb(nng_aio *aio)
 
 	if (h->metrics == NULL || hw_metrics_render(h->metrics, &out) != HW_OK) {
 		hw_buf_fini(&out);
-		httpd_reply(aio, 500, "text/plain", "metrics unavailable\n", 20);
+		hw_httpd_reply(aio, 500, NULL, "text/plain", "metrics unavailable\n", 20, false);
 		return;
 	}
-	httpd_reply(aio, 200, "text/plain; version=0.0.4; charset=utf-8", out.ptr, out.len);
+	hw_httpd_reply(aio, 200, NULL, "text/plain; version=0.0.4; charset=utf-8", out.ptr,
+	    out.len, false);
 	hw_buf_fini(&out);
 }
 
 static void httpd_healthz_cb(nng_aio *aio)
 {
-	httpd_reply(aio, 200, "text/plain", "ok\n", 3);
+	hw_httpd_reply(aio, 200, NULL, "text/plain", "ok\n", 3, false);
 }
 
 static void httpd_readyz_cb(nng_aio *aio)
@@ -93,9 +95,9 @@ static void httpd_readyz_cb(nng_aio *aio)
 	hw_httpd *h = httpd_of(aio);
 
 	if (h->ready_fn == NULL || h->ready_fn(h->arg))
-		httpd_reply(aio, 200, "text/plain", "ready\n", 6);
+		hw_httpd_reply(aio, 200, NULL, "text/plain", "ready\n", 6, false);
 	else
-		httpd_reply(aio, 503, "text/plain", "not ready\n", 10);
+		hw_httpd_reply(aio, 503, NULL, "text/plain", "not ready\n", 10, false);
 }
 
 // httpd_add registers one GET handler on h's server.

@@ -1,7 +1,10 @@
 #ifndef HW_LINK_HTTPD_H
 #define HW_LINK_HTTPD_H
 
+#include <nng/nng.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "core/err.h"
 #include "core/metrics.h"
@@ -25,5 +28,12 @@ hw_err hw_httpd_start(hw_httpd **out, const char *host_port, hw_metrics *metrics
 int hw_httpd_port(const hw_httpd *h);
 // hw_httpd_stop stops serving and frees h.
 void hw_httpd_stop(hw_httpd *h);
+// hw_httpd_reply finishes NNG's aio of an HTTP handler with a response of
+// status, reason phrase (NULL: NNG's for status), Content-Type type, body
+// (copied: len bytes), "Cache-Control: no-store", and "Connection: close"
+// when close. When the response cannot be built the aio is failed instead
+// (NNG closes the connection). Any thread; does not block.
+void hw_httpd_reply(nng_aio *aio, uint16_t status, const char *reason,
+    const char *type, const void *body, size_t len, bool close);
 
 #endif

@@ -34,6 +34,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "link/httpd.h"
 #include "pubreq.h"
 
 #define RTR_HTTPPUB_PATH "/v1/publish"
@@ -112,29 +113,11 @@ static size_t rtr_httppub_json_str(char *out, size_t cap, const char *s)
 	return o;
 }
 
-// rtr_httppub_finish finishes NNG's aio with a response (when it cannot be
-// built the aio is failed instead: NNG closes the connection).
+// rtr_httppub_finish finishes NNG's aio with a JSON response.
 static void rtr_httppub_finish(nng_aio *aio, uint16_t status, const char *body, bool close)
 {
-	nng_http_res *res;
-	int           rv;
-
-	if ((rv = nng_http_res_alloc(&res)) != 0) {
-		nng_aio_finish(aio, rv);
-		return;
-	}
-	if ((rv = nng_http_res_set_status(res, status)) != 0 ||
-	    (status == 413 && (rv = nng_http_res_set_reason(res, "Payload Too Large")) != 0) ||
-	    (rv = nng_http_res_set_header(res, "Content-Type", "application/json")) != 0 ||
-	    (rv = nng_http_res_set_header(res, "Cache-Control", "no-store")) != 0 ||
-	    (close && (rv = nng_http_res_set_header(res, "Connection", "close")) != 0) ||
-	    (rv = nng_http_res_copy_data(res, body, strlen(body))) != 0) {
-		nng_http_res_free(res);
-		nng_aio_finish(aio, rv);
-		return;
-	}
-	nng_aio_set_output(aio, 0, res);
-	nng_aio_finish(aio, 0);
+	hw_httpd_reply(aio, status, status == 413 ? "Payload Too Large" : NULL,
+	    "application/json", body, strlen(body), close);
 }
 
 static void rtr_httppub_count(rtr_httppub *h, uint16_t status)
