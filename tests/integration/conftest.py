@@ -243,6 +243,15 @@ def _live(deployment_slot, request):
         pytest.fail("gateway process(es) died during this test:\n" + "\n".join(dead))
 
 
+@pytest.fixture
+def closer():
+    """A list the test appends its clients to; each is closed afterwards."""
+    made = []
+    yield made
+    for c in made:
+        c.close()
+
+
 @pytest.fixture(params=TRANSPORTS)
 def transport(request):
     return request.param

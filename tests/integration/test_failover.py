@@ -279,14 +279,6 @@ def _finish(dep, streams):
     return dups
 
 
-@pytest.fixture
-def closer():
-    made = []
-    yield made
-    for c in made:
-        c.close()
-
-
 def test_kill_one_of_two_brokers_mid_stream(redis, closer):
     dep = rf.start(FailoverSplit(redis, configured=2, started=2))
     try:

@@ -45,14 +45,6 @@ def split(redis):
     assert not bad, f"processes did not exit 0 on SIGTERM: {bad}\n{dep.tails()}"
 
 
-@pytest.fixture
-def closer():
-    made = []
-    yield made
-    for c in made:
-        c.close()
-
-
 def _client(dep, edge, cid, closer, **kw):
     c = clients.Client(dep.endpoint(edge, "tcp"), cid, **kw)
     closer.append(c)
