@@ -179,49 +179,45 @@ static brk_deliv *mkdeliv(const char *payload, uint16_t pid, uint64_t seq)
 	return d;
 }
 
-static long long ttl_of(fixture *f, const char *key)
+// int_cmd runs a command on the fixture's direct connection and returns
+// its integer reply.
+static long long int_cmd(fixture *f, const char *fmt, ...)
 {
-	redisReply *r = redisCommand(f->rc, "PTTL %s", key);
-	long long v = r->integer;
+	va_list ap;
+	redisReply *r;
+	long long v;
 
+	va_start(ap, fmt);
+	r = redisvCommand(f->rc, fmt, ap);
+	va_end(ap);
+	v = r->integer;
 	freeReplyObject(r);
 	return v;
+}
+
+static long long ttl_of(fixture *f, const char *key)
+{
+	return int_cmd(f, "PTTL %s", key);
 }
 
 static long long exists(fixture *f, const char *key)
 {
-	redisReply *r = redisCommand(f->rc, "EXISTS %s", key);
-	long long v = r->integer;
-
-	freeReplyObject(r);
-	return v;
+	return int_cmd(f, "EXISTS %s", key);
 }
 
 static long long hash_len(fixture *f, const char *key)
 {
-	redisReply *r = redisCommand(f->rc, "HLEN %s", key);
-	long long v = r->integer;
-
-	freeReplyObject(r);
-	return v;
+	return int_cmd(f, "HLEN %s", key);
 }
 
 static bool hash_has(fixture *f, const char *key, const char *field)
 {
-	redisReply *r = redisCommand(f->rc, "HEXISTS %s %s", key, field);
-	bool v = r->integer == 1;
-
-	freeReplyObject(r);
-	return v;
+	return int_cmd(f, "HEXISTS %s %s", key, field) == 1;
 }
 
 static long long set_card(fixture *f, const char *key)
 {
-	redisReply *r = redisCommand(f->rc, "SCARD %s", key);
-	long long v = r->integer;
-
-	freeReplyObject(r);
-	return v;
+	return int_cmd(f, "SCARD %s", key);
 }
 
 // lost_count drains st's lost slots of shard and counts those equal to slot.
