@@ -213,6 +213,21 @@ static void fb_close(fake_broker *fb, uint64_t conn, const void *data, size_t le
 	fb_send(fb, items, 1);
 }
 
+// fb_moved tells the edge that conn's session moved to owner ("": the
+// owner the edge's view names).
+static void fb_moved(fake_broker *fb, uint64_t conn, const char *owner)
+{
+	Hawser__Internal__V1__ConnMoved mv = HAWSER__INTERNAL__V1__CONN_MOVED__INIT;
+	hw_item it = HAWSER__INTERNAL__V1__ITEM__INIT;
+	hw_item *items[1] = { &it };
+
+	mv.conn = conn;
+	mv.owner = (char *)owner;
+	it.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_MOVED;
+	it.moved = &mv;
+	fb_send(fb, items, 1);
+}
+
 // ---- edge under test --------------------------------------------------------
 
 typedef struct harness {
@@ -1306,8 +1321,6 @@ static void test_rehome_broker_dies(void **state)
 static void test_rehome_conn_moved(void **state)
 {
 	harness *h = h_start_n(NULL, 2);
-	Hawser__Internal__V1__ConnMoved mv = HAWSER__INTERNAL__V1__CONN_MOVED__INIT;
-	hw_item item = HAWSER__INTERNAL__V1__ITEM__INIT, *items[1] = { &item };
 	uint8_t b[256], conn_pkt[256];
 	char cid[32];
 	size_t n;
@@ -1316,8 +1329,6 @@ static void test_rehome_conn_moved(void **state)
 	fb_item it;
 
 	(void)state;
-	item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_MOVED;
-	item.moved = &mv;
 	cid_owned_by(h, 0, cid, sizeof(cid));
 	fd = c_connect(edge_server_port(h->s, "mqtt"));
 	n = mk_connect(conn_pkt, 5, cid, 60);
@@ -1326,9 +1337,7 @@ static void test_rehome_conn_moved(void **state)
 	conn = it.conn;
 
 	// A moves it to B before answering: B gets the CONNECT, with ConnInfo.
-	mv.conn = conn;
-	mv.owner = h->url2;
-	fb_send(&h->fb, items, 1);
+	fb_moved(&h->fb, conn, h->url2);
 	it = fb_wait(&h->fb2, 1);
 	assert_int_equal(it.kind, FB_PACKET);
 	assert_int_equal(it.conn, conn);
@@ -1346,8 +1355,7 @@ static void test_rehome_conn_moved(void **state)
 	c_send(fd, pub7, sizeof(pub7));
 	it = fb_wait(&h->fb2, 2);
 	assert_memory_equal(it.data, pub7, sizeof(pub7));
-	mv.owner = (char *)"";
-	fb_send(&h->fb2, items, 1);
+	fb_moved(&h->fb2, conn, "");
 	it = fb_wait(&h->fb, 2);
 	assert_int_equal(it.kind, FB_RESUME);
 	assert_string_equal(it.assigned, cid);
@@ -1358,7 +1366,7 @@ static void test_rehome_conn_moved(void **state)
 
 	// A moves it too, but A is the view's owner: the client is told 0x8B
 	// and closed; nobody gets a ConnGone.
-	fb_send(&h->fb, items, 1);
+	fb_moved(&h->fb, conn, "");
 	c_packet(fd, b);
 	assert_int_equal(b[0], 0xE0);
 	assert_int_equal(b[2], 0x8B);
@@ -1451,8 +1459,6 @@ static void test_rehome_replay_overflow(void **state)
 	const char *const extra[] = { "edge.max_packet_size=200", "broker.receive_maximum=1",
 		NULL };
 	harness *h = h_start_n(extra, 2);
-	Hawser__Internal__V1__ConnMoved mv = HAWSER__INTERNAL__V1__CONN_MOVED__INIT;
-	hw_item item = HAWSER__INTERNAL__V1__ITEM__INIT, *items[1] = { &item };
 	uint8_t b[256], pub[150];
 	char cid[32];
 	uint64_t conn;
@@ -1486,11 +1492,7 @@ static void test_rehome_replay_overflow(void **state)
 		c_expect(fd, puback1, sizeof(puback1));
 	}
 
-	mv.conn = conn;
-	mv.owner = h->url2;
-	item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_MOVED;
-	item.moved = &mv;
-	fb_send(&h->fb, items, 1);
+	fb_moved(&h->fb, conn, h->url2);
 	c_packet(fd, b);
 	assert_int_equal(b[0], 0xE0);
 	assert_int_equal(b[2], 0x89);
@@ -1511,8 +1513,6 @@ static void test_rehome_moved_to_unseen_owner(void **state)
 {
 	const char *const extra[] = { "cluster.member_down_ms=300", NULL };
 	harness *h = h_start_n(extra, 2);
-	Hawser__Internal__V1__ConnMoved mv = HAWSER__INTERNAL__V1__CONN_MOVED__INIT;
-	hw_item item = HAWSER__INTERNAL__V1__ITEM__INIT, *items[1] = { &item };
 	uint8_t b[256];
 	char cid[32];
 	uint64_t conn, t0;
@@ -1520,13 +1520,9 @@ static void test_rehome_moved_to_unseen_owner(void **state)
 	fb_item it;
 
 	(void)state;
-	item.body_case = HAWSER__INTERNAL__V1__ITEM__BODY_MOVED;
-	item.moved = &mv;
 	cid_owned_by(h, 0, cid, sizeof(cid));
 	fd = connect_accept(h, 5, cid, 60, &conn);
-	mv.conn = conn;
-	mv.owner = (char *)"inproc://joined-but-not-seen-yet";
-	fb_send(&h->fb, items, 1);
+	fb_moved(&h->fb, conn, "inproc://joined-but-not-seen-yet");
 	// Parked, not closed: PINGREQ answered, a QoS 1 PUBLISH kept back.
 	c_send(fd, pingreq, sizeof(pingreq));
 	c_expect(fd, pingresp, sizeof(pingresp));
@@ -1547,7 +1543,7 @@ static void test_rehome_moved_to_unseen_owner(void **state)
 
 	// Again, and no view comes: closed with 0x8B after the wait.
 	t0 = hw_clock_mono_ms();
-	fb_send(&h->fb, items, 1);
+	fb_moved(&h->fb, conn, "inproc://joined-but-not-seen-yet");
 	c_packet(fd, b);
 	assert_int_equal(b[0], 0xE0);
 	assert_int_equal(b[2], 0x8B);
