@@ -281,6 +281,15 @@ class Deployment:
         return p
 
 
+def start(dep):
+    """dep.start(), stopping whatever it started if that fails; returns dep."""
+    try:
+        return dep.start()
+    except BaseException:
+        dep.stop()
+        raise
+
+
 def read_http_port(proc, listen_id, ready_id):
     """Waits for proc's `ready_id` line and returns the http_port its
     `listen_id` line (RTR-LISTEN, BRK-LISTEN) announced before it."""

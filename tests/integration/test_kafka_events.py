@@ -16,6 +16,7 @@ import socket
 import pytest
 
 import clients
+import harness
 from kafka import KafkaSplit, consume, create_topics, kafka, pb, stop_checked, unique  # noqa: F401
 
 T = 30.0
@@ -45,12 +46,7 @@ def dep(kafka, events_topic):
     # router.mode kafka needs a pipeline; this one is never used.
     pipelines = [{"name": "unused", "filter": "ev-unused/#", "mode": "publish_only",
                   "topic": events_topic + "-unused"}]
-    d = EventsSplit(kafka.bootstrap, pipelines, events_topic)
-    try:
-        d.start()
-    except BaseException:
-        d.stop()
-        raise
+    d = harness.start(EventsSplit(kafka.bootstrap, pipelines, events_topic))
     yield d
     stop_checked(d)
 

@@ -91,12 +91,7 @@ def post(url, body, token=TOKEN, ctype="application/json", timeout=15.0):
 
 @pytest.fixture(scope="module")
 def dep():
-    d = PublishApi()
-    try:
-        d.start()
-    except BaseException:
-        d.stop()
-        raise
+    d = harness.start(PublishApi())
     yield d
     # Every process exits 0 on SIGTERM (the router with its HTTP API on);
     # the last test stops the broker itself.
