@@ -208,39 +208,21 @@ void brk_handle_router_ack(brk_worker *w, uint64_t seq, uint32_t reason)
 	free(p);
 }
 
-typedef struct brk_sweep {
-	uint64_t     now;
-	brk_pending **old;
-	size_t       n, cap;
-} brk_sweep;
-
-static void brk_pending_old(void *arg, hw_bytes key, void *val)
+static bool brk_pending_old(void *arg, void *val)
 {
-	brk_sweep *sw = arg;
-	brk_pending *p = val;
+	const uint64_t *now = arg;
+	const brk_pending *p = val;
 
-	(void)key;
-	if (sw->now - p->at_ms < BRK_PENDING_TIMEOUT_MS)
-		return;
-	if (sw->n == sw->cap) {
-		size_t ncap = sw->cap ? sw->cap * 2 : 16;
-		brk_pending **n = realloc(sw->old, ncap * sizeof(*n));
-
-		if (n == NULL)
-			return;
-		sw->old = n;
-		sw->cap = ncap;
-	}
-	sw->old[sw->n++] = p;
+	return *now - p->at_ms >= BRK_PENDING_TIMEOUT_MS;
 }
 
 void brk_pending_sweep(brk_worker *w, uint64_t now_ms)
 {
-	brk_sweep sw = { .now = now_ms };
+	void **old = NULL;
+	size_t nold = brk_map_pick(&w->pending, brk_pending_old, &now_ms, &old);
 
-	brk_map_each(&w->pending, brk_pending_old, &sw);
-	for (size_t i = 0; i < sw.n; i++) {
-		brk_pending *p = sw.old[i];
+	for (size_t i = 0; i < nold; i++) {
+		brk_pending *p = old[i];
 		brk_session *s = brk_map_get(&w->sessions, (hw_bytes){ (uint8_t *)p->cid, p->cid_len });
 
 		brk_map_del(&w->pending, (hw_bytes){ (uint8_t *)&p->seq, sizeof(p->seq) });
@@ -254,5 +236,5 @@ void brk_pending_sweep(brk_worker *w, uint64_t now_ms)
 		}
 		free(p);
 	}
-	free(sw.old);
+	free(old);
 }

@@ -155,6 +155,30 @@ void brk_map_each(const brk_map *m, void (*fn)(void *arg, hw_bytes key, void *va
 			fn(arg, (hw_bytes){ e->key, e->len }, e->val);
 }
 
+size_t brk_map_pick(const brk_map *m, bool (*keep)(void *arg, void *val), void *arg, void ***out)
+{
+	void **v = NULL;
+	size_t n = 0, cap = 0;
+
+	for (size_t i = 0; i < m->cap; i++)
+		for (brk_map_ent *e = m->tab[i]; e != NULL; e = e->next) {
+			if (!keep(arg, e->val))
+				continue;
+			if (n == cap) {
+				size_t ncap = cap ? cap * 2 : 16;
+				void **nv = realloc(v, ncap * sizeof(*nv));
+
+				if (nv == NULL)
+					continue;
+				v = nv;
+				cap = ncap;
+			}
+			v[n++] = e->val;
+		}
+	*out = v;
+	return n;
+}
+
 size_t brk_map_count(const brk_map *m)
 {
 	return m->n;

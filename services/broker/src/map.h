@@ -1,6 +1,7 @@
 #ifndef BRK_MAP_H
 #define BRK_MAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,10 @@ hw_err brk_map_put(brk_map *m, hw_bytes key, void *val, void **old);
 void *brk_map_del(brk_map *m, hw_bytes key);
 // brk_map_each calls fn(arg, key, val) for every entry; fn must not modify m.
 void brk_map_each(const brk_map *m, void (*fn)(void *arg, hw_bytes key, void *val), void *arg);
+// brk_map_pick collects into a malloc'd array (*out, the caller frees it) the
+// values for which keep(arg, val) is true, and returns how many; a value that
+// finds no memory is left out. Lets the caller change m while it walks them.
+size_t brk_map_pick(const brk_map *m, bool (*keep)(void *arg, void *val), void *arg, void ***out);
 // brk_map_count returns the number of entries.
 size_t brk_map_count(const brk_map *m);
 

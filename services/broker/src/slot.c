@@ -326,30 +326,14 @@ static bool brk_slot_keep_trying(void *arg)
 	return atomic_load(&w->srv->running);
 }
 
-typedef struct brk_slot_drop_ctx {
-	const brk_slotset *slots;
-	brk_session      **v;
-	size_t             n, cap;
-} brk_slot_drop_ctx;
-
-static void brk_slot_collect(void *arg, hw_bytes key, void *val)
+static bool brk_slot_in(void *arg, void *val)
 {
-	brk_slot_drop_ctx *dc = arg;
+	const brk_slotset *slots = arg;
 	brk_session *s = val;
 
-	(void)key;
-	if (!brk_slotset_has(dc->slots, BRK_SLOT_OF(s)))
-		return;
-	if (dc->n == dc->cap) {
-		size_t ncap = dc->cap ? dc->cap * 2 : 64;
-		brk_session **nv = realloc(dc->v, ncap * sizeof(*nv));
-
-		if (nv == NULL)
-			return; // left in memory: dropped at its slot's next loss
-		dc->v = nv;
-		dc->cap = ncap;
-	}
-	dc->v[dc->n++] = s;
+	// One left out of the pick on ENOMEM stays in memory: dropped at its
+	// slot's next loss.
+	return brk_slotset_has(slots, BRK_SLOT_OF(s));
 }
 
 void brk_slot_owner_name(brk_worker *w, uint32_t slot, char *out, size_t cap)
@@ -378,7 +362,8 @@ void brk_slot_owner_name(brk_worker *w, uint32_t slot, char *out, size_t cap)
 static void brk_slot_lose(brk_worker *w, const brk_slotset *now, uint32_t nlost, bool moved)
 {
 	const brk_store_ops *ops = w->srv->store_ops;
-	brk_slot_drop_ctx dc = { .slots = now };
+	void **drop = NULL;
+	size_t ndrop;
 	char (*owners)[256] = NULL;
 	uint16_t *owner_of = NULL;
 	brk_map conns;
@@ -399,9 +384,9 @@ static void brk_slot_lose(brk_worker *w, const brk_slotset *now, uint32_t nlost,
 		hw_counter_inc(w->srv->st.slots_lost);
 	}
 	brk_map_init(&conns);
-	brk_map_each(&w->sessions, brk_slot_collect, &dc);
-	for (size_t i = 0; i < dc.n; i++) {
-		brk_session *s = dc.v[i];
+	ndrop = brk_map_pick(&w->sessions, brk_slot_in, (void *)now, &drop);
+	for (size_t i = 0; i < ndrop; i++) {
+		brk_session *s = drop[i];
 		uint8_t key[16];
 
 		if (s->connected)
@@ -425,8 +410,8 @@ static void brk_slot_lose(brk_worker *w, const brk_slotset *now, uint32_t nlost,
 			k++;
 		}
 	}
-	for (size_t i = 0; i < dc.n; i++) {
-		brk_session *s = dc.v[i];
+	for (size_t i = 0; i < ndrop; i++) {
+		brk_session *s = drop[i];
 
 		if (s->connected)
 			brk_out_moved(w, s->edge, s->conn, owners != NULL && owner_of != NULL ?
@@ -435,13 +420,13 @@ static void brk_slot_lose(brk_worker *w, const brk_slotset *now, uint32_t nlost,
 	}
 	if (moved)
 		hw_log_info("BRK-SLOT-MOVED", "worker %u: %u slot(s) given up (ConnGone MOVED), %zu more sessions moved",
-		    w->index, nlost, dc.n);
+		    w->index, nlost, ndrop);
 	else
 		hw_log_warn("BRK-SLOT-LOST", "worker %u: %u slots lost to another broker, %zu sessions moved",
-		    w->index, nlost, dc.n);
+		    w->index, nlost, ndrop);
 	free(owners);
 	free(owner_of);
-	free(dc.v);
+	free(drop);
 }
 
 void brk_slot_lost_drain(brk_worker *w)
