@@ -237,6 +237,15 @@ static bool fake_wait(fake *f, const size_t *field, size_t n)
 	return fake_wait_ms(f, field, n, WAIT_MS);
 }
 
+// first_ack_is asserts that the first Ack f received answers tag with reason.
+static void first_ack_is(fake *f, uint64_t tag, uint32_t reason)
+{
+	pthread_mutex_lock(&f->mtx);
+	assert_int_equal(f->ack_seq[0], tag);
+	assert_int_equal(f->ack_reason[0], reason);
+	pthread_mutex_unlock(&f->mtx);
+}
+
 // publish sends one batch of k publishes (seqs seq0.., 0 for QoS 0) from f.
 static hw_err publish(fake *f, const char *topic, uint64_t seq0, size_t k, int first_payload)
 {
@@ -402,10 +411,7 @@ static void test_qos1_acked_after_every_broker(void **state)
 	// The second ack completes it.
 	assert_int_equal(send_ack(fx->b->router, rseq, 0x00), HW_OK);
 	assert_true(fake_wait(fx->a, &fx->a->nacks, 1));
-	pthread_mutex_lock(&fx->a->mtx);
-	assert_int_equal(fx->a->ack_seq[0], 7);
-	assert_int_equal(fx->a->ack_reason[0], 0x00);
-	pthread_mutex_unlock(&fx->a->mtx);
+	first_ack_is(fx->a, 7, 0x00);
 	barrier(fx);
 	pthread_mutex_lock(&fx->b->mtx);
 	assert_int_equal(fx->b->nacks, 0); // B did not publish anything
@@ -553,8 +559,7 @@ static void test_late_broker_gets_offer_before_ack(void **state)
 	assert_true(fake_wait(late, &late->npubs, 1));
 	assert_int_equal(send_ack(late->router, late->pub_seq[0], 0x10), HW_OK);
 	assert_true(fake_wait(fx->a, &fx->a->nacks, 1));
-	assert_int_equal(fx->a->ack_seq[0], 5);
-	assert_int_equal(fx->a->ack_reason[0], 0x00);
+	first_ack_is(fx->a, 5, 0x00);
 	teardown(fx);
 	fake_close(late);
 }
@@ -632,10 +637,7 @@ static void test_dead_broker_slots_offered_again(void **state)
 
 	assert_int_equal(send_ack(fx->a->router, r2, 0x10), HW_OK);
 	assert_true(fake_wait(fx->a, &fx->a->nacks, 1));
-	pthread_mutex_lock(&fx->a->mtx);
-	assert_int_equal(fx->a->ack_seq[0], 21);
-	assert_int_equal(fx->a->ack_reason[0], 0x00);
-	pthread_mutex_unlock(&fx->a->mtx);
+	first_ack_is(fx->a, 21, 0x00);
 	assert_int_equal(pending(fx), 0);
 	free(want);
 	teardown(fx);
@@ -684,11 +686,8 @@ static void test_retry_slots_offered_again(void **state)
 	assert_int_equal(send_ack(fx->b->router, r2, 0x10), HW_OK);
 	assert_true(fake_wait(fx->a, &fx->a->nacks, 1));
 	barrier_via(fx, fx->b);
-	pthread_mutex_lock(&fx->a->mtx);
-	assert_int_equal(fx->a->nacks, 1);
-	assert_int_equal(fx->a->ack_seq[0], 31);
-	assert_int_equal(fx->a->ack_reason[0], 0x00);
-	pthread_mutex_unlock(&fx->a->mtx);
+	assert_int_equal(nacks_of(fx->a), 1);
+	first_ack_is(fx->a, 31, 0x00);
 	assert_int_equal(pending(fx), 0);
 	teardown(fx);
 }
@@ -728,10 +727,7 @@ static void test_uncovered_slots_offered_again(void **state)
 	assert_int_equal(send_ack_held(fx->a->router, r2, 0x10, false, NULL, 0), HW_OK);
 	assert_int_equal(send_ack_held(fx->b->router, r2, 0x10, false, miss, 2), HW_OK);
 	assert_true(fake_wait(fx->a, &fx->a->nacks, 1));
-	pthread_mutex_lock(&fx->a->mtx);
-	assert_int_equal(fx->a->ack_seq[0], 41);
-	assert_int_equal(fx->a->ack_reason[0], 0x00);
-	pthread_mutex_unlock(&fx->a->mtx);
+	first_ack_is(fx->a, 41, 0x00);
 	assert_int_equal(pending(fx), 0);
 	teardown(fx);
 }
