@@ -543,6 +543,24 @@ static hw_err rtr_kafka_upstream(const rtr_msg *msg, uint8_t **out, size_t *len)
 	return HW_OK;
 }
 
+// rtr_kafka_producev produces buf (len bytes, freed by librdkafka on
+// success, still the caller's on failure) to topic with the protobuf headers
+// naming schema; opaque comes back in the delivery report.
+static rd_kafka_resp_err_t rtr_kafka_producev(rtr_kafka *k, const char *topic, uint8_t *buf,
+    size_t len, const char *key, size_t keylen, const char *schema, void *opaque)
+{
+	return rd_kafka_producev(k->producer,
+	    RD_KAFKA_V_TOPIC(topic),
+	    RD_KAFKA_V_VALUE(buf, len),
+	    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+	    RD_KAFKA_V_KEY(key, keylen),
+	    RD_KAFKA_V_HEADER("content-type", "application/x-protobuf", -1),
+	    RD_KAFKA_V_HEADER("hawser-schema", schema, -1),
+	    RD_KAFKA_V_HEADER("hawser-schema-version", RTR_KAFKA_SCHEMA_VERSION, -1),
+	    RD_KAFKA_V_OPAQUE(opaque),
+	    RD_KAFKA_V_END);
+}
+
 hw_err rtr_kafka_produce(rtr_kafka *k, const rtr_pipeconf *pc, const rtr_msg *msg,
     rtr_sink_done done)
 {
@@ -571,16 +589,8 @@ hw_err rtr_kafka_produce(rtr_kafka *k, const rtr_pipeconf *pc, const rtr_msg *ms
 	else if (pc->key == RTR_KEY_CLIENT_ID)
 		key = msg->client_id;
 	keylen = key != NULL ? strlen(key) : 0;
-	rerr = rd_kafka_producev(k->producer,
-	    RD_KAFKA_V_TOPIC(pc->topic),
-	    RD_KAFKA_V_VALUE(buf, len),
-	    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-	    RD_KAFKA_V_KEY(key, keylen),
-	    RD_KAFKA_V_HEADER("content-type", "application/x-protobuf", -1),
-	    RD_KAFKA_V_HEADER("hawser-schema", "hawser.v1.UpstreamMessage", -1),
-	    RD_KAFKA_V_HEADER("hawser-schema-version", RTR_KAFKA_SCHEMA_VERSION, -1),
-	    RD_KAFKA_V_OPAQUE(dr),
-	    RD_KAFKA_V_END);
+	rerr = rtr_kafka_producev(k, pc->topic, buf, len, key, keylen,
+	    "hawser.v1.UpstreamMessage", dr);
 	if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		// On failure the buffer is still ours.
 		free(buf);
@@ -617,16 +627,8 @@ void rtr_kafka_event(rtr_kafka *k, const Hawser__Internal__V1__ClientEvent *ev)
 		return;
 	}
 	hawser__internal__v1__client_event__pack(ev, buf);
-	rerr = rd_kafka_producev(k->producer,
-	    RD_KAFKA_V_TOPIC(topic),
-	    RD_KAFKA_V_VALUE(buf, len),
-	    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-	    RD_KAFKA_V_KEY(ev->client_id, keylen),
-	    RD_KAFKA_V_HEADER("content-type", "application/x-protobuf", -1),
-	    RD_KAFKA_V_HEADER("hawser-schema", "hawser.v1.ClientEvent", -1),
-	    RD_KAFKA_V_HEADER("hawser-schema-version", RTR_KAFKA_SCHEMA_VERSION, -1),
-	    RD_KAFKA_V_OPAQUE(&k->evmark),
-	    RD_KAFKA_V_END);
+	rerr = rtr_kafka_producev(k, topic, buf, len, ev->client_id, keylen,
+	    "hawser.v1.ClientEvent", &k->evmark);
 	if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		free(buf);
 		hw_counter_inc(k->ev_failed);
