@@ -39,17 +39,6 @@ struct rtr_filter {
 	uint64_t            cap_micro; // burst in micro-tokens
 };
 
-static uint64_t rtr_filter_hash(const uint8_t *p, size_t n)
-{
-	uint64_t h = 1469598103934665603ull;
-
-	for (size_t i = 0; i < n; i++) {
-		h ^= p[i];
-		h *= 1099511628211ull;
-	}
-	return h;
-}
-
 static bool rtr_filter_wordchar(uint8_t c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -61,13 +50,13 @@ static uint8_t rtr_filter_lower(uint8_t c)
 	return c >= 'A' && c <= 'Z' ? (uint8_t)(c - 'A' + 'a') : c;
 }
 
-// rtr_filter_whash hashes the lower-cased bytes p[0..n).
-static uint64_t rtr_filter_whash(const uint8_t *p, size_t n)
+// rtr_filter_hash hashes the bytes p[0..n), lower-cased when fold.
+static uint64_t rtr_filter_hash(const uint8_t *p, size_t n, bool fold)
 {
 	uint64_t h = 1469598103934665603ull;
 
 	for (size_t i = 0; i < n; i++) {
-		h ^= rtr_filter_lower(p[i]);
+		h ^= fold ? rtr_filter_lower(p[i]) : p[i];
 		h *= 1099511628211ull;
 	}
 	return h;
@@ -79,7 +68,7 @@ static bool rtr_filter_wfind(const rtr_filter *f, const uint8_t *p, size_t n)
 
 	if (f->nwords == 0)
 		return false;
-	for (size_t i = (size_t)rtr_filter_whash(p, n) & mask;; i = (i + 1) & mask) {
+	for (size_t i = (size_t)rtr_filter_hash(p, n, true) & mask;; i = (i + 1) & mask) {
 		const char *w = f->words[i];
 		size_t      j;
 
@@ -111,7 +100,7 @@ static hw_err rtr_filter_wadd(rtr_filter *f, const uint8_t *p, size_t n)
 
 			if (o == NULL)
 				continue;
-			k = (size_t)rtr_filter_whash((const uint8_t *)o, strlen(o)) & (ncap - 1);
+			k = (size_t)rtr_filter_hash((const uint8_t *)o, strlen(o), true) & (ncap - 1);
 			while (nv[k] != NULL)
 				k = (k + 1) & (ncap - 1);
 			nv[k] = f->words[i];
@@ -126,7 +115,7 @@ static hw_err rtr_filter_wadd(rtr_filter *f, const uint8_t *p, size_t n)
 		w[i] = (char)rtr_filter_lower(p[i]);
 	w[n] = '\0';
 	mask = f->wcap - 1;
-	for (size_t i = (size_t)rtr_filter_whash(p, n) & mask;; i = (i + 1) & mask)
+	for (size_t i = (size_t)rtr_filter_hash(p, n, true) & mask;; i = (i + 1) & mask)
 		if (f->words[i] == NULL) {
 			f->words[i] = w;
 			break;
@@ -277,7 +266,7 @@ static hw_err rtr_filter_grow(rtr_filter *f, uint64_t now_us)
 static rtr_filter_bucket *rtr_filter_bucket_of(rtr_filter *f, const char *id, uint64_t now_us)
 {
 	size_t             n = strlen(id);
-	uint64_t           h = rtr_filter_hash((const uint8_t *)id, n);
+	uint64_t           h = rtr_filter_hash((const uint8_t *)id, n, false);
 	rtr_filter_bucket *b;
 
 	if (f->buckets == NULL) {
