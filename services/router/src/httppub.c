@@ -57,7 +57,6 @@ struct rtr_httppub_req {
 	char             why[RTR_HTTPPUB_WHY];
 	rtr_pubreq       pr;
 	uint64_t         deadline_ms;
-	bool             completed; // the fanout called back
 	rtr_httppub_req *next;      // arrival queue, then free queue
 	rtr_httppub_req *oprev;     // outstanding list (processing thread)
 	rtr_httppub_req *onext;
@@ -360,7 +359,6 @@ static void rtr_httppub_done(void *arg, void *origin, uint64_t tag, uint32_t rea
 	rtr_httppub_req *r = origin;
 
 	(void)tag;
-	r->completed = true;
 	if (reason < 0x80) {
 		bool matched = reason == 0x00;
 
