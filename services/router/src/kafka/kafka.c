@@ -593,9 +593,9 @@ hw_err rtr_kafka_produce(rtr_kafka *k, const rtr_pipeconf *pc, const rtr_msg *ms
 	    "hawser.v1.UpstreamMessage", dr);
 	if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		// On failure the buffer is still ours.
+		hw_counter_inc(dr->st->produce_errors);
 		free(buf);
 		free(dr);
-		hw_counter_inc(rtr_kafka_stat_of(k, pc)->produce_errors);
 		return rerr == RD_KAFKA_RESP_ERR__QUEUE_FULL ? HW_EFULL : HW_EIO;
 	}
 	return HW_OK;
