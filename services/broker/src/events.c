@@ -18,7 +18,7 @@
 #include "core/log.h"
 #include "core/slot.h"
 
-typedef Hawser__Internal__V1__ClientEvent brk_event_pb;
+typedef Hawser__V1__ClientEvent brk_event_pb;
 
 bool brk_events_on(const brk_worker *w)
 {
@@ -55,21 +55,21 @@ static void brk_events_send(brk_worker *w, brk_session *s, brk_event_pb *ev)
 
 void brk_events_connected(brk_worker *w, brk_session *s)
 {
-	brk_event_pb ev = HAWSER__INTERNAL__V1__CLIENT_EVENT__INIT;
+	brk_event_pb ev = HAWSER__V1__CLIENT_EVENT__INIT;
 
 	if (!brk_events_on(w) || s == NULL)
 		return;
-	ev.kind = HAWSER__INTERNAL__V1__CLIENT_EVENT__KIND__CONNECTED;
+	ev.kind = HAWSER__V1__CLIENT_EVENT__KIND__CONNECTED;
 	brk_events_send(w, s, &ev);
 }
 
 void brk_events_disconnected(brk_worker *w, brk_session *s, const char *reason)
 {
-	brk_event_pb ev = HAWSER__INTERNAL__V1__CLIENT_EVENT__INIT;
+	brk_event_pb ev = HAWSER__V1__CLIENT_EVENT__INIT;
 
 	if (!brk_events_on(w) || s == NULL || !s->connected)
 		return;
-	ev.kind = HAWSER__INTERNAL__V1__CLIENT_EVENT__KIND__DISCONNECTED;
+	ev.kind = HAWSER__V1__CLIENT_EVENT__KIND__DISCONNECTED;
 	ev.reason = (char *)reason;
 	brk_events_send(w, s, &ev);
 }
@@ -96,7 +96,7 @@ void brk_events_gone(brk_worker *w, brk_session *s, int cause)
 // in rc is a success.
 static void brk_events_filters(brk_ctx *c, const uint8_t *rc, uint32_t n, bool sub)
 {
-	brk_event_pb     ev = HAWSER__INTERNAL__V1__CLIENT_EVENT__INIT;
+	brk_event_pb     ev = HAWSER__V1__CLIENT_EVENT__INIT;
 	hw_mqtt_sub_iter it;
 	hw_bytes         f;
 	char           **topics;
@@ -129,8 +129,8 @@ static void brk_events_filters(brk_ctx *c, const uint8_t *rc, uint32_t n, bool s
 		text += f.len + 1;
 	}
 	if (k > 0) {
-		ev.kind = sub ? HAWSER__INTERNAL__V1__CLIENT_EVENT__KIND__SUBSCRIBED :
-		    HAWSER__INTERNAL__V1__CLIENT_EVENT__KIND__UNSUBSCRIBED;
+		ev.kind = sub ? HAWSER__V1__CLIENT_EVENT__KIND__SUBSCRIBED :
+		    HAWSER__V1__CLIENT_EVENT__KIND__UNSUBSCRIBED;
 		ev.n_topics = k;
 		ev.topics = topics;
 		brk_events_send(c->w, c->s, &ev);

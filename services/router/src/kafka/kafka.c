@@ -608,7 +608,7 @@ bool rtr_kafka_events_on(const hw_config *cfg)
 	return t != NULL && t[0] != '\0';
 }
 
-void rtr_kafka_event(rtr_kafka *k, const Hawser__Internal__V1__ClientEvent *ev)
+void rtr_kafka_event(rtr_kafka *k, const Hawser__V1__ClientEvent *ev)
 {
 	const char         *topic;
 	uint8_t            *buf;
@@ -619,14 +619,12 @@ void rtr_kafka_event(rtr_kafka *k, const Hawser__Internal__V1__ClientEvent *ev)
 		return;
 	keylen = ev->client_id != NULL ? strlen(ev->client_id) : 0;
 	topic = k->cfg->router.kafka.events_topic;
-	// The link message has hawser.v1.ClientEvent's field numbers: its bytes
-	// are that message.
-	len = hawser__internal__v1__client_event__get_packed_size(ev);
+	len = hawser__v1__client_event__get_packed_size(ev);
 	if ((buf = malloc(len > 0 ? len : 1)) == NULL) {
 		hw_counter_inc(k->ev_failed);
 		return;
 	}
-	hawser__internal__v1__client_event__pack(ev, buf);
+	hawser__v1__client_event__pack(ev, buf);
 	rerr = rtr_kafka_producev(k, topic, buf, len, ev->client_id, keylen,
 	    "hawser.v1.ClientEvent", &k->evmark);
 	if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {

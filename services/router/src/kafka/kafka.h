@@ -83,7 +83,7 @@ bool rtr_kafka_events_on(const hw_config *cfg);
 // id (headers content-type, hawser-schema). Fire and forget: counted in
 // hawser_router_events_total{result}. Does nothing when the topic is not
 // set. Processing thread.
-void rtr_kafka_event(rtr_kafka *k, const Hawser__Internal__V1__ClientEvent *ev);
+void rtr_kafka_event(rtr_kafka *k, const Hawser__V1__ClientEvent *ev);
 
 // rtr_kafka_poll serves delivery reports, rebalances and consumed records
 // (offering them), bounded per call. Returns true when more work is waiting
