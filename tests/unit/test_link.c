@@ -107,6 +107,25 @@ static bool sink_wait(sink *s, size_t n)
 	return ok;
 }
 
+// connected_wait waits until p reports a connection or WAIT_MS pass. NNG
+// announces a new pipe on its own thread, independently of the messages
+// that flow through it, so a batch can arrive before the sender's peer has
+// marked itself connected.
+static bool connected_wait(hw_link_peer *p)
+{
+	struct timespec pause = { 0, 1000000L }, now, dl;
+
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += WAIT_MS / 1000;
+	while (!hw_link_peer_connected(p)) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec > dl.tv_sec || (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec))
+			return false;
+		nanosleep(&pause, NULL);
+	}
+	return true;
+}
+
 // send_acks sends one batch of k Ack items with seqs first..first+k-1.
 static hw_err send_acks(hw_link_peer *p, uint64_t first, size_t k)
 {
@@ -170,7 +189,7 @@ static void exchange(const char *url_a, const char *url_b)
 
 	assert_true(sink_wait(sb, BATCHES * PER));
 	assert_true(sink_wait(sa, BATCHES * PER));
-	assert_true(hw_link_peer_connected(ab));
+	assert_true(connected_wait(ab));
 	pthread_mutex_lock(&sb->mtx);
 	assert_string_equal(sb->from, "node-a");
 	assert_string_equal(sb->reply_to, hw_link_url(a));
@@ -277,7 +296,7 @@ static void test_queue_until_peer_up_then_full(void **state)
 	pthread_mutex_lock(&sb->mtx);
 	assert_in_order(sb, queued);
 	pthread_mutex_unlock(&sb->mtx);
-	assert_true(hw_link_peer_connected(p));
+	assert_true(connected_wait(p));
 
 	hw_link_close(a);
 	hw_link_close(b);
