@@ -15,37 +15,98 @@ typedef struct brk_match_ctx {
 	brk_msg    *msg;
 } brk_match_ctx;
 
+// brk_match_grow makes room for one more element of *arr (size bytes each).
+static bool brk_match_grow(void **arr, uint32_t *cap, uint32_t n, size_t size)
+{
+	uint32_t ncap;
+	void *na;
+
+	if (n < *cap)
+		return true;
+	ncap = *cap ? *cap * 2 : 64;
+	if (ncap <= *cap || (na = realloc(*arr, (size_t)ncap * size)) == NULL)
+		return false;
+	*arr = na;
+	*cap = ncap;
+	return true;
+}
+
 static void brk_deliver_match_one(void *arg, void *owner, const brk_subopts *o)
 {
 	brk_match_ctx *mc = arg;
+	brk_match *m = &mc->w->match;
 	brk_session *s = owner;
+	brk_match_ent *e;
 
 	if (o->no_local && mc->msg->client_id.len == s->client_id_len &&
 	    memcmp(mc->msg->client_id.ptr, s->client_id, s->client_id_len) == 0)
 		return;
-	if (s->match_epoch != mc->w->match_epoch) {
-		s->match_epoch = mc->w->match_epoch;
-		s->match_qos = 0;
-		s->match_rap = false;
-		s->match_nsub = 0;
-		s->match_next = mc->w->matched;
-		mc->w->matched = s;
+	if (s->match_idx >= m->n || m->ent[s->match_idx].s != s) {
+		// An ENOMEM here misses this session, like a failed delivery.
+		if (!brk_match_grow((void **)&m->ent, &m->cap, m->n, sizeof(*m->ent)))
+			return;
+		s->match_idx = m->n;
+		m->ent[m->n++] = (brk_match_ent){ .s = s };
 	}
-	if (o->qos > s->match_qos)
-		s->match_qos = o->qos;
-	s->match_rap |= o->retain_as_published;
+	e = &m->ent[s->match_idx];
+	if (o->qos > e->qos)
+		e->qos = o->qos;
+	e->rap |= o->retain_as_published;
 	if (o->sub_id != 0) {
-		if (s->match_nsub == s->match_cap) {
-			uint32_t ncap = s->match_cap ? s->match_cap * 2 : 4;
-			uint32_t *n = realloc(s->match_subs, ncap * sizeof(*n));
-
-			if (n == NULL)
-				return;
-			s->match_subs = n;
-			s->match_cap = ncap;
-		}
-		s->match_subs[s->match_nsub++] = o->sub_id;
+		if (!brk_match_grow((void **)&m->ids, &m->capids, m->nids, sizeof(*m->ids)))
+			return;
+		m->ids[m->nids] = (brk_match_id){ .id = o->sub_id, .prev = e->last_id };
+		e->last_id = ++m->nids;
+		e->nsub++;
 	}
+}
+
+// brk_match_ids lays out e's subscription identifiers in the order found
+// (m->out); NULL with *n 0 when it has none or on ENOMEM.
+static const uint32_t *brk_match_ids(brk_match *m, const brk_match_ent *e, uint32_t *n)
+{
+	uint32_t i = e->nsub;
+
+	*n = 0;
+	if (e->nsub == 0)
+		return NULL;
+	if (e->nsub > m->capout) {
+		uint32_t *no = realloc(m->out, (size_t)e->nsub * sizeof(*no));
+
+		if (no == NULL)
+			return NULL;
+		m->out = no;
+		m->capout = e->nsub;
+	}
+	for (uint32_t at = e->last_id; at != 0 && i > 0; at = m->ids[at - 1].prev)
+		m->out[--i] = m->ids[at - 1].id;
+	*n = e->nsub;
+	return m->out;
+}
+
+// brk_match_reset empties the scratch after a publish; a large one (a
+// fan-out to many sessions) is given back rather than kept for good.
+static void brk_match_reset(brk_match *m)
+{
+	m->n = m->nids = 0;
+	if (m->cap > 1024) {
+		free(m->ent);
+		m->ent = NULL;
+		m->cap = 0;
+	}
+	if (m->capids > 1024) {
+		free(m->ids);
+		m->ids = NULL;
+		m->capids = 0;
+	}
+}
+
+void brk_deliver_fini(brk_worker *w)
+{
+	free(w->match.ent);
+	free(w->match.ids);
+	free(w->match.out);
+	memset(&w->match, 0, sizeof(w->match));
 }
 
 // QoS 0 frames without subscription identifiers are the same for every
@@ -94,14 +155,15 @@ bool brk_deliver_publish(brk_worker *w, brk_msg *msg, const brk_slotset *only)
 	uint64_t now = hw_clock_mono_ms();
 	bool any = false;
 
-	w->match_epoch++;
-	w->matched = NULL;
+	w->match.n = w->match.nids = 0;
 	brk_subindex_match(w->subs, msg->topic, brk_deliver_match_one, &mc);
-	for (brk_session *s = w->matched; s != NULL; s = s->match_next) {
-		uint8_t qos = msg->qos < s->match_qos ? msg->qos : s->match_qos;
-
-		bool retain = s->match_rap && msg->retain;
-		uint32_t left;
+	for (uint32_t i = 0; i < w->match.n; i++) {
+		const brk_match_ent *e = &w->match.ent[i];
+		brk_session *s = e->s;
+		uint8_t qos = msg->qos < e->qos ? msg->qos : e->qos;
+		bool retain = e->rap && msg->retain;
+		const uint32_t *ids;
+		uint32_t left, nids;
 
 		// A resend after the broker set changed is for the sessions of
 		// the slots named only (docs/cluster.md).
@@ -109,13 +171,14 @@ bool brk_deliver_publish(brk_worker *w, brk_msg *msg, const brk_slotset *only)
 			continue;
 		brk_slotset_add(&w->touched, BRK_SLOT_OF(s));
 		any = true;
-		if (qos == 0 && s->match_nsub == 0 && s->connected &&
+		if (qos == 0 && e->nsub == 0 && s->connected &&
 		    brk_msg_expiry_left(msg, now, &left) &&
 		    brk_deliver_qos0_shared(w, s, msg, retain, &cache, now))
 			continue;
-		brk_deliver_to(w, s, msg, qos, retain, s->match_subs, s->match_nsub);
+		ids = brk_match_ids(&w->match, e, &nids);
+		brk_deliver_to(w, s, msg, qos, retain, ids, nids);
 	}
-	w->matched = NULL;
+	brk_match_reset(&w->match);
 	for (int v = 0; v < 2; v++)
 		for (int r = 0; r < 2; r++)
 			brk_frame_unref(cache.f[v][r]);

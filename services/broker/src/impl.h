@@ -138,6 +138,34 @@ typedef struct brk_pending {
 #define BRK_INTEREST_LEVELS 4
 #define BRK_INTEREST_SLOTS 1024
 
+// The sessions one downstream publish matched (deliver.c): one entry per
+// session, in the order found, with the highest QoS and retain-as-published
+// of its matching subscriptions and their identifiers (a chain in `ids`).
+// Worker scratch, kept here rather than in every session: a session only
+// remembers its entry's index (brk_session.match_idx), valid while that
+// entry points back at it.
+typedef struct brk_match_ent {
+	brk_session *s;
+	uint32_t     last_id;  // 1 + index in brk_match.ids of its last id, 0 none
+	uint32_t     nsub;
+	uint8_t      qos;
+	bool         rap;
+} brk_match_ent;
+
+typedef struct brk_match_id {
+	uint32_t id;
+	uint32_t prev;         // 1 + index of the session's previous id, 0 none
+} brk_match_id;
+
+typedef struct brk_match {
+	brk_match_ent *ent;
+	uint32_t       n, cap;
+	brk_match_id  *ids;
+	uint32_t       nids, capids;
+	uint32_t      *out;    // one session's ids in order, for brk_deliver_to
+	uint32_t       capout;
+} brk_match;
+
 typedef struct brk_worker {
 	struct brk_server *srv;
 	uint32_t          index;
@@ -160,8 +188,7 @@ typedef struct brk_worker {
 	uint64_t          next_seq;
 	brk_session      *offline;    // sessions with a timer (expiry or will)
 	uint64_t          next_timer; // earliest timer, 0 = none (may be early)
-	uint64_t          match_epoch;
-	brk_session      *matched;
+	brk_match         match;      // scratch of brk_deliver_publish
 	uint64_t          send_warned_ms;
 	uint64_t          pending_swept_ms;
 	uint64_t          store_refreshed_ms; // last store refresh of connected sessions
@@ -422,6 +449,8 @@ uint64_t brk_resume_grace_ms(const brk_worker *w);
 hw_err brk_session_load(brk_worker *w, hw_bytes cid, brk_session **out, bool *connected);
 
 // deliver.c
+// brk_deliver_fini frees the worker's match scratch.
+void brk_deliver_fini(brk_worker *w);
 // brk_deliver_publish delivers msg to this worker's matching sessions
 // (only those in `only` when it is not NULL); returns whether any matched.
 bool brk_deliver_publish(brk_worker *w, brk_msg *msg, const brk_slotset *only);

@@ -9,19 +9,15 @@
 
 hw_err brk_session_alloc(brk_session **out, hw_bytes client_id)
 {
-	brk_session *s = calloc(1, sizeof(*s));
+	brk_session *s;
 
-	if (s == NULL)
+	if (client_id.len > UINT16_MAX)
+		return HW_EINVAL;
+	if ((s = calloc(1, sizeof(*s) + client_id.len + 1)) == NULL)
 		return HW_ENOMEM;
-	s->client_id = malloc(client_id.len + 1);
-	if (s->client_id == NULL) {
-		free(s);
-		return HW_ENOMEM;
-	}
 	if (client_id.len)
 		memcpy(s->client_id, client_id.ptr, client_id.len);
-	s->client_id[client_id.len] = 0;
-	s->client_id_len = client_id.len;
+	s->client_id_len = (uint16_t)client_id.len;
 	s->slot = (uint16_t)hw_slot_of(client_id);
 	s->window = 1;
 	s->next_pid = 1;
@@ -47,13 +43,11 @@ void brk_session_free(brk_session *s)
 	brk_deliv_list_free(s->fly_head);
 	brk_deliv_list_free(s->q_head);
 	brk_msg_unref(s->will);
-	for (size_t i = 0; i < s->nsubs; i++)
+	for (uint32_t i = 0; i < s->nsubs; i++)
 		free(s->subs[i].filter);
 	free(s->subs);
 	free(s->in2);
 	brk_session_alias_reset(s, 0);
-	free(s->match_subs);
-	free(s->client_id);
 	free(s);
 }
 
@@ -254,7 +248,7 @@ hw_err brk_session_sub_put(brk_session *s, hw_bytes filter, const brk_subopts *o
 	*existed = false;
 	if (s->nsubs == s->capsubs) {
 		// Start with room for one: most sessions hold a single filter.
-		size_t ncap = s->capsubs ? s->capsubs * 2 : 1;
+		uint32_t ncap = s->capsubs ? s->capsubs * 2 : 1;
 		brk_sub *ns = realloc(s->subs, ncap * sizeof(*ns));
 
 		if (ns == NULL)
@@ -297,7 +291,7 @@ brk_in2 *brk_session_in2_find(brk_session *s, uint16_t pid)
 hw_err brk_session_in2_add(brk_session *s, uint16_t pid)
 {
 	if (s->nin2 == s->capin2) {
-		size_t ncap = s->capin2 ? s->capin2 * 2 : 4;
+		uint32_t ncap = s->capin2 ? s->capin2 * 2 : 4;
 		brk_in2 *n = realloc(s->in2, ncap * sizeof(*n));
 
 		if (n == NULL)

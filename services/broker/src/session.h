@@ -51,10 +51,10 @@ typedef struct brk_in2 {
 
 typedef struct brk_session brk_session;
 struct brk_session {
-	// Fields are grouped by size (8-byte, then 4, 2, 1) so the struct has
-	// no padding holes: one is allocated per session, idle or not.
-	char       *client_id;
-	size_t      client_id_len;
+	// One is allocated per session, idle or not, so every byte counts:
+	// fields are grouped by size (8-byte, then 4, 2, 1) so the struct has
+	// no padding holes, counters are as wide as their bound needs, and the
+	// client id is stored inline at the end (one allocation).
 
 	// connection (valid while connected)
 	void       *edge;          // the worker's brk_edge
@@ -66,10 +66,8 @@ struct brk_session {
 	uint64_t    will_at_ms;    // armed delayed will, 0 = none
 
 	brk_sub    *subs;
-	size_t      nsubs, capsubs;
 
 	// outgoing QoS 1/2
-	uint64_t    max_queued_bytes;
 	brk_deliv  *fly_head, *fly_tail;
 	brk_deliv  *q_head, *q_tail;
 	uint64_t    q_bytes;
@@ -77,15 +75,11 @@ struct brk_session {
 
 	// incoming
 	brk_in2    *in2;
-	size_t      nin2, capin2;
 
 	// topic aliases from the client (per connection); NULL until the first
 	hw_bytes   *alias;
 
-	// worker scratch: matching and the offline list
-	uint64_t    match_epoch;
-	uint32_t   *match_subs;
-	brk_session *match_next;
+	// the worker's offline list
 	brk_session *off_prev, *off_next;
 
 	// authentication and ACL (handle_connect.c, hold.c)
@@ -93,19 +87,22 @@ struct brk_session {
 	struct brk_hold *hold;         // ACL verdicts awaited, packets held; NULL
 
 	// 4-byte fields
+	uint32_t    nsubs, capsubs;
+	uint32_t    nin2, capin2;
 	uint32_t    conn_gen;      // bumped at every CONNECT
 	uint32_t    max_packet;    // client's Maximum Packet Size, 0 = none
 	uint32_t    expiry;        // seconds; 0xFFFFFFFF never
 	uint32_t    will_delay;
 	uint32_t    window;        // outgoing QoS 1/2
 	uint32_t    max_queued;
+	uint32_t    max_queued_bytes; // broker.max_queued_bytes (a u32 key)
 	uint32_t    nfly;
 	uint32_t    nq;
 	uint32_t    in1_pending;   // QoS 1 forwarded, router Ack awaited
-	uint32_t    match_nsub;
-	uint32_t    match_cap;
+	uint32_t    match_idx;     // worker scratch: its entry in w->match (deliver.c)
 
 	// 2-byte fields
+	uint16_t    client_id_len; // MQTT strings are at most 65535 bytes
 	uint16_t    next_pid;
 	uint16_t    nalias;        // topic alias maximum of this connection
 	uint16_t    slot;          // hw_slot_of(client_id)
@@ -114,13 +111,13 @@ struct brk_session {
 	bool        connected;
 	uint8_t     version;
 	bool        expiry_zero_at_connect;
-	uint8_t     match_qos;
-	bool        match_rap;
 	bool        off_listed;
+
+	char        client_id[];   // client_id_len bytes and a NUL
 };
 
 // brk_session_alloc creates an empty, disconnected session for client_id
-// (its slot computed).
+// (its slot computed); HW_EINVAL for an id over 65535 bytes.
 hw_err brk_session_alloc(brk_session **out, hw_bytes client_id);
 // brk_session_free frees s with its deliveries, will, subscriptions and
 // aliases (the caller has already removed them from the index).

@@ -127,6 +127,7 @@ void brk_worker_fini(brk_worker *w)
 	brk_map_each(&w->pending, brk_worker_free_pending, NULL);
 	brk_map_fini(&w->pending);
 	brk_subindex_free(w->subs);
+	brk_deliver_fini(w);
 	brk_hold_fini(w);
 	brk_out_fini(w);
 	brk_slot_fini(w);
