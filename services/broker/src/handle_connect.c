@@ -36,7 +36,7 @@ static void brk_connect_takeover(brk_worker *w, brk_session *old, bool clean)
 		(void)hw_mqtt_encode_disconnect(HW_RC_SESSION_TAKEN_OVER, HW_BYTES_NULL, HW_MQTT_V5, &b);
 	brk_out_close(w, old->edge, old->conn, &b);
 	hw_buf_fini(&b);
-	brk_map_del(&w->conns, brk_conn_key(key, old->edge, old->conn));
+	brk_set_del(&w->conns, brk_conn_key(key, old->edge, old->conn));
 	hw_gauge_add(w->srv->st.connections, -1);
 	brk_events_disconnected(w, old, "taken_over");
 	old->connected = false;
@@ -62,7 +62,7 @@ static uint32_t brk_connect_expiry(const hw_config *cfg, const hw_mqtt_connect *
 // whether an existing one continues.
 static brk_session *brk_connect_session(brk_worker *w, hw_bytes cid, bool clean, bool *present)
 {
-	brk_session *s = brk_map_get(&w->sessions, cid);
+	brk_session *s = brk_set_get(&w->sessions, cid);
 
 	*present = false;
 	if (s != NULL && s->connected)
@@ -94,7 +94,7 @@ static brk_session *brk_connect_session(brk_worker *w, hw_bytes cid, bool clean,
 	}
 	if (brk_session_alloc(&s, cid) != HW_OK)
 		return NULL;
-	if (brk_map_put(&w->sessions, cid, s, NULL) != HW_OK) {
+	if (brk_set_put(&w->sessions, s, NULL) != HW_OK) {
 		brk_session_free(s);
 		return NULL;
 	}
@@ -179,7 +179,6 @@ hw_err brk_session_bind(brk_worker *w, brk_session *s, brk_edge *e, uint64_t con
     const hw_mqtt_connect *cn, uint32_t expiry, uint64_t now_ms)
 {
 	const hw_config *cfg = w->srv->cfg;
-	uint8_t key[12];
 
 	s->connected = true;
 	s->edge = e;
@@ -202,7 +201,7 @@ hw_err brk_session_bind(brk_worker *w, brk_session *s, brk_edge *e, uint64_t con
 			s->will = NULL;
 		s->will_delay = hw_mqtt_has(&cn->will_props, HW_PROP_WILL_DELAY) ? cn->will_props.will_delay : 0;
 	}
-	if (brk_map_put(&w->conns, brk_conn_key(key, e, conn), s, NULL) != HW_OK) {
+	if (brk_set_put(&w->conns, s, NULL) != HW_OK) {
 		s->connected = false;
 		return HW_ENOMEM;
 	}
@@ -373,7 +372,7 @@ void brk_connect_authed(brk_worker *w, brk_connauth *ca)
 		brk_connauth_free(ca);
 		return;
 	}
-	c.s = brk_map_get(&w->conns, brk_conn_key(key, ca->edge, ca->conn));
+	c.s = brk_set_get(&w->conns, brk_conn_key(key, ca->edge, ca->conn));
 	brk_handle_connect(&c);
 	brk_hold_replay(w, ca->edge, ca->conn, &ca->q);
 	brk_connauth_free(ca);

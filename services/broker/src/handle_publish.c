@@ -192,7 +192,7 @@ void brk_handle_router_ack(brk_worker *w, uint64_t seq, uint32_t reason)
 
 	if (p == NULL)
 		return;
-	s = brk_map_get(&w->sessions, (hw_bytes){ (uint8_t *)p->cid, p->cid_len });
+	s = brk_set_get(&w->sessions, (hw_bytes){ (uint8_t *)p->cid, p->cid_len });
 	if (s != NULL && p->qos == 1 && s->conn_gen == p->conn_gen) {
 		if (s->in1_pending > 0)
 			s->in1_pending--;
@@ -223,7 +223,7 @@ void brk_pending_sweep(brk_worker *w, uint64_t now_ms)
 
 	for (size_t i = 0; i < nold; i++) {
 		brk_pending *p = old[i];
-		brk_session *s = brk_map_get(&w->sessions, (hw_bytes){ (uint8_t *)p->cid, p->cid_len });
+		brk_session *s = brk_set_get(&w->sessions, (hw_bytes){ (uint8_t *)p->cid, p->cid_len });
 
 		brk_map_del(&w->pending, (hw_bytes){ (uint8_t *)&p->seq, sizeof(p->seq) });
 		if (s != NULL && p->qos == 1 && s->conn_gen == p->conn_gen && s->in1_pending > 0)

@@ -135,7 +135,7 @@ bool brk_hold_take(brk_worker *w, brk_edge *e, const brk_connpacket *cp)
 {
 	uint8_t key[12];
 	hw_bytes k = brk_conn_key(key, e, cp->conn);
-	brk_session *s = brk_map_get(&w->conns, k);
+	brk_session *s = brk_set_get(&w->conns, k);
 	brk_connauth *ca = NULL;
 	brk_heldq *q;
 
@@ -190,7 +190,7 @@ void brk_hold_replay(brk_worker *w, brk_edge *e, uint64_t conn, brk_heldq *q)
 	brk_held *p;
 
 	while ((p = q->head) != NULL) {
-		brk_session *s = brk_map_get(&w->conns, brk_conn_key(key, e, conn));
+		brk_session *s = brk_set_get(&w->conns, brk_conn_key(key, e, conn));
 		Hawser__Internal__V1__ConnPacket cp = HAWSER__INTERNAL__V1__CONN_PACKET__INIT;
 
 		if (s == NULL)
@@ -271,7 +271,7 @@ void brk_hold_answer(brk_worker *w, brk_auth_ticket *t)
 		brk_connect_authed(w, ca);
 		return;
 	}
-	s = brk_map_get(&w->conns, k);
+	s = brk_set_get(&w->conns, k);
 	h = s != NULL ? s->hold : NULL;
 	if (h == NULL || h->serial != t->serial || t->index >= h->n || h->rc[t->index] != BRK_HOLD_WAIT)
 		return;

@@ -22,6 +22,7 @@
 #include "retain.h"
 #include "server.h"
 #include "session.h"
+#include "set.h"
 #include "store/store.h"
 #include "subindex.h"
 
@@ -177,8 +178,8 @@ typedef struct brk_worker {
 	brk_work         *head, *tail;
 	bool              stop;
 
-	brk_map           sessions;   // client id -> brk_session
-	brk_map           conns;      // (edge index, conn id) -> brk_session
+	brk_set           sessions;   // by client id (brk_session_cid_key)
+	brk_set           conns;      // connected, by (edge index, conn id) (brk_session_conn_key)
 	brk_subindex     *subs;
 	brk_edge        **edges;
 	size_t            nedges;
@@ -341,6 +342,11 @@ void brk_publish_will(brk_worker *w, brk_session *s);
 void brk_offline_update(brk_worker *w, brk_session *s);
 // brk_conn_key builds the connection table key (edge, conn id) in key.
 hw_bytes brk_conn_key(uint8_t key[12], const brk_edge *e, uint64_t conn);
+// The key functions of w->sessions (client id) and w->conns (brk_conn_key
+// of the session's edge and connection: a session is in w->conns exactly
+// while connected, and its edge and conn do not change meanwhile).
+hw_bytes brk_session_cid_key(const void *s, uint8_t *buf);
+hw_bytes brk_session_conn_key(const void *s, uint8_t *buf);
 
 // brk_session_forget drops s from memory only (subscriptions, connection,
 // timers, gauges) and frees it: no will, no store write. For a session

@@ -48,13 +48,13 @@ static hw_err brk_resume_session(brk_worker *w, hw_bytes cid, brk_session **out)
 	uint32_t slot = hw_slot_of(cid);
 	hw_err err;
 
-	*out = brk_map_get(&w->sessions, cid);
+	*out = brk_set_get(&w->sessions, cid);
 	if (*out != NULL)
 		return HW_OK;
 	brk_slot_check(w, slot);
 	if ((err = brk_slot_claim(w, slot)) != HW_OK)
 		return err;
-	*out = brk_map_get(&w->sessions, cid);
+	*out = brk_set_get(&w->sessions, cid);
 	if (*out != NULL)
 		return HW_OK;
 	return brk_session_load(w, cid, out, NULL);
@@ -69,7 +69,7 @@ void brk_resume(brk_worker *w, brk_edge *e, const brk_connresume *r)
 	hw_buf raw = { 0 };
 	char owner[256];
 	uint8_t key[12];
-	brk_session *s = brk_map_get(&w->conns, brk_conn_key(key, e, r->conn));
+	brk_session *s = brk_set_get(&w->conns, brk_conn_key(key, e, r->conn));
 	hw_err err;
 
 	if (s != NULL) {
@@ -78,7 +78,7 @@ void brk_resume(brk_worker *w, brk_edge *e, const brk_connresume *r)
 			brk_protocol_error(w, s, HW_RC_PROTOCOL_ERROR);
 		return;
 	}
-	if (brk_map_get(&w->sessions, cid) == NULL &&
+	if (brk_set_get(&w->sessions, cid) == NULL &&
 	    brk_slot_elsewhere(w, hw_slot_of(cid), owner, sizeof(owner))) {
 		// Our view gives the slot to another live broker: an edge whose
 		// view lags must not take it from there (it would ping-pong).

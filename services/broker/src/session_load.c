@@ -100,7 +100,7 @@ static void brk_load_forget(brk_worker *w, brk_session *s)
 	hw_gauge_add(st->inflight, -(int64_t)s->nfly);
 	hw_gauge_add(st->queued, -(int64_t)s->nq);
 	hw_gauge_add(st->sessions, -1);
-	brk_map_del(&w->sessions, brk_cid(s));
+	brk_set_del(&w->sessions, brk_cid(s));
 	brk_session_free(s);
 }
 
@@ -140,7 +140,7 @@ hw_err brk_session_load(brk_worker *w, hw_bytes cid, brk_session **out, bool *co
 	// its limits: the queue bounds must hold from now on.
 	lc.s->max_queued = w->srv->cfg->broker.max_queued_messages;
 	lc.s->max_queued_bytes = w->srv->cfg->broker.max_queued_bytes;
-	if ((err = brk_map_put(&w->sessions, cid, lc.s, NULL)) != HW_OK) {
+	if ((err = brk_set_put(&w->sessions, lc.s, NULL)) != HW_OK) {
 		brk_session_free(lc.s);
 		return err;
 	}

@@ -237,7 +237,7 @@ static size_t brk_slot_load(brk_worker *w, uint32_t slot)
 		hw_bytes cid = { (const uint8_t *)l.ids[i], l.lens[i] };
 		brk_session *s;
 
-		if (brk_map_get(&w->sessions, cid) == NULL) {
+		if (brk_set_get(&w->sessions, cid) == NULL) {
 			bool connected = false;
 
 			err = brk_session_load(w, cid, &s, &connected);
@@ -384,7 +384,7 @@ static void brk_slot_lose(brk_worker *w, const brk_slotset *now, uint32_t nlost,
 		hw_counter_inc(w->srv->st.slots_lost);
 	}
 	brk_map_init(&conns);
-	ndrop = brk_map_pick(&w->sessions, brk_slot_in, (void *)now, &drop);
+	ndrop = brk_set_pick(&w->sessions, brk_slot_in, (void *)now, &drop);
 	for (size_t i = 0; i < ndrop; i++) {
 		brk_session *s = drop[i];
 		uint8_t key[16];

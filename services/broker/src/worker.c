@@ -54,8 +54,8 @@ hw_err brk_worker_init(brk_worker *w, struct brk_server *srv, uint32_t index)
 	memset(w, 0, sizeof(*w));
 	w->srv = srv;
 	w->index = index;
-	brk_map_init(&w->sessions);
-	brk_map_init(&w->conns);
+	brk_set_init(&w->sessions, brk_session_cid_key);
+	brk_set_init(&w->conns, brk_session_conn_key);
 	brk_map_init(&w->pending);
 	brk_map_init(&w->authing);
 	if (brk_subindex_alloc(&w->subs) != HW_OK || brk_slot_init(w) != HW_OK)
@@ -99,12 +99,11 @@ static void brk_work_free(brk_work *wk)
 	}
 }
 
-static void brk_worker_free_session(void *arg, hw_bytes key, void *val)
+static void brk_worker_free_session(void *arg, void *val)
 {
 	brk_session *s = val;
 
 	(void)arg;
-	(void)key;
 	brk_hold_drop(s);
 	brk_identity_unref(s->identity);
 	brk_session_free(s);
@@ -121,9 +120,9 @@ void brk_worker_fini(brk_worker *w)
 {
 	brk_work_free(w->head);
 	w->head = w->tail = NULL;
-	brk_map_each(&w->sessions, brk_worker_free_session, NULL);
-	brk_map_fini(&w->sessions);
-	brk_map_fini(&w->conns);
+	brk_set_each(&w->sessions, brk_worker_free_session, NULL);
+	brk_set_fini(&w->sessions);
+	brk_set_fini(&w->conns);
 	brk_map_each(&w->pending, brk_worker_free_pending, NULL);
 	brk_map_fini(&w->pending);
 	brk_subindex_free(w->subs);
@@ -236,6 +235,19 @@ hw_bytes brk_conn_key(uint8_t key[12], const brk_edge *e, uint64_t conn)
 	return (hw_bytes){ key, 12 };
 }
 
+hw_bytes brk_session_cid_key(const void *s, uint8_t *buf)
+{
+	(void)buf;
+	return brk_cid((const brk_session *)s);
+}
+
+hw_bytes brk_session_conn_key(const void *s, uint8_t *buf)
+{
+	const brk_session *ss = s;
+
+	return brk_conn_key(buf, ss->edge, ss->conn);
+}
+
 // ---- session lifecycle helpers -------------------------------------------
 
 void brk_offline_update(brk_worker *w, brk_session *s)
@@ -310,13 +322,13 @@ void brk_session_forget(brk_worker *w, brk_session *s)
 	hw_gauge_add(st->inflight, -(int64_t)s->nfly);
 	hw_gauge_add(st->queued, -(int64_t)s->nq);
 	if (s->connected) {
-		brk_map_del(&w->conns, brk_conn_key(key, s->edge, s->conn));
+		brk_set_del(&w->conns, brk_conn_key(key, s->edge, s->conn));
 		hw_gauge_add(st->connections, -1);
 		s->connected = false;
 	}
 	s->expire_at_ms = s->will_at_ms = 0;
 	brk_offline_update(w, s);
-	brk_map_del(&w->sessions, brk_cid(s));
+	brk_set_del(&w->sessions, brk_cid(s));
 	hw_gauge_add(st->sessions, -1);
 	brk_hold_drop(s);
 	brk_identity_unref(s->identity);
@@ -330,7 +342,7 @@ void brk_conn_lost(brk_worker *w, brk_session *s, bool publish_will)
 
 	if (!s->connected)
 		return;
-	brk_map_del(&w->conns, brk_conn_key(key, s->edge, s->conn));
+	brk_set_del(&w->conns, brk_conn_key(key, s->edge, s->conn));
 	hw_gauge_add(w->srv->st.connections, -1);
 	s->connected = false;
 	brk_hold_drop(s); // packets of a closed connection are moot
@@ -424,7 +436,7 @@ void brk_worker_dispatch(brk_worker *w, brk_edge *e, const brk_connpacket *cp)
 	if (e == NULL || cp->data.len == 0)
 		return;
 	type = cp->data.data[0] >> 4;
-	c.s = brk_map_get(&w->conns, brk_conn_key(key, e, cp->conn));
+	c.s = brk_set_get(&w->conns, brk_conn_key(key, e, cp->conn));
 	if (type == HW_MQTT_CONNECT) {
 		brk_handle_connect(&c);
 		return;
@@ -453,7 +465,7 @@ static void brk_worker_gone(brk_worker *w, brk_batch *bb, const brk_conngone *g)
 
 	if (e == NULL)
 		return;
-	s = brk_map_get(&w->conns, brk_conn_key(key, e, g->conn));
+	s = brk_set_get(&w->conns, brk_conn_key(key, e, g->conn));
 	brk_events_gone(w, s, g->cause);
 	if (g->cause == HAWSER__INTERNAL__V1__CONN_GONE__CAUSE__MOVED) {
 		uint32_t slot = s != NULL ? BRK_SLOT_OF(s) : g->slot % HW_SLOTS;
@@ -692,12 +704,11 @@ static void brk_worker_wait(brk_worker *w, uint64_t deadline_ms)
 	pthread_cond_timedwait(&w->cv, &w->mu, &ts);
 }
 
-static void brk_worker_refresh_one(void *arg, hw_bytes key, void *val)
+static void brk_worker_refresh_one(void *arg, void *val)
 {
 	brk_worker *w = arg;
 	brk_session *s = val;
 
-	(void)key;
 	// Expiry 0 too: such a session is kept while connected, so that it
 	// survives this broker (docs/cluster.md), only as long as it is put
 	// again.
@@ -716,7 +727,7 @@ static void brk_worker_store_refresh(brk_worker *w)
 	if (every == 0 || (now = hw_clock_mono_ms()) - w->store_refreshed_ms < every)
 		return;
 	w->store_refreshed_ms = now;
-	brk_map_each(&w->sessions, brk_worker_refresh_one, w);
+	brk_set_each(&w->sessions, brk_worker_refresh_one, w);
 }
 
 // brk_worker_deadline: the next timer, or the next store refresh.

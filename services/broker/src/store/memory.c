@@ -30,18 +30,33 @@
 #include <string.h>
 
 #include "core/slot.h"
-#include "map.h"
+#include "set.h"
 #include "store/store.h"
 
 // brk_memstore_rec: what the store keeps of one client id, in one
-// allocation (it is per connection in the all-in-one): whether a session
-// was put (it is in the slot index) and its connection record.
+// allocation with the id itself (the slot index holds pointers to it, keyed
+// by that id: one per session, so per idle client): whether a session was
+// put (it is listed by slot_each) and its connection record.
 typedef struct brk_memstore_rec {
 	uint32_t conn_len;
+	uint16_t cid_len;
 	bool     has_conn;
 	bool     listed;
-	uint8_t  conn[];
+	uint8_t  bytes[];    // the client id, then the connection record
 } brk_memstore_rec;
+
+static hw_bytes brk_memstore_rec_key(const void *val, uint8_t *buf)
+{
+	const brk_memstore_rec *r = val;
+
+	(void)buf;
+	return (hw_bytes){ r->bytes, r->cid_len };
+}
+
+static const uint8_t *brk_memstore_rec_conn(const brk_memstore_rec *r)
+{
+	return r->bytes + r->cid_len;
+}
 
 typedef struct brk_memstore_shard {
 	pthread_mutex_t mu;
@@ -52,7 +67,7 @@ typedef struct brk_memstore_shard {
 struct brk_store {
 	uint32_t            shards;
 	brk_memstore_shard *sh;
-	brk_map             index[HW_SLOTS];    // client id -> brk_memstore_rec
+	brk_set             index[HW_SLOTS];    // brk_memstore_rec by client id
 	char               *owner[HW_SLOTS];    // URL of the last claim, NULL: none
 	uint64_t            claimed[HW_SLOTS];  // epoch of the last claim
 	_Atomic uint64_t    held[HW_SLOTS];     // epoch this store holds, 0: none
@@ -68,10 +83,9 @@ static void brk_memstore_rec_free(brk_memstore_rec *r)
 	free(r);
 }
 
-static void brk_memstore_free_one(void *arg, hw_bytes key, void *val)
+static void brk_memstore_free_one(void *arg, void *val)
 {
 	(void)arg;
-	(void)key;
 	brk_memstore_rec_free(val);
 }
 
@@ -80,8 +94,8 @@ static void brk_store_memory_close(brk_store *st)
 	if (st == NULL)
 		return;
 	for (uint32_t s = 0; s < HW_SLOTS; s++) {
-		brk_map_each(&st->index[s], brk_memstore_free_one, NULL);
-		brk_map_fini(&st->index[s]);
+		brk_set_each(&st->index[s], brk_memstore_free_one, NULL);
+		brk_set_fini(&st->index[s]);
 		free(st->owner[s]);
 	}
 	for (uint32_t i = 0; st->sh != NULL && i < st->shards; i++)
@@ -108,7 +122,7 @@ static hw_err brk_store_memory_open(brk_store **out, const hw_config *cfg, uint3
 	for (uint32_t i = 0; i < st->shards; i++)
 		pthread_mutex_init(&st->sh[i].mu, NULL);
 	for (uint32_t s = 0; s < HW_SLOTS; s++)
-		brk_map_init(&st->index[s]);
+		brk_set_init(&st->index[s], brk_memstore_rec_key);
 	*out = st;
 	return HW_OK;
 }
@@ -151,16 +165,19 @@ static hw_err brk_memstore_rec_set(brk_store *st, hw_bytes cid, bool listed, con
 
 	if (conn == NULL)
 		len = 0;
-	if (len > UINT32_MAX)
+	if (len > UINT32_MAX - UINT16_MAX || cid.len > UINT16_MAX)
 		return HW_ETOOBIG;
-	if ((r = malloc(sizeof(*r) + len)) == NULL)
+	if ((r = malloc(sizeof(*r) + cid.len + len)) == NULL)
 		return HW_ENOMEM;
 	r->conn_len = (uint32_t)len;
+	r->cid_len = (uint16_t)cid.len;
 	r->has_conn = conn != NULL;
 	r->listed = listed;
+	if (cid.len != 0)
+		memcpy(r->bytes, cid.ptr, cid.len);
 	if (len != 0)
-		memcpy(r->conn, conn, len);
-	if (brk_map_put(&st->index[hw_slot_of(cid)], cid, r, (void **)&old) != HW_OK) {
+		memcpy(r->bytes + cid.len, conn, len);
+	if (brk_set_put(&st->index[hw_slot_of(cid)], r, (void **)&old) != HW_OK) {
 		free(r);
 		return HW_ENOMEM;
 	}
@@ -177,12 +194,12 @@ static hw_err brk_store_memory_session_put(brk_store *st, const brk_store_sessio
 	if (!brk_memstore_held(st, rec->client_id))
 		return HW_OK;
 	pthread_mutex_lock(&sh->mu);
-	r = brk_map_get(&st->index[hw_slot_of(rec->client_id)], rec->client_id);
+	r = brk_set_get(&st->index[hw_slot_of(rec->client_id)], rec->client_id);
 	// A clean start drops everything the session had (its connection
 	// record too); a put again of a listed session changes nothing here.
 	if (r == NULL || !r->listed || (rec->clean && r->has_conn))
 		err = brk_memstore_rec_set(st, rec->client_id, true,
-		    r != NULL && r->has_conn && !rec->clean ? r->conn : NULL,
+		    r != NULL && r->has_conn && !rec->clean ? brk_memstore_rec_conn(r) : NULL,
 		    r != NULL ? r->conn_len : 0);
 	pthread_mutex_unlock(&sh->mu);
 	return err;
@@ -203,7 +220,7 @@ static hw_err brk_store_memory_session_del(brk_store *st, hw_bytes cid)
 	if (!brk_memstore_held(st, cid))
 		return HW_OK;
 	pthread_mutex_lock(&sh->mu);
-	brk_memstore_rec_free(brk_map_del(&st->index[hw_slot_of(cid)], cid));
+	brk_memstore_rec_free(brk_set_del(&st->index[hw_slot_of(cid)], cid));
 	pthread_mutex_unlock(&sh->mu);
 	return HW_OK;
 }
@@ -353,11 +370,13 @@ typedef struct brk_memstore_ids {
 	hw_err   err;
 } brk_memstore_ids;
 
-static void brk_memstore_ids_add(void *arg, hw_bytes key, void *val)
+static void brk_memstore_ids_add(void *arg, void *val)
 {
 	brk_memstore_ids *ids = arg;
+	const brk_memstore_rec *r = val;
+	hw_bytes key = { r->bytes, r->cid_len };
 
-	if (!((brk_memstore_rec *)val)->listed)
+	if (!r->listed)
 		return;
 	if (ids->err == HW_OK)
 		ids->err = hw_buf_append(&ids->bytes, key.ptr, key.len);
@@ -376,11 +395,11 @@ static hw_err brk_store_memory_slot_each(brk_store *st, uint32_t slot,
 		return HW_EINVAL;
 	sh = brk_memstore_shard_of(st, slot);
 	pthread_mutex_lock(&sh->mu);
-	ids.lens = malloc((brk_map_count(&st->index[slot]) + 1) * sizeof(*ids.lens));
+	ids.lens = malloc((brk_set_count(&st->index[slot]) + 1) * sizeof(*ids.lens));
 	if (ids.lens == NULL)
 		ids.err = HW_ENOMEM;
 	else
-		brk_map_each(&st->index[slot], brk_memstore_ids_add, &ids);
+		brk_set_each(&st->index[slot], brk_memstore_ids_add, &ids);
 	pthread_mutex_unlock(&sh->mu);
 	for (size_t i = 0; ids.err == HW_OK && i < ids.n; i++) {
 		fn(arg, (hw_bytes){ ids.bytes.ptr + off, ids.lens[i] });
@@ -423,7 +442,7 @@ static hw_err brk_store_memory_conn_put(brk_store *st, hw_bytes cid, hw_bytes re
 	pthread_mutex_lock(&sh->mu);
 	// Like a Redis write to a session without a record, the connection
 	// record may exist on its own (the index lists only sessions put).
-	r = brk_map_get(&st->index[hw_slot_of(cid)], cid);
+	r = brk_set_get(&st->index[hw_slot_of(cid)], cid);
 	err = brk_memstore_rec_set(st, cid, r != NULL && r->listed,
 	    rec.ptr != NULL ? rec.ptr : (const uint8_t *)"", rec.len);
 	pthread_mutex_unlock(&sh->mu);
@@ -438,9 +457,9 @@ static hw_err brk_store_memory_conn_get(brk_store *st, hw_bytes cid, hw_buf *out
 
 	hw_buf_reset(out);
 	pthread_mutex_lock(&sh->mu);
-	r = brk_map_get(&st->index[hw_slot_of(cid)], cid);
+	r = brk_set_get(&st->index[hw_slot_of(cid)], cid);
 	if (r != NULL && r->has_conn)
-		err = hw_buf_append(out, r->conn, r->conn_len);
+		err = hw_buf_append(out, brk_memstore_rec_conn(r), r->conn_len);
 	pthread_mutex_unlock(&sh->mu);
 	return err;
 }
@@ -454,9 +473,9 @@ static hw_err brk_store_memory_conn_del(brk_store *st, hw_bytes cid)
 	if (!brk_memstore_held(st, cid))
 		return HW_OK;
 	pthread_mutex_lock(&sh->mu);
-	r = brk_map_get(&st->index[hw_slot_of(cid)], cid);
+	r = brk_set_get(&st->index[hw_slot_of(cid)], cid);
 	if (r != NULL && !r->listed)
-		brk_memstore_rec_free(brk_map_del(&st->index[hw_slot_of(cid)], cid));
+		brk_memstore_rec_free(brk_set_del(&st->index[hw_slot_of(cid)], cid));
 	else if (r != NULL && r->has_conn)
 		err = brk_memstore_rec_set(st, cid, true, NULL, 0);
 	pthread_mutex_unlock(&sh->mu);
