@@ -145,6 +145,47 @@ static void test_unsubscribe(void **state)
 	brk_subindex_free(ix);
 }
 
+// Many subscribers of one filter (the first is kept inline in the node,
+// the others in an array): each is found, updated and removed in any order,
+// with its own options.
+static void test_many_owners_one_filter(void **state)
+{
+	static int owners[40];
+	brk_subindex *ix;
+	hits h;
+
+	(void)state;
+	assert_int_equal(brk_subindex_alloc(&ix), HW_OK);
+	for (int i = 0; i < 40; i++)
+		add(ix, "shared/t", &owners[i], (uint8_t)(i % 3));
+	assert_int_equal(count_matches(ix, "shared/t"), 40);
+	// Remove the inline one first, then every other one, then the rest.
+	assert_true(brk_subindex_remove(ix, B("shared/t"), &owners[0]));
+	for (int i = 1; i < 40; i += 2)
+		assert_true(brk_subindex_remove(ix, B("shared/t"), &owners[i]));
+	assert_false(brk_subindex_remove(ix, B("shared/t"), &owners[0]));
+	assert_int_equal(count_matches(ix, "shared/t"), 19);
+	// An update keeps one entry with the new options.
+	add(ix, "shared/t", &owners[38], 2);
+	memset(&h, 0, sizeof(h));
+	brk_subindex_match(ix, B("shared/t"), collect, &h);
+	assert_int_equal(h.n, 19);
+	for (int k = 0; k < 16; k++) {
+		int i = (int)((int *)h.owners[k] - owners);
+
+		assert_true(i % 2 == 0 && i > 0);
+		assert_int_equal(h.qos[k], i == 38 ? 2 : i % 3);
+	}
+	for (int i = 2; i < 40; i += 2)
+		assert_true(brk_subindex_remove(ix, B("shared/t"), &owners[i]));
+	assert_int_equal(count_matches(ix, "shared/t"), 0);
+	assert_int_equal(brk_subindex_count(ix), 0);
+	// Pruned, then used again.
+	add(ix, "shared/t", &owners[5], 1);
+	assert_int_equal(count_matches(ix, "shared/t"), 1);
+	brk_subindex_free(ix);
+}
+
 // Many siblings at one level (per-user topics) go through the hashed
 // child index: matching, removal and pruning must behave the same.
 static void test_many_siblings(void **state)
@@ -189,6 +230,7 @@ int main(void)
 		cmocka_unit_test(test_dollar_topics),
 		cmocka_unit_test(test_overlap_one_owner_and_update),
 		cmocka_unit_test(test_unsubscribe),
+		cmocka_unit_test(test_many_owners_one_filter),
 		cmocka_unit_test(test_many_siblings),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
