@@ -4,7 +4,8 @@
 // Design notes:
 // - Written at the CONNACK that accepted a session (conn_put, fenced like
 //   the session's other writes), removed when the connection ends; read by
-//   ConnResume (resume.c).
+//   ConnResume (resume.c). Not written to a local_only store (memory):
+//   no other broker could read it there.
 // - The CONNECT is kept re-encoded WITHOUT its password: the identity the
 //   authentication chain produced is stored next to it, so the resuming
 //   broker never authenticates again (a JWT may have expired since) and no

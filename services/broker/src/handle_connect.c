@@ -226,12 +226,15 @@ static hw_err brk_connect_attach(brk_ctx *c, brk_session *s, const hw_mqtt_conne
 }
 
 // brk_connect_record stores the connection record (connrec.c) with the
-// CONNACK, so another broker can resume this connection.
+// CONNACK, so another broker can resume this connection; not in a
+// local_only store, where no other broker can read it.
 static void brk_connect_record(brk_worker *w, brk_session *s, const hw_mqtt_connect *cn,
     const brk_connack_args *a)
 {
 	hw_buf rec = { 0 };
 
+	if (w->srv->store_ops->local_only)
+		return;
 	if (brk_connrec_encode(&rec, cn, a->assigned ? BRK_CONNREC_ASSIGNED : 0, a->keepalive,
 	        a->expiry, s->identity) == HW_OK)
 		(void)BRK_STORE(w, conn_put, brk_cid(s), (hw_bytes){ rec.ptr, rec.len });

@@ -92,6 +92,14 @@ void brk_resume(brk_worker *w, brk_edge *e, const brk_connresume *r)
 		    err == HW_ENOTFOUND ? "no session" : hw_strerror(err));
 		goto done;
 	}
+	if (ops->local_only && s->connected) {
+		// Taken over, as below. A local_only store keeps no connection
+		// records; the record read below would be the newer connection's
+		// anyway, so its version is the session's.
+		brk_resume_refuse(w, e, r->conn, s->version, HW_RC_SESSION_TAKEN_OVER,
+		    cids, "taken over by a newer connection");
+		goto done;
+	}
 	err = ops->conn_get != NULL ? ops->conn_get(w->srv->store, cid, &raw) : HW_ENOTFOUND;
 	if (err == HW_OK)
 		err = brk_connrec_decode(raw.ptr, raw.len, cids, &rec);

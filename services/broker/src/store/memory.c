@@ -17,7 +17,8 @@
 //   a slot it does not hold is refused (nothing happens) and the slot is
 //   reported lost on its shard (lost_take), like a fenced Redis write;
 // - the slot index (client ids put and not deleted) and the connection
-//   records.
+//   records (the broker does not write these to a local_only store; the
+//   ops keep them for callers that do).
 //
 // Locking: one mutex per shard (slot % shards, the worker owning the
 // slot's sessions) guards that shard's slots: their index maps, connection
@@ -484,6 +485,7 @@ static hw_err brk_store_memory_conn_del(brk_store *st, hw_bytes cid)
 
 const brk_store_ops brk_store_memory_ops = {
 	.name = "memory",
+	.local_only = true,
 	.open = brk_store_memory_open,
 	.close = brk_store_memory_close,
 	.flush = brk_store_memory_flush,

@@ -62,6 +62,12 @@ typedef struct brk_store_ops {
 	// a broker that dies with connected sessions); the worker does so for
 	// every connected session with a finite expiry.
 	uint32_t    refresh_ms;
+	// local_only: nothing written is ever loaded back (session_get always
+	// finds nothing: the memory store, whose sessions are the workers'
+	// own). The broker then skips the writes that exist only for another
+	// broker to read: the connection record (conn_put), which would cost
+	// its bytes per idle client for nothing.
+	bool        local_only;
 	// open/close: build the store from cfg (store.*) with `shards` write
 	// pipelines (one per worker) and its metrics in reg (may be NULL);
 	// close frees it (unflushed writes are dropped).
