@@ -1,5 +1,6 @@
 // Sessions: window and queue policy (see session.h), subscriptions,
 // incoming QoS 2 ids and topic aliases.
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,7 +14,7 @@ hw_err brk_session_alloc(brk_session **out, hw_bytes client_id)
 
 	if (client_id.len > UINT16_MAX)
 		return HW_EINVAL;
-	if ((s = calloc(1, sizeof(*s) + client_id.len + 1)) == NULL)
+	if ((s = calloc(1, offsetof(brk_session, client_id) + client_id.len + 1)) == NULL)
 		return HW_ENOMEM;
 	if (client_id.len)
 		memcpy(s->client_id, client_id.ptr, client_id.len);
@@ -235,6 +236,23 @@ void brk_session_discard(brk_session *s, brk_deliv *d)
 	brk_session_unlink(s, d);
 }
 
+// brk_session_room makes room in *arr for element n, its capacity being
+// implied by the count (none for 0, then min, then the next power of two
+// at or above n), so no session stores capacities. false on ENOMEM.
+static bool brk_session_room(void **arr, uint32_t n, uint32_t min, size_t size)
+{
+	uint32_t ncap;
+	void *na;
+
+	if (n != 0 && (n < min || (n & (n - 1)) != 0))
+		return true;
+	ncap = n == 0 ? min : n * 2;
+	if (ncap <= n || (na = realloc(*arr, (size_t)ncap * size)) == NULL)
+		return false;
+	*arr = na;
+	return true;
+}
+
 hw_err brk_session_sub_put(brk_session *s, hw_bytes filter, const brk_subopts *o, bool *existed)
 {
 	brk_sub *sub;
@@ -246,16 +264,9 @@ hw_err brk_session_sub_put(brk_session *s, hw_bytes filter, const brk_subopts *o
 			return HW_OK;
 		}
 	*existed = false;
-	if (s->nsubs == s->capsubs) {
-		// Start with room for one: most sessions hold a single filter.
-		uint32_t ncap = s->capsubs ? s->capsubs * 2 : 1;
-		brk_sub *ns = realloc(s->subs, ncap * sizeof(*ns));
-
-		if (ns == NULL)
-			return HW_ENOMEM;
-		s->subs = ns;
-		s->capsubs = ncap;
-	}
+	// Room for one at first: most sessions hold a single filter.
+	if (!brk_session_room((void **)&s->subs, s->nsubs, 1, sizeof(*s->subs)))
+		return HW_ENOMEM;
 	sub = &s->subs[s->nsubs];
 	sub->filter = malloc(filter.len + 1);
 	if (sub->filter == NULL)
@@ -290,15 +301,10 @@ brk_in2 *brk_session_in2_find(brk_session *s, uint16_t pid)
 
 hw_err brk_session_in2_add(brk_session *s, uint16_t pid)
 {
-	if (s->nin2 == s->capin2) {
-		uint32_t ncap = s->capin2 ? s->capin2 * 2 : 4;
-		brk_in2 *n = realloc(s->in2, ncap * sizeof(*n));
-
-		if (n == NULL)
-			return HW_ENOMEM;
-		s->in2 = n;
-		s->capin2 = ncap;
-	}
+	if (s->nin2 == UINT16_MAX) // every packet id is in already
+		return HW_EINVAL;
+	if (!brk_session_room((void **)&s->in2, s->nin2, 4, sizeof(*s->in2)))
+		return HW_ENOMEM;
 	s->in2[s->nin2++] = (brk_in2){ .pid = pid };
 	return HW_OK;
 }

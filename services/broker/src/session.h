@@ -86,9 +86,9 @@ struct brk_session {
 	struct brk_identity *identity; // who authenticated (owned); NULL if none
 	struct brk_hold *hold;         // ACL verdicts awaited, packets held; NULL
 
-	// 4-byte fields
-	uint32_t    nsubs, capsubs;
-	uint32_t    nin2, capin2;
+	// 4-byte fields (array capacities are implied by the counts:
+	// brk_session_room)
+	uint32_t    nsubs;
 	uint32_t    conn_gen;      // bumped at every CONNECT
 	uint32_t    max_packet;    // client's Maximum Packet Size, 0 = none
 	uint32_t    expiry;        // seconds; 0xFFFFFFFF never
@@ -98,7 +98,6 @@ struct brk_session {
 	uint32_t    max_queued_bytes; // broker.max_queued_bytes (a u32 key)
 	uint32_t    nfly;
 	uint32_t    nq;
-	uint32_t    in1_pending;   // QoS 1 forwarded, router Ack awaited
 	uint32_t    match_idx;     // worker scratch: its entry in w->match (deliver.c)
 
 	// 2-byte fields
@@ -106,14 +105,19 @@ struct brk_session {
 	uint16_t    next_pid;
 	uint16_t    nalias;        // topic alias maximum of this connection
 	uint16_t    slot;          // hw_slot_of(client_id)
+	// Both bounded by the inbound window (at most 65535, handle_publish.c);
+	// incoming QoS 2 ids are distinct packet ids anyway.
+	uint16_t    nin2;
+	uint16_t    in1_pending;   // QoS 1 forwarded, router Ack awaited
 
 	// 1-byte fields
-	bool        connected;
 	uint8_t     version;
-	bool        expiry_zero_at_connect;
-	bool        off_listed;
+	bool        connected : 1;
+	bool        expiry_zero_at_connect : 1;
+	bool        off_listed : 1;
 
-	char        client_id[];   // client_id_len bytes and a NUL
+	char        client_id[];   // client_id_len bytes and a NUL (allocated
+	                           // from its offset: no tail padding)
 };
 
 // brk_session_alloc creates an empty, disconnected session for client_id
