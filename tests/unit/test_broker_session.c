@@ -182,6 +182,52 @@ static void test_pids_skip_in_flight(void **state)
 	brk_session_free(s);
 }
 
+// Subscriptions (packed in one allocation): put, update in place, walk in
+// order with their options, delete from the middle, the last, everything.
+static void test_subscriptions(void **state)
+{
+	static const char *const f[] = { "a/b", "", "c/+/d", "e/#", "long/filter/with/many/levels" };
+	brk_session *s = mksess(1, 10);
+	brk_subopts o;
+	hw_bytes got;
+	uint32_t off = 0, i = 0;
+	bool existed;
+
+	(void)state;
+	assert_false(brk_session_sub_next(s, &off, &got, &o));
+	for (i = 0; i < 5; i++) {
+		o = (brk_subopts){ .qos = (uint8_t)(i % 3), .no_local = i == 1, .sub_id = 100 + i };
+		assert_int_equal(brk_session_sub_put(s, hw_bytes_of_cstr(f[i]), &o, &existed), HW_OK);
+		assert_false(existed);
+	}
+	o = (brk_subopts){ .qos = 2, .retain_as_published = true, .sub_id = 7 };
+	assert_int_equal(brk_session_sub_put(s, hw_bytes_of_cstr("c/+/d"), &o, &existed), HW_OK);
+	assert_true(existed);
+	assert_int_equal(s->nsubs, 5);
+	for (i = 0, off = 0; brk_session_sub_next(s, &off, &got, &o); i++) {
+		assert_true(hw_bytes_eq(got, hw_bytes_of_cstr(f[i])));
+		assert_int_equal(o.sub_id, i == 2 ? 7 : 100 + i);
+		assert_int_equal(o.retain_as_published, i == 2);
+		assert_int_equal(o.no_local, i == 1);
+	}
+	assert_int_equal(i, 5);
+	assert_true(brk_session_sub_del(s, hw_bytes_of_cstr("c/+/d")));
+	assert_false(brk_session_sub_del(s, hw_bytes_of_cstr("c/+/d")));
+	assert_true(brk_session_sub_del(s, hw_bytes_of_cstr(f[4])));
+	assert_true(brk_session_sub_del(s, hw_bytes_of_cstr("")));
+	for (i = 0, off = 0; brk_session_sub_next(s, &off, &got, &o); i++)
+		assert_true(hw_bytes_eq(got, hw_bytes_of_cstr(i == 0 ? "a/b" : "e/#")));
+	assert_int_equal(i, 2);
+	assert_true(brk_session_sub_del(s, hw_bytes_of_cstr("a/b")));
+	assert_true(brk_session_sub_del(s, hw_bytes_of_cstr("e/#")));
+	assert_int_equal(s->nsubs, 0);
+	off = 0;
+	assert_false(brk_session_sub_next(s, &off, &got, &o));
+	assert_int_equal(brk_session_sub_put(s, hw_bytes_of_cstr("again"), &o, &existed), HW_OK);
+	assert_int_equal(s->nsubs, 1);
+	brk_session_free(s);
+}
+
 static void test_connrec_roundtrip(void **state)
 {
 	const char *attrs[] = { "tenant", "t1", "role", "ops", NULL };
@@ -299,6 +345,7 @@ int main(void)
 		cmocka_unit_test(test_queue_bound_drops_oldest),
 		cmocka_unit_test(test_expired_skipped),
 		cmocka_unit_test(test_pids_skip_in_flight),
+		cmocka_unit_test(test_subscriptions),
 		cmocka_unit_test(test_connrec_roundtrip),
 		cmocka_unit_test(test_msg_set_origin),
 	};

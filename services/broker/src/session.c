@@ -44,8 +44,6 @@ void brk_session_free(brk_session *s)
 	brk_deliv_list_free(s->fly_head);
 	brk_deliv_list_free(s->q_head);
 	brk_msg_unref(s->will);
-	for (uint32_t i = 0; i < s->nsubs; i++)
-		free(s->subs[i].filter);
 	free(s->subs);
 	free(s->in2);
 	brk_session_alias_reset(s, 0);
@@ -253,42 +251,105 @@ static bool brk_session_room(void **arr, uint32_t n, uint32_t min, size_t size)
 	return true;
 }
 
+// A session's subscriptions are packed in one allocation (most sessions
+// hold one filter: one malloc chunk instead of an array plus a copy of each
+// filter): u32 bytes used (this header included), then per filter its u16
+// length, its brk_subopts (copied, unaligned) and its bytes.
+#define BRK_SUBS_HDR 4u
+#define BRK_SUB_HDR ((uint32_t)(2 + sizeof(brk_subopts)))
+
+static uint32_t brk_subs_used(const brk_session *s)
+{
+	uint32_t used = 0;
+
+	if (s->subs != NULL)
+		memcpy(&used, s->subs, sizeof(used));
+	return used;
+}
+
+static uint16_t brk_subs_len(const brk_session *s, uint32_t at)
+{
+	uint16_t len;
+
+	memcpy(&len, s->subs + at, sizeof(len));
+	return len;
+}
+
+bool brk_session_sub_next(const brk_session *s, uint32_t *off, hw_bytes *filter, brk_subopts *o)
+{
+	uint32_t at = *off != 0 ? *off : BRK_SUBS_HDR;
+	uint16_t len;
+
+	if (at >= brk_subs_used(s))
+		return false;
+	len = brk_subs_len(s, at);
+	if (o != NULL)
+		memcpy(o, s->subs + at + 2, sizeof(*o));
+	*filter = (hw_bytes){ s->subs + at + BRK_SUB_HDR, len };
+	*off = at + BRK_SUB_HDR + len;
+	return true;
+}
+
+// brk_subs_find returns the offset of filter's entry, or 0.
+static uint32_t brk_subs_find(const brk_session *s, hw_bytes filter)
+{
+	uint32_t off = 0, at;
+	hw_bytes f;
+
+	for (at = BRK_SUBS_HDR; brk_session_sub_next(s, &off, &f, NULL); at = off)
+		if (f.len == filter.len && memcmp(f.ptr, filter.ptr, filter.len) == 0)
+			return at;
+	return 0;
+}
+
 hw_err brk_session_sub_put(brk_session *s, hw_bytes filter, const brk_subopts *o, bool *existed)
 {
-	brk_sub *sub;
+	uint32_t at = brk_subs_find(s, filter), used = brk_subs_used(s);
+	uint16_t len = (uint16_t)filter.len;
+	uint8_t *ns;
 
-	for (size_t i = 0; i < s->nsubs; i++)
-		if (s->subs[i].len == filter.len && memcmp(s->subs[i].filter, filter.ptr, filter.len) == 0) {
-			s->subs[i].opts = *o;
-			*existed = true;
-			return HW_OK;
-		}
-	*existed = false;
-	// Room for one at first: most sessions hold a single filter.
-	if (!brk_session_room((void **)&s->subs, s->nsubs, 1, sizeof(*s->subs)))
+	*existed = at != 0;
+	if (at != 0) {
+		memcpy(s->subs + at + 2, o, sizeof(*o));
+		return HW_OK;
+	}
+	if (filter.len > UINT16_MAX)
+		return HW_EINVAL;
+	if (used == 0)
+		used = BRK_SUBS_HDR;
+	if (used > UINT32_MAX - BRK_SUB_HDR - len)
 		return HW_ENOMEM;
-	sub = &s->subs[s->nsubs];
-	sub->filter = malloc(filter.len + 1);
-	if (sub->filter == NULL)
+	if ((ns = realloc(s->subs, used + BRK_SUB_HDR + len)) == NULL)
 		return HW_ENOMEM;
-	memcpy(sub->filter, filter.ptr, filter.len);
-	sub->filter[filter.len] = 0;
-	sub->len = filter.len;
-	sub->opts = *o;
+	s->subs = ns;
+	memcpy(ns + used, &len, sizeof(len));
+	memcpy(ns + used + 2, o, sizeof(*o));
+	if (len != 0)
+		memcpy(ns + used + BRK_SUB_HDR, filter.ptr, len);
+	used += BRK_SUB_HDR + len;
+	memcpy(ns, &used, sizeof(used));
 	s->nsubs++;
 	return HW_OK;
 }
 
 bool brk_session_sub_del(brk_session *s, hw_bytes filter)
 {
-	for (size_t i = 0; i < s->nsubs; i++)
-		if (s->subs[i].len == filter.len && memcmp(s->subs[i].filter, filter.ptr, filter.len) == 0) {
-			free(s->subs[i].filter);
-			memmove(&s->subs[i], &s->subs[i + 1], (s->nsubs - i - 1) * sizeof(brk_sub));
-			s->nsubs--;
-			return true;
-		}
-	return false;
+	uint32_t at = brk_subs_find(s, filter), used = brk_subs_used(s), size;
+	uint8_t *ns;
+
+	if (at == 0)
+		return false;
+	size = BRK_SUB_HDR + brk_subs_len(s, at);
+	memmove(s->subs + at, s->subs + at + size, used - at - size);
+	used -= size;
+	memcpy(s->subs, &used, sizeof(used));
+	if (--s->nsubs == 0) {
+		free(s->subs);
+		s->subs = NULL;
+	} else if ((ns = realloc(s->subs, used)) != NULL) {
+		s->subs = ns; // a failed shrink keeps the larger block
+	}
+	return true;
 }
 
 brk_in2 *brk_session_in2_find(brk_session *s, uint16_t pid)

@@ -36,12 +36,6 @@ struct brk_deliv {
 	uint32_t   sub_ids[]; // v5 subscription identifiers to send
 };
 
-typedef struct brk_sub {
-	char       *filter;
-	size_t      len;
-	brk_subopts opts;
-} brk_sub;
-
 // Incoming QoS 2 publish awaiting PUBREL (or the router's Ack first).
 typedef struct brk_in2 {
 	uint16_t pid;
@@ -65,7 +59,7 @@ struct brk_session {
 	brk_msg    *will;
 	uint64_t    will_at_ms;    // armed delayed will, 0 = none
 
-	brk_sub    *subs;
+	uint8_t    *subs;          // packed (session.c); NULL without any
 
 	// outgoing QoS 1/2
 	brk_deliv  *fly_head, *fly_tail;
@@ -161,6 +155,11 @@ void brk_session_discard(brk_session *s, brk_deliv *d);
 // existing one, *existed true). brk_session_sub_del removes one.
 hw_err brk_session_sub_put(brk_session *s, hw_bytes filter, const brk_subopts *o, bool *existed);
 bool brk_session_sub_del(brk_session *s, hw_bytes filter);
+// brk_session_sub_next walks s's subscriptions in the order they were
+// made: *off starts at 0; while one is left it sets *filter (a view into
+// s, valid until s's subscriptions change) and *o (may be NULL) and
+// returns true.
+bool brk_session_sub_next(const brk_session *s, uint32_t *off, hw_bytes *filter, brk_subopts *o);
 
 // Incoming QoS 2 packet ids: find (NULL if none), add, delete.
 brk_in2 *brk_session_in2_find(brk_session *s, uint16_t pid);

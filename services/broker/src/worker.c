@@ -316,8 +316,10 @@ void brk_session_forget(brk_worker *w, brk_session *s)
 	brk_stats *st = &w->srv->st;
 	uint8_t key[12];
 
-	for (size_t i = 0; i < s->nsubs; i++)
-		brk_worker_sub_remove(w, (hw_bytes){ (uint8_t *)s->subs[i].filter, s->subs[i].len }, s);
+	hw_bytes f;
+
+	for (uint32_t off = 0; brk_session_sub_next(s, &off, &f, NULL);)
+		brk_worker_sub_remove(w, f, s);
 	hw_gauge_add(st->subscriptions, -(int64_t)s->nsubs);
 	hw_gauge_add(st->inflight, -(int64_t)s->nfly);
 	hw_gauge_add(st->queued, -(int64_t)s->nq);
