@@ -6,11 +6,15 @@
 // the last subscriber prunes empty nodes up to the root.
 //
 // Memory: per-client topics make one leaf node per idle subscriber, so a
-// node is kept small: its level name in the same allocation, the first
-// subscriber inline (most filters have one), array capacities implied by
-// the counts (the next power of two, at least BRK_SUBNODE_MIN_KIDS kids or
-// one extra subscriber) and the kid index a set of pointers keyed by the
-// kids' own level names.
+// leaf is kept small: its parent, its level name in the same allocation,
+// its first subscriber inline (most filters have one), and one pointer to
+// an extension (brk_subext: children, '+' and '#', further subscribers)
+// that only inner nodes and shared filters allocate, and free again once
+// it is empty. Array capacities are implied by the counts (the next power
+// of two, at least BRK_SUBNODE_MIN_KIDS kids or one extra subscriber); past
+// BRK_SUBNODE_HASH_AT kids they are held by a set of pointers keyed by the
+// kids' own level names instead of the array (a wide level costs a set slot
+// per kid, not a slot and an array entry).
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,22 +30,47 @@ typedef struct brk_subent {
 } brk_subent;
 
 typedef struct brk_subnode brk_subnode;
+
+typedef struct brk_subext {
+	brk_subnode **kids;          // while there is no index
+	brk_set      *index;         // the kids by level, once nkids > BRK_SUBNODE_HASH_AT
+	brk_subnode  *plus, *hash;
+	brk_subent   *more;          // subscribers after the first
+	uint32_t      nkids, nmore;
+} brk_subext;
+
 struct brk_subnode {
 	brk_subnode  *parent;
-	brk_subnode **kids;
-	brk_set      *index;         // kids by level, when nkids > BRK_SUBNODE_HASH_AT
-	brk_subnode  *plus, *hash;
+	brk_subext   *x;             // NULL: no children, at most one subscriber
 	brk_subent    one;           // the first subscriber (owner NULL: none)
-	brk_subent   *more;          // the others
-	uint32_t      nkids, nmore;
 	uint16_t      level_len;     // levels are at most 65535 bytes (MQTT strings)
 	char          level[];       // level_len bytes and a NUL ("" for the root)
 };
 
-// brk_subnode_nsubs is the number of subscribers of n.
-static uint32_t brk_subnode_nsubs(const brk_subnode *n)
+// brk_subnode_x returns n's extension, allocating it when create (NULL on
+// ENOMEM, or when n has none and !create).
+static brk_subext *brk_subnode_x(brk_subnode *n, bool create)
 {
-	return (n->one.owner != NULL) + n->nmore;
+	if (n->x == NULL && create)
+		n->x = calloc(1, sizeof(*n->x));
+	return n->x;
+}
+
+// brk_subnode_x_trim frees n's extension once it holds nothing.
+static void brk_subnode_x_trim(brk_subnode *n)
+{
+	brk_subext *x = n->x;
+
+	if (x == NULL || x->nkids != 0 || x->plus != NULL || x->hash != NULL || x->nmore != 0)
+		return;
+	free(x->kids);
+	free(x->more);
+	if (x->index != NULL) {
+		brk_set_fini(x->index);
+		free(x->index);
+	}
+	free(x);
+	n->x = NULL;
 }
 
 // brk_subnode_room makes room in *arr (capacity implied by n: 0, then min,
@@ -88,26 +117,36 @@ hw_err brk_subindex_alloc(brk_subindex **out)
 	return HW_OK;
 }
 
+static void brk_subnode_fini(brk_subnode *n);
+
+static void brk_subnode_fini_kid(void *arg, void *kid)
+{
+	(void)arg;
+	brk_subnode_fini(kid);
+	free(kid);
+}
+
 static void brk_subnode_fini(brk_subnode *n)
 {
-	for (uint32_t i = 0; i < n->nkids; i++) {
-		brk_subnode_fini(n->kids[i]);
-		free(n->kids[i]);
+	brk_subext *x = n->x;
+
+	if (x == NULL)
+		return;
+	if (x->index != NULL)
+		brk_set_each(x->index, brk_subnode_fini_kid, NULL);
+	for (uint32_t i = 0; x->index == NULL && i < x->nkids; i++)
+		brk_subnode_fini_kid(NULL, x->kids[i]);
+	if (x->plus != NULL) {
+		brk_subnode_fini(x->plus);
+		free(x->plus);
 	}
-	if (n->plus != NULL) {
-		brk_subnode_fini(n->plus);
-		free(n->plus);
+	if (x->hash != NULL) {
+		brk_subnode_fini(x->hash);
+		free(x->hash);
 	}
-	if (n->hash != NULL) {
-		brk_subnode_fini(n->hash);
-		free(n->hash);
-	}
-	free(n->kids);
-	free(n->more);
-	if (n->index != NULL) {
-		brk_set_fini(n->index);
-		free(n->index);
-	}
+	x->nkids = x->nmore = 0;
+	x->plus = x->hash = NULL;
+	brk_subnode_x_trim(n);
 }
 
 void brk_subindex_free(brk_subindex *ix)
@@ -142,10 +181,14 @@ static bool brk_subindex_level(hw_bytes *rest, bool *done, hw_bytes *lvl)
 // brk_subnode_find_kid looks up a literal child.
 static brk_subnode *brk_subnode_find_kid(const brk_subnode *n, hw_bytes lvl)
 {
-	if (n->index != NULL)
-		return brk_set_get(n->index, lvl);
-	for (uint32_t i = 0; i < n->nkids; i++) {
-		brk_subnode *k = n->kids[i];
+	const brk_subext *x = n->x;
+
+	if (x == NULL)
+		return NULL;
+	if (x->index != NULL)
+		return brk_set_get(x->index, lvl);
+	for (uint32_t i = 0; i < x->nkids; i++) {
+		brk_subnode *k = x->kids[i];
 
 		if (k->level_len == lvl.len && memcmp(k->level, lvl.ptr, lvl.len) == 0)
 			return k;
@@ -153,47 +196,59 @@ static brk_subnode *brk_subnode_find_kid(const brk_subnode *n, hw_bytes lvl)
 	return NULL;
 }
 
-// brk_subnode_index_kid adds k to n's hash index, building the index when
-// n grows past the threshold. On ENOMEM the index is dropped and lookups
-// fall back to the array.
-static void brk_subnode_index_kid(brk_subnode *n, brk_subnode *k)
+// brk_subnode_add_kid adds k to x: to the index when there is one (false
+// on ENOMEM), else to the array (room made by the caller), which is turned
+// into the index once x grows past the threshold (on ENOMEM it stays an
+// array).
+static bool brk_subnode_add_kid(brk_subext *x, brk_subnode *k)
 {
-	if (n->index == NULL && n->nkids > BRK_SUBNODE_HASH_AT) {
-		n->index = calloc(1, sizeof(*n->index));
-		if (n->index == NULL)
-			return;
-		brk_set_init(n->index, brk_subnode_key);
-		for (uint32_t i = 0; i < n->nkids; i++)
-			if (brk_set_put(n->index, n->kids[i], NULL) != HW_OK)
-				goto fail;
-		return;
+	brk_set *ix;
+
+	if (x->index != NULL) {
+		if (brk_set_put(x->index, k, NULL) != HW_OK)
+			return false;
+		x->nkids++;
+		return true;
 	}
-	if (n->index != NULL && brk_set_put(n->index, k, NULL) != HW_OK)
-		goto fail;
-	return;
-fail:
-	brk_set_fini(n->index);
-	free(n->index);
-	n->index = NULL;
+	x->kids[x->nkids++] = k;
+	if (x->nkids <= BRK_SUBNODE_HASH_AT || (ix = calloc(1, sizeof(*ix))) == NULL)
+		return true;
+	brk_set_init(ix, brk_subnode_key);
+	for (uint32_t i = 0; i < x->nkids; i++)
+		if (brk_set_put(ix, x->kids[i], NULL) != HW_OK) {
+			brk_set_fini(ix);
+			free(ix);
+			return true;
+		}
+	x->index = ix;
+	free(x->kids);
+	x->kids = NULL;
+	return true;
 }
 
+// brk_subnode_kid finds (or with create, makes) n's child for lvl. NULL
+// when there is none, or on ENOMEM (n may be left with an empty
+// extension: the caller prunes).
 static brk_subnode *brk_subnode_kid(brk_subnode *n, hw_bytes lvl, bool create)
 {
 	brk_subnode **slot = NULL;
+	brk_subext *x = brk_subnode_x(n, create);
 	brk_subnode *k;
 
+	if (x == NULL)
+		return NULL;
 	if (lvl.len == 1 && lvl.ptr[0] == '+')
-		slot = &n->plus;
+		slot = &x->plus;
 	else if (lvl.len == 1 && lvl.ptr[0] == '#')
-		slot = &n->hash;
+		slot = &x->hash;
 	if (slot != NULL && (*slot != NULL || !create))
 		return *slot;
 	if (slot == NULL) {
 		k = brk_subnode_find_kid(n, lvl);
 		if (k != NULL || !create)
 			return k;
-		if (!brk_subnode_room((void **)&n->kids, n->nkids, BRK_SUBNODE_MIN_KIDS,
-		    sizeof(*n->kids)))
+		if (x->index == NULL && !brk_subnode_room((void **)&x->kids, x->nkids,
+		    BRK_SUBNODE_MIN_KIDS, sizeof(*x->kids)))
 			return NULL;
 	}
 	if (lvl.len > UINT16_MAX)
@@ -209,49 +264,43 @@ static brk_subnode *brk_subnode_kid(brk_subnode *n, hw_bytes lvl, bool create)
 	k->parent = n;
 	if (slot != NULL) {
 		*slot = k;
-	} else {
-		n->kids[n->nkids++] = k;
-		brk_subnode_index_kid(n, k);
+	} else if (!brk_subnode_add_kid(x, k)) {
+		free(k);
+		return NULL;
 	}
 	return k;
 }
 
-static bool brk_subnode_empty(const brk_subnode *n)
-{
-	return n->nkids == 0 && n->plus == NULL && n->hash == NULL && brk_subnode_nsubs(n) == 0;
-}
-
-// brk_subnode_prune frees n and its empty ancestors (never the root).
+// brk_subnode_prune frees n and its empty ancestors (never the root), and
+// the extension of the first node left once it holds nothing.
 static void brk_subnode_prune(brk_subnode *n)
 {
-	while (n->parent != NULL && brk_subnode_empty(n)) {
+	brk_subnode_x_trim(n);
+	while (n->parent != NULL && n->x == NULL && n->one.owner == NULL) {
 		brk_subnode *p = n->parent;
+		brk_subext *px = p->x;
 
-		if (p->plus == n)
-			p->plus = NULL;
-		else if (p->hash == n)
-			p->hash = NULL;
+		if (px->plus == n)
+			px->plus = NULL;
+		else if (px->hash == n)
+			px->hash = NULL;
+		else if (px->index != NULL && brk_set_del(px->index,
+		    (hw_bytes){ (const uint8_t *)n->level, n->level_len }) != NULL)
+			px->nkids--;
 		else
-			for (uint32_t i = 0; i < p->nkids; i++)
-				if (p->kids[i] == n) {
-					p->kids[i] = p->kids[--p->nkids];
-					if (p->index != NULL)
-						brk_set_del(p->index, (hw_bytes){ (const uint8_t *)n->level, n->level_len });
+			for (uint32_t i = 0; px->index == NULL && i < px->nkids; i++)
+				if (px->kids[i] == n) {
+					px->kids[i] = px->kids[--px->nkids];
 					break;
 				}
-		if (p->nkids == 0) {
+		if (px->nkids == 0) {
 			// Capacities are implied by the counts: none left, none kept.
-			free(p->kids);
-			p->kids = NULL;
+			free(px->kids);
+			px->kids = NULL;
 		}
-		free(n->kids);
-		if (n->index != NULL) {
-			brk_set_fini(n->index);
-			free(n->index);
-		}
-		free(n->more);
 		free(n);
 		n = p;
+		brk_subnode_x_trim(n);
 	}
 }
 
@@ -276,9 +325,9 @@ static brk_subent *brk_subnode_sub(brk_subnode *n, const void *owner)
 {
 	if (n->one.owner == owner)
 		return &n->one;
-	for (uint32_t i = 0; i < n->nmore; i++)
-		if (n->more[i].owner == owner)
-			return &n->more[i];
+	for (uint32_t i = 0; n->x != NULL && i < n->x->nmore; i++)
+		if (n->x->more[i].owner == owner)
+			return &n->x->more[i];
 	return NULL;
 }
 
@@ -286,6 +335,7 @@ hw_err brk_subindex_add(brk_subindex *ix, hw_bytes filter, void *owner,
     const brk_subopts *opts, bool *existed)
 {
 	brk_subnode *n = brk_subindex_find(ix, filter, true);
+	brk_subext *x;
 	brk_subent *e;
 
 	*existed = false;
@@ -299,11 +349,12 @@ hw_err brk_subindex_add(brk_subindex *ix, hw_bytes filter, void *owner,
 	if (n->one.owner == NULL) {
 		e = &n->one;
 	} else {
-		if (!brk_subnode_room((void **)&n->more, n->nmore, 1, sizeof(*n->more))) {
+		if ((x = brk_subnode_x(n, true)) == NULL ||
+		    !brk_subnode_room((void **)&x->more, x->nmore, 1, sizeof(*x->more))) {
 			brk_subnode_prune(n);
 			return HW_ENOMEM;
 		}
-		e = &n->more[n->nmore++];
+		e = &x->more[x->nmore++];
 	}
 	e->owner = owner;
 	e->opts = *opts;
@@ -314,16 +365,18 @@ hw_err brk_subindex_add(brk_subindex *ix, hw_bytes filter, void *owner,
 bool brk_subindex_remove(brk_subindex *ix, hw_bytes filter, void *owner)
 {
 	brk_subnode *n = brk_subindex_find(ix, filter, false);
+	brk_subext *x;
 	brk_subent *e;
 
 	if (n == NULL || (e = brk_subnode_sub(n, owner)) == NULL)
 		return false;
 	// The last of `more` fills the hole (or moves inline).
-	if (n->nmore > 0) {
-		*e = n->more[--n->nmore];
-		if (n->nmore == 0) {
-			free(n->more);
-			n->more = NULL;
+	x = n->x;
+	if (x != NULL && x->nmore > 0) {
+		*e = x->more[--x->nmore];
+		if (x->nmore == 0) {
+			free(x->more);
+			x->more = NULL;
 		}
 	} else {
 		n->one = (brk_subent){ 0 };
@@ -337,8 +390,8 @@ static void brk_subnode_emit(const brk_subnode *n, brk_subindex_fn fn, void *arg
 {
 	if (n->one.owner != NULL)
 		fn(arg, n->one.owner, &n->one.opts);
-	for (uint32_t i = 0; i < n->nmore; i++)
-		fn(arg, n->more[i].owner, &n->more[i].opts);
+	for (uint32_t i = 0; n->x != NULL && i < n->x->nmore; i++)
+		fn(arg, n->x->more[i].owner, &n->x->more[i].opts);
 }
 
 // brk_subnode_match walks the levels left in rest; `first` marks the topic's
@@ -346,6 +399,7 @@ static void brk_subnode_emit(const brk_subnode *n, brk_subindex_fn fn, void *arg
 static void brk_subnode_match(const brk_subnode *n, hw_bytes rest, bool done, bool first,
     brk_subindex_fn fn, void *arg)
 {
+	const brk_subext *x = n->x;
 	const brk_subnode *k;
 	hw_bytes lvl;
 	bool dollar;
@@ -353,15 +407,17 @@ static void brk_subnode_match(const brk_subnode *n, hw_bytes rest, bool done, bo
 	if (!brk_subindex_level(&rest, &done, &lvl)) {
 		brk_subnode_emit(n, fn, arg);
 		// "a/#" also matches "a" (the parent level).
-		if (n->hash != NULL)
-			brk_subnode_emit(n->hash, fn, arg);
+		if (x != NULL && x->hash != NULL)
+			brk_subnode_emit(x->hash, fn, arg);
 		return;
 	}
+	if (x == NULL)
+		return;
 	dollar = first && lvl.len > 0 && lvl.ptr[0] == '$';
-	if (n->hash != NULL && !dollar)
-		brk_subnode_emit(n->hash, fn, arg);
-	if (n->plus != NULL && !dollar)
-		brk_subnode_match(n->plus, rest, done, false, fn, arg);
+	if (x->hash != NULL && !dollar)
+		brk_subnode_emit(x->hash, fn, arg);
+	if (x->plus != NULL && !dollar)
+		brk_subnode_match(x->plus, rest, done, false, fn, arg);
 	k = brk_subnode_find_kid(n, lvl);
 	if (k != NULL)
 		brk_subnode_match(k, rest, done, false, fn, arg);
