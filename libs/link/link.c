@@ -41,6 +41,12 @@
 //   fails with NNG_ECLOSED and the loop stops re-arming), then nng_aio_stop
 //   waits for a callback that is still running. Only then are peers closed
 //   and memory freed, so no callback runs after hw_link_close returns.
+// - inproc:// does not use NNG at all (link/local.h): the inbox binds a
+//   process-wide endpoint and an inproc peer delivers on the sender's thread
+//   under the endpoint's mutex, with the same order, buffering (before the
+//   receiver starts), HW_EFULL and close guarantees. Reset drops what waits
+//   for an unbound receiver; park makes sends fail with HW_ECLOSED until
+//   hw_link_peer_get.
 
 #include "link/link.h"
 
@@ -56,6 +62,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "link/local.h"
 
 #define LINK_RECVMAXSZ (64u * 1024u * 1024u)
 // The redial backoff stays well under cluster.member_down_ms (default 1 s):
@@ -75,6 +82,8 @@ struct hw_link_peer {
 	pthread_mutex_t      mtx;       // guards sock_id/pipe_id changes and sends
 	atomic_uint          sock_id;   // current push socket (nng_socket.id)
 	atomic_uint          pipe_id;   // its live pipe, 0 when none
+	link_local          *local;     // inproc://: the endpoint, no socket
+	atomic_bool          parked;    // inproc:// only
 };
 
 struct hw_link {
@@ -86,6 +95,7 @@ struct hw_link {
 	hw_link_recv_fn fn;
 	void           *arg;
 	bool            started;
+	link_local     *local; // inproc://: the endpoint, no NNG inbox
 
 	pthread_mutex_t mtx; // guards peers
 	hw_link_peer   *peers;
@@ -118,30 +128,37 @@ static hw_err link_err(int rv)
 // ---------------------------------------------------------------------------
 // Receive loop
 
+// link_deliver unpacks one received message and hands it to the user's
+// callback (NNG's receive loop and inproc deliveries both end here).
+static void link_deliver(void *arg, const uint8_t *buf, size_t len)
+{
+	hw_link  *l = arg;
+	hw_batch *b = hawser__internal__v1__batch__unpack(NULL, len, buf);
+
+	if (b == NULL) {
+		// Bad peer input never takes the process down: count it.
+		hw_counter_inc(l->bad_batches);
+		hw_log_warn("LINK-BAD-BATCH", "dropped a batch that does not unpack");
+		return;
+	}
+	hw_counter_inc(l->batches_received);
+	hw_counter_add(l->items_received, b->n_items);
+	l->fn(l->arg, b);
+}
+
 static void link_recv_cb(void *arg)
 {
 	hw_link *l = arg;
 	nng_msg *msg;
-	hw_batch *b;
-	int       rv = nng_aio_result(l->aio);
+	int      rv = nng_aio_result(l->aio);
 
 	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
 		return; // closing: do not re-arm
 	if (rv == 0) {
 		msg = nng_aio_get_msg(l->aio);
 		nng_aio_set_msg(l->aio, NULL);
-		b = hawser__internal__v1__batch__unpack(NULL, nng_msg_len(msg),
-		    nng_msg_body(msg));
+		link_deliver(l, nng_msg_body(msg), nng_msg_len(msg));
 		nng_msg_free(msg);
-		if (b == NULL) {
-			// Bad peer input never takes the process down: count it.
-			hw_counter_inc(l->bad_batches);
-			hw_log_warn("LINK-BAD-BATCH", "dropped a batch that does not unpack");
-		} else {
-			hw_counter_inc(l->batches_received);
-			hw_counter_add(l->items_received, b->n_items);
-			l->fn(l->arg, b);
-		}
 	} else {
 		hw_log_warn("LINK-RECV", "receive failed: %s", nng_strerror(rv));
 	}
@@ -220,6 +237,41 @@ static void link_metrics(hw_link *l, hw_metrics *m)
 	    "Received messages dropped because they are not a valid Batch.", NULL, NULL);
 }
 
+static bool link_is_local(const char *url)
+{
+	return strncmp(url, "inproc://", 9) == 0;
+}
+
+// link_open_local finishes hw_link_open for an inproc:// inbox (l has its
+// node, mutex and metrics): bind the endpoint; the URL is as listened.
+static hw_err link_open_local(hw_link *l, const char *listen_url,
+    const char *advertise_url, hw_link **out)
+{
+	const char *url = advertise_url != NULL && advertise_url[0] != '\0' ? advertise_url
+	                                                                     : listen_url;
+	hw_err err;
+
+	if ((err = link_local_get(listen_url, &l->local)) == HW_OK) {
+		if ((err = link_local_bind(l->local)) != HW_OK) {
+			hw_log_error("LINK-LISTEN", "cannot listen on %s: %s", listen_url,
+			    "another link listens there");
+		} else if ((l->url = strdup(url)) == NULL) {
+			link_local_unbind(l->local);
+			err = HW_ENOMEM;
+		}
+		if (err != HW_OK)
+			link_local_put(l->local);
+	}
+	if (err != HW_OK) {
+		free(l->node);
+		pthread_mutex_destroy(&l->mtx);
+		free(l);
+		return err;
+	}
+	*out = l;
+	return HW_OK;
+}
+
 hw_err hw_link_open(hw_link **out, const char *node_id, const char *listen_url,
     const char *advertise_url, hw_metrics *metrics)
 {
@@ -240,6 +292,8 @@ hw_err hw_link_open(hw_link **out, const char *node_id, const char *listen_url,
 		goto fail_mtx;
 	}
 	link_metrics(l, metrics);
+	if (link_is_local(listen_url))
+		return link_open_local(l, listen_url, advertise_url, out);
 	if ((rv = nng_pull0_open(&l->inbox)) != 0) {
 		err = link_err(rv);
 		goto fail_node;
@@ -289,7 +343,10 @@ hw_err hw_link_start(hw_link *l, hw_link_recv_fn fn, void *arg)
 	l->fn = fn;
 	l->arg = arg;
 	l->started = true;
-	nng_recv_aio(l->inbox, l->aio);
+	if (l->local != NULL)
+		link_local_start(l->local, link_deliver, l);
+	else
+		nng_recv_aio(l->inbox, l->aio);
 	return HW_OK;
 }
 
@@ -382,9 +439,16 @@ static hw_err link_peer_open(hw_link *l, const char *url, hw_link_peer **out)
 	p->link = l;
 	atomic_init(&p->sock_id, 0u);
 	atomic_init(&p->pipe_id, 0u);
+	atomic_init(&p->parked, false);
 	if ((p->url = strdup(url)) == NULL) {
 		err = HW_ENOMEM;
 		goto fail_free;
+	}
+	if (link_is_local(url)) {
+		if ((err = link_local_get(url, &p->local)) != HW_OK)
+			goto fail_url;
+		*out = p;
+		return HW_OK;
 	}
 	if (pthread_mutex_init(&p->mtx, NULL) != 0) {
 		err = HW_ENOMEM;
@@ -419,6 +483,12 @@ fail_free:
 // link_peer_free closes p's socket and frees it.
 static void link_peer_free(hw_link_peer *p)
 {
+	if (p->local != NULL) {
+		link_local_put(p->local);
+		free(p->url);
+		free(p);
+		return;
+	}
 	nng_close(link_peer_sock(p));
 	pthread_mutex_destroy(&p->reset_mtx);
 	pthread_mutex_destroy(&p->mtx);
@@ -460,6 +530,11 @@ hw_err hw_link_peer_reset(hw_link_peer *p)
 
 	if (p == NULL)
 		return HW_EINVAL;
+	if (p->local != NULL) {
+		link_local_drop(p->local);
+		atomic_store(&p->parked, false);
+		return HW_OK;
+	}
 	pthread_mutex_lock(&p->reset_mtx);
 	err = link_peer_swap(p, true);
 	pthread_mutex_unlock(&p->reset_mtx);
@@ -471,6 +546,11 @@ void hw_link_peer_park(hw_link_peer *p)
 {
 	if (p == NULL)
 		return;
+	if (p->local != NULL) {
+		atomic_store(&p->parked, true);
+		link_local_drop(p->local);
+		return;
+	}
 	pthread_mutex_lock(&p->reset_mtx);
 	(void)link_peer_swap(p, false); // cannot fail without a dial
 	pthread_mutex_unlock(&p->reset_mtx);
@@ -511,7 +591,9 @@ hw_err hw_link_peer_get(hw_link *l, const char *url, hw_link_peer **out)
 	}
 	pthread_mutex_unlock(&l->mtx);
 	// Outside l->mtx: unparking opens a socket and dials.
-	if (err == HW_OK && atomic_load(&p->sock_id) == 0u)
+	if (err == HW_OK && p->local != NULL)
+		atomic_store(&p->parked, false);
+	else if (err == HW_OK && atomic_load(&p->sock_id) == 0u)
 		err = link_peer_unpark(p);
 	if (err == HW_OK)
 		*out = p;
@@ -525,7 +607,30 @@ const char *hw_link_peer_url(const hw_link_peer *p)
 
 bool hw_link_peer_connected(const hw_link_peer *p)
 {
-	return atomic_load(&((hw_link_peer *)p)->pipe_id) != 0u;
+	hw_link_peer *q = (hw_link_peer *)p;
+
+	if (q->local != NULL)
+		return !atomic_load(&q->parked) && link_local_bound(q->local);
+	return atomic_load(&q->pipe_id) != 0u;
+}
+
+// link_send_local packs b and delivers it through p's inproc endpoint. The
+// usual batch fits the stack buffer; a larger one is packed on the heap.
+static hw_err link_send_local(hw_link_peer *p, const hw_batch *b, size_t size)
+{
+	uint8_t  stack[4096];
+	uint8_t *buf = stack;
+	hw_err   err;
+
+	if (atomic_load(&p->parked))
+		return HW_ECLOSED;
+	if (size > sizeof(stack) && (buf = malloc(size)) == NULL)
+		return HW_ENOMEM;
+	hawser__internal__v1__batch__pack(b, buf);
+	err = link_local_send(p->local, buf, size, HW_LINK_SENDBUF);
+	if (buf != stack)
+		free(buf);
+	return err;
 }
 
 hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n)
@@ -547,6 +652,17 @@ hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n)
 	b.n_items = n;
 	b.items = (hw_item **)items;
 	size = hawser__internal__v1__batch__get_packed_size(&b);
+	if (p->local != NULL) {
+		hw_err err = link_send_local(p, &b, size);
+
+		if (err == HW_EFULL)
+			hw_counter_inc(l->send_full);
+		if (err != HW_OK)
+			return err;
+		hw_counter_inc(l->batches_sent);
+		hw_counter_add(l->items_sent, n);
+		return HW_OK;
+	}
 	if ((rv = nng_msg_alloc(&msg, size)) != 0)
 		return link_err(rv);
 	// Pack straight into the message body: no intermediate copy.
@@ -582,9 +698,14 @@ void hw_link_close(hw_link *l)
 	// callback then). Closing first let NNG 1.5.2 hang in nng_close now and
 	// then (a pending receive on a pull socket that had just taken a burst;
 	// seen as brokers that ignored SIGTERM in the Redis tests).
-	nng_aio_stop(l->aio);
-	nng_close(l->inbox);
-	nng_aio_free(l->aio);
+	if (l->local != NULL) {
+		link_local_unbind(l->local);
+		link_local_put(l->local);
+	} else {
+		nng_aio_stop(l->aio);
+		nng_close(l->inbox);
+		nng_aio_free(l->aio);
+	}
 	p = l->peers;
 	while (p != NULL) {
 		hw_link_peer *next = p->next;

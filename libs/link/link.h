@@ -21,6 +21,11 @@
 //   NNG thread, one Batch at a time, in arrival order. The callback owns the
 //   batch and frees it with hw_link_batch_free() (possibly later, on another
 //   thread).
+// - inproc:// links (the all-in-one) bypass NNG (link/local.h): `recv` runs
+//   on the SENDER's thread, still one Batch at a time and in order. So a
+//   callback must be quick and must not wait for anything the sending
+//   thread could be holding; it may send (nested sends never wait for a
+//   link lock).
 // - Sending is thread-safe and never blocks: each peer socket buffers up to
 //   HW_LINK_SENDBUF messages (also while it is disconnecting/reconnecting);
 //   beyond that hw_link_send fails with HW_EFULL and counts
