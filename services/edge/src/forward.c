@@ -735,6 +735,7 @@ void edge_forward_inbound(edge_server *s)
 		pthread_mutex_unlock(&s->inq_mu);
 		if (n == 0) {
 			free(q);
+			edge_conn_flush_dirty(s);
 			return;
 		}
 		for (size_t i = 0; i < n; i++) {

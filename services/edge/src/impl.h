@@ -110,6 +110,7 @@ struct edge_conn {
 	unsigned         assigned_id : 1; // the edge assigned the client id
 	unsigned         replay : 1;      // has a replay log in s->replays
 	unsigned         replay_lost : 1; // the log overflowed: not replayable
+	unsigned         dirty : 1;       // on s->dirty: write at the pass's end
 };
 
 // A broker this edge has known (in some view). Entries are never removed,
@@ -188,6 +189,9 @@ struct edge_server {
 	edge_wheel          wheel;
 	uint8_t            *scratch;      // coalesced writes, LWS_PRE first
 	size_t              scratch_cap;
+	edge_conn         **dirty;        // written to in this inbound pass
+	size_t              ndirty;
+	size_t              dirty_cap;
 
 	// Loop.
 	lws_sorted_usec_list_t tick_sul;
@@ -254,6 +258,10 @@ void edge_conn_closed(edge_conn *c);
 // edge_conn_close starts closing c for `cause`; with flush the queued
 // frames are written first. Asynchronous: lws closes it later.
 void edge_conn_close(edge_conn *c, edge_cause cause, bool flush);
+// edge_conn_flush_dirty writes what the inbound pass queued, straight to
+// the sockets of plain TCP connections (see conn.c).
+void edge_conn_flush_dirty(edge_server *s);
+
 // edge_conn_send queues a control frame the edge itself produced.
 void edge_conn_send(edge_conn *c, const uint8_t *p, size_t n);
 // edge_conn_write / edge_conn_broker_close apply a broker's ConnWrite and

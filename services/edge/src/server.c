@@ -432,6 +432,7 @@ void edge_server_free(edge_server *s)
 	edge_map_fini(&s->conns);
 	free(s->drain_ids);
 	free(s->scratch);
+	free(s->dirty);
 	pthread_cond_destroy(&s->inq_cv);
 	pthread_mutex_destroy(&s->inq_mu);
 	free(s);
