@@ -1,11 +1,23 @@
 // The router tier (server.h).
 //
 // Design notes:
-// - Threads: the link's receive callback (an NNG thread) only queues each
-//   received Batch and wakes the processing thread; the processing thread
-//   does everything else (pipeline matching, offers, acks, timeouts, sends),
-//   so the pending map, the outbox and the sinks need no locks. s->mtx
-//   guards only the queue and `stopping`.
+// - Threads: all processing (pipeline matching, offers, acks, timeouts,
+//   sends) happens under s->pass_mu, so the pending map, the outbox and the
+//   sinks need no other lock; s->mtx guards only the queue, the views,
+//   `stopping`, `woken` and `sleep_until`. The processing thread takes the
+//   queue, then pass_mu for its whole round.
+// - Inline passes (direct mode): when a batch arrives while nothing is
+//   queued and pass_mu is free, the receive callback runs the pass itself,
+//   on the sender's thread (the link's receive callbacks are serialised, so
+//   arrival order holds; a batch queued meanwhile waits for pass_mu and
+//   goes after it). That saves the hand-over to the processing thread: a
+//   thread switch per hop, which at moderate load cost more CPU than the
+//   routing itself (bench fan-in at 20,000 messages/s: see bench/README.md).
+//   Only what a pass does runs inline; views, Kafka, the HTTP publish API
+//   and expiries stay on the processing thread. If the pass made a deadline
+//   earlier than the one the thread sleeps until, the thread is woken.
+//   Never with Kafka: a produce may wait for librdkafka's queue, and the
+//   sender is a broker worker (or the all-in-one's edge loop, via it).
 // - A pass: the processing thread takes every queued batch at once, handles
 //   their items in arrival order, then flushes the sinks and the outbox: all
 //   offers ready in one pass leave as one Batch per broker, in the order the
@@ -79,8 +91,11 @@ struct rtr_server {
 	bool                stopped;
 	atomic_bool         ready;
 
-	pthread_mutex_t     mtx;  // guards q, qn, qcap, stopping
+	pthread_mutex_t     pass_mu; // held by whoever processes (design notes)
+	pthread_mutex_t     mtx;  // guards q, qn, qcap, stopping, views, woken
 	pthread_cond_t      cv;
+	uint64_t            sleep_until; // the thread's wake-up time when idle
+	bool                taken;  // the thread took batches it has not passed
 	hw_batch          **q;    // received, not yet taken by the thread
 	size_t              qn;
 	size_t              qcap;
@@ -239,16 +254,21 @@ static void *rtr_server_main(void *arg)
 {
 	rtr_server *s = arg;
 
-	pthread_mutex_lock(&s->mtx);
 	for (;;) {
 		uint64_t now = hw_clock_mono_ms();
-		uint64_t due = rtr_fanout_next_deadline(s->fanout);
+		uint64_t due;
 
+		pthread_mutex_lock(&s->pass_mu);
+		due = rtr_fanout_next_deadline(s->fanout);
+		pthread_mutex_unlock(&s->pass_mu);
+		pthread_mutex_lock(&s->mtx);
 		if (s->qn == 0 && !s->stopping && !s->woken && s->nviews == 0 && due > now) {
 			if (due > now + RTR_IDLE_MS)
 				due = now + RTR_IDLE_MS;
+			s->sleep_until = due;
 			rtr_server_wait_until(s, due);
 		}
+		s->sleep_until = 0;
 		// Take the whole queue: swap it with the thread's empty array.
 		{
 			hw_batch **taken = s->q;
@@ -266,7 +286,9 @@ static void *rtr_server_main(void *arg)
 			s->work = taken;
 			s->workcap = takencap;
 			s->woken = false;
+			s->taken = n > 0 || nviews > 0;
 			pthread_mutex_unlock(&s->mtx);
+			pthread_mutex_lock(&s->pass_mu);
 			for (size_t i = 0; i < nviews; i++) {
 				(void)rtr_fanout_view(s->fanout, views[i]);
 				hw_members_view_release(views[i]);
@@ -287,16 +309,47 @@ static void *rtr_server_main(void *arg)
 				rtr_kafka_pass_end(s->kafka); // commits; frees offered records
 			rtr_httppub_pass_end(s->httppub);
 			pthread_mutex_lock(&s->mtx);
+			s->taken = false;
 			if (more)
 				s->woken = true;
+			pthread_mutex_unlock(&s->mtx);
+			pthread_mutex_unlock(&s->pass_mu);
 			// Stopping: the pass just made took everything queued
 			// before the stop; what arrives later is dropped.
 			if (stopping)
 				break;
 		}
 	}
-	pthread_mutex_unlock(&s->mtx);
 	return NULL;
+}
+
+// rtr_server_inline runs b's pass on the caller's thread if nothing is
+// queued and no pass is running (design notes); false: queue it.
+static bool rtr_server_inline(rtr_server *s, hw_batch *b)
+{
+	bool     go;
+	uint64_t due;
+
+	if (s->kafka != NULL || pthread_mutex_trylock(&s->pass_mu) != 0)
+		return false;
+	pthread_mutex_lock(&s->mtx);
+	// Batches the thread took but has not passed yet go first.
+	go = s->qn == 0 && s->nviews == 0 && !s->taken && !s->stopping;
+	pthread_mutex_unlock(&s->mtx);
+	if (go) {
+		rtr_server_pass(s, &b, 1); // frees b
+		due = rtr_fanout_next_deadline(s->fanout);
+	}
+	pthread_mutex_unlock(&s->pass_mu);
+	if (go) {
+		pthread_mutex_lock(&s->mtx);
+		if (s->sleep_until != 0 && due < s->sleep_until) {
+			s->woken = true;
+			pthread_cond_signal(&s->cv);
+		}
+		pthread_mutex_unlock(&s->mtx);
+	}
+	return go;
 }
 
 // rtr_server_recv runs on the link's NNG thread: queue and wake, nothing
@@ -305,6 +358,8 @@ static void rtr_server_recv(void *arg, hw_batch *b)
 {
 	rtr_server *s = arg;
 
+	if (rtr_server_inline(s, b))
+		return;
 	pthread_mutex_lock(&s->mtx);
 	if (s->qn == s->qcap) {
 		size_t     cap = s->qcap != 0 ? s->qcap * 2 : 64;
@@ -544,6 +599,7 @@ hw_err rtr_server_alloc(rtr_server **out, const hw_config *cfg, hw_metrics *metr
 		free(s);
 		return HW_ENOMEM;
 	}
+	(void)pthread_mutex_init(&s->pass_mu, NULL); // cannot fail: default attributes
 	// The processing thread's deadlines are hw_clock_mono_ms times.
 	if (pthread_condattr_init(&ca) != 0) {
 		pthread_mutex_destroy(&s->mtx);
@@ -683,5 +739,6 @@ void rtr_server_free(rtr_server *s)
 	free(s->work);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mtx);
+	pthread_mutex_destroy(&s->pass_mu);
 	free(s);
 }
