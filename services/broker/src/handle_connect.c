@@ -40,7 +40,7 @@ static void brk_connect_takeover(brk_worker *w, brk_session *old, bool clean)
 	hw_gauge_add(w->srv->st.connections, -1);
 	brk_events_disconnected(w, old, "taken_over");
 	old->connected = false;
-	if (old->will != NULL && (old->will_delay == 0 || clean))
+	if (old->will != NULL && (old->will->will_delay == 0 || clean))
 		brk_publish_will(w, old);
 	brk_msg_unref(old->will);
 	old->will = NULL;
@@ -199,7 +199,8 @@ hw_err brk_session_bind(brk_worker *w, brk_session *s, brk_edge *e, uint64_t con
 
 		if (brk_msg_from_will(&s->will, cn, cid, now_ms) != HW_OK)
 			s->will = NULL;
-		s->will_delay = hw_mqtt_has(&cn->will_props, HW_PROP_WILL_DELAY) ? cn->will_props.will_delay : 0;
+		else if (hw_mqtt_has(&cn->will_props, HW_PROP_WILL_DELAY))
+			s->will->will_delay = cn->will_props.will_delay;
 	}
 	if (brk_set_put(&w->conns, s, NULL) != HW_OK) {
 		s->connected = false;

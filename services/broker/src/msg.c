@@ -185,6 +185,7 @@ hw_err brk_msg_set_origin(brk_msg **m, const brk_msg_origin *from)
 		return err;
 	// The copy keeps the old message's deadline rather than restarting it.
 	n->has_expiry = old->has_expiry;
+	n->will_delay = old->will_delay;
 	n->expire_at_ms = old->expire_at_ms;
 	n->received_at_us = old->received_at_us;
 	brk_msg_unref(*m);

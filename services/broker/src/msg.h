@@ -31,6 +31,9 @@ typedef struct brk_msg {
 	// filled per send from expire_at_ms.
 	hw_mqtt_props props;
 	bool          has_expiry;
+	// A will's Will Delay Interval (seconds; 0 otherwise), kept here rather
+	// than in every session (it fits the padding before expire_at_ms).
+	uint32_t      will_delay;
 	uint64_t      expire_at_ms;   // monotonic
 	uint64_t      received_at_us;
 	size_t        size;           // bytes held, for queue accounting

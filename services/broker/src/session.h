@@ -86,7 +86,6 @@ struct brk_session {
 	uint32_t    conn_gen;      // bumped at every CONNECT
 	uint32_t    max_packet;    // client's Maximum Packet Size, 0 = none
 	uint32_t    expiry;        // seconds; 0xFFFFFFFF never
-	uint32_t    will_delay;
 	uint32_t    window;        // outgoing QoS 1/2
 	uint32_t    max_queued;
 	uint32_t    max_queued_bytes; // broker.max_queued_bytes (a u32 key)

@@ -210,8 +210,8 @@ static void brk_slot_will(brk_worker *w, brk_session *s)
 
 		(void)brk_msg_set_origin(&s->will, &from);
 
-		s->will_delay = hw_mqtt_has(wp, HW_PROP_WILL_DELAY) ? wp->will_delay : 0;
-		s->will_at_ms = now + brk_resume_grace_ms(w) + (uint64_t)s->will_delay * 1000;
+		s->will->will_delay = hw_mqtt_has(wp, HW_PROP_WILL_DELAY) ? wp->will_delay : 0;
+		s->will_at_ms = now + brk_resume_grace_ms(w) + (uint64_t)s->will->will_delay * 1000;
 		brk_offline_update(w, s);
 	}
 	brk_connrec_fini(&rec);

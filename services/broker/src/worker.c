@@ -349,8 +349,8 @@ void brk_conn_lost(brk_worker *w, brk_session *s, bool publish_will)
 	s->connected = false;
 	brk_hold_drop(s); // packets of a closed connection are moot
 	brk_session_alias_reset(s, 0);
-	if (s->will != NULL && publish_will && s->will_delay != 0 && s->expiry != 0) {
-		s->will_at_ms = now + (uint64_t)s->will_delay * 1000;
+	if (s->will != NULL && publish_will && s->will->will_delay != 0 && s->expiry != 0) {
+		s->will_at_ms = now + (uint64_t)s->will->will_delay * 1000;
 	} else if (s->will != NULL && publish_will) {
 		brk_publish_will(w, s);
 	} else {
