@@ -23,6 +23,8 @@
 // - The members view (libs/link/members.h; none without broker.peers)
 //   reaches every worker as a VIEW work item, in mailbox order with the
 //   traffic; the first one is queued before the inbox starts.
+#define _GNU_SOURCE // sched_getaffinity, CPU_COUNT
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -267,7 +269,15 @@ hw_err brk_server_alloc(brk_server **out, const hw_config *cfg, hw_metrics *metr
 	s->routers = cfg->broker.routers;
 	while (s->routers != NULL && s->routers[s->nrouters] != NULL)
 		s->nrouters++;
-	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	// One worker per CPU this process may run on: a cpuset (taskset, a
+	// Kubernetes static CPU policy) of one core gets one worker, not one
+	// per core of the host, which only adds thread switches.
+	{
+		cpu_set_t set;
+
+		ncpu = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+		                                                     : sysconf(_SC_NPROCESSORS_ONLN);
+	}
 	s->nworkers = cfg->broker.workers ? cfg->broker.workers : (uint32_t)(ncpu > 0 ? ncpu : 1);
 	if (s->nworkers > BRK_SEQ_WORKER_MASK)
 		s->nworkers = BRK_SEQ_WORKER_MASK;
