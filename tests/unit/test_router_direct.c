@@ -291,10 +291,11 @@ static void connect_all(fixture *fx, fake *const *fakes, size_t n)
 
 static void cfg_set(hw_config *cfg, const char *fmt, const char *a, const char *b)
 {
-	char  line[256];
+	char  line[1024];
 	char *why = NULL;
 
-	snprintf(line, sizeof(line), fmt, a, b);
+	if (snprintf(line, sizeof(line), fmt, a, b) >= (int)sizeof(line))
+		fail_msg("config line too long: %s", fmt);
 	if (hw_config_set(cfg, line, &why) != HW_OK)
 		fail_msg("%s: %s", line, why != NULL ? why : "?");
 	free(why);
