@@ -155,7 +155,7 @@ static const cfg_entry cfg_table[] = {
 	CFG_STR("broker.http_listen", broker.http_listen, "0.0.0.0:9101", HP, false,
 	    "HTTP listener for /metrics, /healthz, /readyz, host:port; empty disables."),
 	CFG_U32("broker.workers", broker.workers, "0", 0, 1024,
-	    "Worker threads; 0 = one per CPU."),
+	    "Worker threads; 0 = one per CPU the process may run on (its affinity mask)."),
 	CFG_U32("broker.receive_maximum", broker.receive_maximum, "32", 1, 65535,
 	    "In-flight QoS 1/2 window for clients that announce no Receive Maximum, and the Receive Maximum announced to MQTT 5 clients (their inbound window)."),
 	CFG_U32("broker.max_inflight", broker.max_inflight, "65535", 1, 65535,
