@@ -107,7 +107,8 @@ void hw_link_peer_park(hw_link_peer *p);
 // HW_EFULL when the peer's buffer is full, HW_ENOMEM, HW_ECLOSED.
 hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n);
 
-// hw_link_batch_free frees a batch passed to a hw_link_recv_fn.
+// hw_link_batch_free frees a batch passed to a hw_link_recv_fn (all of it at
+// once: receivers never free or keep parts of a batch past this call).
 void hw_link_batch_free(hw_batch *b);
 
 // hw_link_close stops receiving (waits for a running callback to return),
