@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "map.h"
+#include "set.h"
 
 // One entry per key, allocated with its key: 24 bytes of header (one per
 // session, connection and trie index entry, so it counts per idle client).
@@ -161,20 +162,9 @@ size_t brk_map_pick(const brk_map *m, bool (*keep)(void *arg, void *val), void *
 	size_t n = 0, cap = 0;
 
 	for (size_t i = 0; i < m->cap; i++)
-		for (brk_map_ent *e = m->tab[i]; e != NULL; e = e->next) {
-			if (!keep(arg, e->val))
-				continue;
-			if (n == cap) {
-				size_t ncap = cap ? cap * 2 : 16;
-				void **nv = realloc(v, ncap * sizeof(*nv));
-
-				if (nv == NULL)
-					continue;
-				v = nv;
-				cap = ncap;
-			}
-			v[n++] = e->val;
-		}
+		for (brk_map_ent *e = m->tab[i]; e != NULL; e = e->next)
+			if (keep(arg, e->val))
+				(void)brk_ptrs_push(&v, &n, &cap, e->val); // ENOMEM: skipped
 	*out = v;
 	return n;
 }

@@ -7,6 +7,7 @@
 #include "auth.h"
 #include "core/slot.h"
 #include "session.h"
+#include "set.h"
 
 hw_err brk_session_alloc(brk_session **out, hw_bytes client_id)
 {
@@ -234,23 +235,6 @@ void brk_session_discard(brk_session *s, brk_deliv *d)
 	brk_session_unlink(s, d);
 }
 
-// brk_session_room makes room in *arr for element n, its capacity being
-// implied by the count (none for 0, then min, then the next power of two
-// at or above n), so no session stores capacities. false on ENOMEM.
-static bool brk_session_room(void **arr, uint32_t n, uint32_t min, size_t size)
-{
-	uint32_t ncap;
-	void *na;
-
-	if (n != 0 && (n < min || (n & (n - 1)) != 0))
-		return true;
-	ncap = n == 0 ? min : n * 2;
-	if (ncap <= n || (na = realloc(*arr, (size_t)ncap * size)) == NULL)
-		return false;
-	*arr = na;
-	return true;
-}
-
 // A session's subscriptions are packed in one allocation (most sessions
 // hold one filter: one malloc chunk instead of an array plus a copy of each
 // filter): u32 bytes used (this header included), then per filter its u16
@@ -364,7 +348,7 @@ hw_err brk_session_in2_add(brk_session *s, uint16_t pid)
 {
 	if (s->nin2 == UINT16_MAX) // every packet id is in already
 		return HW_EINVAL;
-	if (!brk_session_room((void **)&s->in2, s->nin2, 4, sizeof(*s->in2)))
+	if (!brk_room((void **)&s->in2, s->nin2, 4, sizeof(*s->in2)))
 		return HW_ENOMEM;
 	s->in2[s->nin2++] = (brk_in2){ .pid = pid };
 	return HW_OK;

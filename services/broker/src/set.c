@@ -151,25 +151,43 @@ void brk_set_each(const brk_set *s, void (*fn)(void *arg, void *val), void *arg)
 			fn(arg, s->tab[i]);
 }
 
+bool brk_room(void **arr, uint32_t n, uint32_t min, size_t size)
+{
+	uint32_t ncap;
+	void *na;
+
+	if (n != 0 && (n < min || (n & (n - 1)) != 0))
+		return true;
+	ncap = n == 0 ? min : n * 2;
+	if (ncap <= n || (na = realloc(*arr, (size_t)ncap * size)) == NULL)
+		return false;
+	*arr = na;
+	return true;
+}
+
+bool brk_ptrs_push(void ***v, size_t *n, size_t *cap, void *p)
+{
+	if (*n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 16;
+		void **nv = realloc(*v, ncap * sizeof(*nv));
+
+		if (nv == NULL)
+			return false;
+		*v = nv;
+		*cap = ncap;
+	}
+	(*v)[(*n)++] = p;
+	return true;
+}
+
 size_t brk_set_pick(const brk_set *s, bool (*keep)(void *arg, void *val), void *arg, void ***out)
 {
 	void **v = NULL;
 	size_t n = 0, cap = 0;
 
-	for (uint32_t i = 0; i < s->cap; i++) {
-		if (s->tab[i] == NULL || !keep(arg, s->tab[i]))
-			continue;
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			void **nv = realloc(v, ncap * sizeof(*nv));
-
-			if (nv == NULL)
-				continue;
-			v = nv;
-			cap = ncap;
-		}
-		v[n++] = s->tab[i];
-	}
+	for (uint32_t i = 0; i < s->cap; i++)
+		if (s->tab[i] != NULL && keep(arg, s->tab[i]))
+			(void)brk_ptrs_push(&v, &n, &cap, s->tab[i]); // ENOMEM: skipped
 	*out = v;
 	return n;
 }

@@ -50,6 +50,15 @@ void brk_set_each(const brk_set *s, void (*fn)(void *arg, void *val), void *arg)
 // that finds no memory is left out. Lets the caller change s while it
 // walks them.
 size_t brk_set_pick(const brk_set *s, bool (*keep)(void *arg, void *val), void *arg, void ***out);
+
+// brk_room makes room in *arr for element n of `size` bytes, its capacity
+// implied by the count (none for 0, then min, then the next power of two
+// at or above n), so the owner stores no capacity. false on ENOMEM.
+bool brk_room(void **arr, uint32_t n, uint32_t min, size_t size);
+
+// brk_ptrs_push appends p to a growing pointer array (*v, *n, *cap);
+// false on ENOMEM (the array is unchanged).
+bool brk_ptrs_push(void ***v, size_t *n, size_t *cap, void *p);
 // brk_set_count returns the number of objects.
 size_t brk_set_count(const brk_set *s);
 

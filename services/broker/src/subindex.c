@@ -73,22 +73,6 @@ static void brk_subnode_x_trim(brk_subnode *n)
 	n->x = NULL;
 }
 
-// brk_subnode_room makes room in *arr (capacity implied by n: 0, then min,
-// then the next power of two) for element n. false on ENOMEM.
-static bool brk_subnode_room(void **arr, uint32_t n, uint32_t min, size_t size)
-{
-	uint32_t ncap;
-	void *na;
-
-	if (n != 0 && (n < min || (n & (n - 1)) != 0))
-		return true;
-	ncap = n == 0 ? min : n * 2;
-	if (ncap <= n || (na = realloc(*arr, (size_t)ncap * size)) == NULL)
-		return false;
-	*arr = na;
-	return true;
-}
-
 static hw_bytes brk_subnode_key(const void *val, uint8_t *buf)
 {
 	const brk_subnode *k = val;
@@ -247,7 +231,7 @@ static brk_subnode *brk_subnode_kid(brk_subnode *n, hw_bytes lvl, bool create)
 		k = brk_subnode_find_kid(n, lvl);
 		if (k != NULL || !create)
 			return k;
-		if (x->index == NULL && !brk_subnode_room((void **)&x->kids, x->nkids,
+		if (x->index == NULL && !brk_room((void **)&x->kids, x->nkids,
 		    BRK_SUBNODE_MIN_KIDS, sizeof(*x->kids)))
 			return NULL;
 	}
@@ -350,7 +334,7 @@ hw_err brk_subindex_add(brk_subindex *ix, hw_bytes filter, void *owner,
 		e = &n->one;
 	} else {
 		if ((x = brk_subnode_x(n, true)) == NULL ||
-		    !brk_subnode_room((void **)&x->more, x->nmore, 1, sizeof(*x->more))) {
+		    !brk_room((void **)&x->more, x->nmore, 1, sizeof(*x->more))) {
 			brk_subnode_prune(n);
 			return HW_ENOMEM;
 		}
