@@ -16,18 +16,6 @@ struct brk_map_ent {
 	uint8_t      key[];
 };
 
-// brk_map_hash is 64-bit FNV-1a folded to 32 bits (tables never reach 2^32
-// buckets).
-static uint32_t brk_map_hash(hw_bytes k)
-{
-	uint64_t h = 1469598103934665603ull;
-
-	for (size_t i = 0; i < k.len; i++) {
-		h ^= k.ptr[i];
-		h *= 1099511628211ull;
-	}
-	return (uint32_t)(h ^ (h >> 32));
-}
 
 void brk_map_init(brk_map *m)
 {
@@ -69,7 +57,7 @@ void *brk_map_get(const brk_map *m, hw_bytes key)
 {
 	if (m->cap == 0)
 		return NULL;
-	brk_map_ent *e = *brk_map_slot(m, key, brk_map_hash(key));
+	brk_map_ent *e = *brk_map_slot(m, key, brk_hash32(key));
 	return e != NULL ? e->val : NULL;
 }
 
@@ -99,7 +87,7 @@ static hw_err brk_map_grow(brk_map *m)
 
 hw_err brk_map_put(brk_map *m, hw_bytes key, void *val, void **old)
 {
-	uint32_t h = brk_map_hash(key);
+	uint32_t h = brk_hash32(key);
 	brk_map_ent **pp;
 	brk_map_ent *e;
 
@@ -138,7 +126,7 @@ void *brk_map_del(brk_map *m, hw_bytes key)
 
 	if (m->cap == 0)
 		return NULL;
-	pp = brk_map_slot(m, key, brk_map_hash(key));
+	pp = brk_map_slot(m, key, brk_hash32(key));
 	e = *pp;
 	if (e == NULL)
 		return NULL;

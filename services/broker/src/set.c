@@ -11,8 +11,7 @@
 
 #define BRK_SET_MIN_CAP 8
 
-// brk_set_hash is 64-bit FNV-1a folded to 32 bits (as brk_map's).
-static uint32_t brk_set_hash(hw_bytes k)
+uint32_t brk_hash32(hw_bytes k)
 {
 	uint64_t h = 1469598103934665603ull;
 
@@ -27,7 +26,7 @@ static uint32_t brk_set_home(const brk_set *s, const void *val)
 {
 	uint8_t buf[BRK_SET_KEY_BUF];
 
-	return brk_set_hash(s->key_of(val, buf)) & (s->cap - 1);
+	return brk_hash32(s->key_of(val, buf)) & (s->cap - 1);
 }
 
 static bool brk_set_is(const brk_set *s, const void *val, hw_bytes key)
@@ -55,7 +54,7 @@ void brk_set_fini(brk_set *s)
 // probe for it stopped (cap must not be 0).
 static uint32_t brk_set_find(const brk_set *s, hw_bytes key)
 {
-	uint32_t i = brk_set_hash(key) & (s->cap - 1);
+	uint32_t i = brk_hash32(key) & (s->cap - 1);
 
 	while (s->tab[i] != NULL && !brk_set_is(s, s->tab[i], key))
 		i = (i + 1) & (s->cap - 1);

@@ -51,6 +51,10 @@ void brk_set_each(const brk_set *s, void (*fn)(void *arg, void *val), void *arg)
 // walks them.
 size_t brk_set_pick(const brk_set *s, bool (*keep)(void *arg, void *val), void *arg, void ***out);
 
+// brk_hash32 is 64-bit FNV-1a folded to 32 bits (tables never reach 2^32
+// slots); brk_set and brk_map both hash keys with it.
+uint32_t brk_hash32(hw_bytes k);
+
 // brk_room makes room in *arr for element n of `size` bytes, its capacity
 // implied by the count (none for 0, then min, then the next power of two
 // at or above n), so the owner stores no capacity. false on ENOMEM.
