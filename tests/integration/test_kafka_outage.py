@@ -2,8 +2,9 @@
 Kafka took the record. While Kafka is stopped PUBACKs wait; when it returns
 they are sent (success), every record is in Kafka exactly once and in
 order; if it stays away longer than router.kafka.message_timeout_ms, MQTT 5
-clients get PUBACK 0x80 and nothing was acknowledged that Kafka did not
-take.
+clients get PUBACK 0x80, 3.1.1 clients (whose PUBACK has no reason code)
+have their connection closed unacknowledged and send the message again on
+reconnect, and nothing was acknowledged that Kafka did not take.
 
 These tests stop and restart the session's Kafka (same port, data kept).
 """
@@ -131,29 +132,49 @@ def test_puback_failure_after_message_timeout(kafka, pb, outage):
         made.append(pub)
         pub.connect()
         codes = puback_codes(pub)
+        # A 3.1.1 PUBACK has no reason code: it would read as success.
+        old = clients.Client(d.endpoint(0, "tcp"), unique("kf3"), version=4, clean=False)
+        made.append(old)
+        old.connect()
+        codes3 = puback_codes(old)
         topic = f"kf/{unique('dev')}"
+        topic3 = f"kf/{unique('dev3')}"
         info = pub.publish(topic, b"ok-before", qos=1, timeout=T)
         assert codes.get(timeout=T) == (info.mid, 0)
 
         stop, start = outage
         stop()
         mid = pub.c.publish(topic, b"lost", qos=1).mid
+        pub3 = old.c.publish(topic3, b"v3-during", qos=1).mid
         got = codes.get(timeout=30)
         assert got == (mid, 0x80), "an MQTT 5 client learns that Kafka did not take it"
+        try:
+            old.discq.get(timeout=30)
+        except queue.Empty:
+            raise AssertionError("the 3.1.1 publisher's connection stayed open") from None
+        assert codes3.empty(), "a 3.1.1 client got a PUBACK for a record Kafka did not take"
 
         start()
         info = pub.publish(topic, b"ok-after", qos=1, timeout=T)
         assert codes.get(timeout=T) == (info.mid, 0)
-        recs = consume_all(kafka.bootstrap, tele, lambda r: r.key() == topic.encode(),
-                           settle_count=2, timeout=T)
-        payloads = []
-        for r in recs:
-            up = pb.UpstreamMessage()
-            up.ParseFromString(r.value())
-            payloads.append(up.payload)
+        # Reconnected, Paho sends the unacknowledged PUBLISH again (DUP).
+        old.connect()
+        assert codes3.get(timeout=T) == (pub3, 0)
+
+        def payloads_of(t, n):
+            recs = consume_all(kafka.bootstrap, tele, lambda r: r.key() == t.encode(),
+                               settle_count=n, timeout=T)
+            out = []
+            for r in recs:
+                up = pb.UpstreamMessage()
+                up.ParseFromString(r.value())
+                out.append(up.payload)
+            return out
+        payloads = payloads_of(topic, 2)
         # "lost" may or may not have reached Kafka before the timeout; what
         # matters is the acknowledged ones are there.
         assert payloads[0] == b"ok-before" and payloads[-1] == b"ok-after"
+        assert b"v3-during" in payloads_of(topic3, 1), "the 3.1.1 publish, sent again, is in Kafka"
     except BaseException:
         print(d.tails())
         raise

@@ -63,6 +63,11 @@ static uint64_t brk_publish_pending(brk_worker *w, brk_session *s, uint16_t pid,
 	return seq;
 }
 
+static void brk_pending_drop(brk_worker *w, uint64_t seq)
+{
+	free(brk_map_del(&w->pending, (hw_bytes){ (uint8_t *)&seq, sizeof(seq) }));
+}
+
 // brk_publish_window is how many QoS 1/2 PUBLISHes s may have awaiting our
 // PUBACK / PUBREC. MQTT 5 clients were told broker.receive_maximum in the
 // CONNACK and are held to it (0x93 beyond). MQTT 3.1 / 3.1.1 clients were
@@ -163,17 +168,23 @@ void brk_handle_publish(brk_ctx *c)
 	hw_counter_inc(w->srv->st.received[pub->qos]);
 	if (brk_msg_from_publish(&m, pub, topic, &from, c->now_ms) != HW_OK) {
 		if (pub->qos > 0)
-			brk_send_ack(w, s, pub->qos == 1 ? HW_MQTT_PUBACK : HW_MQTT_PUBREC,
-			    pub->packet_id, HW_RC_UNSPECIFIED);
+			brk_publish_fail(w, s, pub->qos, pub->packet_id, HW_RC_UNSPECIFIED);
 		return;
 	}
 	if (pub->qos > 0) {
 		seq = brk_publish_pending(w, s, pub->packet_id, pub->qos);
-		if (seq == 0 || (pub->qos == 2 && (brk_session_in2_add(s, pub->packet_id) != HW_OK ||
-		    BRK_STORE(w, in2_put, brk_cid(s), pub->packet_id) != HW_OK))) {
-			brk_send_ack(w, s, pub->qos == 1 ? HW_MQTT_PUBACK : HW_MQTT_PUBREC,
-			    pub->packet_id, HW_RC_UNSPECIFIED);
+		if (seq != 0 && pub->qos == 2 && brk_session_in2_add(s, pub->packet_id) != HW_OK) {
+			brk_pending_drop(w, seq);
+			seq = 0;
+		} else if (seq != 0 && pub->qos == 2 &&
+		    BRK_STORE(w, in2_put, brk_cid(s), pub->packet_id) != HW_OK) {
+			(void)brk_session_in2_del(s, pub->packet_id);
+			brk_pending_drop(w, seq);
+			seq = 0;
+		}
+		if (seq == 0) {
 			brk_msg_unref(m);
+			brk_publish_fail(w, s, pub->qos, pub->packet_id, HW_RC_UNSPECIFIED);
 			return;
 		}
 		if (pub->qos == 1)
@@ -196,14 +207,21 @@ void brk_handle_router_ack(brk_worker *w, uint64_t seq, uint32_t reason)
 	if (s != NULL && p->qos == 1 && s->conn_gen == p->conn_gen) {
 		if (s->in1_pending > 0)
 			s->in1_pending--;
-		brk_send_ack(w, s, HW_MQTT_PUBACK, p->pid, rc);
+		if (rc >= 0x80)
+			brk_publish_fail(w, s, 1, p->pid, rc);
+		else
+			brk_send_ack(w, s, HW_MQTT_PUBACK, p->pid, rc);
 	} else if (s != NULL && p->qos == 2 && (e = brk_session_in2_find(s, p->pid)) != NULL &&
 	    !e->acked) {
-		e->acked = true;
-		e->reason = rc;
-		brk_send_ack(w, s, HW_MQTT_PUBREC, p->pid, rc);
-		if (rc >= 0x80)
-			brk_session_in2_del(s, p->pid);
+		if (rc >= 0x80) {
+			if (brk_session_in2_del(s, p->pid))
+				(void)BRK_STORE(w, in2_del, brk_cid(s), p->pid);
+			brk_publish_fail(w, s, 2, p->pid, rc);
+		} else {
+			e->acked = true;
+			e->reason = rc;
+			brk_send_ack(w, s, HW_MQTT_PUBREC, p->pid, rc);
+		}
 	}
 	free(p);
 }

@@ -326,6 +326,15 @@ void brk_send_ack(brk_worker *w, brk_session *s, hw_mqtt_type type, uint16_t pid
 // brk_protocol_error closes s's connection (v5: DISCONNECT with reason;
 // 3.1.1: no data), counts it, and handles it as a lost connection (will).
 void brk_protocol_error(brk_worker *w, brk_session *s, uint8_t reason);
+// brk_publish_fail answers a QoS 1/2 PUBLISH (packet id pid) the gateway
+// could not take (reason >= 0x80: Kafka or the router failed, no memory).
+// MQTT 5: a PUBACK/PUBREC with the reason. 3.1.1 acks carry no reason, so a
+// PUBACK would read as success and the message would be lost behind an
+// acknowledgement: the connection is closed instead (MQTT-3.3.5-2 allows
+// it), the message stays unacknowledged and the client sends it again on
+// reconnect. Counted in hawser_broker_publish_failed_total{reason}. May
+// free s. Not for ACL denials, which 3.1.1 acknowledges (docs/auth.md).
+void brk_publish_fail(brk_worker *w, brk_session *s, uint8_t qos, uint16_t pid, uint8_t reason);
 // brk_conn_lost detaches s from its connection: the will goes out now, is
 // armed (Will Delay), or is dropped (!publish_will); then the session ends
 // (expiry 0) or waits offline for its expiry. May free s.

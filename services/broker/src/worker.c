@@ -398,6 +398,26 @@ void brk_protocol_error(brk_worker *w, brk_session *s, uint8_t reason)
 	brk_conn_lost(w, s, true);
 }
 
+void brk_publish_fail(brk_worker *w, brk_session *s, uint8_t qos, uint16_t pid, uint8_t reason)
+{
+	char label[8];
+	hw_buf b = { 0 };
+
+	snprintf(label, sizeof(label), "0x%02x", reason);
+	hw_counter_inc(hw_metrics_counter(w->srv->st.reg, "hawser_broker_publish_failed_total",
+	    "QoS 1/2 PUBLISHes not taken (MQTT 5: a failure PUBACK/PUBREC; 3.1.1: connection closed unacknowledged).",
+	    "reason", label));
+	if (s->version == HW_MQTT_V5) {
+		brk_send_ack(w, s, qos == 1 ? HW_MQTT_PUBACK : HW_MQTT_PUBREC, pid, reason);
+		return;
+	}
+	if (!s->connected)
+		return;
+	brk_out_close(w, s->edge, s->conn, &b);
+	brk_events_disconnected(w, s, "publish_failed");
+	brk_conn_lost(w, s, true);
+}
+
 // ---- work items -----------------------------------------------------------
 
 static void brk_worker_packet(brk_worker *w, brk_batch *bb, const brk_connpacket *cp)
