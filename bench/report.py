@@ -64,6 +64,7 @@ IDLE_METRICS = [
 PUB_METRICS = [
     ("deliveries/s", "msgs_per_s", True),
     ("lost", "lost", False),
+    ("dropped at queue bound", "queue_dropped", False),
     ("p50 (us)", "p50_us", True),
     ("p99 (us)", "p99_us", True),
     ("max (us)", "max_us", False),
@@ -74,7 +75,7 @@ PUB_METRICS = [
     ("loadgen CPU %", "loadgen_cpu_pct", False),
     ("other processes CPU %", "others_cpu_pct", False),
 ]
-NO_RATIO = {"lost", "aux_cpu_pct", "others_cpu_pct", "loadgen_cpu_pct"}
+NO_RATIO = {"lost", "queue_dropped", "aux_cpu_pct", "others_cpu_pct", "loadgen_cpu_pct"}
 
 
 def read_meta(path):

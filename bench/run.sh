@@ -210,12 +210,18 @@ spawn() {
 }
 
 # hawser_sets TIER...: the flags of the given tiers (edge, broker, router):
-# MQTT and WebSocket listeners on MPORT/WSPORT, no HTTP listeners.
+# MQTT and WebSocket listeners on MPORT/WSPORT, no HTTP listener but on
+# HPORT for the tier written +TIER (the broker's counters are read there).
 hawser_sets() {
 	local t
 	echo "--set log.level=warn"
 	for t in "$@"; do
-		echo "--set $t.http_listen="
+		if [[ $t == +* ]]; then
+			t=${t#+}
+			echo "--set $t.http_listen=127.0.0.1:$HPORT"
+		else
+			echo "--set $t.http_listen="
+		fi
 		[[ $t == edge ]] && echo "--set edge.mqtt_listen=127.0.0.1:$MPORT --set edge.ws_listen=127.0.0.1:$WSPORT"
 	done
 }
@@ -264,12 +270,13 @@ kafka_topic() {
 	EOF
 }
 
-# start_target NAME: sets PIDS, AUX_PIDS, MPORT and WSPORT; the target
+# start_target NAME: sets PIDS, AUX_PIDS, MPORT, WSPORT and HPORT; the target
 # answers a probe when it returns true.
 start_target() {
 	local name=$1 r b e
 	MPORT=$(free_port)
 	WSPORT=$(free_port)
+	HPORT=$(free_port)
 	RUN_N=$((RUN_N + 1))
 	case $name in
 	mosquitto)
@@ -290,7 +297,7 @@ start_target() {
 		;;
 	hawser)
 		# shellcheck disable=SC2046
-		spawn hawser "$TARGET_CPU" "$HAWSER_BIN" $(hawser_sets edge broker router)
+		spawn hawser "$TARGET_CPU" "$HAWSER_BIN" $(hawser_sets +edge broker router)
 		;;
 	hawser-split)
 		# One edge, one broker, one router over NNG on loopback TCP, all
@@ -302,7 +309,7 @@ start_target() {
 		spawn hawser-edge "$TARGET_CPU" "$BIN_DIR/hawser-edge" $(hawser_sets edge) \
 		    --set node.id=bench-edge --set "edge.listen=$e" --set "edge.brokers=$b"
 		# shellcheck disable=SC2046
-		spawn hawser-broker "$TARGET_CPU" "$BIN_DIR/hawser-broker" $(hawser_sets broker) \
+		spawn hawser-broker "$TARGET_CPU" "$BIN_DIR/hawser-broker" $(hawser_sets +broker) \
 		    --set node.id=bench-broker --set "broker.listen=$b" --set "broker.routers=$r"
 		# shellcheck disable=SC2046
 		spawn hawser-router "$TARGET_CPU" "$BIN_DIR/hawser-router" $(hawser_sets router) \
@@ -311,7 +318,7 @@ start_target() {
 	hawser-redis)
 		start_redis || { log "redis-server did not start"; tail -n 20 "$WORK/redis.out" >&2; return 1; }
 		# shellcheck disable=SC2046
-		spawn hawser-redis "$TARGET_CPU" "$HAWSER_BIN" $(hawser_sets edge broker router) \
+		spawn hawser-redis "$TARGET_CPU" "$HAWSER_BIN" $(hawser_sets +edge broker router) \
 		    --set store.backend=redis --set "store.redis_url=$REDIS_URL"
 		;;
 	hawser-kafka)
@@ -321,7 +328,7 @@ start_target() {
 		# Every topic through one publish_consume pipeline: publish →
 		# Kafka (acks=all) → the router's consumer → subscribers.
 		# shellcheck disable=SC2046
-		spawn hawser-kafka "$TARGET_CPU" "$HAWSER_BIN" $(hawser_sets edge broker router) \
+		spawn hawser-kafka "$TARGET_CPU" "$HAWSER_BIN" $(hawser_sets +edge broker router) \
 		    --set router.mode=kafka --set "router.kafka.brokers=$KAFKA_BOOTSTRAP" \
 		    --set "router.kafka.group=hawser-bench-$$-$RUN_N" \
 		    --set "router.pipelines=[{\"name\":\"bench\",\"filter\":\"#\",\"mode\":\"publish_consume\",\"topic\":\"hawser-bench-$RUN_N\"}]"
@@ -366,7 +373,7 @@ wait_quiet() {
 # run_one TARGET SCENARIO QOS TRANSPORT LOADGEN-ARGS...: one measurement,
 # one line.
 run_one() {
-	local target=$1 scen=$2 qos=$3 transport=$4 line port pids aux=()
+	local target=$1 scen=$2 qos=$3 transport=$4 line port pids dropped aux=()
 	shift 4
 	if ! start_target "$target"; then
 		echo "{\"scenario\":\"$scen\",\"target\":\"$target\",\"qos\":$qos,\"transport\":\"$transport\",\"error\":\"target did not start\"}" >>"$LINES"
@@ -386,12 +393,26 @@ run_one() {
 		log "$target exited during $scen"
 		line=""
 	fi
+	# What the broker's queue bounds dropped (a slow subscriber's oldest
+	# queued messages), to tell them from other losses; hawser only.
+	dropped=-1
+	if [[ $target == hawser* ]]; then
+		dropped=$(curl -s --max-time 5 "http://127.0.0.1:$HPORT/metrics" |
+		    awk '$1 == "hawser_broker_queue_dropped_total" { print $2 }')
+		[[ $dropped =~ ^[0-9]+$ ]] || dropped=-1
+	fi
 	stop_target
 	if [[ -z $line ]]; then
 		line="{\"scenario\":\"$scen\",\"target\":\"$target\",\"qos\":$qos,\"transport\":\"$transport\",\"error\":\"no result\"}"
 	fi
 	# Scenario names of the table, not of the loadgen (p2p-max is p2p).
-	echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["scenario"]=sys.argv[1]; print(json.dumps(d))' "$scen" >>"$LINES"
+	echo "$line" | python3 -c '
+import json, sys
+d = json.loads(sys.stdin.read())
+d["scenario"] = sys.argv[1]
+if int(sys.argv[2]) >= 0:
+    d["queue_dropped"] = int(sys.argv[2])
+print(json.dumps(d))' "$scen" "$dropped" >>"$LINES"
 }
 
 # kafka_warmup: a fresh JVM compiles its hot paths during the first
