@@ -111,6 +111,17 @@ hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n);
 // once: receivers never free or keep parts of a batch past this call).
 void hw_link_batch_free(hw_batch *b);
 
+// Inline hosts. In one process (the all-in-one) a batch sent over an
+// inproc:// link is delivered on the sender's thread. A thread that calls
+// hw_link_inline_host_set declares that a receiver may do the batch's whole
+// work there (an "inline pass") instead of handing it to a thread of its
+// own, which saves a thread switch per hop. The caller promises that its
+// own inbound hand-over never waits while on this thread (the edge's loop:
+// edge/src/forward.c), so work done inline cannot deadlock on it. Per
+// thread; never set on an NNG thread.
+void hw_link_inline_host_set(void);
+bool hw_link_inline_host(void);
+
 // hw_link_close stops receiving (waits for a running callback to return),
 // closes every peer and frees the link. Batches still buffered for a peer
 // are dropped. Must not be called from the link's own recv callback (it

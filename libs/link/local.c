@@ -22,6 +22,7 @@
 // - Before the receiver starts, every batch waits (up to cap), and
 //   link_local_start delivers them.
 #include "link/local.h"
+#include "link/link.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -53,6 +54,18 @@ static pthread_mutex_t local_mu = PTHREAD_MUTEX_INITIALIZER;
 static link_local     *local_table;
 // How many local callbacks this thread is inside (design notes).
 static _Thread_local unsigned local_depth;
+// hw_link_inline_host_set was called on this thread (link.h).
+static _Thread_local bool local_inline_host;
+
+void hw_link_inline_host_set(void)
+{
+	local_inline_host = true;
+}
+
+bool hw_link_inline_host(void)
+{
+	return local_inline_host;
+}
 
 hw_err link_local_get(const char *url, link_local **out)
 {

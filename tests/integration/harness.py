@@ -342,7 +342,12 @@ class AllInOne(Deployment):
     name = "allinone"
 
     def start(self):
-        p = self._spawn("hawser", [binary("hawser")] + _common_sets("allinone") + _edge_sets() + self.extra)
+        # One broker worker, as on a one-core pod: with the memory store the
+        # broker's and the router's passes then run on the edge's loop thread
+        # (inline passes, services/broker/src/worker.c). The split
+        # deployment's brokers keep one worker per CPU.
+        p = self._spawn("hawser", [binary("hawser")] + _common_sets("allinone") + _edge_sets()
+                        + ["--set", "broker.workers=1"] + self.extra)
         self.edges = [_read_edge(p)]
         return self
 

@@ -173,10 +173,13 @@ typedef struct brk_worker {
 	pthread_t         thread;
 	bool              started;
 
-	pthread_mutex_t   mu;
+	pthread_mutex_t   pass_mu;    // held by whoever runs a pass (worker.c)
+	pthread_mutex_t   mu;         // guards head, tail, stop, taken, woken
 	pthread_cond_t    cv;
 	brk_work         *head, *tail;
 	bool              stop;
+	bool              taken;      // the thread took work it has not passed
+	bool              woken;      // an inline pass moved the next deadline
 
 	brk_set           sessions;   // by client id (brk_session_cid_key)
 	brk_set           conns;      // connected, by (edge index, conn id) (brk_session_conn_key)
@@ -257,6 +260,10 @@ void brk_worker_stop(brk_worker *w);
 // brk_worker_push appends a chain of work items (first..last), ownership
 // passing to the worker; any thread.
 void brk_worker_push(brk_worker *w, brk_work *first, brk_work *last);
+// brk_worker_inline runs the pass over `list` on the caller's thread, if
+// nothing is queued or being passed (worker.c, "Inline passes"); false: the
+// caller pushes it instead.
+bool brk_worker_inline(brk_worker *w, brk_work *list);
 // brk_worker_sub_add / brk_worker_sub_remove change the worker's shard of
 // the subscription index and its interest summary (worker thread only).
 hw_err brk_worker_sub_add(brk_worker *w, hw_bytes filter, brk_session *s,

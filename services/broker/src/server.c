@@ -232,6 +232,11 @@ static void brk_server_recv(void *arg, hw_batch *b)
 			break;
 		}
 	}
+	// One worker, a store without I/O, and an inline host's thread (the
+	// all-in-one's edge loop): the pass runs here (worker.c).
+	if (nw == 1 && ch[0].head != NULL && s->store_ops->local_only && hw_link_inline_host() &&
+	    brk_worker_inline(&s->workers[0], ch[0].head))
+		ch[0].head = NULL;
 	for (uint32_t i = 0; i < nw; i++)
 		if (ch[i].head != NULL)
 			brk_worker_push(&s->workers[i], ch[i].head, ch[i].tail);

@@ -21,6 +21,18 @@
 //   only_slots); the slots lost or given up in the pass are taken out at
 //   the countdown. A slot claimed later in the pass is not in it: the
 //   message did not reach its loaded sessions.
+// - Inline passes (the all-in-one with one worker and the memory store):
+//   work that arrives on an inline host thread (the edge's loop, link.h)
+//   while nothing is queued and no pass runs is passed right there, as the
+//   router does (router/src/server.c): no hand-over to the worker thread,
+//   so one thread does what Mosquitto's one thread does, without a thread
+//   switch and without the two threads of one core waiting for each other
+//   (the tail latency of the all-in-one on one core). Every pass, the
+//   thread's or an inline one, holds pass_mu; `taken` keeps work the thread
+//   took ahead of inline work; an inline pass that moves the next deadline
+//   sets `woken` so that the thread recomputes its wait. Never with a store
+//   that does I/O (Redis): a pass may wait for it, and the host is the
+//   edge's loop.
 // - Stop: brk_worker_stop sets `stop`; the worker drains what is queued,
 //   flushes and exits.
 #include <stdlib.h>
@@ -61,6 +73,7 @@ hw_err brk_worker_init(brk_worker *w, struct brk_server *srv, uint32_t index)
 	if (brk_subindex_alloc(&w->subs) != HW_OK || brk_slot_init(w) != HW_OK)
 		return HW_ENOMEM;
 	pthread_mutex_init(&w->mu, NULL);
+	pthread_mutex_init(&w->pass_mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&w->cv, &ca);
@@ -131,6 +144,7 @@ void brk_worker_fini(brk_worker *w)
 	brk_out_fini(w);
 	brk_slot_fini(w);
 	pthread_mutex_destroy(&w->mu);
+	pthread_mutex_destroy(&w->pass_mu);
 	pthread_cond_destroy(&w->cv);
 }
 
@@ -772,41 +786,85 @@ static bool brk_worker_keep_trying(void *arg)
 	return atomic_load(&w->srv->running);
 }
 
+// brk_worker_pass processes list in order, runs what is due, makes it
+// durable and sends the outputs (pass_mu held).
+static void brk_worker_pass(brk_worker *w, brk_work *list)
+{
+	for (brk_work *wk = list; wk != NULL; wk = wk->next)
+		brk_worker_one(w, wk);
+	if (w->next_timer != 0 && w->next_timer <= hw_clock_mono_ms())
+		w->next_timer = brk_worker_timers(w, hw_clock_mono_ms());
+	brk_worker_store_refresh(w);
+	if (brk_map_count(&w->pending) != 0 &&
+	    hw_clock_mono_ms() - w->pending_swept_ms >= BRK_PENDING_TIMEOUT_MS / 4) {
+		w->pending_swept_ms = hw_clock_mono_ms();
+		brk_pending_sweep(w, w->pending_swept_ms);
+	}
+	// Durable first: what the outputs promise must be in the store.
+	(void)w->srv->store_ops->flush(w->srv->store, w->index, brk_worker_keep_trying, w);
+	brk_slot_lost_drain(w);
+	brk_worker_fanin(w, list);
+	brk_out_flush(w);
+	brk_work_free(list);
+}
+
 static void *brk_worker_main(void *arg)
 {
 	brk_worker *w = arg;
 	for (;;) {
 		brk_work *list;
+		uint64_t deadline;
 		bool stop;
 
+		pthread_mutex_lock(&w->pass_mu);
+		deadline = brk_worker_deadline(w);
+		pthread_mutex_unlock(&w->pass_mu);
 		pthread_mutex_lock(&w->mu);
-		if (w->head == NULL && !w->stop)
-			brk_worker_wait(w, brk_worker_deadline(w));
+		if (w->head == NULL && !w->stop && !w->woken)
+			brk_worker_wait(w, deadline);
+		w->woken = false;
 		list = w->head;
 		w->head = w->tail = NULL;
+		w->taken = list != NULL;
 		stop = w->stop;
 		pthread_mutex_unlock(&w->mu);
 
-		for (brk_work *wk = list; wk != NULL; wk = wk->next)
-			brk_worker_one(w, wk);
-		if (w->next_timer != 0 && w->next_timer <= hw_clock_mono_ms())
-			w->next_timer = brk_worker_timers(w, hw_clock_mono_ms());
-		brk_worker_store_refresh(w);
-		if (brk_map_count(&w->pending) != 0 &&
-		    hw_clock_mono_ms() - w->pending_swept_ms >= BRK_PENDING_TIMEOUT_MS / 4) {
-			w->pending_swept_ms = hw_clock_mono_ms();
-			brk_pending_sweep(w, w->pending_swept_ms);
-		}
-		// Durable first: what the outputs promise must be in the store.
-		(void)w->srv->store_ops->flush(w->srv->store, w->index, brk_worker_keep_trying, w);
-		brk_slot_lost_drain(w);
-		brk_worker_fanin(w, list);
-		brk_out_flush(w);
-		brk_work_free(list);
+		pthread_mutex_lock(&w->pass_mu);
+		brk_worker_pass(w, list);
+		pthread_mutex_lock(&w->mu);
+		w->taken = false;
+		pthread_mutex_unlock(&w->mu);
+		pthread_mutex_unlock(&w->pass_mu);
 		if (stop && list == NULL)
 			break;
 	}
 	return NULL;
+}
+
+bool brk_worker_inline(brk_worker *w, brk_work *list)
+{
+	uint64_t before, after;
+	bool go;
+
+	if (pthread_mutex_trylock(&w->pass_mu) != 0)
+		return false;
+	pthread_mutex_lock(&w->mu);
+	// Work the thread took or was given first goes first.
+	go = w->head == NULL && !w->taken && !w->stop;
+	pthread_mutex_unlock(&w->mu);
+	if (go) {
+		before = brk_worker_deadline(w);
+		brk_worker_pass(w, list);
+		after = brk_worker_deadline(w);
+	}
+	pthread_mutex_unlock(&w->pass_mu);
+	if (go && after != before) {
+		pthread_mutex_lock(&w->mu);
+		w->woken = true;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+	}
+	return go;
 }
 
 hw_err brk_worker_start(brk_worker *w)

@@ -98,9 +98,13 @@ static void edge_forward_recv(void *arg, hw_batch *b)
 {
 	edge_server *s = arg;
 	bool queued = false, open;
+	// On the loop's own thread (an inline pass, link.h) waiting for the loop
+	// would never end, and waking it is pointless: the pass that made the
+	// flush applies the queue next (edge_server_pass_cb).
+	bool self = s->loop_running && pthread_equal(pthread_self(), s->loop_thread);
 
 	pthread_mutex_lock(&s->inq_mu);
-	while (s->inq_open && s->inq_n >= EDGE_FWD_INQ_MAX)
+	while (!self && s->inq_open && s->inq_n >= EDGE_FWD_INQ_MAX)
 		pthread_cond_wait(&s->inq_cv, &s->inq_mu);
 	if (s->inq_open) {
 		if (s->inq_n == s->inq_cap) {
@@ -115,11 +119,16 @@ static void edge_forward_recv(void *arg, hw_batch *b)
 		if (s->inq_n < s->inq_cap) {
 			s->inq[s->inq_n++] = b;
 			queued = true;
-			lws_cancel_service(s->ctx);
+			if (self)
+				s->inq_self = true;
+			else
+				lws_cancel_service(s->ctx);
 		}
 	}
 	open = s->inq_open;
 	pthread_mutex_unlock(&s->inq_mu);
+	if (self && queued)
+		edge_server_kick(s); // a flush outside the pass (edge_forward_add)
 	if (!queued) {
 		// Closed: the server is going away. Otherwise out of memory.
 		if (open)
@@ -731,6 +740,7 @@ void edge_forward_inbound(edge_server *s)
 		s->inq = NULL;
 		s->inq_n = 0;
 		s->inq_cap = 0;
+		s->inq_self = false;
 		pthread_cond_broadcast(&s->inq_cv);
 		pthread_mutex_unlock(&s->inq_mu);
 		if (n == 0) {

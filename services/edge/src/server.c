@@ -7,6 +7,10 @@
 //   under inq_mu and calls lws_cancel_service) and edge_server_stop (any
 //   thread: sets stop_requested and calls lws_cancel_service). Both are
 //   picked up in LWS_CALLBACK_EVENT_WAIT_CANCELLED -> edge_server_wake.
+//   In the all-in-one the loop thread is an inline host (link.h): a flush
+//   may run the broker's and the router's passes on it, and the brokers'
+//   writes then reach edge_forward_recv on this same thread, which queues
+//   them without waiting or waking the loop; the pass applies them.
 // - Event loop: lws runs on a libev loop we own (LWS_SERVER_OPTION_LIBEV
 //   with a foreign loop), not on its default poll(): poll() scans every
 //   socket at every wake-up, which made each connect cost O(connections)
@@ -125,8 +129,14 @@ static void edge_server_pass_cb(lws_sorted_usec_list_t *sul)
 {
 	edge_server *s = lws_container_of(sul, edge_server, pass_sul);
 
-	s->pass_scheduled = false;
+	// Inline (all-in-one): the flush may run the brokers' passes on this
+	// thread, and their writes come back on it (inq_self). Still marked
+	// scheduled meanwhile, so that those do not schedule another pass:
+	// they are applied right after.
 	edge_forward_flush(s);
+	s->pass_scheduled = false;
+	if (s->inq_self)
+		edge_forward_inbound(s);
 	edge_conn_reap(s);
 }
 
@@ -375,6 +385,11 @@ fail:
 
 hw_err edge_server_run(edge_server *s)
 {
+	s->loop_thread = pthread_self();
+	s->loop_running = true;
+	// The loop's hand-over queue never waits on this thread (forward.c):
+	// inproc receivers may do their work on it.
+	hw_link_inline_host_set();
 	hw_log_info("EDGE-READY", "ready");
 	// One iteration at a time so `done` is checked after every wake-up
 	// (edge_server_finish wakes the loop with lws_cancel_service).
