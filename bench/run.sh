@@ -395,12 +395,9 @@ run_one() {
 	fi
 	# What the broker's queue bounds dropped (a slow subscriber's oldest
 	# queued messages), to tell them from other losses; hawser only.
-	dropped=-1
-	if [[ $target == hawser* ]]; then
-		dropped=$(curl -s --max-time 5 "http://127.0.0.1:$HPORT/metrics" |
-		    awk '$1 == "hawser_broker_queue_dropped_total" { print $2 }')
-		[[ $dropped =~ ^[0-9]+$ ]] || dropped=-1
-	fi
+	dropped=""
+	[[ $target == hawser* ]] && dropped=$(curl -s --max-time 5 "http://127.0.0.1:$HPORT/metrics" |
+	    awk '$1 == "hawser_broker_queue_dropped_total" { print $2 }')
 	stop_target
 	if [[ -z $line ]]; then
 		line="{\"scenario\":\"$scen\",\"target\":\"$target\",\"qos\":$qos,\"transport\":\"$transport\",\"error\":\"no result\"}"
@@ -410,7 +407,7 @@ run_one() {
 import json, sys
 d = json.loads(sys.stdin.read())
 d["scenario"] = sys.argv[1]
-if int(sys.argv[2]) >= 0:
+if sys.argv[2].isdigit():
     d["queue_dropped"] = int(sys.argv[2])
 print(json.dumps(d))' "$scen" "$dropped" >>"$LINES"
 }

@@ -63,9 +63,23 @@ static uint64_t brk_publish_pending(brk_worker *w, brk_session *s, uint16_t pid,
 	return seq;
 }
 
-static void brk_pending_drop(brk_worker *w, uint64_t seq)
+// brk_in2_keep records an incoming QoS 2 publish awaiting PUBREL, in the
+// session and the store; false (nothing recorded) if either fails.
+static bool brk_in2_keep(brk_worker *w, brk_session *s, uint16_t pid)
 {
-	free(brk_map_del(&w->pending, (hw_bytes){ (uint8_t *)&seq, sizeof(seq) }));
+	if (brk_session_in2_add(s, pid) != HW_OK)
+		return false;
+	if (BRK_STORE(w, in2_put, brk_cid(s), pid) == HW_OK)
+		return true;
+	(void)brk_session_in2_del(s, pid);
+	return false;
+}
+
+// brk_in2_forget drops the record brk_in2_keep made, if it is there.
+static void brk_in2_forget(brk_worker *w, brk_session *s, uint16_t pid)
+{
+	if (brk_session_in2_del(s, pid))
+		(void)BRK_STORE(w, in2_del, brk_cid(s), pid);
 }
 
 // brk_publish_window is how many QoS 1/2 PUBLISHes s may have awaiting our
@@ -172,17 +186,12 @@ void brk_handle_publish(brk_ctx *c)
 		return;
 	}
 	if (pub->qos > 0) {
-		seq = brk_publish_pending(w, s, pub->packet_id, pub->qos);
-		if (seq != 0 && pub->qos == 2 && brk_session_in2_add(s, pub->packet_id) != HW_OK) {
-			brk_pending_drop(w, seq);
-			seq = 0;
-		} else if (seq != 0 && pub->qos == 2 &&
-		    BRK_STORE(w, in2_put, brk_cid(s), pub->packet_id) != HW_OK) {
-			(void)brk_session_in2_del(s, pub->packet_id);
-			brk_pending_drop(w, seq);
-			seq = 0;
-		}
+		bool kept = pub->qos == 1 || brk_in2_keep(w, s, pub->packet_id);
+
+		seq = kept ? brk_publish_pending(w, s, pub->packet_id, pub->qos) : 0;
 		if (seq == 0) {
+			if (kept && pub->qos == 2)
+				brk_in2_forget(w, s, pub->packet_id);
 			brk_msg_unref(m);
 			brk_publish_fail(w, s, pub->qos, pub->packet_id, HW_RC_UNSPECIFIED);
 			return;
@@ -214,8 +223,7 @@ void brk_handle_router_ack(brk_worker *w, uint64_t seq, uint32_t reason)
 	} else if (s != NULL && p->qos == 2 && (e = brk_session_in2_find(s, p->pid)) != NULL &&
 	    !e->acked) {
 		if (rc >= 0x80) {
-			if (brk_session_in2_del(s, p->pid))
-				(void)BRK_STORE(w, in2_del, brk_cid(s), p->pid);
+			brk_in2_forget(w, s, p->pid);
 			brk_publish_fail(w, s, 2, p->pid, rc);
 		} else {
 			e->acked = true;
@@ -249,8 +257,8 @@ void brk_pending_sweep(brk_worker *w, uint64_t now_ms)
 		if (s != NULL && p->qos == 2) {
 			brk_in2 *e = brk_session_in2_find(s, p->pid);
 
-			if (e != NULL && !e->acked && brk_session_in2_del(s, p->pid))
-				(void)BRK_STORE(w, in2_del, brk_cid(s), p->pid);
+			if (e != NULL && !e->acked)
+				brk_in2_forget(w, s, p->pid);
 		}
 		free(p);
 	}

@@ -396,40 +396,46 @@ void brk_send_ack(brk_worker *w, brk_session *s, hw_mqtt_type type, uint16_t pid
 	hw_buf_fini(&b);
 }
 
-void brk_protocol_error(brk_worker *w, brk_session *s, uint8_t reason)
+// brk_count_reason adds one to counter `name` labelled with an MQTT reason
+// code ("0x87").
+static void brk_count_reason(brk_worker *w, const char *name, const char *help, uint8_t reason)
 {
 	char label[8];
-	hw_buf b = { 0 };
 
 	snprintf(label, sizeof(label), "0x%02x", reason);
-	hw_counter_inc(hw_metrics_counter(w->srv->st.reg, "hawser_broker_protocol_errors_total",
-	    "Connections closed for a malformed or protocol-violating packet.", "reason", label));
+	hw_counter_inc(hw_metrics_counter(w->srv->st.reg, name, help, "reason", label));
+}
+
+// brk_close closes s's connection after frame `last` (taken; may be NULL),
+// reports it as `event` and handles it as a lost connection (will). May
+// free s.
+static void brk_close(brk_worker *w, brk_session *s, hw_buf *last, const char *event)
+{
+	brk_out_close(w, s->edge, s->conn, last);
+	brk_events_disconnected(w, s, event);
+	brk_conn_lost(w, s, true);
+}
+
+void brk_protocol_error(brk_worker *w, brk_session *s, uint8_t reason)
+{
+	hw_buf b = { 0 };
+
+	brk_count_reason(w, "hawser_broker_protocol_errors_total",
+	    "Connections closed for a malformed or protocol-violating packet.", reason);
 	if (s->version == HW_MQTT_V5)
 		(void)hw_mqtt_encode_disconnect(reason, HW_BYTES_NULL, HW_MQTT_V5, &b);
-	brk_out_close(w, s->edge, s->conn, &b);
-	hw_buf_fini(&b);
-	brk_events_disconnected(w, s, "protocol_error");
-	brk_conn_lost(w, s, true);
+	brk_close(w, s, &b, "protocol_error");
 }
 
 void brk_publish_fail(brk_worker *w, brk_session *s, uint8_t qos, uint16_t pid, uint8_t reason)
 {
-	char label[8];
-	hw_buf b = { 0 };
-
-	snprintf(label, sizeof(label), "0x%02x", reason);
-	hw_counter_inc(hw_metrics_counter(w->srv->st.reg, "hawser_broker_publish_failed_total",
+	brk_count_reason(w, "hawser_broker_publish_failed_total",
 	    "QoS 1/2 PUBLISHes not taken (MQTT 5: a failure PUBACK/PUBREC; 3.1.1: connection closed unacknowledged).",
-	    "reason", label));
-	if (s->version == HW_MQTT_V5) {
+	    reason);
+	if (s->version == HW_MQTT_V5)
 		brk_send_ack(w, s, qos == 1 ? HW_MQTT_PUBACK : HW_MQTT_PUBREC, pid, reason);
-		return;
-	}
-	if (!s->connected)
-		return;
-	brk_out_close(w, s->edge, s->conn, &b);
-	brk_events_disconnected(w, s, "publish_failed");
-	brk_conn_lost(w, s, true);
+	else if (s->connected)
+		brk_close(w, s, NULL, "publish_failed");
 }
 
 // ---- work items -----------------------------------------------------------

@@ -97,13 +97,13 @@ typedef struct edge_fwd_resume {
 static void edge_forward_recv(void *arg, hw_batch *b)
 {
 	edge_server *s = arg;
-	bool queued = false, open;
+	bool queued = false, open, self;
+
+	pthread_mutex_lock(&s->inq_mu);
 	// On the loop's own thread (an inline pass, link.h) waiting for the loop
 	// would never end, and waking it is pointless: the pass that made the
 	// flush applies the queue next (edge_server_pass_cb).
-	bool self = s->loop_running && pthread_equal(pthread_self(), s->loop_thread);
-
-	pthread_mutex_lock(&s->inq_mu);
+	self = s->loop_running && pthread_equal(pthread_self(), s->loop_thread);
 	while (!self && s->inq_open && s->inq_n >= EDGE_FWD_INQ_MAX)
 		pthread_cond_wait(&s->inq_cv, &s->inq_mu);
 	if (s->inq_open) {

@@ -178,8 +178,8 @@ struct edge_server {
 	size_t              inq_cap;
 	bool                inq_open;     // ctx alive: wake it on arrival
 	bool                inq_self;     // queued by the loop's own thread
-	pthread_t           loop_thread;  // runs edge_server_run
-	bool                loop_running; // loop_thread is set
+	pthread_t           loop_thread;  // runs edge_server_run (inq_mu)
+	bool                loop_running; // loop_thread is set (inq_mu)
 	hw_members_view    *view_next;    // from the members thread, not applied
 	uint64_t            view_applied; // version of s->view (for `changed`)
 

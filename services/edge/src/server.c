@@ -385,8 +385,10 @@ fail:
 
 hw_err edge_server_run(edge_server *s)
 {
+	pthread_mutex_lock(&s->inq_mu); // edge_forward_recv reads them on NNG threads
 	s->loop_thread = pthread_self();
 	s->loop_running = true;
+	pthread_mutex_unlock(&s->inq_mu);
 	// The loop's hand-over queue never waits on this thread (forward.c):
 	// inproc receivers may do their work on it.
 	hw_link_inline_host_set();
