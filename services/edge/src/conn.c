@@ -4,12 +4,16 @@
 // - States: new (waiting for CONNECT, connect timeout armed) -> forwarded
 //   (CONNECT sent to the owner broker) -> accepted (the broker's accepting
 //   CONNACK arrived: keepalive enforced) -> closing -> closed (lws called
-//   back; on s->reap) -> freed at the end of the loop pass.
+//   back, or tcp.c closed the socket; on s->reap) -> freed at the end of
+//   the loop pass.
+// - Two transports: lws (WebSocket, TLS) and plain TCP (tcp.c, l->plain).
+//   edge_conn_poke asks either to write (and to close, once c->kill).
 // - A connection is never freed inside an lws callback path: edge_conn_closed
 //   only unlinks it (map, wheel) and puts it on s->reap.
 // - Closing is always asynchronous (lws_set_timeout kill, or a writable
-//   callback returning -1 once the queue is flushed), so the code that
-//   decides to close can keep using the connection until it returns.
+//   callback returning -1 once the queue is flushed; plain TCP: at the
+//   pass's end, edge_conn_flush_dirty), so the code that decides to close
+//   can keep using the connection until it returns.
 // - ConnGone is sent at most once, from edge_conn_closed, for connections
 //   whose CONNECT was forwarded, to the owner of that moment if it is live,
 //   unless the client sent DISCONNECT, the broker asked for the close, or
@@ -31,6 +35,9 @@
 #include "mqtt/codec.h"
 
 static const uint8_t edge_conn_pingresp[2] = { 0xD0, 0x00 };
+
+// A flushing close gives a client that does not read this long.
+#define EDGE_CLOSE_SEND_MS 5000u
 
 // Idle memory per connection is what the bench measures: a connection must
 // stay in glibc's 128-byte chunk (120 usable bytes on 64-bit).
@@ -54,10 +61,11 @@ edge_conn *edge_conn_open(edge_server *s, edge_listener *l, struct lws *wsi)
 
 	if (s->draining || s->nconns >= s->cfg->edge.max_connections)
 		return NULL;
-	c = calloc(1, sizeof(*c));
+	c = calloc(1, l->plain ? sizeof(edge_tcp_conn) : sizeof(edge_conn));
 	if (c == NULL)
 		return NULL;
 	c->wsi = wsi;
+	c->open = 1;
 	c->l = l;
 	c->id = ++s->next_id;
 	c->last_rx_ms = now;
@@ -73,27 +81,52 @@ edge_conn *edge_conn_open(edge_server *s, edge_listener *l, struct lws *wsi)
 	return c;
 }
 
+static void edge_conn_mark_dirty(edge_server *s, edge_conn *c);
+
+// edge_conn_poke gets c's queue written (and c closed once c->kill, or
+// once the queue is empty with flush_close): lws's writable callback, or
+// for plain TCP the end of the pass.
+static void edge_conn_poke(edge_conn *c)
+{
+	if (!c->l->plain) {
+		lws_callback_on_writable(c->wsi);
+		return;
+	}
+	edge_conn_mark_dirty(c->l->s, c);
+	edge_server_kick(c->l->s);
+}
+
+// edge_conn_kill closes c at the next chance, writing nothing more.
+static void edge_conn_kill(edge_conn *c)
+{
+	c->kill = 1;
+	if (!c->l->plain) {
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		edge_server_lws_timeout(c->l->s);
+	} else {
+		edge_conn_poke(c);
+	}
+}
+
 void edge_conn_send(edge_conn *c, const uint8_t *p, size_t n)
 {
-	if (c->wsi == NULL || c->kill)
+	if (!c->open || c->kill)
 		return;
 	if (edge_wq_push_force(&c->wq, p, n, LWS_PRE) != HW_OK) {
 		edge_conn_close(c, EDGE_CAUSE_NETWORK, false);
 		return;
 	}
-	lws_callback_on_writable(c->wsi);
+	edge_conn_poke(c);
 }
 
 void edge_conn_close(edge_conn *c, edge_cause cause, bool flush)
 {
-	if (c->wsi == NULL)
+	if (!c->open)
 		return;
 	if (c->closing) {
 		// A flushing close may be cut short; never the other way round.
-		if (!flush && !c->kill) {
-			c->kill = 1;
-			lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-		}
+		if (!flush && !c->kill)
+			edge_conn_kill(c);
 		return;
 	}
 	c->closing = 1;
@@ -105,12 +138,17 @@ void edge_conn_close(edge_conn *c, edge_cause cause, bool flush)
 	// callback, which sets the close frame's status (1001).
 	if (flush && (c->wq.bytes > 0 || (c->l->ws && cause == EDGE_CAUSE_SHUTDOWN))) {
 		c->flush_close = 1;
-		lws_callback_on_writable(c->wsi);
+		edge_conn_poke(c);
 		// A client that stops reading cannot hold the socket open.
-		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
+		if (!c->l->plain) {
+			lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
+			edge_server_lws_timeout(c->l->s);
+		} else {
+			edge_wheel_add(&c->l->s->wheel, &c->timer,
+			    hw_clock_mono_ms() + EDGE_CLOSE_SEND_MS);
+		}
 	} else {
-		c->kill = 1;
-		lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		edge_conn_kill(c);
 	}
 }
 
@@ -173,10 +211,13 @@ void edge_conn_peer(edge_conn *c, char *out, size_t n)
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	char ip[INET6_ADDRSTRLEN] = "?";
-	int port = 0;
+	int port = 0, fd;
 
 	out[0] = '\0';
-	if (getpeername(lws_get_socket_fd(c->wsi), (struct sockaddr *)&ss, &sl) != 0)
+	if (!c->open)
+		return;
+	fd = c->l->plain ? ((edge_tcp_conn *)c)->io.fd : lws_get_socket_fd(c->wsi);
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
 		return;
 	if (ss.ss_family == AF_INET) {
 		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
@@ -416,7 +457,15 @@ void edge_conn_closed(edge_conn *c)
 	edge_wq_clear(&c->wq);
 	hw_gauge_add(c->l->conns, -1);
 	s->nconns--;
+	if (c->dirty) {
+		// Not left behind in the list: c may be freed before it is read.
+		for (size_t i = 0; i < s->ndirty; i++)
+			if (s->dirty[i] == c)
+				s->dirty[i] = NULL;
+		c->dirty = 0;
+	}
 	c->wsi = NULL;
+	c->open = 0;
 	c->closing = 1;
 	c->reap_next = s->reap;
 	s->reap = c;
@@ -451,17 +500,16 @@ static void edge_conn_accept(edge_conn *c, const edge_connwrite *w)
 }
 
 // Writes from brokers (design note): a frame for a plain TCP connection is
-// not handed to lws's writable callback, which costs two epoll_ctl calls
-// and a loop round per write (24,000 epoll_ctl/s at 12,000 writes/s,
-// strace on the QoS 1 fan-in). The connection goes on s->dirty instead, and
-// at the end of the inbound pass edge_conn_flush_dirty writes each one's
-// queue with one send(2), coalesced as the writable callback would. What
-// the socket does not take at once goes to lws_write, which keeps the rest
-// and asks for POLLOUT itself; a connection whose lws buffer is not empty,
-// or a WebSocket or TLS one (lws frames or encrypts), takes the usual way.
+// not written at once nor through a writable callback (lws's cost two
+// epoll_ctl calls and a loop round per write: 24,000 epoll_ctl/s at 12,000
+// writes/s, strace on the QoS 1 fan-in). The connection goes on s->dirty
+// instead, and at the end of the pass edge_conn_flush_dirty writes each
+// one's queue with one send(2), coalesced (tcp.c keeps what the socket
+// does not take and waits for POLLOUT). An lws connection (WebSocket or
+// TLS: lws frames or encrypts) takes lws's writable callback.
 static void edge_conn_mark_dirty(edge_server *s, edge_conn *c)
 {
-	if (c->l->ws || c->l->tls || c->flush_close) {
+	if (!c->l->plain) {
 		lws_callback_on_writable(c->wsi);
 		return;
 	}
@@ -472,7 +520,7 @@ static void edge_conn_mark_dirty(edge_server *s, edge_conn *c)
 		edge_conn **d = realloc(s->dirty, cap * sizeof(*d));
 
 		if (d == NULL) {
-			lws_callback_on_writable(c->wsi);
+			edge_tcp_send(s, c); // no list: write now
 			return;
 		}
 		s->dirty = d;
@@ -482,43 +530,16 @@ static void edge_conn_mark_dirty(edge_server *s, edge_conn *c)
 	s->dirty[s->ndirty++] = c;
 }
 
-// edge_conn_write_now writes c's queue to its socket; see the note above.
-static void edge_conn_write_now(edge_server *s, edge_conn *c)
-{
-	uint8_t *p;
-	size_t   n;
-	ssize_t  m;
-
-	if (lws_partial_buffered(c->wsi)) {
-		lws_callback_on_writable(c->wsi);
-		return;
-	}
-	while ((n = edge_wq_peek(&c->wq, s->scratch, s->scratch_cap, LWS_PRE, &p)) > 0) {
-		m = send(lws_get_socket_fd(c->wsi), p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (m < 0) {
-			// EAGAIN, or an error lws will see on its own next round.
-			lws_callback_on_writable(c->wsi);
-			return;
-		}
-		if ((size_t)m < n && lws_write(c->wsi, p + m, n - (size_t)m, LWS_WRITE_RAW) < 0) {
-			edge_conn_close(c, EDGE_CAUSE_NETWORK, false);
-			return;
-		}
-		edge_wq_pop(&c->wq, n);
-		hw_counter_add(s->st.bytes_tx, n);
-		if ((size_t)m < n)
-			return; // lws holds the rest and asks for POLLOUT
-	}
-}
-
 void edge_conn_flush_dirty(edge_server *s)
 {
+	// Indexes, not a saved pointer: a close may mark others (and grow it).
 	for (size_t i = 0; i < s->ndirty; i++) {
 		edge_conn *c = s->dirty[i];
 
+		if (c == NULL)
+			continue; // closed meanwhile
 		c->dirty = 0;
-		if (c->wsi != NULL && !c->closing && c->wq.bytes > 0)
-			edge_conn_write_now(s, c);
+		edge_tcp_send(s, c);
 	}
 	s->ndirty = 0;
 }
@@ -527,7 +548,7 @@ void edge_conn_write(edge_server *s, edge_conn *c, const edge_connwrite *w)
 {
 	edge_wq_verdict v;
 
-	if (c->closing || c->wsi == NULL)
+	if (c->closing || !c->open)
 		return;
 	// Answers drop their packets from the replay log (a no-op unless one
 	// is waiting, which the flag tells without a lookup).
@@ -569,7 +590,7 @@ void edge_conn_write(edge_server *s, edge_conn *c, const edge_connwrite *w)
 void edge_conn_broker_close(edge_server *s, edge_conn *c, const edge_connclose *cl)
 {
 	(void)s;
-	if (c->wsi == NULL)
+	if (!c->open)
 		return;
 	// The broker has forgotten the connection: no ConnGone, whatever else
 	// was already under way.
@@ -596,7 +617,7 @@ void edge_conn_shutdown(edge_conn *c)
 {
 	const char *ref = c->l->s->cfg->edge.server_reference;
 
-	if (c->closing || c->wsi == NULL)
+	if (c->closing || !c->open)
 		return;
 	// Queued behind whatever is already waiting (PUBACKs, messages), so
 	// the client gets those first.
@@ -621,7 +642,7 @@ void edge_conn_shutdown(edge_conn *c)
 
 void edge_conn_abandon(edge_conn *c)
 {
-	if (c->closing || c->wsi == NULL)
+	if (c->closing || !c->open)
 		return;
 	c->closing = 1;
 	c->cause = EDGE_CAUSE_SHUTDOWN;
@@ -634,8 +655,15 @@ void edge_conn_timer(void *arg, edge_wheel_node *node)
 	edge_conn *c = (edge_conn *)((char *)node - offsetof(edge_conn, timer));
 	uint64_t now = hw_clock_mono_ms();
 
-	if (c->closing || c->wsi == NULL)
+	if (!c->open)
 		return;
+	if (c->closing) {
+		// A plain TCP client that did not read what a flushing close
+		// wrote in EDGE_CLOSE_SEND_MS (lws has its own timeout).
+		if (c->l->plain && !c->kill)
+			edge_conn_kill(c);
+		return;
+	}
 	if (!c->forwarded) {
 		edge_conn_perr(c, EDGE_PERR_CONNECT_TIMEOUT);
 		edge_conn_close(c, EDGE_CAUSE_PROTOCOL, false);

@@ -12,7 +12,7 @@
 //   client whose packet was in the refused batch is disconnected (MQTT 5:
 //   DISCONNECT 0x89) and counted; a refused ConnGone is counted as lost.
 // - Inbound: batches arrive on an NNG thread. edge_forward_recv only
-//   queues them under inq_mu and wakes the lws loop (lws_cancel_service);
+//   queues them under inq_mu and wakes the loop (edge_server_signal);
 //   the loop applies them in edge_forward_inbound. inq_open is cleared
 //   under inq_mu before the lws context is destroyed, so the NNG thread
 //   never touches a dead context.
@@ -122,7 +122,7 @@ static void edge_forward_recv(void *arg, hw_batch *b)
 			if (self)
 				s->inq_self = true;
 			else
-				lws_cancel_service(s->ctx);
+				edge_server_signal(s);
 		}
 	}
 	open = s->inq_open;
@@ -608,7 +608,7 @@ void edge_forward_tick(edge_server *s, uint64_t now_ms)
 		c = edge_map_get(&s->conns, p->id);
 		// Still waiting although the view has an owner for its slot: that
 		// owner is the broker that let it go, and no view named the new one.
-		if (c != NULL && !c->closing && c->wsi != NULL && c->owner == EDGE_OWNER_NONE &&
+		if (c != NULL && !c->closing && c->open && c->owner == EDGE_OWNER_NONE &&
 		    s->slot_owner[c->slot % HW_SLOTS] != EDGE_OWNER_NONE)
 			edge_conn_drop(c, HW_RC_SERVER_SHUTTING_DOWN);
 	}
@@ -636,7 +636,7 @@ static void edge_forward_moved(edge_server *s, uint16_t from, const edge_connmov
 		hw_counter_inc(s->st.stale);
 		return;
 	}
-	if (c->closing || c->wsi == NULL)
+	if (c->closing || !c->open)
 		return;
 	if (m->owner != NULL && m->owner[0] != '\0') {
 		uint16_t named = edge_forward_peer_find(s, m->owner);

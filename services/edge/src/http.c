@@ -206,10 +206,6 @@ int edge_http_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	edge_server *s = lws_context_user(lws_get_context(wsi));
 
 	switch (reason) {
-	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-		if (s != NULL)
-			edge_server_wake(s);
-		return 0;
 	case LWS_CALLBACK_HTTP:
 	case LWS_CALLBACK_HTTP_WRITEABLE:
 	case LWS_CALLBACK_CLOSED_HTTP:

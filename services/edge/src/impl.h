@@ -66,6 +66,10 @@ typedef struct edge_listener {
 	bool              ws;
 	bool              tls;
 	struct lws_vhost *vh;
+	bool              plain;     // plain TCP: served by tcp.c, not lws
+	int               fd;        // plain: the listening socket
+	ev_io             io;        // plain: readable = connections to accept
+	ev_timer          retry;     // plain: accept paused (out of fds)
 	int               port;      // bound port, -1 when disabled
 	hw_gauge         *conns;
 	hw_counter       *accepted;
@@ -81,7 +85,7 @@ typedef struct edge_listener {
 // chunk; think twice before adding a field.
 typedef struct edge_conn edge_conn;
 struct edge_conn {
-	struct lws      *wsi;        // NULL once lws closed it
+	struct lws      *wsi;        // lws connections; NULL for plain TCP
 	edge_listener   *l;
 	uint64_t         id;
 	edge_rx          rx;
@@ -111,7 +115,14 @@ struct edge_conn {
 	unsigned         replay : 1;      // has a replay log in s->replays
 	unsigned         replay_lost : 1; // the log overflowed: not replayable
 	unsigned         dirty : 1;       // on s->dirty: write at the pass's end
+	unsigned         open : 1;        // the socket is open (cleared by edge_conn_closed)
 };
+
+// A plain TCP connection (tcp.c): the connection and its libev watcher.
+typedef struct edge_tcp_conn {
+	edge_conn c;
+	ev_io     io;
+} edge_tcp_conn;
 
 // A broker this edge has known (in some view). Entries are never removed,
 // so a connection's owner is a stable index; `live` says whether it is in
@@ -192,14 +203,16 @@ struct edge_server {
 	edge_wheel          wheel;
 	uint8_t            *scratch;      // coalesced writes, LWS_PRE first
 	size_t              scratch_cap;
+	uint8_t            *rxbuf;        // plain TCP reads (tcp.c)
 	edge_conn         **dirty;        // written to in this inbound pass
 	size_t              ndirty;
 	size_t              dirty_cap;
 
 	// Loop.
-	lws_sorted_usec_list_t tick_sul;
-	lws_sorted_usec_list_t pass_sul;
+	ev_async            wake;         // other threads: edge_server_signal
+	ev_timer            tick;         // the timer wheel, the drain deadline
 	bool                pass_scheduled;
+	bool                lws_nudge;    // an lws timeout was set outside lws
 	bool                destroying;
 	atomic_bool         stop_requested;
 	atomic_bool         ready;
@@ -208,8 +221,8 @@ struct edge_server {
 	bool                done;
 
 	// Drain: the ids of the connections open when it started, closed in
-	// order at edge.drain_rate per second by drain_sul.
-	lws_sorted_usec_list_t drain_sul;
+	// order at edge.drain_rate per second by the drain timer.
+	ev_timer            drain;
 	uint64_t           *drain_ids;
 	size_t              drain_n;
 	size_t              drain_pos;
@@ -218,10 +231,17 @@ struct edge_server {
 
 // server.c
 // edge_server_kick schedules the end-of-pass work (flush batches to
-// brokers, free closed connections) for the next loop iteration.
+// brokers, write plain TCP queues, free closed connections) for the end of
+// this loop iteration.
 void edge_server_kick(edge_server *s);
-// edge_server_wake runs on LWS_CALLBACK_EVENT_WAIT_CANCELLED: takes
-// broker batches and stop requests from other threads. Idempotent.
+// edge_server_lws_timeout notes that an lws timeout (a kill, a close
+// deadline) was set, maybe outside an lws callback: lws 4.1 re-arms its
+// timer only after its own events, so the pass wakes it.
+void edge_server_lws_timeout(edge_server *s);
+// edge_server_signal wakes the loop from any thread (ev_async), which then
+// runs edge_server_wake: takes broker batches, a new view and stop
+// requests from other threads. Idempotent.
+void edge_server_signal(edge_server *s);
 void edge_server_wake(edge_server *s);
 // edge_server_conn_gone is called when a connection has closed; it may end
 // a drain.
@@ -248,21 +268,38 @@ int edge_http_handle(edge_server *s, struct lws *wsi, enum lws_callback_reasons 
 int edge_http_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     void *in, size_t len);
 
+// tcp.c: plain TCP (the mqtt listener) on the edge's libev loop, no lws.
+// edge_tcp_listen binds and listens on addr; l->port gets the bound port.
+hw_err edge_tcp_listen(edge_server *s, edge_listener *l, const char *host, int port,
+    bool ipv6);
+// edge_tcp_send writes c's queue until it is empty or the socket is full
+// (then waits for POLLOUT); an empty queue with flush_close, or a write
+// error, closes c.
+void edge_tcp_send(edge_server *s, edge_conn *c);
+// edge_tcp_kill closes c's socket now and calls edge_conn_closed.
+void edge_tcp_kill(edge_conn *c);
+// edge_tcp_close_all closes every plain TCP connection and the listening
+// sockets (the server is being freed).
+void edge_tcp_close_all(edge_server *s);
+
 // conn.c
-// edge_conn_open makes the connection of a new socket; NULL refuses it.
+// edge_conn_open makes the connection of a new socket (an edge_tcp_conn on
+// a plain listener, wsi NULL); NULL refuses it.
 edge_conn *edge_conn_open(edge_server *s, edge_listener *l, struct lws *wsi);
 // edge_conn_rx feeds received bytes. Returns -1 when lws must close now.
 int edge_conn_rx(edge_conn *c, const uint8_t *in, size_t n);
-// edge_conn_writable writes queued frames. Returns -1 to close.
+// edge_conn_writable writes queued frames (lws). Returns -1 to close.
 int edge_conn_writable(edge_conn *c);
-// edge_conn_closed: lws closed the socket. Sends ConnGone when due, unlinks
-// c and queues it for freeing at the end of the pass (never freed here).
+// edge_conn_closed: the socket is closed (by lws, or by tcp.c). Sends
+// ConnGone when due, unlinks c and queues it for freeing at the end of the
+// pass (never freed here).
 void edge_conn_closed(edge_conn *c);
 // edge_conn_close starts closing c for `cause`; with flush the queued
-// frames are written first. Asynchronous: lws closes it later.
+// frames are written first. Asynchronous: the socket closes later.
 void edge_conn_close(edge_conn *c, edge_cause cause, bool flush);
-// edge_conn_flush_dirty writes what the inbound pass queued, straight to
-// the sockets of plain TCP connections (see conn.c).
+// edge_conn_flush_dirty writes what the pass queued, straight to the
+// sockets of plain TCP connections, and closes those being killed (see
+// conn.c).
 void edge_conn_flush_dirty(edge_server *s);
 
 // edge_conn_send queues a control frame the edge itself produced.
@@ -280,7 +317,8 @@ void edge_conn_peer(edge_conn *c, char *out, size_t n);
 // (WebSocket) a close frame 1001 going away. No-op if c is already closing.
 void edge_conn_shutdown(edge_conn *c);
 // edge_conn_abandon marks c as closed by the shutdown without writing
-// anything (the drain deadline passed); lws closes it with the context.
+// anything (the drain deadline passed); it is closed when the server is
+// freed (lws: with the context; plain TCP: edge_tcp_close_all).
 void edge_conn_abandon(edge_conn *c);
 // edge_conn_timer is the wheel callback (CONNECT timeout, keepalive).
 void edge_conn_timer(void *arg, edge_wheel_node *node);

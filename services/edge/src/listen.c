@@ -1,7 +1,8 @@
 // Listeners: one lws vhost per configured address.
 //
-// - mqtt / mqtts: raw TCP (TLS) sockets adopted by the listening vhost
-//   straight into the "hawser-mqtt" protocol (listen_accept_role "raw-skt").
+// - mqtt: plain TCP, without lws (tcp.c).
+// - mqtts: TLS sockets adopted by the listening vhost straight into the
+//   "hawser-mqtt" protocol (listen_accept_role "raw-skt").
 // - ws / wss: HTTP upgrade to WebSocket on path /mqtt, subprotocol "mqtt";
 //   binary frames only; plain GETs on this port get the HTTP endpoints.
 // - http: /metrics, /healthz, /readyz (and the demo page).
@@ -48,12 +49,6 @@ static int edge_listen_cb(struct lws *wsi, enum lws_callback_reasons reason, voi
 	edge_listener *l;
 
 	switch (reason) {
-	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-		s = edge_listen_server(wsi);
-		if (s != NULL)
-			edge_server_wake(s);
-		return 0;
-
 	case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
 		s = edge_listen_server(wsi);
 		// Refuse early (before any allocation) when draining or full.
@@ -183,6 +178,9 @@ hw_err edge_listen_open(edge_server *s, edge_listener *l, const char *spec)
 		    l->name, spec);
 		return HW_ECONFIG;
 	}
+
+	if (l->kind == EDGE_L_MQTT)
+		return edge_tcp_listen(s, l, addr.host, addr.port, addr.ipv6 != 0);
 
 	memset(&info, 0, sizeof(info));
 	info.vhost_name = l->name;

@@ -2,11 +2,11 @@
 // loop.
 //
 // Design notes:
-// - Threads: everything runs on the thread in edge_server_run (the lws
-//   service thread) except edge_forward_recv (NNG thread: queues batches
-//   under inq_mu and calls lws_cancel_service) and edge_server_stop (any
-//   thread: sets stop_requested and calls lws_cancel_service). Both are
-//   picked up in LWS_CALLBACK_EVENT_WAIT_CANCELLED -> edge_server_wake.
+// - Threads: everything runs on the thread in edge_server_run (the loop
+//   thread) except edge_forward_recv (NNG thread: queues batches under
+//   inq_mu), the members thread (view.c) and edge_server_stop (any thread:
+//   sets stop_requested). Each wakes the loop with edge_server_signal (an
+//   ev_async), whose callback is edge_server_wake.
 //   In the all-in-one the loop thread is an inline host (link.h): a flush
 //   may run the broker's and the router's passes on it, and the brokers'
 //   writes then reach edge_forward_recv on this same thread, which queues
@@ -16,15 +16,21 @@
 //   socket at every wake-up, which made each connect cost O(connections)
 //   (93 % of the target's CPU in sock_poll/tcp_poll at 10,000 idle
 //   connections). Being foreign, the loop installs no signal watcher.
-// - End of pass: pass_sul is scheduled "now" whenever there is something
-//   to flush or reap; it fires at the start of the next loop iteration and
-//   sends each broker's pending items as one Batch, then frees closed
-//   connections. tick_sul runs every EDGE_WHEEL_TICK_MS for the timer wheel
-//   and the drain deadline.
+//   Plain TCP (the mqtt listener) does not go through lws at all: tcp.c
+//   watches its sockets on the same loop.
+// - End of pass: edge_server_kick marks a pass due whenever there is
+//   something to flush or reap; edge_server_run runs it after the loop
+//   iteration (every event of it handled): it sends each broker's pending
+//   items as one Batch, writes plain TCP queues, then frees closed
+//   connections. The tick timer runs every EDGE_WHEEL_TICK_MS for the
+//   timer wheel and the drain deadline. Our timers are libev's, not lws's
+//   sorted lists: lws 4.1 re-arms its own timer only after its own events,
+//   so an lws timer set from a libev callback could wait for the next one
+//   (edge_server_lws_timeout wakes it for the timeouts lws must keep).
 // - Stop (graceful drain): /readyz turns 503 at once (edge_server_stop
 //   clears `ready` itself), new sockets are refused at accept, and the
 //   connections open at that moment are closed in order at edge.drain_rate
-//   per second: drain_sul runs every EDGE_DRAIN_TICK_MS and closes as many
+//   per second: the drain timer runs every EDGE_DRAIN_TICK_MS and closes as many
 //   as rate * elapsed allows (the first batch at once), so closes are
 //   spread evenly and a late tick catches up. Before each batch the broker
 //   writes already received are applied, so a connection's queued frames
@@ -125,10 +131,8 @@ static void edge_server_stats(edge_server *s)
 	    NULL, NULL);
 }
 
-static void edge_server_pass_cb(lws_sorted_usec_list_t *sul)
+static void edge_server_pass(edge_server *s)
 {
-	edge_server *s = lws_container_of(sul, edge_server, pass_sul);
-
 	// Inline (all-in-one): the flush may run the brokers' passes on this
 	// thread, and their writes come back on it (inq_self). Still marked
 	// scheduled meanwhile, so that those do not schedule another pass:
@@ -137,15 +141,27 @@ static void edge_server_pass_cb(lws_sorted_usec_list_t *sul)
 	s->pass_scheduled = false;
 	if (s->inq_self)
 		edge_forward_inbound(s);
+	// What the loop itself queued (CONNACKs, PINGRESPs) and the closes
+	// it decided, on plain TCP.
+	edge_conn_flush_dirty(s);
 	edge_conn_reap(s);
+	if (s->lws_nudge) {
+		s->lws_nudge = false;
+		lws_cancel_service(s->ctx);
+	}
 }
 
 void edge_server_kick(edge_server *s)
 {
-	if (s->pass_scheduled || s->destroying)
+	if (s->destroying)
 		return;
 	s->pass_scheduled = true;
-	lws_sul_schedule(s->ctx, 0, &s->pass_sul, edge_server_pass_cb, 1);
+}
+
+void edge_server_lws_timeout(edge_server *s)
+{
+	s->lws_nudge = true;
+	edge_server_kick(s);
 }
 
 // edge_server_finish ends the loop: last flush, then edge_server_run returns.
@@ -155,16 +171,16 @@ static void edge_server_finish(edge_server *s)
 {
 	edge_map *m = &s->conns;
 
-	lws_sul_cancel(&s->drain_sul);
+	ev_timer_stop(s->evloop, &s->drain);
 	for (size_t i = 0; i < m->cap; i++)
 		if (m->tab[i].key != 0)
 			edge_conn_abandon(m->tab[i].val);
 	edge_forward_flush(s);
 	edge_conn_reap(s);
 	s->done = true;
-	// From a timer callback lws would next poll with nothing left to wait
-	// for; wake it so edge_server_run returns now.
-	lws_cancel_service(s->ctx);
+	// From a timer callback the loop would next wait with nothing left to
+	// wait for; wake it so edge_server_run returns now.
+	edge_server_signal(s);
 }
 
 void edge_server_conn_gone(edge_server *s)
@@ -173,10 +189,12 @@ void edge_server_conn_gone(edge_server *s)
 		edge_server_finish(s);
 }
 
-static void edge_server_tick_cb(lws_sorted_usec_list_t *sul)
+static void edge_server_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	edge_server *s = lws_container_of(sul, edge_server, tick_sul);
+	edge_server *s = (edge_server *)((char *)w - offsetof(edge_server, tick));
 	uint64_t now = hw_clock_mono_ms();
+
+	(void)revents;
 
 	edge_wheel_advance(&s->wheel, now, edge_conn_timer, s);
 	edge_forward_tick(s, now);
@@ -185,9 +203,8 @@ static void edge_server_tick_cb(lws_sorted_usec_list_t *sul)
 		    (unsigned long long)s->nconns);
 		edge_server_finish(s);
 	}
-	if (!s->done)
-		lws_sul_schedule(s->ctx, 0, &s->tick_sul, edge_server_tick_cb,
-		    EDGE_WHEEL_TICK_MS * LWS_US_PER_MS);
+	if (s->done)
+		ev_timer_stop(loop, w);
 }
 
 // edge_server_drain_budget returns how many connections the drain may have
@@ -203,9 +220,8 @@ static size_t edge_server_drain_budget(const edge_server *s, uint64_t now)
 	return n > s->drain_n ? s->drain_n : (size_t)n;
 }
 
-static void edge_server_drain_cb(lws_sorted_usec_list_t *sul)
+static void edge_server_drain_step(edge_server *s)
 {
-	edge_server *s = lws_container_of(sul, edge_server, drain_sul);
 	size_t budget;
 
 	if (s->done || s->destroying)
@@ -221,9 +237,15 @@ static void edge_server_drain_cb(lws_sorted_usec_list_t *sul)
 			edge_conn_shutdown(c);
 	}
 	edge_server_kick(s);
-	if (!s->done && s->drain_pos < s->drain_n)
-		lws_sul_schedule(s->ctx, 0, &s->drain_sul, edge_server_drain_cb,
-		    EDGE_DRAIN_TICK_MS * LWS_US_PER_MS);
+	if (s->done || s->drain_pos >= s->drain_n)
+		ev_timer_stop(s->evloop, &s->drain);
+}
+
+static void edge_server_drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	edge_server_drain_step((edge_server *)((char *)w - offsetof(edge_server, drain)));
 }
 
 static void edge_server_drain(edge_server *s)
@@ -256,7 +278,22 @@ static void edge_server_drain(edge_server *s)
 		if (m->tab[i].key != 0)
 			s->drain_ids[n++] = m->tab[i].key;
 	s->drain_n = n;
-	edge_server_drain_cb(&s->drain_sul);
+	ev_timer_init(&s->drain, edge_server_drain_cb, EDGE_DRAIN_TICK_MS / 1000.,
+	    EDGE_DRAIN_TICK_MS / 1000.);
+	ev_timer_start(s->evloop, &s->drain);
+	edge_server_drain_step(s);
+}
+
+static void edge_server_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	edge_server_wake((edge_server *)((char *)w - offsetof(edge_server, wake)));
+}
+
+void edge_server_signal(edge_server *s)
+{
+	ev_async_send(s->evloop, &s->wake);
 }
 
 void edge_server_wake(edge_server *s)
@@ -284,6 +321,11 @@ static hw_err edge_server_context(edge_server *s)
 		hw_log_error("EDGE-LWS", "cannot create the event loop");
 		return HW_EIO;
 	}
+	ev_async_init(&s->wake, edge_server_wake_cb);
+	// Before the sockets in the same iteration: what brokers sent (a
+	// ConnMoved, a ConnClose) applies before more of a client's packets.
+	ev_set_priority(&s->wake, EV_MAXPRI);
+	ev_async_start(s->evloop, &s->wake);
 	loops[0] = s->evloop;
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
@@ -372,8 +414,9 @@ hw_err edge_server_alloc(edge_server **out, const hw_config *cfg, hw_metrics *me
 	err = edge_forward_open(s);
 	if (err != HW_OK)
 		goto fail;
-	lws_sul_schedule(s->ctx, 0, &s->tick_sul, edge_server_tick_cb,
-	    EDGE_WHEEL_TICK_MS * LWS_US_PER_MS);
+	ev_timer_init(&s->tick, edge_server_tick_cb, EDGE_WHEEL_TICK_MS / 1000.,
+	    EDGE_WHEEL_TICK_MS / 1000.);
+	ev_timer_start(s->evloop, &s->tick);
 	atomic_store(&s->ready, true);
 	*out = s;
 	return HW_OK;
@@ -393,10 +436,14 @@ hw_err edge_server_run(edge_server *s)
 	// inproc receivers may do their work on it.
 	hw_link_inline_host_set();
 	hw_log_info("EDGE-READY", "ready");
-	// One iteration at a time so `done` is checked after every wake-up
-	// (edge_server_finish wakes the loop with lws_cancel_service).
-	while (!s->done)
-		ev_run(s->evloop, EVRUN_ONCE);
+	// One iteration at a time: the pass runs after each (without waiting
+	// for new events while one is due), and `done` is checked after every
+	// wake-up (edge_server_finish wakes the loop with edge_server_signal).
+	while (!s->done) {
+		ev_run(s->evloop, s->pass_scheduled ? EVRUN_NOWAIT : EVRUN_ONCE);
+		if (s->pass_scheduled && !s->done)
+			edge_server_pass(s);
+	}
 	hw_log_info("EDGE-STOPPED", "stopped");
 	return HW_OK;
 }
@@ -408,7 +455,7 @@ void edge_server_stop(edge_server *s)
 	atomic_store(&s->stop_requested, true);
 	pthread_mutex_lock(&s->inq_mu);
 	if (s->ctx != NULL && !s->destroying)
-		lws_cancel_service(s->ctx);
+		edge_server_signal(s);
 	pthread_mutex_unlock(&s->inq_mu);
 }
 
@@ -431,11 +478,13 @@ void edge_server_free(edge_server *s)
 		s->destroying = true;
 		pthread_cond_broadcast(&s->inq_cv);
 		pthread_mutex_unlock(&s->inq_mu);
-		lws_sul_cancel(&s->tick_sul);
-		lws_sul_cancel(&s->pass_sul);
-		lws_sul_cancel(&s->drain_sul);
-		// Closing the context closes the remaining sockets; their ConnGone
-		// items are queued and flushed below while the link is still open.
+		ev_timer_stop(s->evloop, &s->tick);
+		ev_timer_stop(s->evloop, &s->drain);
+		ev_async_stop(s->evloop, &s->wake);
+		// Closing the plain sockets and the context closes the remaining
+		// connections; their ConnGone items are queued and flushed below
+		// while the link is still open.
+		edge_tcp_close_all(s);
 		lws_context_destroy(s->ctx);
 		if (s->link != NULL)
 			edge_forward_flush(s);
@@ -449,6 +498,7 @@ void edge_server_free(edge_server *s)
 	edge_map_fini(&s->conns);
 	free(s->drain_ids);
 	free(s->scratch);
+	free(s->rxbuf);
 	free(s->dirty);
 	pthread_cond_destroy(&s->inq_cv);
 	pthread_mutex_destroy(&s->inq_mu);

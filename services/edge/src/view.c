@@ -5,7 +5,7 @@
 // Design notes:
 // - Threads: the members watcher calls edge_view_changed on its own thread.
 //   It only parks a reference to the new view in s->view_next (inq_mu) and
-//   wakes the loop the way broker batches do (lws_cancel_service); the loop
+//   wakes the loop the way broker batches do (edge_server_signal); the loop
 //   applies it in edge_view_poll, before the batches of that wake-up. The
 //   watcher resets the link peers of departed members right after
 //   `changed` returns, so edge_view_changed waits (a bounded time, and
@@ -46,7 +46,7 @@ static void edge_view_changed(void *arg, hw_members_view *v)
 	old = s->view_next;
 	s->view_next = v;
 	if (s->inq_open) {
-		lws_cancel_service(s->ctx);
+		edge_server_signal(s);
 		while (s->inq_open && s->view_applied < v->version) {
 			if (pthread_cond_timedwait(&s->inq_cv, &s->inq_mu, &ts) == ETIMEDOUT)
 				break;
@@ -99,7 +99,7 @@ static void edge_view_apply(edge_server *s, hw_members_view *v)
 		if (m->tab[i].key == 0 || !c->forwarded)
 			continue;
 		to = s->slot_owner[c->slot % HW_SLOTS];
-		if (c->closing || c->wsi == NULL) {
+		if (c->closing || !c->open) {
 			if (c->owner != EDGE_OWNER_NONE && !s->peers[c->owner].live)
 				c->owner = EDGE_OWNER_NONE;
 			continue;

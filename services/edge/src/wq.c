@@ -80,8 +80,14 @@ void edge_wq_pop(edge_wq *q, size_t n)
 	while (n > 0 && q->head != NULL) {
 		edge_wq_chunk *c = q->head;
 
-		// Callers pop whole chunks only (the lengths edge_wq_peek gave).
-		n -= c->len < n ? c->len : n;
+		if (n < c->len) {
+			// A partial write (tcp.c): the rest of the chunk stays first.
+			c->headroom += n;
+			c->len -= n;
+			q->bytes -= n;
+			return;
+		}
+		n -= c->len;
 		q->bytes -= c->len;
 		q->head = c->next;
 		if (q->head == NULL)

@@ -55,8 +55,8 @@ hw_err edge_wq_push_force(edge_wq *q, const uint8_t *data, size_t len, size_t he
 size_t edge_wq_peek(edge_wq *q, uint8_t *scratch, size_t scratch_cap, size_t headroom,
     uint8_t **p);
 
-// edge_wq_pop drops n bytes of whole chunks from the front (n as returned
-// by edge_wq_peek).
+// edge_wq_pop drops the first n bytes (at most what edge_wq_peek gave; a
+// partial write drops part of a chunk, whose rest is then written first).
 void edge_wq_pop(edge_wq *q, size_t n);
 
 // edge_wq_clear frees every queued chunk.
