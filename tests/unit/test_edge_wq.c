@@ -56,6 +56,36 @@ static void test_wq_push_and_coalesce(void **state)
 	assert_int_equal(edge_wq_peek(&q, scratch, sizeof(scratch), 16, &p), 0);
 }
 
+static void test_wq_partial_pop(void **state)
+{
+	edge_wq q = { 0 };
+	uint8_t scratch[64];
+	uint8_t *p;
+	size_t n;
+
+	(void)state;
+	assert_int_equal(edge_wq_push_force(&q, (const uint8_t *)"aaaa", 4, 0), HW_OK);
+	assert_int_equal(edge_wq_push_force(&q, (const uint8_t *)"bbbbbb", 6, 0), HW_OK);
+	// The socket took 6 of the 10 bytes: the first frame and 2 of the
+	// second; the rest of the second is written next, and nothing else.
+	n = edge_wq_peek(&q, scratch, sizeof(scratch), 0, &p);
+	assert_int_equal(n, 10);
+	edge_wq_pop(&q, 6);
+	assert_int_equal(q.bytes, 4);
+	n = edge_wq_peek(&q, scratch, sizeof(scratch), 0, &p);
+	assert_int_equal(n, 4);
+	assert_memory_equal(p, "bbbb", 4);
+	assert_int_equal(edge_wq_push_force(&q, (const uint8_t *)"cc", 2, 0), HW_OK);
+	n = edge_wq_peek(&q, scratch, sizeof(scratch), 0, &p);
+	assert_int_equal(n, 6);
+	assert_memory_equal(p, "bbbbcc", 6);
+	edge_wq_pop(&q, 1);
+	edge_wq_pop(&q, 5);
+	assert_int_equal(q.bytes, 0);
+	assert_null(q.head);
+	assert_null(q.tail);
+}
+
 static void test_wq_big_frame_alone(void **state)
 {
 	edge_wq q = { 0 };
@@ -121,6 +151,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_wq_decide),
 		cmocka_unit_test(test_wq_push_and_coalesce),
+		cmocka_unit_test(test_wq_partial_pop),
 		cmocka_unit_test(test_wq_big_frame_alone),
 		cmocka_unit_test(test_wq_drop_then_overflow),
 	};
