@@ -14,8 +14,8 @@
 // - Inbound: batches arrive on an NNG thread. edge_forward_recv only
 //   queues them under inq_mu and wakes the loop (edge_server_signal);
 //   the loop applies them in edge_forward_inbound. inq_open is cleared
-//   under inq_mu before the lws context is destroyed, so the NNG thread
-//   never touches a dead context.
+//   under inq_mu before the server is torn down, so the NNG thread never
+//   signals a dead loop.
 // - The hand-over queue is bounded (EDGE_FWD_INQ_MAX batches): when the loop
 //   falls that far behind, the NNG receive callback waits (inq_cv) until the
 //   loop has taken the queue or the server closes. The brokers then see
@@ -102,7 +102,7 @@ static void edge_forward_recv(void *arg, hw_batch *b)
 	pthread_mutex_lock(&s->inq_mu);
 	// On the loop's own thread (an inline pass, link.h) waiting for the loop
 	// would never end, and waking it is pointless: the pass that made the
-	// flush applies the queue next (edge_server_pass_cb).
+	// flush applies the queue next (edge_server_pass).
 	self = s->loop_running && pthread_equal(pthread_self(), s->loop_thread);
 	while (!self && s->inq_open && s->inq_n >= EDGE_FWD_INQ_MAX)
 		pthread_cond_wait(&s->inq_cv, &s->inq_mu);

@@ -238,11 +238,9 @@ void edge_server_kick(edge_server *s);
 // deadline) was set, maybe outside an lws callback: lws 4.1 re-arms its
 // timer only after its own events, so the pass wakes it.
 void edge_server_lws_timeout(edge_server *s);
-// edge_server_signal wakes the loop from any thread (ev_async), which then
-// runs edge_server_wake: takes broker batches, a new view and stop
-// requests from other threads. Idempotent.
+// edge_server_signal wakes the loop from any thread (ev_async): it then
+// takes broker batches, a new view and stop requests. Idempotent.
 void edge_server_signal(edge_server *s);
-void edge_server_wake(edge_server *s);
 // edge_server_conn_gone is called when a connection has closed; it may end
 // a drain.
 void edge_server_conn_gone(edge_server *s);

@@ -134,9 +134,8 @@ static void edge_server_stats(edge_server *s)
 static void edge_server_pass(edge_server *s)
 {
 	// Inline (all-in-one): the flush may run the brokers' passes on this
-	// thread, and their writes come back on it (inq_self). Still marked
-	// scheduled meanwhile, so that those do not schedule another pass:
-	// they are applied right after.
+	// thread, and their writes come back on it (inq_self): applied right
+	// after, in this pass.
 	edge_forward_flush(s);
 	s->pass_scheduled = false;
 	if (s->inq_self)
@@ -177,10 +176,7 @@ static void edge_server_finish(edge_server *s)
 			edge_conn_abandon(m->tab[i].val);
 	edge_forward_flush(s);
 	edge_conn_reap(s);
-	s->done = true;
-	// From a timer callback the loop would next wait with nothing left to
-	// wait for; wake it so edge_server_run returns now.
-	edge_server_signal(s);
+	s->done = true; // edge_server_run returns after this loop iteration
 }
 
 void edge_server_conn_gone(edge_server *s)
@@ -284,6 +280,17 @@ static void edge_server_drain(edge_server *s)
 	edge_server_drain_step(s);
 }
 
+// edge_server_wake takes broker batches, a new view and stop requests from
+// other threads (edge_server_signal). Idempotent.
+static void edge_server_wake(edge_server *s)
+{
+	if (s->destroying)
+		return;
+	edge_forward_inbound(s);
+	if (atomic_load(&s->stop_requested) && !s->draining)
+		edge_server_drain(s);
+}
+
 static void edge_server_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
 	(void)loop;
@@ -294,15 +301,6 @@ static void edge_server_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
 void edge_server_signal(edge_server *s)
 {
 	ev_async_send(s->evloop, &s->wake);
-}
-
-void edge_server_wake(edge_server *s)
-{
-	if (s->destroying)
-		return;
-	edge_forward_inbound(s);
-	if (atomic_load(&s->stop_requested) && !s->draining)
-		edge_server_drain(s);
 }
 
 static hw_err edge_server_context(edge_server *s)

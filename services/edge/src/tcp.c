@@ -22,8 +22,8 @@
 //   from POLLOUT. It also performs the closes edge_conn_close asked for
 //   (c->kill, or flush_close with an empty queue): closing is never done
 //   inside the code that decided it.
-// - Accept: up to EDGE_TCP_ACCEPT_BURST sockets per readiness; refused at
-//   once while draining or at edge.max_connections (as lws's filter did).
+// - Accept: up to EDGE_TCP_ACCEPT_BURST sockets per readiness; closed at
+//   once when edge_conn_open refuses them (draining, edge.max_connections).
 //   Out of file descriptors, accepting pauses for EDGE_TCP_RETRY_S so the
 //   level-triggered listener does not spin.
 #define _GNU_SOURCE // accept4
@@ -158,14 +158,15 @@ static void edge_tcp_accept_one(edge_server *s, edge_listener *l, int fd)
 	edge_conn     *c;
 	int            one = 1;
 
-	// Small frames go out at once (as with lws, and Mosquitto's
-	// set_tcp_nodelay): the edge coalesces writes itself.
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	// Refused (draining, edge.max_connections, no memory): closed at once.
 	c = edge_conn_open(s, l, NULL);
 	if (c == NULL) {
 		close(fd);
 		return;
 	}
+	// Small frames go out at once (as with lws, and Mosquitto's
+	// set_tcp_nodelay): the edge coalesces writes itself.
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	t = edge_tcp_of(c);
 	ev_io_init(&t->io, edge_tcp_io_cb, fd, EV_READ);
 	ev_io_start(s->evloop, &t->io);
@@ -198,10 +199,6 @@ static void edge_tcp_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 				ev_timer_start(loop, &l->retry);
 			}
 			return; // EAGAIN, or a connection that died in the backlog
-		}
-		if (s->draining || s->nconns >= s->cfg->edge.max_connections) {
-			close(fd);
-			continue;
 		}
 		edge_tcp_accept_one(s, l, fd);
 	}
@@ -277,32 +274,17 @@ hw_err edge_tcp_listen(edge_server *s, edge_listener *l, const char *host, int p
 
 void edge_tcp_close_all(edge_server *s)
 {
-	edge_map   *m = &s->conns;
-	edge_conn **all;
-	size_t      n = 0;
+	edge_map *m = &s->conns;
 
-	// Collected first: each close deletes from the map being walked.
-	all = malloc((m->count + 1) * sizeof(*all));
-	for (size_t i = 0; all != NULL && i < m->cap; i++) {
+	// A kill deletes its entry (backward shift, map.c): slot i is looked
+	// at again, a later entry may have moved into it.
+	for (size_t i = 0; i < m->cap;) {
 		edge_conn *c = m->tab[i].val;
 
 		if (m->tab[i].key != 0 && c->l->plain && c->open)
-			all[n++] = c;
-	}
-	for (size_t i = 0; i < n; i++)
-		edge_tcp_kill(all[i]);
-	free(all);
-	for (bool again = all == NULL; again;) {
-		// Out of memory for the list: one at a time.
-		again = false;
-		for (size_t i = 0; i < m->cap && !again; i++) {
-			edge_conn *c = m->tab[i].val;
-
-			if (m->tab[i].key != 0 && c->l->plain && c->open) {
-				edge_tcp_kill(c);
-				again = true;
-			}
-		}
+			edge_tcp_kill(c);
+		else
+			i++;
 	}
 	for (int i = 0; i < EDGE_L_COUNT; i++) {
 		edge_listener *l = &s->ls[i];
