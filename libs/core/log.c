@@ -7,11 +7,20 @@
 // - Each line is built in memory and written with a single write(2); lines
 //   under PIPE_BUF bytes are atomic even with many writer threads, and
 //   longer ones are still never interleaved by us within a call.
+// - The crash report runs in a signal handler, so it only uses what is
+//   async-signal-safe: the constant part of its line (level, id, node) is
+//   rendered at setup, the time and numbers are formatted by hand, and
+//   glibc's backtrace is called once at setup so that its lazy loading of
+//   libgcc_s does not happen inside the handler.
 
 #include "core/log.h"
 
 #include <errno.h>
+#include <execinfo.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,4 +268,179 @@ void hw_log_write(hw_log_level level, const char *id, const char *fmt, ...)
 	}
 	free(ln.heap);
 	free(msg_heap);
+}
+
+// ---------------------------------------------------------------------------
+// Crash report (design notes above)
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define LOG_CRASH_HANDLER 0
+#else
+#define LOG_CRASH_HANDLER 1
+#endif
+
+#define LOG_CRASH_FRAMES 64
+
+static char       log_crash_fixed[LOG_NODE_MAX * 6 + 64]; // ,"level":...,"node":"..."
+static size_t     log_crash_fixed_len;
+static atomic_int log_crash_entered;
+
+// log_crash_put appends s to buf at *len (bounded by cap).
+static void log_crash_put(char *buf, size_t *len, size_t cap, const char *s)
+{
+	while (*s != 0 && *len < cap)
+		buf[(*len)++] = *s++;
+}
+
+// log_crash_num appends v in base (10 or 16), at least width digits.
+static void log_crash_num(char *buf, size_t *len, size_t cap, uint64_t v, unsigned base, int width)
+{
+	char d[24];
+	int  n = 0;
+
+	do {
+		d[n++] = "0123456789abcdef"[v % base];
+		v /= base;
+	} while (v != 0 && n < (int)sizeof(d));
+	while (n < width && n < (int)sizeof(d))
+		d[n++] = '0';
+	while (n > 0 && *len < cap)
+		buf[(*len)++] = d[--n];
+}
+
+// log_crash_ts appends the UTC time as hw_log_write prints it, without
+// gmtime (days to civil date: H. Hinnant's algorithm).
+static void log_crash_ts(char *buf, size_t *len, size_t cap)
+{
+	struct timespec ts;
+	int64_t         days, secs, era, doe, yoe, doy, mp, y;
+	unsigned        m, d;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	days = ts.tv_sec / 86400;
+	secs = ts.tv_sec % 86400;
+	days += 719468;
+	era = days / 146097;
+	doe = days - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	y = yoe + era * 400;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	d = (unsigned)(doy - (153 * mp + 2) / 5 + 1);
+	m = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
+	y += m <= 2;
+	log_crash_num(buf, len, cap, (uint64_t)y, 10, 4);
+	log_crash_put(buf, len, cap, "-");
+	log_crash_num(buf, len, cap, m, 10, 2);
+	log_crash_put(buf, len, cap, "-");
+	log_crash_num(buf, len, cap, d, 10, 2);
+	log_crash_put(buf, len, cap, "T");
+	log_crash_num(buf, len, cap, (uint64_t)(secs / 3600), 10, 2);
+	log_crash_put(buf, len, cap, ":");
+	log_crash_num(buf, len, cap, (uint64_t)(secs / 60 % 60), 10, 2);
+	log_crash_put(buf, len, cap, ":");
+	log_crash_num(buf, len, cap, (uint64_t)(secs % 60), 10, 2);
+	log_crash_put(buf, len, cap, ".");
+	log_crash_num(buf, len, cap, (uint64_t)(ts.tv_nsec / 1000000), 10, 3);
+	log_crash_put(buf, len, cap, "Z");
+}
+
+static const char *log_crash_signame(int sig)
+{
+	switch (sig) {
+	case SIGSEGV: return "SIGSEGV";
+	case SIGBUS: return "SIGBUS";
+	case SIGILL: return "SIGILL";
+	case SIGFPE: return "SIGFPE";
+	case SIGABRT: return "SIGABRT";
+	default: return "signal";
+	}
+}
+
+static void log_crash_write(const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(log_sink.fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void log_crash_handler(int sig, siginfo_t *si, void *uc)
+{
+	char   line[sizeof(log_crash_fixed) + 256];
+	size_t len = 0;
+	void  *frames[LOG_CRASH_FRAMES];
+	int    n, saved = errno;
+
+	(void)uc;
+	// The first crashing thread reports; the handler is reset to the
+	// default (SA_RESETHAND), so another thread's crash meanwhile just ends
+	// the process.
+	if (atomic_exchange(&log_crash_entered, 1) == 0) {
+		log_crash_put(line, &len, sizeof(line), "{\"ts\":\"");
+		log_crash_ts(line, &len, sizeof(line));
+		log_crash_put(line, &len, sizeof(line), "\"");
+		if (len + log_crash_fixed_len < sizeof(line)) {
+			memcpy(line + len, log_crash_fixed, log_crash_fixed_len);
+			len += log_crash_fixed_len;
+		}
+		log_crash_put(line, &len, sizeof(line), ",\"msg\":\"crashed: ");
+		log_crash_put(line, &len, sizeof(line), log_crash_signame(sig));
+		log_crash_put(line, &len, sizeof(line), " (signal ");
+		log_crash_num(line, &len, sizeof(line), (uint64_t)sig, 10, 1);
+		if (si->si_code <= 0) {
+			// kill, tgkill, abort: no fault, a sender
+			log_crash_put(line, &len, sizeof(line), "), sent by pid ");
+			log_crash_num(line, &len, sizeof(line), (uint64_t)si->si_pid, 10, 1);
+		} else {
+			log_crash_put(line, &len, sizeof(line), "), fault address 0x");
+			log_crash_num(line, &len, sizeof(line), (uint64_t)(uintptr_t)si->si_addr, 16, 1);
+		}
+		log_crash_put(line, &len, sizeof(line), "; the stack follows\"}\n");
+		log_crash_write(line, len);
+		n = backtrace(frames, LOG_CRASH_FRAMES);
+		backtrace_symbols_fd(frames, n, log_sink.fd);
+	}
+	errno = saved;
+	// Die by the same signal: it is blocked while this handler runs and is
+	// delivered, with the default action, when the handler returns (a
+	// fault would also simply happen again).
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+void hw_log_crash_setup(void)
+{
+	static const int sigs[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT };
+	static char      altstack[64 * 1024];
+	log_line         ln = { log_crash_fixed, 0, sizeof(log_crash_fixed), NULL, 0 };
+	struct sigaction sa;
+	stack_t          ss;
+	void            *frame;
+
+	if (!LOG_CRASH_HANDLER)
+		return;
+	log_puts(&ln, ",\"level\":\"error\",\"id\":\"CRASH\",\"node\":\"");
+	log_put_json(&ln, log_sink.node);
+	log_puts(&ln, "\"");
+	log_crash_fixed_len = ln.len; // fits: at most 6 bytes per node byte
+	(void)backtrace(&frame, 1); // loads libgcc_s now, not in the handler
+	// The main thread's own stack may be what overflowed; other threads
+	// report on their own stacks.
+	ss.ss_sp = altstack;
+	ss.ss_size = sizeof(altstack);
+	ss.ss_flags = 0;
+	(void)sigaltstack(&ss, NULL);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = log_crash_handler;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		(void)sigaction(sigs[i], &sa, NULL);
 }

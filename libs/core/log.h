@@ -30,6 +30,17 @@ int hw_log_enabled(hw_log_level level);
 void hw_log_write(hw_log_level level, const char *id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+// hw_log_crash_setup makes a crash leave its evidence in the log: on
+// SIGSEGV, SIGBUS, SIGILL, SIGFPE or SIGABRT one error line with id CRASH
+// (the signal and the faulting address) is written to the log fd, followed by
+// the stack of the crashing thread as plain text lines (glibc's
+// backtrace_symbols_fd: "object(symbol+offset)[address]"; addr2line on the
+// same binaries turns offsets into lines), and the process then dies by the
+// same signal, so exit statuses and core dumps stay what they were. Call it
+// after hw_log_setup (the line carries the node name) and before threads
+// start. Not installed in sanitizer builds, whose own reports are better.
+void hw_log_crash_setup(void);
+
 #define HW_LOG_AT(lvl, id, ...)                                   \
 	do {                                                      \
 		if (hw_log_enabled(lvl))                          \

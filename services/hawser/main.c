@@ -148,6 +148,7 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		return 2;
 	hw_cli_log_setup(&cfg);
+	hw_log_crash_setup();
 
 	// Block the stop signals before any thread exists (NNG's and lws's
 	// inherit the mask); only hawser_sigwait takes them.

@@ -80,6 +80,7 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		return rc == 1 ? 0 : 2;
 	hw_cli_log_setup(&cfg);
+	hw_log_crash_setup();
 	// Block the signals before any thread starts so every thread inherits
 	// the mask and sigwait below receives them.
 	sigemptyset(&sigs);

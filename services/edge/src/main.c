@@ -62,6 +62,7 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		return 2;
 	hw_cli_log_setup(&cfg);
+	hw_log_crash_setup();
 
 	// Block the stop signals in every thread (NNG's and lws's are created
 	// later and inherit the mask); one thread takes them with sigwait.

@@ -26,6 +26,7 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		return 2;
 	hw_cli_log_setup(&cfg);
+	hw_log_crash_setup();
 
 	// Block the stop signals before NNG starts its threads (they inherit
 	// the mask); this thread takes them with sigwait.
