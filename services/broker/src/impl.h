@@ -204,6 +204,7 @@ typedef struct brk_worker {
 	// slot ownership (slot.c): the epoch of each slot this worker holds
 	// (only slots with slot % nworkers == index), 0 = not held
 	uint64_t         *slot_epoch;
+	brk_slotset       shard;      // the slots with slot % nworkers == index
 	// The held slots of the shard whose sessions are loaded, for the
 	// receive thread (release after the load, acquire there; slot.c).
 	_Atomic uint64_t  held_bits[BRK_SLOT_WORDS];

@@ -45,6 +45,11 @@
 
 hw_err brk_slot_init(brk_worker *w)
 {
+	uint32_t n = w->srv != NULL ? w->srv->nworkers : 1; // no server: a unit test's lone worker
+
+	memset(&w->shard, 0, sizeof(w->shard));
+	for (uint32_t slot = w->index; slot < HW_SLOTS; slot += n)
+		brk_slotset_add(&w->shard, slot);
 	w->slot_epoch = calloc(HW_SLOTS, sizeof(*w->slot_epoch));
 	w->moved_ms = calloc(HW_SLOTS, sizeof(*w->moved_ms));
 	w->moved_view = calloc(HW_SLOTS, sizeof(*w->moved_view));

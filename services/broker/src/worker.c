@@ -603,9 +603,20 @@ static void brk_worker_publish(brk_worker *w, brk_work *wk)
 static void brk_worker_orphans(brk_worker *w, brk_slotset *out)
 {
 	memset(out, 0, sizeof(*out));
-	for (uint32_t slot = w->index; slot < HW_SLOTS; slot += w->srv->nworkers)
-		if (!brk_slot_held(w, slot) && !brk_slot_mine(w, slot) && brk_slot_owner_down(w, slot))
-			brk_slotset_add(out, slot);
+	// Word by word: usually every slot of the shard is held and nothing
+	// is left to look at (held_bits is the worker's own, equal to
+	// brk_slot_held outside a claim).
+	for (size_t i = 0; i < BRK_SLOT_WORDS; i++) {
+		uint64_t left = w->shard.bits[i] &
+		    ~atomic_load_explicit(&w->held_bits[i], memory_order_relaxed);
+
+		for (; left != 0; left &= left - 1) {
+			uint32_t slot = (uint32_t)(i * 64 + (size_t)__builtin_ctzll(left));
+
+			if (!brk_slot_mine(w, slot) && brk_slot_owner_down(w, slot))
+				brk_slotset_add(out, slot);
+		}
+	}
 }
 
 // brk_worker_fanin counts down the downstream Publishes of this pass once
