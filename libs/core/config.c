@@ -130,7 +130,8 @@ static const cfg_entry cfg_table[] = {
 	CFG_U32("edge.max_packet_size", edge.max_packet_size, "1048576", 1, 268435455,
 	    "Largest MQTT packet accepted from a client, in bytes."),
 	CFG_U32("edge.max_connections", edge.max_connections, "1000000", 1, 100000000,
-	    "Client connections accepted at once; more are refused."),
+	    "Client connections accepted at once; more are refused. The edge also lowers its soft "
+	    "open-files limit to this + 4096 (libwebsockets scans a table of that size per close)."),
 	CFG_U32("edge.write_queue_bytes", edge.write_queue_bytes, "1048576", 1024, 1073741824,
 	    "Per-connection write queue hard limit in bytes; past it a slow consumer is disconnected."),
 	CFG_U32("edge.connect_timeout_ms", edge.connect_timeout_ms, "10000", 100, 3600000,

@@ -58,3 +58,46 @@ def test_sighup_stops_no_process():
     finally:
         statuses = dep.stop()
     assert all(code == 0 for _, code in statuses), f"unclean exits: {statuses}"
+
+
+def _nofile(pid):
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError(f"no open-files line in /proc/{pid}/limits")
+
+
+@pytest.mark.hawser_only
+def test_edge_bounds_its_open_files_limit():
+    """Debian's libwebsockets scans a table as long as the open-files limit
+    on every WebSocket or HTTP close: the edge lowers its soft limit to
+    edge.max_connections + 4096 and leaves the hard limit alone, and clients
+    on every transport still work under it."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard <= 200 + 4096:
+        pytest.skip(f"the hard open-files limit ({hard}) leaves nothing to lower")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the edge inherits it
+    try:
+        dep = harness.start(harness.AllInOne(["--set", "edge.max_connections=200"]))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        (p,) = dep.procs
+        assert _nofile(p.popen.pid) == (200 + 4096, hard)
+        assert p.lines_with_id("EDGE-FD-LIMIT"), "the edge did not say it lowered the limit"
+        subs = []
+        for transport in ("tcp", "ws"):
+            c = Client(dep.endpoint(0, transport), dep.client_id(f"fd-{transport}"), version=5)
+            c.connect()
+            c.subscribe("fd/t", qos=1)
+            subs.append(c)
+        subs[0].publish("fd/t", b"under-the-limit", qos=1)
+        for c in subs:
+            assert c.expect(what="a message under the lowered limit").payload == b"under-the-limit"
+            c.close()
+    finally:
+        statuses = dep.stop()
+    assert all(code == 0 for _, code in statuses), f"unclean exits: {statuses}"

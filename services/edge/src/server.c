@@ -40,10 +40,20 @@
 //   is left or at edge.drain_timeout_ms (the rest are then closed with the
 //   context, still as SHUTDOWN). The listening sockets stay bound but
 //   refuse until the server is freed.
+// - Open-files limit: Debian's libwebsockets (4.1.6, built with _DEBUG)
+//   sizes its fd table from RLIMIT_NOFILE and scans all of it, reading the
+//   struct lws of every open connection, each time it closes a connection
+//   it serves (WebSocket, HTTP; not TLS, not plain TCP): about 1 ns an
+//   entry, so 1 ms per close at the 1,048,576 a container usually gets, and
+//   a drain of 100,000 WebSocket clients would cost 100 s of CPU. The edge
+//   lowers its soft limit to what it can use (edge.max_connections +
+//   EDGE_FD_RESERVE) before creating the context, so the scan is bounded by
+//   the capacity the operator configured (edge_server_fd_limit).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -52,6 +62,9 @@
 
 #define EDGE_SCRATCH_BYTES (64u * 1024u)
 #define EDGE_DRAIN_TICK_MS 100u
+// fds beyond the client connections: broker links, HTTP, and in the
+// all-in-one the store's and Kafka's sockets
+#define EDGE_FD_RESERVE 4096u
 
 static const char *const edge_listener_names[EDGE_L_COUNT] = {
 	"mqtt", "mqtts", "ws", "wss", "http",
@@ -303,6 +316,26 @@ void edge_server_signal(edge_server *s)
 	ev_async_send(s->evloop, &s->wake);
 }
 
+// edge_server_fd_limit lowers the soft open-files limit to what the edge
+// can use (design notes: libwebsockets scans a table of that size per
+// close). Never raises it; a failure only costs the scan.
+static void edge_server_fd_limit(const hw_config *cfg)
+{
+	rlim_t want = (rlim_t)cfg->edge.max_connections + EDGE_FD_RESERVE;
+	struct rlimit rl;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur <= want)
+		return;
+	was = rl.rlim_cur;
+	rl.rlim_cur = want;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+		hw_log_info("EDGE-FD-LIMIT",
+		    "open files limit lowered from %llu to %llu (edge.max_connections + %u): "
+		    "libwebsockets scans a table of this size on every close",
+		    (unsigned long long)was, (unsigned long long)want, EDGE_FD_RESERVE);
+}
+
 static hw_err edge_server_context(edge_server *s)
 {
 	struct lws_context_creation_info info;
@@ -313,6 +346,7 @@ static hw_err edge_server_context(edge_server *s)
 	if (hw_log_enabled(HW_LOG_DEBUG))
 		logs |= LLL_NOTICE;
 	lws_set_log_level(logs, edge_server_lws_log);
+	edge_server_fd_limit(cfg);
 
 	s->evloop = ev_loop_new(EVFLAG_AUTO);
 	if (s->evloop == NULL) {
