@@ -131,11 +131,10 @@ void brk_hold_drop(brk_session *s)
 	s->hold = NULL;
 }
 
-bool brk_hold_take(brk_worker *w, brk_edge *e, const brk_connpacket *cp)
+bool brk_hold_take(brk_worker *w, brk_session *s, brk_edge *e, const brk_connpacket *cp)
 {
 	uint8_t key[12];
 	hw_bytes k = brk_conn_key(key, e, cp->conn);
-	brk_session *s = brk_set_get(&w->conns, k);
 	brk_connauth *ca = NULL;
 	brk_heldq *q;
 
@@ -217,7 +216,7 @@ void brk_hold_replay(brk_worker *w, brk_edge *e, uint64_t conn, brk_heldq *q)
 		cp.conn = conn;
 		cp.data.data = p->data;
 		cp.data.len = p->len;
-		brk_worker_dispatch(w, e, &cp);
+		brk_worker_dispatch(w, s, e, &cp);
 		free(p);
 	}
 	brk_hold_clear(q);

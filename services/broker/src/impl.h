@@ -600,8 +600,9 @@ void brk_hold_connect_fn(void *arg, brk_auth_connect_result *res);
 void brk_hold_acl_fn(void *arg, brk_acl_result res);
 // brk_hold_take holds a packet that arrived from the network if its
 // connection is waiting (authentication, or an ACL verdict); true when
-// held (or when the hold overflowed and the connection was closed).
-bool brk_hold_take(brk_worker *w, brk_edge *e, const brk_connpacket *cp);
+// held (or when the hold overflowed and the connection was closed). s is
+// the connection's session in w->conns, NULL if it has none (yet).
+bool brk_hold_take(brk_worker *w, brk_session *s, brk_edge *e, const brk_connpacket *cp);
 // brk_hold_start makes c->s wait for `waiting` verdicts of the packet being
 // handled (c->cp->data is copied), with rc[0..n) as known so far.
 hw_err brk_hold_start(brk_ctx *c, uint64_t serial, const uint8_t *rc, uint32_t n,
@@ -628,7 +629,8 @@ void brk_connauth_free(brk_connauth *ca);
 // w->authing) with its answer in ca->res: CONNACK and session, or refusal.
 void brk_connect_authed(brk_worker *w, brk_connauth *ca);
 // worker.c: brk_worker_dispatch decodes and handles one packet of
-// connection (e, cp->conn), without looking at holds.
-void brk_worker_dispatch(brk_worker *w, brk_edge *e, const brk_connpacket *cp);
+// connection (e, cp->conn), whose session in w->conns is s (NULL: none),
+// without looking at holds.
+void brk_worker_dispatch(brk_worker *w, brk_session *s, brk_edge *e, const brk_connpacket *cp);
 
 #endif

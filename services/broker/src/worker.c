@@ -443,13 +443,16 @@ void brk_publish_fail(brk_worker *w, brk_session *s, uint8_t qos, uint16_t pid, 
 static void brk_worker_packet(brk_worker *w, brk_batch *bb, const brk_connpacket *cp)
 {
 	brk_edge *e = brk_out_edge(w, bb->b->from, bb->b->reply_to);
+	uint8_t key[12];
+	brk_session *s;
 
 	if (e == NULL || cp->data.len == 0)
 		return;
+	s = brk_set_get(&w->conns, brk_conn_key(key, e, cp->conn));
 	// Held while an authentication or ACL decision for it is pending.
-	if (brk_hold_take(w, e, cp))
+	if (brk_hold_take(w, s, e, cp))
 		return;
-	brk_worker_dispatch(w, e, cp);
+	brk_worker_dispatch(w, s, e, cp);
 }
 
 // brk_worker_stray answers a packet of a connection we do not have: taken
@@ -467,18 +470,18 @@ static void brk_worker_stray(brk_worker *w, brk_edge *e, const brk_connpacket *c
 	brk_out_moved(w, e, cp->conn, owner);
 }
 
-void brk_worker_dispatch(brk_worker *w, brk_edge *e, const brk_connpacket *cp)
+void brk_worker_dispatch(brk_worker *w, brk_session *s, brk_edge *e, const brk_connpacket *cp)
 {
 	hw_mqtt_packet pkt;
-	brk_ctx c = { .w = w, .edge = e, .cp = cp, .pkt = &pkt, .now_ms = hw_clock_mono_ms() };
-	uint8_t key[12], reason = HW_RC_MALFORMED;
+	brk_ctx c = { .w = w, .s = s, .edge = e, .cp = cp, .pkt = &pkt,
+		.now_ms = hw_clock_mono_ms() };
+	uint8_t reason = HW_RC_MALFORMED;
 	brk_handler_fn fn;
 	unsigned type;
 
 	if (e == NULL || cp->data.len == 0)
 		return;
 	type = cp->data.data[0] >> 4;
-	c.s = brk_set_get(&w->conns, brk_conn_key(key, e, cp->conn));
 	if (type == HW_MQTT_CONNECT) {
 		brk_handle_connect(&c);
 		return;
