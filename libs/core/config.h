@@ -41,6 +41,7 @@ typedef struct hw_config {
 		uint32_t max_packet_size;     // bytes, 1..268435455
 		uint32_t max_connections;
 		uint32_t write_queue_bytes;   // per-connection hard limit
+		uint32_t ws_rx_buffer;        // bytes lws keeps per WebSocket for frames
 		uint32_t connect_timeout_ms;  // CONNECT must arrive within this
 		uint32_t drain_rate;          // closes per second on SIGTERM
 		uint32_t drain_timeout_ms;

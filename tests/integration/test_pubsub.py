@@ -246,3 +246,34 @@ def test_qos2_duplicate_publish_delivered_once(gw, version):
         got.append(m.payload)
         m = sub.expect()
     assert got == [b"exactly-once"], f"QoS 2 copies before the marker: {got}"
+
+
+@pytest.mark.hawser_only
+def test_websocket_frames_larger_than_the_rx_buffer():
+    """edge.ws_rx_buffer=128 (the smallest): libwebsockets hands every
+    WebSocket frame over in pieces of at most 128 bytes; small and large
+    messages still arrive whole, over WebSocket and TCP alike."""
+    import harness
+    from clients import Client
+    dep = harness.start(harness.AllInOne(["--set", "edge.ws_rx_buffer=128"]))
+    try:
+        t = "rxbuf/t"
+        subs = []
+        for transport in ("ws", "tcp"):
+            c = Client(dep.endpoint(0, transport), dep.client_id(f"rxbuf-sub-{transport}"), version=5)
+            c.connect()
+            c.subscribe(t, qos=1)
+            subs.append(c)
+        pub = Client(dep.endpoint(0, "ws"), dep.client_id("rxbuf-pub"), version=5)
+        pub.connect()
+        payloads = [b"s" * 20, bytes(range(256)) * 20, b"m" * 127, b"b" * 129]
+        for p in payloads:
+            pub.publish(t, p, qos=1)
+        for c in subs:
+            got = c.expect_n(len(payloads), what="messages larger and smaller than the rx buffer")
+            assert [m.payload for m in got] == payloads
+            c.close()
+        pub.close()
+    finally:
+        statuses = dep.stop()
+    assert all(code == 0 for _, code in statuses), f"unclean exits: {statuses}"

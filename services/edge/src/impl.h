@@ -161,6 +161,7 @@ struct edge_server {
 	hw_metrics         *metrics;
 	edge_stats          st;
 	struct lws_context *ctx;
+	struct lws_protocols ws_protocols[2]; // the WebSocket vhosts' (listen.c)
 	struct ev_loop     *evloop;       // lws runs on it (epoll, not poll)
 	edge_listener       ls[EDGE_L_COUNT];
 
@@ -248,8 +249,9 @@ void edge_server_conn_gone(edge_server *s);
 // listen.c
 // edge_listen_open creates the vhost of listener l on address `spec`.
 hw_err edge_listen_open(edge_server *s, edge_listener *l, const char *spec);
-// edge_listen_protocols returns the lws protocol list of a listener kind.
-const struct lws_protocols *edge_listen_protocols(int kind);
+// edge_listen_protocols returns the lws protocol list of a listener kind
+// (the WebSocket kinds' lives in s: its rx buffer size is configured).
+const struct lws_protocols *edge_listen_protocols(edge_server *s, int kind);
 
 // http.c
 typedef struct edge_http_pss {

@@ -122,23 +122,19 @@ static const struct lws_protocols edge_listen_raw_protocols[] = {
 // The ws vhosts' first protocol is "mqtt", so a client that names no
 // subprotocol still gets MQTT, and plain HTTP requests reach our handler.
 // lws holds an rx buffer of rx_buffer_size for every WebSocket for its whole
-// life: 512 bytes, not 4096 (4 KB per idle connection). Frames larger than
-// that arrive in several RECEIVE callbacks, which edge_rx reassembles like
-// TCP reads; tx_packet_size keeps the 4096 sends had with rx at 4096.
-#define EDGE_WS_RX_BYTES 512u
+// life: edge.ws_rx_buffer (512 by default, not lws's 4096: 4 KB per idle
+// connection). Frames larger than that arrive in several RECEIVE
+// callbacks, which edge_rx reassembles like TCP reads; tx_packet_size keeps
+// the 4096 sends had with rx at 4096. The list lives in the server (lws
+// keeps a pointer to it) because the size is configured.
 #define EDGE_WS_TX_BYTES 4096u
-static const struct lws_protocols edge_listen_ws_protocols[] = {
-	{ "mqtt", edge_listen_cb, sizeof(edge_listen_pss), EDGE_WS_RX_BYTES, 0, NULL,
-	    EDGE_WS_TX_BYTES },
-	{ NULL, NULL, 0, 0, 0, NULL, 0 },
-};
 
 static const struct lws_protocols edge_listen_http_protocols[] = {
 	{ "http", edge_http_cb, sizeof(edge_http_pss), 0, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 
-const struct lws_protocols *edge_listen_protocols(int kind)
+const struct lws_protocols *edge_listen_protocols(edge_server *s, int kind)
 {
 	switch (kind) {
 	case EDGE_L_MQTT:
@@ -146,7 +142,10 @@ const struct lws_protocols *edge_listen_protocols(int kind)
 		return edge_listen_raw_protocols;
 	case EDGE_L_WS:
 	case EDGE_L_WSS:
-		return edge_listen_ws_protocols;
+		s->ws_protocols[0] = (struct lws_protocols){ "mqtt", edge_listen_cb,
+			sizeof(edge_listen_pss), s->cfg->edge.ws_rx_buffer, 0, NULL, EDGE_WS_TX_BYTES };
+		memset(&s->ws_protocols[1], 0, sizeof(s->ws_protocols[1]));
+		return s->ws_protocols;
 	default:
 		return edge_listen_http_protocols;
 	}
@@ -186,7 +185,7 @@ hw_err edge_listen_open(edge_server *s, edge_listener *l, const char *spec)
 	info.vhost_name = l->name;
 	info.port = addr.port;
 	info.iface = addr.host[0] != '\0' ? addr.host : NULL;
-	info.protocols = edge_listen_protocols(l->kind);
+	info.protocols = edge_listen_protocols(s, l->kind);
 	info.user = l;
 	info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
 	info.retry_and_idle_policy = &edge_listen_no_validity;
