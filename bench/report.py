@@ -3,8 +3,10 @@
 the results section of bench/README.md. Standard library only.
 
     report.py --lines RESULTS.jsonl --meta META.env --out latest.json
-        writes latest.json (run metadata + one object per loadgen line) and
-        prints the full table (one column per target, then each Hawser
+        writes latest.json (run metadata, one object per loadgen line in
+        "runs", and in "results" one per target, scenario and QoS: with
+        several rounds (REPEAT) each metric's median over them) and prints
+        the full table (one column per target, then each Hawser
         target's ratio to Mosquitto)
     report.py --from latest.json [--readme bench/README.md]
         prints the table of an existing latest.json; with --readme, replaces
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -67,6 +70,7 @@ PUB_METRICS = [
     ("dropped at queue bound", "queue_dropped", False),
     ("p50 (us)", "p50_us", True),
     ("p99 (us)", "p99_us", True),
+    ("p99 of each round (us)", "p99_rounds", True),
     ("max (us)", "max_us", False),
     ("CPU/delivery (us)", "cpu_us_per_msg", True),
     ("CPU/delivery + Redis/Kafka (us)", "cpu_us_per_msg+", True),
@@ -75,7 +79,40 @@ PUB_METRICS = [
     ("loadgen CPU %", "loadgen_cpu_pct", False),
     ("other processes CPU %", "others_cpu_pct", False),
 ]
-NO_RATIO = {"lost", "queue_dropped", "aux_cpu_pct", "others_cpu_pct", "loadgen_cpu_pct"}
+NO_RATIO = {"lost", "queue_dropped", "aux_cpu_pct", "others_cpu_pct", "loadgen_cpu_pct",
+            "p99_rounds"}
+# Summed over rounds rather than their median: a loss in any round shows.
+SUMMED = {"lost", "queue_dropped", "sent", "received", "expected", "dup", "failed", "dropped"}
+
+
+def merge_rounds(runs):
+    """One result per (scenario, qos, target): a lone run as it is; for
+    several rounds, each numeric metric's median over the rounds that have
+    a result (SUMMED ones added up), and every round's p99 in p99_rounds
+    ("error" for a round without a result)."""
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["scenario"], r.get("qos", 0), r["target"]), []).append(r)
+    out = []
+    for group in groups.values():
+        ok = [r for r in group if "error" not in r]
+        if len(group) == 1 or not ok:
+            out.append({k: v for k, v in group[0].items() if k != "round"})
+            continue
+        m = {k: v for k, v in ok[0].items() if k != "round"}
+        for k, v in ok[0].items():
+            vals = [r.get(k) for r in ok]
+            if k == "round" or isinstance(v, bool) or \
+                    not all(isinstance(x, (int, float)) for x in vals):
+                continue
+            if k in SUMMED:
+                m[k] = sum(vals)
+            elif any(x != vals[0] for x in vals): # settings (qos, conns...) stay as they are
+                m[k] = statistics.median(vals)
+        m["rounds"] = len(group)
+        m["p99_rounds"] = [r.get("p99_us") if "error" not in r else "error" for r in group]
+        out.append(m)
+    return out
 
 
 def read_meta(path):
@@ -123,7 +160,8 @@ def build_doc(lines_path, meta_path):
         "build": {"dir": meta.get("build_dir", ""), "type": meta.get("build_type", ""),
                   "sanitizer": meta.get("sanitizer", "")},
         "settings": knobs,
-        "results": rows,
+        "results": merge_rounds(rows),
+        "runs": rows,
     }
 
 
@@ -139,6 +177,8 @@ def value(r, key):
 def fmt(v):
     if v is None:
         return "-"
+    if isinstance(v, list):
+        return " / ".join(fmt(x) for x in v)
     if isinstance(v, str):
         return v
     return f"{v:.1f}" if abs(v) < 100 and v != int(v) else f"{v:,.0f}"
@@ -158,6 +198,7 @@ def table(doc, summary=False):
                              else len(SCENARIO_ORDER), k[1]))
     by = {(r["scenario"], r.get("qos", 0), r["target"]): r for r in rows}
     has_aux = any("aux_cpu_s" in r for r in rows)
+    rounds_of = {(r["scenario"], r.get("qos", 0)) for r in rows if "p99_rounds" in r}
     ratios = [t for t in targets if t != "mosquitto"] if "mosquitto" in targets else []
 
     head = ["scenario", "qos", "metric"] + targets + [f"{t}/mosquitto" for t in ratios]
@@ -167,6 +208,8 @@ def table(doc, summary=False):
             if summary and not in_summary:
                 continue
             if not has_aux and ("+" in key or key.startswith("aux_")):
+                continue
+            if key == "p99_rounds" and (scen, qos) not in rounds_of:
                 continue
             cells = [scen, str(qos), label]
             vals = {}
@@ -228,6 +271,14 @@ def readme_section(doc, readme_dir, results_dir):
         f"p2p {s.get('P2P_PAIRS', '?')} pairs at {s.get('P2P_RATE', '?')}/s; p2p-max "
         f"{s.get('MAX_PAIRS', '?')} pairs × {s.get('MAX_WINDOW', '?')} in flight "
         f"(transport {s.get('TRANSPORT', '?')}; `idle-ws` is idle over WebSocket)",
+    ]
+    rounds = int(s.get("REPEAT", "1") or 1)
+    if rounds > 1:
+        lines.append(f"- **Rounds**: fanin, fanout and p2p ran {rounds} times over every "
+                     "target, round after round; their rows give each metric's median over "
+                     "the rounds (losses added up) and, in \"p99 of each round\", every "
+                     "round's p99")
+    lines += [
         "- **Targets**:",
     ]
     for t in targets:

@@ -4,9 +4,10 @@
 # this machine, print a table with the ratio of each Hawser target to
 # Mosquitto and write bench/results/latest.json. See bench/README.md.
 #
-#   bash bench/run.sh --all   every target and scenario, 15 s per run (about
-#                             15 min on 2 cores), then bench/results/*.png
-#                             and the results section of bench/README.md
+#   bash bench/run.sh --all   every target and scenario, 15 s per run, the
+#                             fixed-load ones 3 times (about 30 min on 2
+#                             cores), then bench/results/*.png and the
+#                             results section of bench/README.md
 #   bash bench/run.sh         the knobs below (default: mosquitto and the
 #                             all-in-one, every scenario over TCP)
 #
@@ -20,6 +21,9 @@
 #   SCENARIOS="idle fanin fanout p2p p2p-max"  (also idle-ws: idle over
 #                                               WebSocket whatever TRANSPORT)
 #   QOS="0 1"  MQTT=5  TRANSPORT=tcp|ws  SIZE=64  DURATION=10  DRAIN=3
+#   REPEAT=1  (3 with --all: rounds of the fixed-load scenarios fanin, fanout
+#              and p2p over every target; the table shows each metric's
+#              median over the rounds and every round's p99)
 #   IDLE_CONNS=10000  FANIN_PUBS=100  FANOUT_SUBS=1000  P2P_PAIRS=1000
 #   FANIN_RATE=20000  FANOUT_RATE=50  P2P_RATE=20000  (publishes/s, total)
 #   MAX_PAIRS=100 MAX_WINDOW=16   (p2p-max: closed loop, no rate limit)
@@ -35,7 +39,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-KNOBS="TARGETS SCENARIOS QOS MQTT TRANSPORT SIZE DURATION DRAIN IDLE_CONNS FANIN_PUBS
+KNOBS="TARGETS SCENARIOS QOS MQTT TRANSPORT SIZE DURATION DRAIN REPEAT IDLE_CONNS FANIN_PUBS
 FANIN_RATE FANOUT_SUBS FANOUT_RATE P2P_PAIRS P2P_RATE MAX_PAIRS MAX_WINDOW CONN_RATE
 TARGET_CPU LOADGEN_CPU REDIS_CPU KAFKA_CPU KAFKA_PARTITIONS BUILD_DIR HAWSER_BIN
 MOSQUITTO_BIN REDIS_BIN QUIET_PCT QUIET_WAIT PLOTS README BENCH_VENV BUILD"
@@ -66,6 +70,7 @@ if ((ALL)); then
 	TARGETS=${TARGETS:-"mosquitto hawser hawser-split hawser-redis hawser-kafka"}
 	SCENARIOS=${SCENARIOS:-"idle idle-ws fanin fanout p2p p2p-max"}
 	DURATION=${DURATION:-15}
+	REPEAT=${REPEAT:-3}
 	PLOTS=${PLOTS:-1}
 	README=${README:-1}
 fi
@@ -78,6 +83,7 @@ TRANSPORT=${TRANSPORT:-tcp}
 SIZE=${SIZE:-64}
 DURATION=${DURATION:-10}
 DRAIN=${DRAIN:-3}
+REPEAT=${REPEAT:-1}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 FANIN_PUBS=${FANIN_PUBS:-100}
 FANOUT_SUBS=${FANOUT_SUBS:-1000}
@@ -409,7 +415,8 @@ d = json.loads(sys.stdin.read())
 d["scenario"] = sys.argv[1]
 if sys.argv[2].isdigit():
     d["queue_dropped"] = int(sys.argv[2])
-print(json.dumps(d))' "$scen" "$dropped" >>"$LINES"
+d["round"] = int(sys.argv[3])
+print(json.dumps(d))' "$scen" "$dropped" "$ROUND" >>"$LINES"
 }
 
 # kafka_warmup: a fresh JVM compiles its hot paths during the first
@@ -477,47 +484,53 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ---- scenarios, target by target (Kafka runs only while its target does)
-for target in $TARGETS; do
-	[[ $target == hawser-kafka ]] && kafka_warmup
-	for scen in $SCENARIOS; do
-		case $scen in
-		idle)
-			run_one "$target" idle 0 "$TRANSPORT" --scenario idle --conns "$IDLE_CONNS" --hold 3
-			;;
-		idle-ws)
-			run_one "$target" idle-ws 0 ws --scenario idle --conns "$IDLE_CONNS" --hold 3
-			;;
-		fanin)
-			for q in $QOS; do
-				run_one "$target" fanin "$q" "$TRANSPORT" --scenario fanin --pubs "$FANIN_PUBS" \
-				    --rate "$FANIN_RATE" --duration "$DURATION"
-			done
-			;;
-		fanout)
-			for q in $QOS; do
-				run_one "$target" fanout "$q" "$TRANSPORT" --scenario fanout --subs "$FANOUT_SUBS" \
-				    --rate "$FANOUT_RATE" --duration "$DURATION"
-			done
-			;;
-		p2p)
-			for q in $QOS; do
-				run_one "$target" p2p "$q" "$TRANSPORT" --scenario p2p --pairs "$P2P_PAIRS" \
-				    --rate "$P2P_RATE" --duration "$DURATION"
-			done
-			;;
-		p2p-max)
-			for q in $QOS; do
-				run_one "$target" p2p-max "$q" "$TRANSPORT" --scenario p2p --pairs "$MAX_PAIRS" \
-				    --rate 0 --window "$MAX_WINDOW" --duration "$DURATION"
-			done
-			;;
-		*)
-			log "unknown scenario $scen"
-			;;
-		esac
+# Rounds: the first runs every scenario; the others repeat the fixed-load
+# ones, over every target again, so each round sees Mosquitto and Hawser
+# under about the same host conditions.
+for ((ROUND = 1; ROUND <= REPEAT; ROUND++)); do
+	for target in $TARGETS; do
+		[[ $target == hawser-kafka ]] && kafka_warmup
+		for scen in $SCENARIOS; do
+			((ROUND > 1)) && [[ $scen != fanin && $scen != fanout && $scen != p2p ]] && continue
+			case $scen in
+			idle)
+				run_one "$target" idle 0 "$TRANSPORT" --scenario idle --conns "$IDLE_CONNS" --hold 3
+				;;
+			idle-ws)
+				run_one "$target" idle-ws 0 ws --scenario idle --conns "$IDLE_CONNS" --hold 3
+				;;
+			fanin)
+				for q in $QOS; do
+					run_one "$target" fanin "$q" "$TRANSPORT" --scenario fanin --pubs "$FANIN_PUBS" \
+					    --rate "$FANIN_RATE" --duration "$DURATION"
+				done
+				;;
+			fanout)
+				for q in $QOS; do
+					run_one "$target" fanout "$q" "$TRANSPORT" --scenario fanout --subs "$FANOUT_SUBS" \
+					    --rate "$FANOUT_RATE" --duration "$DURATION"
+				done
+				;;
+			p2p)
+				for q in $QOS; do
+					run_one "$target" p2p "$q" "$TRANSPORT" --scenario p2p --pairs "$P2P_PAIRS" \
+					    --rate "$P2P_RATE" --duration "$DURATION"
+				done
+				;;
+			p2p-max)
+				for q in $QOS; do
+					run_one "$target" p2p-max "$q" "$TRANSPORT" --scenario p2p --pairs "$MAX_PAIRS" \
+					    --rate 0 --window "$MAX_WINDOW" --duration "$DURATION"
+				done
+				;;
+			*)
+				log "unknown scenario $scen"
+				;;
+			esac
+		done
 	done
-	[[ $target == hawser-kafka ]] && kafka_stop
 done
+kafka_stop
 
 # ---- report
 mkdir -p "$RESULTS_DIR"
