@@ -41,19 +41,17 @@
 //   fails with NNG_ECLOSED and the loop stops re-arming), then nng_aio_stop
 //   waits for a callback that is still running. Only then are peers closed
 //   and memory freed, so no callback runs after hw_link_close returns.
-// - Received batches are unpacked into one arena per batch (link_arena):
-//   protobuf-c otherwise makes one malloc per message, string and array of
-//   the batch and one free each again; at the all-in-one's throughput
-//   ceiling malloc/free were 37 % of the CPU and protobuf-c 23 % (perf,
-//   p2p-max QoS 1). The Batch is the arena's first allocation (protobuf-c
-//   allocates the top message first), so hw_link_batch_free finds the arena
-//   right in front of it. Receivers never free parts of a batch.
+// - Every batch a receiver gets lives in one arena (link/arena.h), so
+//   hw_link_batch_free is one walk: received batches are unpacked into it,
+//   inproc batches are copied into it.
 // - inproc:// does not use NNG at all (link/local.h): the inbox binds a
 //   process-wide endpoint and an inproc peer delivers on the sender's thread
 //   under the endpoint's mutex, with the same order, buffering (before the
 //   receiver starts), HW_EFULL and close guarantees. Reset drops what waits
 //   for an unbound receiver; park makes sends fail with HW_ECLOSED until
-//   hw_link_peer_get.
+//   hw_link_peer_get. Nothing is packed on this path: the receiver gets a
+//   deep copy of the sender's batch, which is what unpacking the packed
+//   batch gave it, at a fraction of the cost.
 
 #include "link/link.h"
 
@@ -69,6 +67,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "link/arena.h"
 #include "link/local.h"
 
 #define LINK_RECVMAXSZ (64u * 1024u * 1024u)
@@ -135,102 +134,12 @@ static hw_err link_err(int rv)
 // ---------------------------------------------------------------------------
 // Receive loop
 
-// ---------------------------------------------------------------------------
-// Arena for unpacking (design notes)
-
-typedef struct link_chunk {
-	struct link_chunk *next;
-	struct link_chunk *cur;  // first chunk only: the one allocated from
-	size_t             used;
-	size_t             cap;
-} link_chunk;
-
-#define LINK_CHUNK_HDR (((sizeof(link_chunk) + 15u) / 16u) * 16u)
-#define LINK_CHUNK_MEM(c) ((uint8_t *)(c) + LINK_CHUNK_HDR)
-
-static link_chunk *link_chunk_new(size_t cap)
+// link_deliver hands one batch to the user's callback (NNG's receive loop
+// and inproc deliveries both end here).
+static void link_deliver(void *arg, hw_batch *b)
 {
-	link_chunk *c = malloc(LINK_CHUNK_HDR + cap);
+	hw_link *l = arg;
 
-	if (c != NULL) {
-		c->next = NULL;
-		c->cur = c;
-		c->used = 0;
-		c->cap = cap;
-	}
-	return c;
-}
-
-static void *link_arena_alloc(void *data, size_t size)
-{
-	link_chunk *head = data, *c = head->cur;
-	void       *p;
-
-	size = (size + 15u) & ~(size_t)15u;
-	if (c->cap - c->used < size) {
-		link_chunk *n = link_chunk_new(size > 2 * c->cap ? size : 2 * c->cap);
-
-		if (n == NULL)
-			return NULL;
-		c->next = n;
-		head->cur = n;
-		c = n;
-	}
-	p = LINK_CHUNK_MEM(c) + c->used;
-	c->used += size;
-	return p;
-}
-
-static void link_arena_free(void *data, void *p)
-{
-	(void)data; // everything goes at once, in link_arena_release
-	(void)p;
-}
-
-static void link_arena_release(link_chunk *c)
-{
-	while (c != NULL) {
-		link_chunk *next = c->next;
-
-		free(c);
-		c = next;
-	}
-}
-
-// link_unpack unpacks buf into a fresh arena; NULL if it is not a Batch.
-static hw_batch *link_unpack(const uint8_t *buf, size_t len)
-{
-	// Unpacked, a batch takes a few times its packed size (structs and
-	// pointer arrays around each field); more chunks follow if needed.
-	link_chunk        *head = link_chunk_new(4 * len + 512);
-	ProtobufCAllocator a = { link_arena_alloc, link_arena_free, head };
-	hw_batch          *b;
-
-	if (head == NULL)
-		return NULL;
-	b = hawser__internal__v1__batch__unpack(&a, len, buf);
-	if (b == NULL || (void *)b != (void *)LINK_CHUNK_MEM(head)) {
-		// Not a batch (or, impossibly, not the first allocation: then it
-		// cannot be freed by address; drop it rather than leak or crash).
-		link_arena_release(head);
-		return NULL;
-	}
-	return b;
-}
-
-// link_deliver unpacks one received message and hands it to the user's
-// callback (NNG's receive loop and inproc deliveries both end here).
-static void link_deliver(void *arg, const uint8_t *buf, size_t len)
-{
-	hw_link  *l = arg;
-	hw_batch *b = link_unpack(buf, len);
-
-	if (b == NULL) {
-		// Bad peer input never takes the process down: count it.
-		hw_counter_inc(l->bad_batches);
-		hw_log_warn("LINK-BAD-BATCH", "dropped a batch that does not unpack");
-		return;
-	}
 	hw_counter_inc(l->batches_received);
 	hw_counter_add(l->items_received, b->n_items);
 	l->fn(l->arg, b);
@@ -239,16 +148,24 @@ static void link_deliver(void *arg, const uint8_t *buf, size_t len)
 static void link_recv_cb(void *arg)
 {
 	hw_link *l = arg;
-	nng_msg *msg;
-	int      rv = nng_aio_result(l->aio);
+	nng_msg  *msg;
+	hw_batch *b;
+	int       rv = nng_aio_result(l->aio);
 
 	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
 		return; // closing: do not re-arm
 	if (rv == 0) {
 		msg = nng_aio_get_msg(l->aio);
 		nng_aio_set_msg(l->aio, NULL);
-		link_deliver(l, nng_msg_body(msg), nng_msg_len(msg));
+		b = link_batch_unpack(nng_msg_body(msg), nng_msg_len(msg));
 		nng_msg_free(msg);
+		if (b != NULL) {
+			link_deliver(l, b);
+		} else {
+			// Bad peer input never takes the process down: count it.
+			hw_counter_inc(l->bad_batches);
+			hw_log_warn("LINK-BAD-BATCH", "dropped a batch that does not unpack");
+		}
 	} else {
 		hw_log_warn("LINK-RECV", "receive failed: %s", nng_strerror(rv));
 	}
@@ -704,22 +621,18 @@ bool hw_link_peer_connected(const hw_link_peer *p)
 	return atomic_load(&q->pipe_id) != 0u;
 }
 
-// link_send_local packs b and delivers it through p's inproc endpoint. The
-// usual batch fits the stack buffer; a larger one is packed on the heap.
-static hw_err link_send_local(hw_link_peer *p, const hw_batch *b, size_t size)
+// link_send_local hands a copy of b to p's inproc endpoint (link/arena.h).
+static hw_err link_send_local(hw_link_peer *p, const hw_batch *b)
 {
-	uint8_t  stack[4096];
-	uint8_t *buf = stack;
-	hw_err   err;
+	hw_batch *c;
+	hw_err    err;
 
 	if (atomic_load(&p->parked))
 		return HW_ECLOSED;
-	if (size > sizeof(stack) && (buf = malloc(size)) == NULL)
+	if ((c = link_batch_copy(b)) == NULL)
 		return HW_ENOMEM;
-	hawser__internal__v1__batch__pack(b, buf);
-	err = link_local_send(p->local, buf, size, HW_LINK_SENDBUF);
-	if (buf != stack)
-		free(buf);
+	if ((err = link_local_send(p->local, c, HW_LINK_SENDBUF)) != HW_OK)
+		link_batch_release(c);
 	return err;
 }
 
@@ -741,9 +654,8 @@ hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n)
 	b.reply_to = l->url;
 	b.n_items = n;
 	b.items = (hw_item **)items;
-	size = hawser__internal__v1__batch__get_packed_size(&b);
 	if (p->local != NULL) {
-		hw_err err = link_send_local(p, &b, size);
+		hw_err err = link_send_local(p, &b);
 
 		if (err == HW_EFULL)
 			hw_counter_inc(l->send_full);
@@ -753,6 +665,7 @@ hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n)
 		hw_counter_add(l->items_sent, n);
 		return HW_OK;
 	}
+	size = hawser__internal__v1__batch__get_packed_size(&b);
 	if ((rv = nng_msg_alloc(&msg, size)) != 0)
 		return link_err(rv);
 	// Pack straight into the message body: no intermediate copy.
@@ -773,8 +686,7 @@ hw_err hw_link_send(hw_link_peer *p, hw_item *const *items, size_t n)
 
 void hw_link_batch_free(hw_batch *b)
 {
-	if (b != NULL)
-		link_arena_release((link_chunk *)(void *)((uint8_t *)b - LINK_CHUNK_HDR));
+	link_batch_release(b);
 }
 
 void hw_link_close(hw_link *l)

@@ -22,7 +22,7 @@
 // - Before the receiver starts, every batch waits (up to cap), and
 //   link_local_start delivers them.
 #include "link/local.h"
-#include "link/link.h"
+#include "link/arena.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -31,8 +31,7 @@
 
 typedef struct local_wait {
 	struct local_wait *next;
-	size_t             len;
-	uint8_t            data[];
+	hw_batch          *batch;
 } local_wait;
 
 struct link_local {
@@ -105,6 +104,7 @@ static void local_drop_all(link_local *e)
 		local_wait *w = e->head;
 
 		e->head = w->next;
+		link_batch_release(w->batch);
 		free(w);
 	}
 	e->tail = NULL;
@@ -147,10 +147,10 @@ hw_err link_local_bind(link_local *e)
 }
 
 // local_deliver calls the receiver (e->mu held, e->started).
-static void local_deliver(link_local *e, const uint8_t *buf, size_t len)
+static void local_deliver(link_local *e, hw_batch *b)
 {
 	local_depth++;
-	e->fn(e->arg, buf, len);
+	e->fn(e->arg, b);
 	local_depth--;
 }
 
@@ -170,7 +170,7 @@ static void local_drain(link_local *e)
 		pthread_mutex_unlock(&e->wmu);
 		if (w == NULL)
 			return;
-		local_deliver(e, w->data, w->len);
+		local_deliver(e, w->batch);
 		free(w);
 	}
 }
@@ -222,10 +222,9 @@ bool link_local_bound(link_local *e)
 	return atomic_load(&e->bound);
 }
 
-// local_wait_push appends a copy of buf to the waiting list; *started
-// says whether the receiver runs (someone must then deliver it).
-static hw_err local_wait_push(link_local *e, const uint8_t *buf, size_t len, size_t cap,
-    bool *started)
+// local_wait_push appends b to the waiting list; *started says whether the
+// receiver runs (someone must then deliver it).
+static hw_err local_wait_push(link_local *e, hw_batch *b, size_t cap, bool *started)
 {
 	local_wait *w;
 	hw_err      err = HW_OK;
@@ -233,12 +232,11 @@ static hw_err local_wait_push(link_local *e, const uint8_t *buf, size_t len, siz
 	pthread_mutex_lock(&e->wmu);
 	if (e->nwait >= cap) {
 		err = HW_EFULL;
-	} else if ((w = malloc(sizeof(*w) + len)) == NULL) {
+	} else if ((w = malloc(sizeof(*w))) == NULL) {
 		err = HW_ENOMEM;
 	} else {
 		w->next = NULL;
-		w->len = len;
-		memcpy(w->data, buf, len);
+		w->batch = b;
 		if (e->tail != NULL)
 			e->tail->next = w;
 		else
@@ -251,7 +249,7 @@ static hw_err local_wait_push(link_local *e, const uint8_t *buf, size_t len, siz
 	return err;
 }
 
-hw_err link_local_send(link_local *e, const uint8_t *buf, size_t len, size_t cap)
+hw_err link_local_send(link_local *e, hw_batch *b, size_t cap)
 {
 	hw_err err;
 	bool   started;
@@ -262,13 +260,13 @@ hw_err link_local_send(link_local *e, const uint8_t *buf, size_t len, size_t cap
 		goto wait; // nested and busy: never wait for a link lock here
 	if (e->started) {
 		local_drain(e); // what waits goes first
-		local_deliver(e, buf, len);
+		local_deliver(e, b);
 		local_release(e);
 		return HW_OK;
 	}
 	pthread_mutex_unlock(&e->mu);
 wait:
-	err = local_wait_push(e, buf, len, cap, &started);
+	err = local_wait_push(e, b, cap, &started);
 	// The holder of e->mu may have let go before the batch was listed.
 	if (err == HW_OK && started && pthread_mutex_trylock(&e->mu) == 0) {
 		if (e->started)

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "link/link.h"
 
 // inproc:// links without NNG (internal to libs/link).
 //
@@ -19,9 +20,11 @@
 //
 // Contract (the same as the NNG path gives):
 // - Deliveries to one endpoint are serialised by its mutex: the receiver's
-//   callback sees one packed batch at a time, in the order the sends took
-//   the mutex (per sender thread: send order).
-// - While nothing is bound or started, up to `cap` packed batches wait in
+//   callback sees one batch at a time, in the order the sends took the
+//   mutex (per sender thread: send order).
+// - A batch is handed over, not encoded: the sender gives the endpoint a
+//   batch of its own (link_batch_copy) and the receiver's callback owns it.
+// - While nothing is bound or started, up to `cap` batches wait in
 //   the endpoint (in order) and are delivered when the receiver starts;
 //   past that a send fails with HW_EFULL.
 // - A send outside any local callback may wait for the endpoint (another
@@ -34,9 +37,8 @@
 
 typedef struct link_local link_local;
 
-// link_local_deliver_fn gets one packed batch; buf is only valid during the
-// call.
-typedef void (*link_local_deliver_fn)(void *arg, const uint8_t *buf, size_t len);
+// link_local_deliver_fn gets one batch and owns it.
+typedef void (*link_local_deliver_fn)(void *arg, hw_batch *b);
 
 // link_local_get returns the endpoint of url (creating it), counted as one
 // more reference. HW_ENOMEM.
@@ -58,9 +60,10 @@ void link_local_unbind(link_local *e);
 // link_local_bound reports whether a receiver is bound.
 bool link_local_bound(link_local *e);
 
-// link_local_send delivers buf now if the receiver has started, else keeps a
-// copy, up to cap of them (HW_EFULL past it; HW_ENOMEM).
-hw_err link_local_send(link_local *e, const uint8_t *buf, size_t len, size_t cap);
+// link_local_send delivers b now if the receiver has started, else keeps it,
+// up to cap batches (HW_EFULL past it; HW_ENOMEM). On HW_OK the endpoint
+// owns b; on an error the caller still does.
+hw_err link_local_send(link_local *e, hw_batch *b, size_t cap);
 
 // link_local_drop forgets the batches waiting for a receiver that is not
 // bound (a reset or park of the sending peer, as a fresh NNG socket would).

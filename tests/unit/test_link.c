@@ -1,6 +1,7 @@
 // Tests of the NNG links between tiers (libs/link/link.h): batches both
-// ways over inproc:// and tcp://, answering through reply_to, ordering,
-// queueing while a peer is down, the full-buffer error and bad input.
+// ways over inproc:// and tcp://, answering through reply_to, ordering, the
+// inproc deep copy, queueing while a peer is down, the full-buffer error and
+// bad input.
 // Every wait is on a condition variable with a deadline; no sleeps.
 
 #define _GNU_SOURCE // strcasestr
@@ -233,6 +234,187 @@ static void test_exchange_tcp(void **state)
 	exchange("tcp://127.0.0.1:0", "tcp://127.0.0.1:0");
 }
 
+// ---------------------------------------------------------------------------
+// An inproc batch is a deep copy (link/arena.h): the receiver gets what
+// unpacking the packed batch would give, in memory of its own.
+
+typedef struct capture {
+	pthread_mutex_t mtx;
+	pthread_cond_t  cv;
+	uint8_t        *packed; // the received batch, packed again
+	size_t          len;
+	const void     *sent_topic, *sent_payload, *sent_event_topic;
+	bool            aliased;   // the batch pointed into the sender's memory
+	bool            null_str;  // some string arrived NULL
+	size_t          unknown;   // unknown fields of the received publish
+} capture;
+
+static void on_capture(void *arg, hw_batch *b)
+{
+	capture *c = arg;
+
+	pthread_mutex_lock(&c->mtx);
+	c->len = hawser__internal__v1__batch__get_packed_size(b);
+	c->packed = malloc(c->len);
+	if (c->packed != NULL)
+		hawser__internal__v1__batch__pack(b, c->packed);
+	for (size_t i = 0; i < b->n_items; i++) {
+		const hw_item *it = b->items[i];
+
+		if (it->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_PUBLISH) {
+			c->aliased |= (const void *)it->publish->topic == c->sent_topic ||
+			              (const void *)it->publish->payload.data == c->sent_payload;
+			c->null_str |= it->publish->content_type == NULL || it->publish->user_id == NULL;
+			c->unknown = it->publish->base.n_unknown_fields;
+		}
+		if (it->body_case == HAWSER__INTERNAL__V1__ITEM__BODY_EVENT)
+			c->aliased |= (const void *)it->event->topics[1] == c->sent_event_topic;
+	}
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mtx);
+	hw_link_batch_free(b);
+}
+
+static void test_inproc_batch_is_a_deep_copy(void **state)
+{
+	static const uint8_t           unknown[] = { 0x98, 0x06, 0x2a }; // field 99 = 42
+	Hawser__Internal__V1__Publish  pub = HAWSER__INTERNAL__V1__PUBLISH__INIT, *with_unknown;
+	Hawser__Internal__V1__UserProperty up[2] = { HAWSER__INTERNAL__V1__USER_PROPERTY__INIT,
+		HAWSER__INTERNAL__V1__USER_PROPERTY__INIT };
+	Hawser__Internal__V1__UserProperty *ups[2] = { &up[0], &up[1] };
+	uint32_t                       slots[3] = { 7, 1023, 0 };
+	Hawser__Internal__V1__ConnPacket pkt = HAWSER__INTERNAL__V1__CONN_PACKET__INIT;
+	Hawser__Internal__V1__ConnInfo info = HAWSER__INTERNAL__V1__CONN_INFO__INIT;
+	Hawser__Internal__V1__Ack      ack = HAWSER__INTERNAL__V1__ACK__INIT;
+	Hawser__V1__ClientEvent        ev = HAWSER__V1__CLIENT_EVENT__INIT;
+	char                           t0[] = "a/+", t1[] = "b/#";
+	char                          *topics[2] = { t0, t1 };
+	char                           topic[] = "chat/42", payload[] = "\x00hello\x00";
+	uint8_t                        held[] = { 1, 2, 3 };
+	hw_item                        items[5], *ptrs[5];
+	Hawser__Internal__V1__Batch    want = HAWSER__INTERNAL__V1__BATCH__INIT;
+	uint8_t                       *wbuf, *raw;
+	size_t                         wlen, rawlen;
+	hw_link                       *a, *b;
+	hw_link_peer                  *ab;
+	capture                        c = { .len = 0 };
+	struct timespec                dl;
+
+	(void)state;
+	pthread_mutex_init(&c.mtx, NULL);
+	pthread_cond_init(&c.cv, NULL);
+
+	// A publish with every kind of field, and an unknown field (from a newer
+	// peer) that must travel on.
+	pub.seq = 9;
+	pub.topic = topic;
+	pub.payload.data = (uint8_t *)payload;
+	pub.payload.len = sizeof(payload) - 1;
+	pub.qos = 1;
+	pub.retain = 1;
+	pub.correlation_data.data = held;
+	pub.correlation_data.len = sizeof(held);
+	pub.content_type = NULL; // arrives as "" (proto3), as unpacking gives
+	up[0].key = "k1";
+	up[0].value = "v1";
+	up[1].key = "k2";
+	up[1].value = "";
+	pub.n_user_properties = 2;
+	pub.user_properties = ups;
+	pub.n_only_slots = 3;
+	pub.only_slots = slots;
+	pub.received_at_us = UINT64_MAX;
+	rawlen = hawser__internal__v1__publish__get_packed_size(&pub);
+	raw = malloc(rawlen + sizeof(unknown));
+	assert_non_null(raw);
+	hawser__internal__v1__publish__pack(&pub, raw);
+	memcpy(raw + rawlen, unknown, sizeof(unknown));
+	with_unknown = hawser__internal__v1__publish__unpack(NULL, rawlen + sizeof(unknown), raw);
+	assert_non_null(with_unknown);
+	assert_int_equal(with_unknown->base.n_unknown_fields, 1);
+
+	info.peer = "127.0.0.1:5";
+	info.listener = "ws";
+	info.max_packet_size = 1u << 20;
+	pkt.conn = 77;
+	pkt.slot = 3;
+	pkt.data.data = held;
+	pkt.data.len = sizeof(held);
+	pkt.info = &info;
+	ack.seq = 5;
+	ack.reason = 0x87;
+	ack.n_retry_slots = 2;
+	ack.retry_slots = slots;
+	ack.held.data = held;
+	ack.held.len = sizeof(held);
+	ev.kind = HAWSER__V1__CLIENT_EVENT__KIND__SUBSCRIBED;
+	ev.client_id = "c1";
+	ev.n_topics = 2;
+	ev.topics = topics;
+	for (size_t i = 0; i < 5; i++) {
+		hawser__internal__v1__item__init(&items[i]);
+		ptrs[i] = &items[i];
+	}
+	items[0].body_case = HAWSER__INTERNAL__V1__ITEM__BODY_PUBLISH;
+	items[0].publish = &pub;
+	items[1].body_case = HAWSER__INTERNAL__V1__ITEM__BODY_PACKET;
+	items[1].packet = &pkt;
+	items[2].body_case = HAWSER__INTERNAL__V1__ITEM__BODY_ACK;
+	items[2].ack = &ack;
+	items[3].body_case = HAWSER__INTERNAL__V1__ITEM__BODY_EVENT;
+	items[3].event = &ev;
+	items[4].body_case = HAWSER__INTERNAL__V1__ITEM__BODY_PUBLISH;
+	items[4].publish = with_unknown;
+	c.sent_topic = topic;
+	c.sent_payload = payload;
+	c.sent_event_topic = t1;
+
+	assert_int_equal(hw_link_open(&a, "node-a", "inproc://hawser-copy-a", NULL, NULL), HW_OK);
+	assert_int_equal(hw_link_open(&b, "node-b", "inproc://hawser-copy-b", NULL, NULL), HW_OK);
+	assert_int_equal(hw_link_start(b, on_capture, &c), HW_OK);
+	assert_int_equal(hw_link_peer(a, hw_link_url(b), &ab), HW_OK);
+	assert_int_equal(hw_link_send(ab, ptrs, 5), HW_OK);
+	// The sender's memory changes right after the send; the copy must not.
+	memset(topic, 'x', sizeof(topic) - 1);
+	memset(payload, 'x', sizeof(payload) - 1);
+	t1[0] = 'x';
+
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += WAIT_MS / 1000;
+	pthread_mutex_lock(&c.mtx);
+	while (c.packed == NULL && pthread_cond_timedwait(&c.cv, &c.mtx, &dl) == 0)
+		;
+	pthread_mutex_unlock(&c.mtx);
+	assert_non_null(c.packed);
+	assert_false(c.aliased);
+	assert_false(c.null_str);
+	assert_int_equal(c.unknown, 1);
+
+	// Byte for byte what the sender would have packed (before its changes).
+	memcpy(topic, "chat/42", sizeof(topic));
+	memcpy(payload, "\x00hello\x00", sizeof(payload));
+	t1[0] = 'b';
+	want.from = "node-a";
+	want.reply_to = (char *)hw_link_url(a);
+	want.n_items = 5;
+	want.items = ptrs;
+	wlen = hawser__internal__v1__batch__get_packed_size(&want);
+	wbuf = malloc(wlen);
+	assert_non_null(wbuf);
+	hawser__internal__v1__batch__pack(&want, wbuf);
+	assert_int_equal(c.len, wlen);
+	assert_memory_equal(c.packed, wbuf, wlen);
+
+	hw_link_close(a);
+	hw_link_close(b);
+	hawser__internal__v1__publish__free_unpacked(with_unknown, NULL);
+	free(raw);
+	free(wbuf);
+	free(c.packed);
+	pthread_cond_destroy(&c.cv);
+	pthread_mutex_destroy(&c.mtx);
+}
+
 static void test_advertise(void **state)
 {
 	hw_link *l;
@@ -451,6 +633,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_exchange_inproc),
 		cmocka_unit_test(test_exchange_tcp),
+		cmocka_unit_test(test_inproc_batch_is_a_deep_copy),
 		cmocka_unit_test(test_advertise),
 		cmocka_unit_test(test_queue_until_peer_up_then_full),
 		cmocka_unit_test(test_bad_batch_dropped),
