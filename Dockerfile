@@ -21,7 +21,7 @@ RUN apt-get update \
       build-essential cmake ninja-build pkg-config \
       libwebsockets-dev libnng-dev libhiredis-dev librdkafka-dev \
       libprotobuf-c-dev protobuf-c-compiler libyaml-dev \
-      libjwt-dev libcurl4-openssl-dev libssl-dev \
+      libjwt-dev libcurl4-openssl-dev libssl-dev libjemalloc-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . /src
@@ -38,7 +38,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 # libwebsockets-evlib-ev is lws's libev plugin (dlopened; brings libev4):
 # the edge runs lws on a libev loop.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libwebsockets17 libwebsockets-evlib-ev libnng1 libhiredis0.14 librdkafka1 libprotobuf-c1 libyaml-0-2 libjwt0 libcurl4 libssl3 ca-certificates \
+ && apt-get install -y --no-install-recommends libwebsockets17 libwebsockets-evlib-ev libnng1 libhiredis0.14 librdkafka1 libprotobuf-c1 libyaml-0-2 libjwt0 libcurl4 libssl3 libjemalloc2 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 hawser \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent \

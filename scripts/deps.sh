@@ -28,7 +28,7 @@ pkgs=(
 	build-essential cmake ninja-build pkg-config
 	libwebsockets-dev libnng-dev libhiredis-dev librdkafka-dev
 	libprotobuf-c-dev protobuf-c-compiler libcmocka-dev libyaml-dev
-	libjwt-dev libcurl4-openssl-dev libssl-dev
+	libjwt-dev libcurl4-openssl-dev libssl-dev libjemalloc-dev
 	mosquitto mosquitto-clients redis-server clang
 	python3 python3-venv
 	# scripts/kafka.sh (Kafka integration tests) runs Apache Kafka from Maven Central.
