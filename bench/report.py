@@ -158,7 +158,7 @@ def build_doc(lines_path, meta_path):
                  "loadavg_end": meta.get("loadavg_end", "")},
         "versions": {k: meta.get(k, "") for k in ("mosquitto", "redis", "kafka")},
         "build": {"dir": meta.get("build_dir", ""), "type": meta.get("build_type", ""),
-                  "sanitizer": meta.get("sanitizer", "")},
+                  "sanitizer": meta.get("sanitizer", ""), "allocator": meta.get("allocator", "")},
         "settings": knobs,
         "results": merge_rounds(rows),
         "runs": rows,
@@ -257,7 +257,8 @@ def readme_section(doc, readme_dir, results_dir):
         f"- **Tree**: commit `{commit[:12]}`"
         + (f" with {dirty} tracked file(s) modified" if dirty else " (clean)")
         + f"; `{os.path.basename(b.get('dir', '') or '?')}`, a {b.get('type') or '?'} build"
-        + (f" with HAWSER_SANITIZER={b['sanitizer']}" if b.get("sanitizer") else ""),
+        + (f" with HAWSER_SANITIZER={b['sanitizer']}" if b.get("sanitizer") else "")
+        + (f", malloc: {b['allocator']}" if b.get("allocator") else ""),
         f"- **Host**: {host.get('cpus', '?')} × {host.get('cpu', '?')}, "
         f"{host.get('mem_mb', '?')} MB, kernel {host.get('kernel', '?')}; load average "
         f"{host.get('loadavg_start', '?')} at the start, {host.get('loadavg_end', '?')} at the end",

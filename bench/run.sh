@@ -459,6 +459,7 @@ elif ! cmake --build "$BUILD_DIR" --target $build_targets >&2; then
 fi
 BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
 SANITIZER=$(sed -n 's/^HAWSER_SANITIZER:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
+ALLOCATOR=$(sed -n 's/^HAWSER_ALLOCATOR:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
 [[ $BUILD_TYPE != Release ]] && log "warning: $BUILD_DIR is a '$BUILD_TYPE' build, not Release"
 [[ -n $SANITIZER ]] && log "warning: $BUILD_DIR is built with HAWSER_SANITIZER=$SANITIZER"
 drop_target() {
@@ -544,6 +545,7 @@ mkdir -p "$RESULTS_DIR"
 	echo "build_dir=$BUILD_DIR"
 	echo "build_type=$BUILD_TYPE"
 	echo "sanitizer=$SANITIZER"
+	echo "allocator=$ALLOCATOR"
 	echo "mosquitto=$("$MOSQUITTO_BIN" -h 2>/dev/null | sed -n '1s/^mosquitto version //p' || true)"
 	echo "redis=$("$REDIS_BIN" --version 2>/dev/null | sed -n 's/.* v=\([^ ]*\).*/\1/p' || true)"
 	echo "kafka=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/tests/kafka/pom.xml" 2>/dev/null || true)"
