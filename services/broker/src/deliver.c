@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/clock.h"
 #include "core/log.h"
 #include "impl.h"
 
@@ -152,7 +151,7 @@ bool brk_deliver_publish(brk_worker *w, brk_msg *msg, const brk_slotset *only)
 {
 	brk_match_ctx mc = { w, msg };
 	brk_qos0_cache cache = { 0 };
-	uint64_t now = hw_clock_mono_ms();
+	uint64_t now = w->now_ms;
 	bool any = false;
 
 	w->match.n = w->match.nids = 0;
@@ -261,7 +260,7 @@ static void brk_deliver_send(brk_worker *w, brk_session *s, brk_deliv *d, bool d
 
 void brk_deliver_pump(brk_worker *w, brk_session *s)
 {
-	uint64_t now = hw_clock_mono_ms();
+	uint64_t now = w->now_ms;
 	uint32_t fly0 = s->nfly, q0 = s->nq, expired = 0;
 	brk_deliv *d;
 
@@ -274,7 +273,7 @@ void brk_deliver_pump(brk_worker *w, brk_session *s)
 
 void brk_deliver_resend(brk_worker *w, brk_session *s)
 {
-	uint64_t now = hw_clock_mono_ms();
+	uint64_t now = w->now_ms;
 	uint32_t fly0 = s->nfly, q0 = s->nq;
 	brk_deliv *d = s->fly_head, *next;
 
@@ -296,7 +295,7 @@ void brk_deliver_resend(brk_worker *w, brk_session *s)
 void brk_deliver_to(brk_worker *w, brk_session *s, brk_msg *m, uint8_t qos, bool retain,
     const uint32_t *sub_ids, uint32_t nsub)
 {
-	uint64_t now = hw_clock_mono_ms();
+	uint64_t now = w->now_ms;
 	uint32_t left, dropped = 0, fly0 = s->nfly, q0 = s->nq;
 	brk_deliv *d;
 	hw_buf b = { 0 };

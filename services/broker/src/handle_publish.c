@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/clock.h"
 #include "impl.h"
 #include "mqtt/topic.h"
 
@@ -50,7 +49,7 @@ static uint64_t brk_publish_pending(brk_worker *w, brk_session *s, uint16_t pid,
 	if (p == NULL)
 		return 0;
 	p->seq = seq;
-	p->at_ms = hw_clock_mono_ms();
+	p->at_ms = w->now_ms;
 	p->conn_gen = s->conn_gen;
 	p->pid = pid;
 	p->qos = qos;

@@ -303,7 +303,7 @@ void brk_publish_upstream(brk_worker *w, brk_session *s, brk_msg *m, uint64_t se
 		return;
 	// One router per client keeps a client's publishes in order.
 	d = brk_out_dest(w, srv->routers[slot % srv->nrouters]);
-	brk_out_publish_slot(w, d, m, seq, hw_clock_mono_ms(), slot);
+	brk_out_publish_slot(w, d, m, seq, w->now_ms, slot);
 }
 
 void brk_publish_will(brk_worker *w, brk_session *s)
@@ -474,7 +474,7 @@ void brk_worker_dispatch(brk_worker *w, brk_session *s, brk_edge *e, const brk_c
 {
 	hw_mqtt_packet pkt;
 	brk_ctx c = { .w = w, .s = s, .edge = e, .cp = cp, .pkt = &pkt,
-		.now_ms = hw_clock_mono_ms() };
+		.now_ms = w->now_ms };
 	uint8_t reason = HW_RC_MALFORMED;
 	brk_handler_fn fn;
 	unsigned type;
@@ -810,18 +810,21 @@ static bool brk_worker_keep_trying(void *arg)
 // durable and sends the outputs (pass_mu held).
 static void brk_worker_pass(brk_worker *w, brk_work *list)
 {
+	w->now_ms = hw_clock_mono_ms();
 	for (brk_work *wk = list; wk != NULL; wk = wk->next)
 		brk_worker_one(w, wk);
-	if (w->next_timer != 0 && w->next_timer <= hw_clock_mono_ms())
-		w->next_timer = brk_worker_timers(w, hw_clock_mono_ms());
+	w->now_ms = hw_clock_mono_ms();
+	if (w->next_timer != 0 && w->next_timer <= w->now_ms)
+		w->next_timer = brk_worker_timers(w, w->now_ms);
 	brk_worker_store_refresh(w);
 	if (brk_map_count(&w->pending) != 0 &&
-	    hw_clock_mono_ms() - w->pending_swept_ms >= BRK_PENDING_TIMEOUT_MS / 4) {
-		w->pending_swept_ms = hw_clock_mono_ms();
+	    w->now_ms - w->pending_swept_ms >= BRK_PENDING_TIMEOUT_MS / 4) {
+		w->pending_swept_ms = w->now_ms;
 		brk_pending_sweep(w, w->pending_swept_ms);
 	}
 	// Durable first: what the outputs promise must be in the store.
 	(void)w->srv->store_ops->flush(w->srv->store, w->index, brk_worker_keep_trying, w);
+	w->now_ms = hw_clock_mono_ms(); // the flush may have waited for the store
 	brk_slot_lost_drain(w);
 	brk_worker_fanin(w, list);
 	brk_out_flush(w);
