@@ -14,16 +14,19 @@
 //   no slack in batches that wait in a queue (the edge's hand-over).
 //   Both passes round every allocation the same way, so the fill never
 //   runs past what was measured.
-// - The copy walks protobuf-c's field descriptors, so it follows the
+// - The copy follows protobuf-c's field descriptors, so it follows the
 //   generated structs exactly: scalars come with the memcpy of each
 //   message, and only what points elsewhere (strings, bytes, sub-messages,
-//   repeated arrays, unknown fields) is copied by hand. A oneof member is
+//   repeated arrays, unknown fields) is copied by hand, field by field from
+//   a plan made once per message type. A oneof member is
 //   copied only when its case is the current one: its storage is shared
 //   with the other members.
 #include "link/arena.h"
 
 #include <assert.h>
 #include <protobuf-c/protobuf-c.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,8 +120,38 @@ hw_batch *link_batch_unpack(const uint8_t *buf, size_t len)
 // ---------------------------------------------------------------------------
 // Copying (design notes)
 
+// A plan lists, for one message type, only the fields that point elsewhere
+// (strings, bytes, sub-messages, repeated arrays), with what the copy needs
+// of each at hand: the scalars come with the memcpy of the message, so a
+// Publish walks 11 of its 19 fields and a ConnWrite 1 of 6. The plans are
+// built once, from the Batch descriptor down (pthread_once), and each
+// message field points at its type's plan, so a copy never looks one up.
+typedef struct plan plan;
+
+typedef struct plan_field {
+	uint32_t    offset;
+	uint32_t    qoffset;  // repeated: the count; oneof: the case
+	uint32_t    id;       // oneof: this member's case
+	uint32_t    esize;    // repeated: the size of one element
+	uint8_t     type;     // ProtobufCType
+	bool        repeated;
+	bool        oneof;
+	const plan *sub;      // PROTOBUF_C_TYPE_MESSAGE
+} plan_field;
+
+struct plan {
+	const ProtobufCMessageDescriptor *desc;
+	plan                             *next; // every plan, for the build's lookup
+	size_t                            n;
+	plan_field                       *f;
+};
+
+static pthread_once_t plans_once = PTHREAD_ONCE_INIT;
+static plan          *plans;      // every plan built
+static const plan    *batch_plan; // NULL: a build failed (ENOMEM)
+
 // elt_size is the size of one element of a repeated field of type t.
-static size_t elt_size(ProtobufCType t)
+static uint32_t elt_size(ProtobufCType t)
 {
 	switch (t) {
 	case PROTOBUF_C_TYPE_INT64:
@@ -141,26 +174,78 @@ static size_t elt_size(ProtobufCType t)
 	}
 }
 
+static bool type_points(ProtobufCType t)
+{
+	return t == PROTOBUF_C_TYPE_STRING || t == PROTOBUF_C_TYPE_BYTES ||
+	       t == PROTOBUF_C_TYPE_MESSAGE;
+}
+
+// plan_for returns d's plan, building it (and those of its sub-messages)
+// if needed; NULL on ENOMEM. A plan is listed before its fields are
+// planned, so a message type that contains itself finds its own plan.
+static plan *plan_for(const ProtobufCMessageDescriptor *d)
+{
+	plan  *p;
+	size_t k = 0;
+
+	for (p = plans; p != NULL; p = p->next)
+		if (p->desc == d)
+			return p;
+	if ((p = calloc(1, sizeof(*p))) == NULL)
+		return NULL;
+	p->desc = d;
+	p->next = plans;
+	plans = p;
+	for (unsigned i = 0; i < d->n_fields; i++)
+		if (d->fields[i].label == PROTOBUF_C_LABEL_REPEATED || type_points(d->fields[i].type))
+			p->n++;
+	if (p->n > 0 && (p->f = calloc(p->n, sizeof(*p->f))) == NULL)
+		return NULL;
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		plan_field                     *pf = &p->f[k];
+
+		if (f->label != PROTOBUF_C_LABEL_REPEATED && !type_points(f->type))
+			continue;
+		k++;
+		pf->offset = f->offset;
+		pf->qoffset = f->quantifier_offset;
+		pf->id = f->id;
+		pf->esize = elt_size(f->type);
+		pf->type = (uint8_t)f->type;
+		pf->repeated = f->label == PROTOBUF_C_LABEL_REPEATED;
+		pf->oneof = (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0;
+		if (f->type == PROTOBUF_C_TYPE_MESSAGE &&
+		    (pf->sub = plan_for((const ProtobufCMessageDescriptor *)f->descriptor)) == NULL)
+			return NULL;
+	}
+	return p;
+}
+
+static void plans_build(void)
+{
+	batch_plan = plan_for(&hawser__internal__v1__batch__descriptor);
+}
+
 // field_live says whether f's storage in m holds f: not so for a oneof
 // member other than the current case.
-static bool field_live(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+static bool field_live(const ProtobufCMessage *m, const plan_field *f)
 {
-	if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) == 0)
-		return true;
-	return *(const uint32_t *)(const void *)((const uint8_t *)m + f->quantifier_offset) == f->id;
+	return !f->oneof ||
+	       *(const uint32_t *)(const void *)((const uint8_t *)m + f->qoffset) == f->id;
 }
 
-static size_t repeated_count(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+static size_t repeated_count(const ProtobufCMessage *m, const plan_field *f)
 {
-	return *(const size_t *)(const void *)((const uint8_t *)m + f->quantifier_offset);
+	return *(const size_t *)(const void *)((const uint8_t *)m + f->qoffset);
 }
 
-static size_t msg_size(const ProtobufCMessage *m);
+static size_t msg_size(const plan *p, const ProtobufCMessage *m);
 
-// value_size is what one value of type t at v needs beyond its slot.
-static size_t value_size(ProtobufCType t, const void *v)
+// value_size is what one value of f's type at v needs beyond its slot.
+static size_t value_size(const plan_field *f, const void *v)
 {
-	switch (t) {
+	switch (f->type) {
 	case PROTOBUF_C_TYPE_STRING: {
 		const char *s = *(char *const *)v;
 
@@ -174,35 +259,36 @@ static size_t value_size(ProtobufCType t, const void *v)
 	case PROTOBUF_C_TYPE_MESSAGE: {
 		const ProtobufCMessage *sub = *(ProtobufCMessage *const *)v;
 
-		return sub != NULL ? msg_size(sub) : 0;
+		return sub != NULL ? msg_size(f->sub, sub) : 0;
 	}
 	default:
 		return 0;
 	}
 }
 
-static size_t msg_size(const ProtobufCMessage *m)
+static size_t msg_size(const plan *p, const ProtobufCMessage *m)
 {
-	const ProtobufCMessageDescriptor *d = m->descriptor;
-	size_t                            n = ARENA_ROUND(d->sizeof_message);
+	size_t n = ARENA_ROUND(p->desc->sizeof_message);
 
-	for (unsigned i = 0; i < d->n_fields; i++) {
-		const ProtobufCFieldDescriptor *f = &d->fields[i];
-		const uint8_t                  *slot = (const uint8_t *)m + f->offset;
+	assert(m->descriptor == p->desc);
+	for (size_t i = 0; i < p->n; i++) {
+		const plan_field *f = &p->f[i];
+		const uint8_t    *slot = (const uint8_t *)m + f->offset;
 
 		if (!field_live(m, f))
 			continue;
-		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-			size_t         k = repeated_count(m, f), es = elt_size(f->type);
+		if (f->repeated) {
+			size_t         k = repeated_count(m, f);
 			const uint8_t *arr = *(uint8_t *const *)(const void *)slot;
 
 			if (k == 0)
 				continue;
-			n += ARENA_ROUND(k * es);
-			for (size_t j = 0; j < k; j++)
-				n += value_size(f->type, arr + j * es);
+			n += ARENA_ROUND(k * f->esize);
+			if (type_points(f->type))
+				for (size_t j = 0; j < k; j++)
+					n += value_size(f, arr + j * f->esize);
 		} else {
-			n += value_size(f->type, slot);
+			n += value_size(f, slot);
 		}
 	}
 	if (m->n_unknown_fields > 0) {
@@ -228,13 +314,13 @@ static void *fill_take(fill *a, const void *src, size_t n)
 	return p;
 }
 
-static ProtobufCMessage *msg_copy(fill *a, const ProtobufCMessage *src);
+static ProtobufCMessage *msg_copy(const plan *p, fill *a, const ProtobufCMessage *src);
 
-// value_copy makes the value of type t in slot dst (a bit copy of src's)
+// value_copy makes the value of f's type in slot dst (a bit copy of src's)
 // point at copies of its own.
-static void value_copy(fill *a, ProtobufCType t, void *dst)
+static void value_copy(const plan_field *f, fill *a, void *dst)
 {
-	switch (t) {
+	switch (f->type) {
 	case PROTOBUF_C_TYPE_STRING: {
 		char **s = dst;
 
@@ -255,7 +341,7 @@ static void value_copy(fill *a, ProtobufCType t, void *dst)
 		ProtobufCMessage **sub = dst;
 
 		if (*sub != NULL)
-			*sub = msg_copy(a, *sub);
+			*sub = msg_copy(f->sub, a, *sub);
 		break;
 	}
 	default:
@@ -263,38 +349,30 @@ static void value_copy(fill *a, ProtobufCType t, void *dst)
 	}
 }
 
-static bool type_points(ProtobufCType t)
+static ProtobufCMessage *msg_copy(const plan *p, fill *a, const ProtobufCMessage *src)
 {
-	return t == PROTOBUF_C_TYPE_STRING || t == PROTOBUF_C_TYPE_BYTES ||
-	       t == PROTOBUF_C_TYPE_MESSAGE;
-}
+	ProtobufCMessage *m = fill_take(a, src, p->desc->sizeof_message);
 
-static ProtobufCMessage *msg_copy(fill *a, const ProtobufCMessage *src)
-{
-	const ProtobufCMessageDescriptor *d = src->descriptor;
-	ProtobufCMessage                 *m = fill_take(a, src, d->sizeof_message);
-
-	for (unsigned i = 0; i < d->n_fields; i++) {
-		const ProtobufCFieldDescriptor *f = &d->fields[i];
-		uint8_t                        *slot = (uint8_t *)m + f->offset;
+	for (size_t i = 0; i < p->n; i++) {
+		const plan_field *f = &p->f[i];
+		uint8_t          *slot = (uint8_t *)m + f->offset;
 
 		if (!field_live(m, f))
 			continue;
-		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-			size_t    k = repeated_count(m, f), es = elt_size(f->type);
+		if (f->repeated) {
+			size_t    k = repeated_count(m, f);
 			uint8_t **arr = (uint8_t **)(void *)slot;
 
 			if (k == 0) {
 				*arr = NULL;
 				continue;
 			}
-			*arr = fill_take(a, *arr, k * es);
-			if (type_points(f->type)) {
+			*arr = fill_take(a, *arr, k * f->esize);
+			if (type_points(f->type))
 				for (size_t j = 0; j < k; j++)
-					value_copy(a, f->type, *arr + j * es);
-			}
+					value_copy(f, a, *arr + j * f->esize);
 		} else {
-			value_copy(a, f->type, slot);
+			value_copy(f, a, slot);
 		}
 	}
 	if (m->n_unknown_fields > 0) {
@@ -313,16 +391,20 @@ static ProtobufCMessage *msg_copy(fill *a, const ProtobufCMessage *src)
 
 hw_batch *link_batch_copy(const hw_batch *b)
 {
-	size_t      n = msg_size(&b->base);
-	link_chunk *c = chunk_new(n);
+	size_t      n;
+	link_chunk *c;
 	fill        a;
 	hw_batch   *out;
 
-	if (c == NULL)
+	(void)pthread_once(&plans_once, plans_build);
+	if (batch_plan == NULL)
+		return NULL;
+	n = msg_size(batch_plan, &b->base);
+	if ((c = chunk_new(n)) == NULL)
 		return NULL;
 	c->used = n;
 	a.p = CHUNK_MEM(c);
-	out = (hw_batch *)(void *)msg_copy(&a, &b->base);
+	out = (hw_batch *)(void *)msg_copy(batch_plan, &a, &b->base);
 	assert(a.p == CHUNK_MEM(c) + n); // the fill used exactly what was measured
 	return out;
 }
