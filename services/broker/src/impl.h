@@ -193,7 +193,7 @@ typedef struct brk_worker {
 	brk_session      *offline;    // sessions with a timer (expiry or will)
 	uint64_t          next_timer; // earliest timer, 0 = none (may be early)
 	uint64_t          now_ms;     // hw_clock_mono_ms read by the pass (worker.c):
-	                              // one clock read per pass, not per message
+	                              // once per pass (per item with a Redis store)
 	brk_match         match;      // scratch of brk_deliver_publish
 	uint64_t          send_warned_ms;
 	uint64_t          pending_swept_ms;

@@ -810,9 +810,18 @@ static bool brk_worker_keep_trying(void *arg)
 // durable and sends the outputs (pass_mu held).
 static void brk_worker_pass(brk_worker *w, brk_work *list)
 {
+	bool local = w->srv->store_ops->local_only;
+
+	// One clock read per pass: nothing in a pass waits with the memory
+	// store. A store with a server may wait inside an item (a session
+	// read, a slot load), so there the clock is read again per item: a
+	// time taken before a stall must not date what comes after it.
 	w->now_ms = hw_clock_mono_ms();
-	for (brk_work *wk = list; wk != NULL; wk = wk->next)
+	for (brk_work *wk = list; wk != NULL; wk = wk->next) {
+		if (!local && wk != list)
+			w->now_ms = hw_clock_mono_ms();
 		brk_worker_one(w, wk);
+	}
 	w->now_ms = hw_clock_mono_ms();
 	if (w->next_timer != 0 && w->next_timer <= w->now_ms)
 		w->next_timer = brk_worker_timers(w, w->now_ms);
