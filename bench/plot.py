@@ -2,7 +2,7 @@
 """bench/plot.py LATEST_JSON OUT_DIR: the plots of a bench/run.sh result
 (bench/results/latest.json) as PNG files in OUT_DIR:
 
-- throughput.png  p2p-max deliveries/s per target, QoS 0 and 1
+- throughput.png  closed-loop deliveries/s per target (p2p-max, fanin-max, fanout-max)
 - latency.png     p50 and p99 delivery latency of the fixed-rate scenarios
 - cpu.png         target CPU per delivery per scenario, Redis/Kafka on top
 - idle.png        connects/s and RSS per idle connection, TCP and WebSocket
@@ -87,12 +87,12 @@ def main():
     targets = [t for t in TARGET_ORDER if t in present] + [t for t in present if t not in TARGET_ORDER]
     plots = {}
 
-    g = collect(doc, ["p2p-max"])
+    g = collect(doc, ["p2p-max", "fanin-max", "fanout-max"])
     if g:
-        fig, ax = plt.subplots(figsize=(8, 4.5))
+        fig, ax = plt.subplots(figsize=(10, 4.5))
         grouped(ax, g, targets, lambda r: r.get("msgs_per_s"), ylabel="deliveries/s")
         ax.legend(fontsize=8)
-        plots["throughput.png"] = (fig, "Throughput ceiling: p2p-max deliveries/s (higher is better)")
+        plots["throughput.png"] = (fig, "Throughput ceilings: closed-loop deliveries/s (higher is better)")
 
     g = collect(doc, ["fanin", "fanout", "p2p"])
     if g:
@@ -102,7 +102,7 @@ def main():
         axes[0].legend(fontsize=8, ncol=len(targets))
         plots["latency.png"] = (fig, "Publish-to-delivery latency at a fixed offered load (lower is better)")
 
-    g = collect(doc, ["fanin", "fanout", "p2p", "p2p-max"])
+    g = collect(doc, ["fanin", "fanout", "p2p", "p2p-max", "fanin-max", "fanout-max"])
     if g:
         fig, ax = plt.subplots(figsize=(11, 4.5))
         grouped(ax, g, targets, lambda r: r.get("cpu_us_per_msg"),

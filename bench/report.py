@@ -27,8 +27,8 @@ BEGIN = "<!-- bench-results:begin"
 END = "<!-- bench-results:end -->"
 
 TARGET_ORDER = ["mosquitto", "hawser", "hawser-split", "hawser-redis", "hawser-kafka"]
-SCENARIO_ORDER = ["idle", "idle-ws", "fanin", "fanout", "p2p", "p2p-max"]
-PLOTS = [("throughput.png", "Throughput ceiling (p2p-max, closed loop)"),
+SCENARIO_ORDER = ["idle", "idle-ws", "fanin", "fanout", "p2p", "p2p-max", "fanin-max", "fanout-max"]
+PLOTS = [("throughput.png", "Throughput ceilings (p2p-max, fanin-max, fanout-max: closed loop)"),
          ("latency.png", "Latency at a fixed offered load"),
          ("cpu.png", "Target CPU per delivered message"),
          ("idle.png", "Idle connections: connects/s and memory per connection")]
@@ -270,7 +270,8 @@ def readme_section(doc, readme_dir, results_dir):
         f"fanin {s.get('FANIN_PUBS', '?')} publishers at {s.get('FANIN_RATE', '?')}/s; "
         f"fanout {s.get('FANOUT_SUBS', '?')} subscribers, {s.get('FANOUT_RATE', '?')} publishes/s; "
         f"p2p {s.get('P2P_PAIRS', '?')} pairs at {s.get('P2P_RATE', '?')}/s; p2p-max "
-        f"{s.get('MAX_PAIRS', '?')} pairs × {s.get('MAX_WINDOW', '?')} in flight "
+        f"{s.get('MAX_PAIRS', '?')} pairs × {s.get('MAX_WINDOW', '?')} in flight; fanin-max and "
+        f"fanout-max the fanin and fanout connections, {s.get('MAX_WINDOW', '?')} in flight per publisher "
         f"(transport {s.get('TRANSPORT', '?')}; `idle-ws` is idle over WebSocket)",
     ]
     rounds = int(s.get("REPEAT", "1") or 1)

@@ -19,14 +19,17 @@
 # Sizes and rates come from the environment:
 #   TARGETS="mosquitto hawser"  (also hawser-split hawser-redis hawser-kafka)
 #   SCENARIOS="idle fanin fanout p2p p2p-max"  (also idle-ws: idle over
-#                                               WebSocket whatever TRANSPORT)
+#                                               WebSocket whatever TRANSPORT;
+#                                               fanin-max, fanout-max)
 #   QOS="0 1"  MQTT=5  TRANSPORT=tcp|ws  SIZE=64  DURATION=10  DRAIN=3
 #   REPEAT=1  (3 with --all: rounds of the fixed-load scenarios fanin, fanout
 #              and p2p over every target; the table shows each metric's
 #              median over the rounds and every round's p99)
 #   IDLE_CONNS=10000  FANIN_PUBS=100  FANOUT_SUBS=1000  P2P_PAIRS=1000
 #   FANIN_RATE=20000  FANOUT_RATE=50  P2P_RATE=20000  (publishes/s, total)
-#   MAX_PAIRS=100 MAX_WINDOW=16   (p2p-max: closed loop, no rate limit)
+#   MAX_PAIRS=100 MAX_WINDOW=16   (p2p-max: closed loop, no rate limit;
+#                                  fanin-max, fanout-max: the same window per
+#                                  publisher, FANIN_PUBS / FANOUT_SUBS)
 #   CONN_RATE=50000  TARGET_CPU=0  LOADGEN_CPU=1  BUILD_DIR=build-bench
 #   REDIS_CPU=KAFKA_CPU=$TARGET_CPU  KAFKA_PARTITIONS=4
 #   HAWSER_BIN=$BUILD_DIR/bin/hawser (hawser-edge, -broker, -router beside it)
@@ -68,7 +71,7 @@ COMMAND="${OVERRIDES}bash bench/run.sh${*:+ $*}"
 
 if ((ALL)); then
 	TARGETS=${TARGETS:-"mosquitto hawser hawser-split hawser-redis hawser-kafka"}
-	SCENARIOS=${SCENARIOS:-"idle idle-ws fanin fanout p2p p2p-max"}
+	SCENARIOS=${SCENARIOS:-"idle idle-ws fanin fanout p2p p2p-max fanin-max fanout-max"}
 	DURATION=${DURATION:-15}
 	REPEAT=${REPEAT:-3}
 	PLOTS=${PLOTS:-1}
@@ -521,6 +524,21 @@ for ((ROUND = 1; ROUND <= REPEAT; ROUND++)); do
 			p2p-max)
 				for q in $QOS; do
 					run_one "$target" p2p-max "$q" "$TRANSPORT" --scenario p2p --pairs "$MAX_PAIRS" \
+					    --rate 0 --window "$MAX_WINDOW" --duration "$DURATION"
+				done
+				;;
+			fanin-max)
+				# QoS 0 only: a QoS 1 publisher's window closes on PUBACK,
+				# which comes before the one subscriber takes the message,
+				# so a QoS 1 closed loop measures the queue bound's drops.
+				if [[ " $QOS " == *" 0 "* ]]; then
+					run_one "$target" fanin-max 0 "$TRANSPORT" --scenario fanin --pubs "$FANIN_PUBS" \
+					    --rate 0 --window "$MAX_WINDOW" --duration "$DURATION"
+				fi
+				;;
+			fanout-max)
+				for q in $QOS; do
+					run_one "$target" fanout-max "$q" "$TRANSPORT" --scenario fanout --subs "$FANOUT_SUBS" \
 					    --rate 0 --window "$MAX_WINDOW" --duration "$DURATION"
 				done
 				;;
