@@ -180,6 +180,13 @@ static bool type_points(ProtobufCType t)
 	       t == PROTOBUF_C_TYPE_MESSAGE;
 }
 
+// field_planned says whether f goes in its message's plan: it points
+// elsewhere (a repeated field's array does, whatever its type).
+static bool field_planned(const ProtobufCFieldDescriptor *f)
+{
+	return f->label == PROTOBUF_C_LABEL_REPEATED || type_points(f->type);
+}
+
 // plan_for returns d's plan, building it (and those of its sub-messages)
 // if needed; NULL on ENOMEM. A plan is listed before its fields are
 // planned, so a message type that contains itself finds its own plan.
@@ -197,17 +204,16 @@ static plan *plan_for(const ProtobufCMessageDescriptor *d)
 	p->next = plans;
 	plans = p;
 	for (unsigned i = 0; i < d->n_fields; i++)
-		if (d->fields[i].label == PROTOBUF_C_LABEL_REPEATED || type_points(d->fields[i].type))
-			p->n++;
+		p->n += field_planned(&d->fields[i]);
 	if (p->n > 0 && (p->f = calloc(p->n, sizeof(*p->f))) == NULL)
 		return NULL;
 	for (unsigned i = 0; i < d->n_fields; i++) {
 		const ProtobufCFieldDescriptor *f = &d->fields[i];
-		plan_field                     *pf = &p->f[k];
+		plan_field                     *pf;
 
-		if (f->label != PROTOBUF_C_LABEL_REPEATED && !type_points(f->type))
+		if (!field_planned(f))
 			continue;
-		k++;
+		pf = &p->f[k++];
 		pf->offset = f->offset;
 		pf->qoffset = f->quantifier_offset;
 		pf->id = f->id;
