@@ -124,10 +124,19 @@ def test_router_kill9_loses_nothing(kafka, pb):
             for topic, seen in firsts.items():
                 order = list(seen.values())  # dicts keep insertion order
                 assert order == sorted(order), f"subscriber {i}: {topic} out of order"
-        # The survivor took over the killed router's partitions.
-        taken = {q.get("msg", "")[len("consuming "):]
-                 for _, _, q in survivor.lines[after:]
-                 if q is not None and q.get("id") == "RTR-ASSIGN"}
+        # The survivor takes over the killed router's partitions once the
+        # group notices the death (session.timeout.ms, 6 s). That can come
+        # after the last delivery, when the victim had handed on all its
+        # records before the kill: wait for the assignment, not for a line
+        # that happened to come first.
+        taken = set()
+
+        def took(text, q):
+            if q is not None and q.get("id") == "RTR-ASSIGN":
+                taken.add(q.get("msg", "")[len("consuming "):])
+            return held <= taken
+
+        survivor.wait_line(took, 60, f"RTR-ASSIGN of {sorted(held)}", start=after)
         assert held <= taken, f"survivor took {taken}, the killed router held {held}"
         assert survivor.alive()
     except BaseException:
