@@ -58,6 +58,7 @@ IDLE_METRICS = [
     ("connects/s", "connects_per_s", True),
     ("RSS/conn (B)", "rss_per_conn_bytes", True),
     ("RSS/conn + Redis/Kafka (B)", "rss_per_conn_bytes+", True),
+    ("connects/s of each round", "cps_rounds", True),
     ("CPU/conn (us)", "cpu_us_per_conn", False),
     ("CPU/conn + Redis/Kafka (us)", "cpu_us_per_conn+", False),
     ("target CPU %", "target_cpu_pct", False),
@@ -80,7 +81,7 @@ PUB_METRICS = [
     ("other processes CPU %", "others_cpu_pct", False),
 ]
 NO_RATIO = {"lost", "queue_dropped", "aux_cpu_pct", "others_cpu_pct", "loadgen_cpu_pct",
-            "p99_rounds"}
+            "p99_rounds", "cps_rounds"}
 # Summed over rounds rather than their median: a loss in any round shows.
 SUMMED = {"lost", "queue_dropped", "sent", "received", "expected", "dup", "failed", "dropped"}
 
@@ -89,7 +90,8 @@ def merge_rounds(runs):
     """One result per (scenario, qos, target): a lone run as it is; for
     several rounds, each numeric metric's median over the rounds that have
     a result (SUMMED ones added up), and every round's p99 in p99_rounds
-    ("error" for a round without a result)."""
+    (connects/s in cps_rounds for idle ones; "error" for a round without a
+    result)."""
     groups = {}
     for r in runs:
         groups.setdefault((r["scenario"], r.get("qos", 0), r["target"]), []).append(r)
@@ -110,7 +112,9 @@ def merge_rounds(runs):
             elif any(x != vals[0] for x in vals): # settings (qos, conns...) stay as they are
                 m[k] = statistics.median(vals)
         m["rounds"] = len(group)
-        m["p99_rounds"] = [r.get("p99_us") if "error" not in r else "error" for r in group]
+        each = "connects_per_s" if group[0]["scenario"].startswith("idle") else "p99_us"
+        m["cps_rounds" if each == "connects_per_s" else "p99_rounds"] = \
+            [r.get(each) if "error" not in r else "error" for r in group]
         out.append(m)
     return out
 
@@ -198,7 +202,8 @@ def table(doc, summary=False):
                              else len(SCENARIO_ORDER), k[1]))
     by = {(r["scenario"], r.get("qos", 0), r["target"]): r for r in rows}
     has_aux = any("aux_cpu_s" in r for r in rows)
-    rounds_of = {(r["scenario"], r.get("qos", 0)) for r in rows if "p99_rounds" in r}
+    rounds_of = {(r["scenario"], r.get("qos", 0)) for r in rows
+                 if "p99_rounds" in r or "cps_rounds" in r}
     ratios = [t for t in targets if t != "mosquitto"] if "mosquitto" in targets else []
 
     head = ["scenario", "qos", "metric"] + targets + [f"{t}/mosquitto" for t in ratios]
@@ -209,7 +214,7 @@ def table(doc, summary=False):
                 continue
             if not has_aux and ("+" in key or key.startswith("aux_")):
                 continue
-            if key == "p99_rounds" and (scen, qos) not in rounds_of:
+            if key.endswith("_rounds") and (scen, qos) not in rounds_of:
                 continue
             cells = [scen, str(qos), label]
             vals = {}
@@ -276,10 +281,11 @@ def readme_section(doc, readme_dir, results_dir):
     ]
     rounds = int(s.get("REPEAT", "1") or 1)
     if rounds > 1:
-        lines.append(f"- **Rounds**: fanin, fanout and p2p ran {rounds} times over every "
-                     "target, round after round; their rows give each metric's median over "
-                     "the rounds (losses added up) and, in \"p99 of each round\", every "
-                     "round's p99")
+        lines.append(f"- **Rounds**: idle, idle-ws, fanin, fanout and p2p ran {rounds} times "
+                     "over every target, round after round (the `-max` ceilings once); their "
+                     "rows give each metric's median over the rounds (losses added up) and, in "
+                     "\"p99 of each round\" and \"connects/s of each round\", every round's "
+                     "figure")
     lines += [
         "- **Targets**:",
     ]
