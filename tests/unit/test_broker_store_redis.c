@@ -1049,6 +1049,67 @@ static void test_joined_writes_keep_order(void **state)
 	assert_int_equal(sum, 13);
 }
 
+// evalsha_calls reads how many EVALSHA Redis has run (INFO commandstats).
+static long long evalsha_calls(fixture *f)
+{
+	redisReply *r = redisCommand(f->rc, "INFO commandstats");
+	const char *p;
+	long long n = 0;
+
+	assert_true(r != NULL && r->type == REDIS_REPLY_STRING);
+	if ((p = strstr(r->str, "cmdstat_evalsha:calls=")) != NULL)
+		n = atoll(p + strlen("cmdstat_evalsha:calls="));
+	freeReplyObject(r);
+	return n;
+}
+
+// The writes of one pass for sessions in many slots go to Redis as one
+// script call, and a slot fenced in the middle of it refuses only its own
+// batch: the batches before and after it land, and lost_take names it.
+static void test_pass_is_one_call_fenced_per_slot(void **state)
+{
+	FIX(state);
+	brk_store *b = store_open(f);
+	char cids[40][24];
+	uint32_t n = 0, lost[4], fenced;
+	uint64_t eb;
+	long long calls;
+
+	for (int i = 0; n < 40; i++) { // 40 sessions of shard 0, each in its own slot
+		uint32_t s;
+		bool seen = false;
+
+		snprintf(cids[n], sizeof(cids[n]), "many-%d", i);
+		s = hw_slot_of(hw_bytes_of_cstr(cids[n]));
+		for (uint32_t j = 0; j < n; j++)
+			seen = seen || hw_slot_of(hw_bytes_of_cstr(cids[j])) == s;
+		if (s % 2 == 0 && !seen)
+			n++;
+	}
+	fenced = hw_slot_of(hw_bytes_of_cstr(cids[20]));
+	assert_int_equal(brk_store_redis_ops.slot_claim(b, fenced, "tcp://b:2", &eb), HW_OK);
+
+	calls = evalsha_calls(f);
+	for (uint32_t i = 0; i < n; i++) {
+		hw_bytes cid = hw_bytes_of_cstr(cids[i]);
+
+		assert_int_equal(brk_store_redis_ops.session_put(f->st, &(brk_store_session){
+		    .client_id = cid, .expiry = 60 }), HW_OK);
+		assert_int_equal(brk_store_redis_ops.sub_put(f->st, cid, hw_bytes_of_cstr("t/1"),
+		    &(brk_subopts){ .qos = 1 }), HW_OK);
+	}
+	assert_int_equal(brk_store_redis_ops.flush(f->st, 0, never, NULL), HW_OK);
+	assert_int_equal(evalsha_calls(f) - calls, 1);
+
+	assert_int_equal(brk_store_redis_ops.lost_take(f->st, 0, lost, 4), 1);
+	assert_int_equal(lost[0], fenced);
+	for (uint32_t i = 0; i < n; i++) {
+		assert_int_equal(exists(f, key_of(cids[i], "s")), i == 20 ? 0 : 1);
+		assert_int_equal(hash_has(f, key_of(cids[i], "subs"), "t/1"), i != 20);
+	}
+	brk_store_redis_ops.close(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1070,6 +1131,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_big_pass, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claims_race_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_joined_writes_keep_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pass_is_one_call_fenced_per_slot, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -44,26 +44,28 @@
 // if Redis lost the owner record) and writes the owner record, and the
 // store remembers the epoch it got (an atomic per slot; 0 = not held).
 // Session writes are batched per slot: the writes a pass queues for one
-// slot are one EVALSHA of brk_redis_fence_lua at flush, with the owner key,
-// the keys written and the epoch this store holds; inside Redis,
-// atomically, the script compares the epoch with the owner record and
-// either applies every write of the batch in order or refuses them all with
-// the error "HWFENCED <current epoch>". flush marks the slot of a refused
-// batch lost on its shard (and forgets the claim, so later writes for it are
-// refused here without a trip to Redis); the other batches of the pipeline
-// still count. A write for a slot this store does not hold (never claimed,
+// slot are one batch, with the owner key, the keys written and the epoch
+// this store holds, and at flush the pass's batches (up to a bound) are one
+// EVALSHA of brk_redis_fence_lua. Inside Redis, atomically, the script
+// compares each batch's epoch with its owner record and either applies
+// every write of the batch in order or refuses them all, answering one
+// entry per batch: 1, or the error "HWFENCED <current epoch>". flush marks
+// the slot of a refused batch lost on its shard (and forgets the claim, so
+// later writes for it are refused here without a trip to Redis); the other
+// batches still count. A write for a slot this store does not hold (never claimed,
 // slot_drop, or lost) is refused here and reported lost the same way.
 // lost_take drains the shard's lost slots; slot_claim clears the slot's
 // pending report (the claimer starts afresh: it loads the slot). Every key
 // a script touches is declared in KEYS and carries the slot's hash tag
-// (Redis Cluster: one hash slot per script). The script is loaded on every
+// (one call covers several slots: the store speaks to one Redis, not to a
+// Redis Cluster, which would refuse a call across hash slots; a Cluster
+// client would group batches by node instead). The script is loaded on every
 // (re)connect; a NOSCRIPT reply (SCRIPT FLUSH, a Redis that lost its cache
 // without dropping us) loads it and resends the buffer, like a reconnect.
-// Cost: the check and the script call cost Redis CPU per batch and per
-// write (bench/store_bench.c: about 3-4x the Redis CPU of plain commands
-// for the QoS 1 in-flight put + delete of sessions in different slots),
-// never a round trip. Consecutive writes of one command on one key (a
-// burst of in-flight puts of one session) join into one call.
+// Cost: the check costs Redis CPU per batch and per write, the call per
+// pass, never a round trip (bench/store_bench.c measures it). Consecutive
+// writes of one command on one key (a burst of in-flight puts of one
+// session) join into one call in the script.
 //
 // Slot index. session_put SADDs the client id to P{s:<slot>}:sessions and
 // session_del SREMs it, in the same fenced script as the record. The index
@@ -142,59 +144,74 @@ static const char *const brk_redis_op_names[BRK_ROP_N] = {
 	"read",
 };
 
-// brk_redis_fence_lua: the session writes of one slot in one pipeline
-// pass, as one script call (the epoch checked once for all of them).
-// KEYS[1] the slot's owner record, KEYS[2..] the keys the writes name;
-// ARGV[1] the epoch the writer holds, then one record per write, in order:
+// brk_redis_fence_lua: the session writes of a pipeline pass, one batch
+// per slot, as one script call (each batch's epoch checked once for all of
+// its writes). KEYS: per batch its slot's owner record, then the keys its
+// writes name. ARGV: per batch the index in KEYS of its owner record, the
+// epoch the writer holds, how many arguments follow, then one record per
+// write, in order:
 //   put  k_s k_subs k_inflight k_queue k_qos2in k_conn k_index  client id,
 //        clean "1"/"0", expiry, exp_at, TTL in ms or "-1" (none)
 //   del  the same 7 key indexes, client id
 //   else a Redis command: key index, index of the session record whose TTL
 //        a key without one inherits ("0": none), n (5 digits), then n
 //        arguments
-// Key indexes are into KEYS. A write Redis refuses (wrong type, OOM) does
-// not stop the others; the reply then names how many failed.
+// A record's key indexes count from its batch's owner record (1). The
+// reply has one entry per batch: 1; "HWFENCED <epoch in Redis>" (nothing
+// applied); or "HWPARTIAL ..." when Redis refused some writes (wrong type,
+// OOM), which does not stop the others.
 static const char brk_redis_fence_lua[] =
-	"local o = redis.call('GET', KEYS[1]) "
-	"local e = o and string.match(o, '^%d+') or '0' "
-	"if e ~= ARGV[1] then return redis.error_reply('HWFENCED ' .. e) end "
-	"local i, n, bad, msg = 2, #ARGV, 0, '' "
+	"local res, i, n, bad, msg = {}, 1, #ARGV, 0, '' "
 	"local function call(...) "
 	"  local r = redis.pcall(...) "
 	"  if type(r) == 'table' and r.err then bad = bad + 1 msg = r.err end "
 	"end "
 	"while i <= n do "
-	"  local op = ARGV[i] "
-	"  if op == 'put' or op == 'del' then "
-	"    local k = {} "
-	"    for j = 1, 7 do k[j] = KEYS[tonumber(ARGV[i + j])] end "
-	"    if op == 'del' or ARGV[i + 9] == '1' then "
-	"      call('DEL', k[1], k[2], k[3], k[4], k[5], k[6]) "
-	"    end "
-	"    if op == 'del' then "
-	"      call('SREM', k[7], ARGV[i + 8]) "
-	"      i = i + 9 "
-	"    else "
-	"      call('HSET', k[1], 'expiry', ARGV[i + 10], 'exp_at', ARGV[i + 11]) "
-	"      call('SADD', k[7], ARGV[i + 8]) "
-	"      for j = 1, 6 do "
-	"        if ARGV[i + 12] == '-1' then call('PERSIST', k[j]) "
-	"        else call('PEXPIRE', k[j], ARGV[i + 12]) end "
-	"      end "
-	"      i = i + 13 "
-	"    end "
+	"  local base, last = tonumber(ARGV[i]) - 1, i + 2 + tonumber(ARGV[i + 2]) "
+	"  local o = redis.call('GET', KEYS[base + 1]) "
+	"  local e = o and string.match(o, '^%d+') or '0' "
+	"  bad = 0 "
+	"  if e ~= ARGV[i + 1] then "
+	"    res[#res + 1] = redis.error_reply('HWFENCED ' .. e) "
+	"    i = last + 1 "
 	"  else "
-	"    local key, t, na = KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]) "
-	"    call(op, key, unpack(ARGV, i + 4, i + 3 + na)) "
-	"    if t > 0 and redis.call('PTTL', key) == -1 then "
-	"      local ttl = redis.call('PTTL', KEYS[t]) "
-	"      if ttl > 0 then redis.call('PEXPIRE', key, ttl) end "
+	"    i = i + 3 "
+	"  end "
+	"  while i <= last do "
+	"    local op = ARGV[i] "
+	"    if op == 'put' or op == 'del' then "
+	"      local k = {} "
+	"      for j = 1, 7 do k[j] = KEYS[base + tonumber(ARGV[i + j])] end "
+	"      if op == 'del' or ARGV[i + 9] == '1' then "
+	"        call('DEL', k[1], k[2], k[3], k[4], k[5], k[6]) "
+	"      end "
+	"      if op == 'del' then "
+	"        call('SREM', k[7], ARGV[i + 8]) "
+	"        i = i + 9 "
+	"      else "
+	"        call('HSET', k[1], 'expiry', ARGV[i + 10], 'exp_at', ARGV[i + 11]) "
+	"        call('SADD', k[7], ARGV[i + 8]) "
+	"        for j = 1, 6 do "
+	"          if ARGV[i + 12] == '-1' then call('PERSIST', k[j]) "
+	"          else call('PEXPIRE', k[j], ARGV[i + 12]) end "
+	"        end "
+	"        i = i + 13 "
+	"      end "
+	"    else "
+	"      local key, t, na = KEYS[base + tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]) "
+	"      call(op, key, unpack(ARGV, i + 4, i + 3 + na)) "
+	"      if t > 0 and redis.call('PTTL', key) == -1 then "
+	"        local ttl = redis.call('PTTL', KEYS[base + t]) "
+	"        if ttl > 0 then redis.call('PEXPIRE', key, ttl) end "
+	"      end "
+	"      i = i + 4 + na "
 	"    end "
-	"    i = i + 4 + na "
+	"    if i > last then "
+	"      res[#res + 1] = bad > 0 and redis.error_reply('HWPARTIAL ' .. bad .. ' writes refused: ' .. msg) or 1 "
+	"    end "
 	"  end "
 	"end "
-	"if bad > 0 then return redis.error_reply('HWPARTIAL ' .. bad .. ' writes refused: ' .. msg) end "
-	"return 1";
+	"return res";
 
 // brk_redis_claim_lua: KEYS[1] the owner record, ARGV[1] the claimer's URL;
 // returns the new epoch: one more than the last, and at least Redis's clock
@@ -222,10 +239,13 @@ static const char brk_redis_alive_lua[] =
 	"redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]) "
 	"return 0";
 
-// brk_redis_tag: what one queued command was: the slot it writes for and
-// the epoch it was checked against (BRK_REDIS_NOSLOT: not fenced).
+// brk_redis_tag: what one queued command writes for: one tag per batch of
+// a fence script call (its slot and the epoch it was checked against, in
+// the order of the reply's entries), one tag with slot BRK_REDIS_NOSLOT for
+// a command that is not fenced. A command's first tag says how many it has.
 typedef struct brk_redis_tag {
 	uint32_t slot;
+	uint32_t n;
 	uint64_t epoch;
 } brk_redis_tag;
 
@@ -254,9 +274,9 @@ typedef struct brk_redis_conn {
 	redisContext    *c;
 	char            *buf;      // formatted commands not yet confirmed
 	size_t           len, cap;
-	brk_redis_tag   *tags;     // one per command in buf
-	uint32_t         n;        // how many
-	uint32_t         tags_cap;
+	uint32_t         n;        // commands in buf
+	brk_redis_tag   *tags;     // theirs, in order
+	uint32_t         ntags, tags_cap;
 	brk_redis_batch *batch;    // batches of this pass, nbatch in use
 	uint32_t         nbatch, bcap;
 	uint16_t         open[HW_SLOTS]; // slot -> index + 1 in batch, 0: none
@@ -482,15 +502,13 @@ static void brk_redis_lose(brk_redis_conn *cn, uint32_t slot)
 	cn->lost[slot / 8] |= (uint8_t)(1u << (slot % 8));
 }
 
-// brk_redis_refused handles the error reply to command i of cn's buffer
-// (cn->mu held): a fenced write loses its slot (and this store's claim on
-// it, if still the one the write carried); NOSCRIPT sets *noscript; any
+// brk_redis_refused handles an error reply r for the writes of tag t
+// (cn->mu held): a fenced batch loses its slot (and this store's claim on
+// it, if still the one the batch carried); NOSCRIPT sets *noscript; any
 // other refusal (OOM, wrong type) is not retried: it would fail again.
-static void brk_redis_refused(brk_store *st, brk_redis_conn *cn, uint32_t i, const redisReply *r,
-    bool *noscript)
+static void brk_redis_refused(brk_store *st, brk_redis_conn *cn, const brk_redis_tag *t,
+    const redisReply *r, bool *noscript)
 {
-	const brk_redis_tag *t = &cn->tags[i];
-
 	if (strncmp(r->str, "HWFENCED", 8) == 0 && t->slot != BRK_REDIS_NOSLOT) {
 		uint64_t held = t->epoch;
 
@@ -510,6 +528,30 @@ static void brk_redis_refused(brk_store *st, brk_redis_conn *cn, uint32_t i, con
 	hw_log_warn("BRK-REDIS", "redis refused a write: %s", r->str);
 }
 
+// brk_redis_replied checks the reply r to the command whose tags start at t
+// (cn->mu held): an error refuses the whole command; a fence script call
+// answers one entry per batch, each refused on its own.
+static void brk_redis_replied(brk_store *st, brk_redis_conn *cn, const brk_redis_tag *t,
+    const redisReply *r, bool *noscript)
+{
+	if (r->type == REDIS_REPLY_ERROR) {
+		brk_redis_refused(st, cn, t, r, noscript);
+		return;
+	}
+	if (t->slot == BRK_REDIS_NOSLOT)
+		return;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != t->n) {
+		hw_counter_inc(st->errors);
+		hw_log_warn("BRK-REDIS", "unexpected reply to the fence script (%zu entries for %u "
+		    "batches)", r->type == REDIS_REPLY_ARRAY ? r->elements : (size_t)0, (unsigned)t->n);
+		return;
+	}
+	for (uint32_t j = 0; j < t->n; j++) {
+		if (r->element[j]->type == REDIS_REPLY_ERROR)
+			brk_redis_refused(st, cn, &t[j], r->element[j], noscript);
+	}
+}
+
 static void brk_redis_batches_close(brk_store *st, brk_redis_conn *cn);
 
 // brk_redis_flush_locked sends cn's buffer and reads every reply (cn->mu
@@ -526,19 +568,18 @@ static hw_err brk_redis_flush_locked(brk_store *st, brk_redis_conn *cn, bool (*k
 	for (;;) {
 		uint64_t t0 = hw_clock_mono_us();
 		bool noscript = false;
-		uint32_t i;
+		uint32_t i, t;
 
 		if (cn->c == NULL && !brk_redis_connect(st, cn))
 			goto retry;
 		if (redisAppendFormattedCommand(cn->c, cn->buf, cn->len) != REDIS_OK)
 			goto broken;
-		for (i = 0; i < cn->n; i++) {
+		for (i = 0, t = 0; i < cn->n; i++, t += cn->tags[t].n) {
 			void *r = NULL;
 
 			if (redisGetReply(cn->c, &r) != REDIS_OK || r == NULL)
 				goto broken;
-			if (((redisReply *)r)->type == REDIS_REPLY_ERROR)
-				brk_redis_refused(st, cn, i, r, &noscript);
+			brk_redis_replied(st, cn, &cn->tags[t], r, &noscript);
 			freeReplyObject(r);
 		}
 		if (noscript) {
@@ -553,6 +594,7 @@ static hw_err brk_redis_flush_locked(brk_store *st, brk_redis_conn *cn, bool (*k
 		hw_histogram_observe(st->latency, (double)(hw_clock_mono_us() - t0) / 1e6);
 		cn->len = 0;
 		cn->n = 0;
+		cn->ntags = 0;
 		if (cn->cap > BRK_REDIS_BUF_KEEP_BYTES) { // a burst does not stay allocated
 			free(cn->buf);
 			cn->buf = NULL;
@@ -566,6 +608,7 @@ retry:
 			hw_log_warn("BRK-REDIS", "%u unconfirmed redis writes dropped", (unsigned)cn->n);
 			cn->len = 0;
 			cn->n = 0;
+			cn->ntags = 0;
 			return HW_EIO;
 		}
 		brk_redis_backoff(&backoff);
@@ -573,19 +616,21 @@ retry:
 }
 
 // brk_redis_append formats one command into cn's buffer (cn->mu held),
-// tagged with the slot and epoch it is fenced by (BRK_REDIS_NOSLOT: none),
+// with its ntags tags (see brk_redis_tag; the first one's n is set here),
 // and counts it as an op of kind op (< 0: counted already).
 static hw_err brk_redis_append(brk_store *st, brk_redis_conn *cn, int op, int argc,
-    const char **argv, const size_t *lens, uint32_t slot, uint64_t epoch)
+    const char **argv, const size_t *lens, const brk_redis_tag *tags, uint32_t ntags)
 {
 	char *cmd = NULL;
 	int n;
 
-	if (cn->n == cn->tags_cap) {
-		uint32_t ncap = cn->tags_cap ? cn->tags_cap * 2 : 64;
-		brk_redis_tag *nt = realloc(cn->tags, ncap * sizeof(*nt));
+	if (cn->ntags + ntags > cn->tags_cap) {
+		uint32_t ncap = cn->tags_cap ? cn->tags_cap : 64;
+		brk_redis_tag *nt;
 
-		if (nt == NULL)
+		while (ncap < cn->ntags + ntags)
+			ncap *= 2;
+		if ((nt = realloc(cn->tags, ncap * sizeof(*nt))) == NULL)
 			return HW_ENOMEM;
 		cn->tags = nt;
 		cn->tags_cap = ncap;
@@ -607,7 +652,10 @@ static hw_err brk_redis_append(brk_store *st, brk_redis_conn *cn, int op, int ar
 	}
 	memcpy(cn->buf + cn->len, cmd, (size_t)n);
 	cn->len += (size_t)n;
-	cn->tags[cn->n++] = (brk_redis_tag){ slot, epoch };
+	memcpy(cn->tags + cn->ntags, tags, ntags * sizeof(*tags));
+	cn->tags[cn->ntags].n = ntags;
+	cn->ntags += ntags;
+	cn->n++;
 	free(cmd);
 	if (op >= 0)
 		hw_counter_inc(st->ops[op]);
@@ -788,12 +836,15 @@ static brk_redis_conn *brk_redis_shard(brk_store *st, hw_bytes cid)
 // throughout): brk_redis_batch_of finds or opens the batch, the record's
 // keys and arguments are added, and on any failure the batch is put back
 // as it was (a record is all there or not at all). At flush every batch
-// becomes one EVALSHA of brk_redis_fence_lua in cn's buffer, tagged with
-// its slot and epoch; batches of different slots touch different keys, so
-// only the order within a slot matters, and a batch keeps it.
+// becomes a part of one EVALSHA of brk_redis_fence_lua in cn's buffer (a
+// tag per batch: its slot and epoch); batches of different slots touch
+// different keys, so only the order within a slot matters, and a batch
+// keeps it (a batch closed early, under a new epoch or full, goes into the
+// buffer before the rest of its slot's writes).
 
 #define BRK_REDIS_BATCH_MAX_ARGS 4096
-#define BRK_REDIS_BATCH_MAX_BYTES (1u << 20)
+#define BRK_REDIS_BATCH_MAX_BYTES (1u << 20) // also the bound of one script call
+#define BRK_REDIS_CALL_MAX_ARGS 16384
 #define BRK_REDIS_BATCH_KEEP_BYTES (16u << 10)
 
 static void brk_redis_batch_reset(brk_redis_batch *b)
@@ -813,65 +864,122 @@ static void brk_redis_batch_fini(brk_redis_batch *b)
 	free(b->alens);
 }
 
-// brk_redis_batch_close formats b into cn's buffer and empties it; a batch
-// that cannot be formatted (ENOMEM) is dropped and its slot reported lost
-// (the broker gives the slot up and loads it again: nothing is silently
+// brk_redis_emit formats the batches bs[0..nb) that hold writes into
+// cn's buffer as one fence script call and empties them; batches that
+// cannot be formatted (ENOMEM) are dropped and their slots reported lost
+// (the broker gives a slot up and loads it again: nothing is silently
 // missing).
-static void brk_redis_batch_close(brk_store *st, brk_redis_conn *cn, brk_redis_batch *b)
+static void brk_redis_emit(brk_store *st, brk_redis_conn *cn, brk_redis_batch *bs, uint32_t nb)
 {
-	size_t argc = 4 + b->nkeys + 1 + b->nargs, off;
-	const char **argv;
-	size_t *lens;
-	char nk[16], ep[24];
-	brk_redis_key owner;
+	size_t argc = 3, nkeys = 0, a = 0, off;
+	uint32_t used = 0, u, owners = 0;
+	const char **argv = NULL;
+	size_t *lens = NULL;
+	brk_redis_key *owner = NULL;
+	brk_redis_tag *tags = NULL;
+	char (*num)[3][24] = NULL, nk[24];
 	hw_err err = HW_ENOMEM;
 
-	if (b->nargs == 0)
+	for (uint32_t i = 0; i < nb; i++) {
+		if (bs[i].nargs == 0)
+			continue;
+		used++;
+		nkeys += 1 + bs[i].nkeys;
+		argc += 1 + bs[i].nkeys + 3 + bs[i].nargs;
+	}
+	if (used == 0)
 		return;
 	argv = malloc(argc * sizeof(*argv));
 	lens = malloc(argc * sizeof(*lens));
-	if (argv != NULL && lens != NULL && brk_redis_key_slot(st, &owner, b->slot, "owner")) {
-		size_t a = 0;
+	owner = malloc(used * sizeof(*owner));
+	tags = malloc(used * sizeof(*tags));
+	num = malloc(used * sizeof(*num));
+	if (argv == NULL || lens == NULL || owner == NULL || tags == NULL || num == NULL)
+		goto out;
+	argv[a] = "EVALSHA", lens[a++] = 7;
+	argv[a] = st->fence_sha, lens[a++] = 40;
+	argv[a] = nk, lens[a++] = (size_t)snprintf(nk, sizeof(nk), "%zu", nkeys);
+	for (uint32_t i = 0; i < nb; i++) { // KEYS: owner record, then the batch's keys
+		const brk_redis_batch *b = &bs[i];
 
-		argv[a] = "EVALSHA", lens[a++] = 7;
-		argv[a] = st->fence_sha, lens[a++] = 40;
-		argv[a] = nk, lens[a++] = (size_t)snprintf(nk, sizeof(nk), "%u", (unsigned)b->nkeys + 1);
-		argv[a] = owner.p, lens[a++] = owner.len;
+		if (b->nargs == 0)
+			continue;
+		if (!brk_redis_key_slot(st, &owner[owners], b->slot, "owner"))
+			goto out;
+		argv[a] = owner[owners].p, lens[a++] = owner[owners].len;
+		owners++;
 		off = 0;
-		for (uint32_t i = 0; i < b->nkeys; i++) {
-			argv[a] = (const char *)b->keys.ptr + off, lens[a++] = b->klens[i];
-			off += b->klens[i];
+		for (uint32_t k = 0; k < b->nkeys; k++) {
+			argv[a] = (const char *)b->keys.ptr + off, lens[a++] = b->klens[k];
+			off += b->klens[k];
 		}
-		argv[a] = ep, lens[a++] = (size_t)snprintf(ep, sizeof(ep), "%llu",
+	}
+	nkeys = 0;
+	u = 0;
+	for (uint32_t i = 0; i < nb; i++) { // ARGV: owner index, epoch, count, records
+		const brk_redis_batch *b = &bs[i];
+
+		if (b->nargs == 0)
+			continue;
+		argv[a] = num[u][0], lens[a++] = (size_t)snprintf(num[u][0], 24, "%zu", nkeys + 1);
+		argv[a] = num[u][1], lens[a++] = (size_t)snprintf(num[u][1], 24, "%llu",
 		    (unsigned long long)b->epoch);
+		argv[a] = num[u][2], lens[a++] = (size_t)snprintf(num[u][2], 24, "%u",
+		    (unsigned)b->nargs);
 		off = 0;
-		for (uint32_t i = 0; i < b->nargs; i++) {
-			argv[a] = (const char *)b->args.ptr + off, lens[a++] = b->alens[i];
-			off += b->alens[i];
+		for (uint32_t k = 0; k < b->nargs; k++) {
+			argv[a] = (const char *)b->args.ptr + off, lens[a++] = b->alens[k];
+			off += b->alens[k];
 		}
-		err = brk_redis_append(st, cn, -1, (int)a, argv, lens, b->slot, b->epoch);
-		brk_redis_key_fini(&owner);
+		tags[u++] = (brk_redis_tag){ .slot = b->slot, .epoch = b->epoch };
+		nkeys += 1 + b->nkeys;
 	}
-	if (err != HW_OK) {
-		hw_counter_inc(st->errors);
-		hw_log_error("BRK-REDIS", "slot %u: queued writes dropped (out of memory)",
-		    (unsigned)b->slot);
-		brk_redis_lose(cn, b->slot);
+	err = brk_redis_append(st, cn, -1, (int)a, argv, lens, tags, used);
+out:
+	for (uint32_t i = 0; i < nb; i++) {
+		if (err != HW_OK && bs[i].nargs != 0) {
+			hw_counter_inc(st->errors);
+			hw_log_error("BRK-REDIS", "slot %u: queued writes dropped (out of memory)",
+			    (unsigned)bs[i].slot);
+			brk_redis_lose(cn, bs[i].slot);
+		}
+		brk_redis_batch_reset(&bs[i]);
 	}
+	while (owners > 0)
+		brk_redis_key_fini(&owner[--owners]);
 	free(argv);
 	free(lens);
-	brk_redis_batch_reset(b);
+	free(owner);
+	free(tags);
+	free(num);
 }
 
-// brk_redis_batches_close formats every batch of the pass (cn->mu held).
-// The batches' memory is kept for the next pass, except what a big message
+// brk_redis_batches_close formats every batch of the pass (cn->mu held),
+// as few script calls as the bounds allow (one for a usual pass). The
+// batches' memory is kept for the next pass, except what a big message
 // grew: one large fan-out must not leave a large buffer per slot behind.
 static void brk_redis_batches_close(brk_store *st, brk_redis_conn *cn)
 {
+	uint32_t from = 0;
+	size_t args = 0, bytes = 0;
+
+	for (uint32_t i = 0; i < cn->nbatch; i++) {
+		const brk_redis_batch *b = &cn->batch[i];
+		size_t ba = 4 + b->nkeys + b->nargs, bb = b->keys.len + b->args.len;
+
+		if (i > from && (args + ba > BRK_REDIS_CALL_MAX_ARGS ||
+		    bytes + bb > BRK_REDIS_BATCH_MAX_BYTES)) {
+			brk_redis_emit(st, cn, &cn->batch[from], i - from);
+			from = i;
+			args = bytes = 0;
+		}
+		args += ba;
+		bytes += bb;
+	}
+	brk_redis_emit(st, cn, &cn->batch[from], cn->nbatch - from);
 	for (uint32_t i = 0; i < cn->nbatch; i++) {
 		brk_redis_batch *b = &cn->batch[i];
 
-		brk_redis_batch_close(st, cn, b);
 		cn->open[b->slot] = 0;
 		if (b->args.cap > BRK_REDIS_BATCH_KEEP_BYTES)
 			hw_buf_fini(&b->args);
@@ -891,7 +999,7 @@ static brk_redis_batch *brk_redis_batch_of(brk_store *st, brk_redis_conn *cn, ui
 		b = &cn->batch[cn->open[slot] - 1];
 		if (b->epoch != epoch || b->nargs >= BRK_REDIS_BATCH_MAX_ARGS ||
 		    b->args.len + b->keys.len >= BRK_REDIS_BATCH_MAX_BYTES)
-			brk_redis_batch_close(st, cn, b);
+			brk_redis_emit(st, cn, b, 1);
 		b->epoch = epoch;
 		return b;
 	}
@@ -1644,7 +1752,7 @@ static hw_err brk_redis_retain_put(brk_store *st, const brk_msg *m)
 	}
 	pthread_mutex_lock(&cn->mu);
 	err = brk_redis_append(st, cn, BRK_ROP_RETAIN, b != NULL ? 4 : 3, argv, lens,
-	    BRK_REDIS_NOSLOT, 0);
+	    &(brk_redis_tag){ .slot = BRK_REDIS_NOSLOT }, 1);
 	if (err == HW_OK)
 		err = brk_redis_flush_locked(st, cn, brk_redis_try_again, &t);
 	pthread_mutex_unlock(&cn->mu);
