@@ -635,6 +635,7 @@ static void brk_worker_fanin(brk_worker *w, brk_work *list)
 		retry.bits[i] = w->lost.bits[i] & w->touched.bits[i];
 	for (brk_work *wk = list; wk != NULL; wk = wk->next) {
 		brk_fanin *f = wk->fanin;
+		brk_slotset bits, held; // this pass's, then (last worker) all of them
 		bool whole;
 
 		if (wk->kind != BRK_WORK_PUBLISH || f == NULL)
@@ -648,32 +649,38 @@ static void brk_worker_fanin(brk_worker *w, brk_work *list)
 			have_orphans = true;
 		}
 		for (size_t i = 0; i < BRK_SLOT_WORDS; i++) {
-			uint64_t bits = retry.bits[i] | (wk->retry != NULL ? wk->retry->bits[i] : 0) |
+			bits.bits[i] = retry.bits[i] | (wk->retry != NULL ? wk->retry->bits[i] : 0) |
 			    (whole ? orphans.bits[i] : 0);
 			// Held when taken and not lost (or given up) since: the
 			// writes this flush confirmed stand for those slots.
-			uint64_t held = wk->held != NULL ? wk->held->bits[i] & ~w->lost.bits[i] : 0;
-
-			if (bits != 0)
-				atomic_fetch_or(&f->retry[i], bits);
-			if (held != 0)
-				atomic_fetch_or(&f->held[i], held);
+			held.bits[i] = wk->held != NULL ? wk->held->bits[i] & ~w->lost.bits[i] : 0;
 		}
-		if (atomic_fetch_sub(&f->left, 1) == 1) {
-			brk_slotset all, held;
-
+		// The last worker to count down (the only one, with one worker)
+		// sees the others' bits (each ORs before its count-down) and no
+		// one writes f any more: it merges its own without atomics.
+		if (atomic_load(&f->left) != 1) {
 			for (size_t i = 0; i < BRK_SLOT_WORDS; i++) {
-				all.bits[i] = atomic_load(&f->retry[i]);
-				held.bits[i] = atomic_load(&f->held[i]) & ~all.bits[i];
+				if (bits.bits[i] != 0)
+					atomic_fetch_or(&f->retry[i], bits.bits[i]);
+				if (held.bits[i] != 0)
+					atomic_fetch_or(&f->held[i], held.bits[i]);
+				bits.bits[i] = held.bits[i] = 0;
 			}
-			brk_out_ack(w, brk_out_dest(w, f->url), f->seq,
-			    atomic_load(&f->matched) ? HW_RC_SUCCESS : HW_RC_NO_MATCHING_SUBSCRIBERS, &all,
-			    &held);
-			// The last worker frees it once this work item is released.
-			atomic_store(&f->left, -1);
-		} else {
-			wk->fanin = NULL;
+			if (atomic_fetch_sub(&f->left, 1) != 1) {
+				wk->fanin = NULL;
+				continue;
+			}
 		}
+		for (size_t i = 0; i < BRK_SLOT_WORDS; i++) {
+			bits.bits[i] |= atomic_load_explicit(&f->retry[i], memory_order_relaxed);
+			held.bits[i] = (held.bits[i] | atomic_load_explicit(&f->held[i],
+			    memory_order_relaxed)) & ~bits.bits[i];
+		}
+		brk_out_ack(w, brk_out_dest(w, f->url), f->seq,
+		    atomic_load(&f->matched) ? HW_RC_SUCCESS : HW_RC_NO_MATCHING_SUBSCRIBERS, &bits,
+		    &held);
+		// The last worker frees it once this work item is released.
+		atomic_store(&f->left, -1);
 	}
 	memset(&w->touched, 0, sizeof(w->touched));
 	memset(&w->lost, 0, sizeof(w->lost));
