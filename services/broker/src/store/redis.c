@@ -417,6 +417,24 @@ static hw_err brk_redis_parse_url(brk_store *st, const char *url)
 	return HW_OK;
 }
 
+// brk_redis_dec writes v in decimal at out, NUL-terminated (out has 21
+// bytes), and returns its length: the hot write path formats numbers
+// without printf.
+static size_t brk_redis_dec(char *out, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	for (size_t i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	out[n] = 0;
+	return n;
+}
+
 static bool brk_redis_ok(redisReply *r)
 {
 	bool ok = r != NULL && r->type != REDIS_REPLY_ERROR;
@@ -621,8 +639,8 @@ retry:
 static hw_err brk_redis_append(brk_store *st, brk_redis_conn *cn, int op, int argc,
     const char **argv, const size_t *lens, const brk_redis_tag *tags, uint32_t ntags)
 {
-	char *cmd = NULL;
-	int n;
+	size_t need;
+	char *p;
 
 	if (cn->ntags + ntags > cn->tags_cap) {
 		uint32_t ncap = cn->tags_cap ? cn->tags_cap : 64;
@@ -635,28 +653,39 @@ static hw_err brk_redis_append(brk_store *st, brk_redis_conn *cn, int op, int ar
 		cn->tags = nt;
 		cn->tags_cap = ncap;
 	}
-	if ((n = redisFormatCommandArgv(&cmd, argc, argv, lens)) < 0)
-		return HW_ENOMEM;
-	if (cn->len + (size_t)n > cn->cap) {
+	need = 1 + 20 + 2;
+	for (int i = 0; i < argc; i++)
+		need += 1 + 20 + 2 + lens[i] + 2;
+	if (cn->len + need > cn->cap) {
 		size_t ncap = cn->cap ? cn->cap : 4096;
 		char *nb;
 
-		while (ncap < cn->len + (size_t)n)
+		while (ncap < cn->len + need)
 			ncap *= 2;
-		if ((nb = realloc(cn->buf, ncap)) == NULL) {
-			free(cmd);
+		if ((nb = realloc(cn->buf, ncap)) == NULL)
 			return HW_ENOMEM;
-		}
 		cn->buf = nb;
 		cn->cap = ncap;
 	}
-	memcpy(cn->buf + cn->len, cmd, (size_t)n);
-	cn->len += (size_t)n;
+	// RESP: *<argc>\r\n, then $<len>\r\n<bytes>\r\n per argument.
+	p = cn->buf + cn->len;
+	*p++ = '*';
+	p += brk_redis_dec(p, (uint64_t)argc);
+	*p++ = '\r', *p++ = '\n';
+	for (int i = 0; i < argc; i++) {
+		*p++ = '$';
+		p += brk_redis_dec(p, lens[i]);
+		*p++ = '\r', *p++ = '\n';
+		if (lens[i] != 0)
+			memcpy(p, argv[i], lens[i]);
+		p += lens[i];
+		*p++ = '\r', *p++ = '\n';
+	}
+	cn->len = (size_t)(p - cn->buf);
 	memcpy(cn->tags + cn->ntags, tags, ntags * sizeof(*tags));
 	cn->tags[cn->ntags].n = ntags;
 	cn->ntags += ntags;
 	cn->n++;
-	free(cmd);
 	if (op >= 0)
 		hw_counter_inc(st->ops[op]);
 	return HW_OK;
@@ -795,9 +824,9 @@ static bool brk_redis_key_build(const brk_store *st, brk_redis_key *k, const cha
 static bool brk_redis_key_slot(const brk_store *st, brk_redis_key *k, uint32_t slot,
     const char *suffix)
 {
-	char tag[16];
+	char tag[24] = "s:";
 
-	snprintf(tag, sizeof(tag), "s:%u", (unsigned)slot);
+	brk_redis_dec(tag + 2, slot);
 	return brk_redis_key_build(st, k, tag, NULL, suffix);
 }
 
@@ -805,9 +834,9 @@ static bool brk_redis_key_slot(const brk_store *st, brk_redis_key *k, uint32_t s
 static bool brk_redis_key_make(const brk_store *st, brk_redis_key *k, hw_bytes cid,
     const char *suffix)
 {
-	char tag[16];
+	char tag[24] = "s:";
 
-	snprintf(tag, sizeof(tag), "s:%u", (unsigned)hw_slot_of(cid));
+	brk_redis_dec(tag + 2, hw_slot_of(cid));
 	return brk_redis_key_build(st, k, tag, &cid, suffix);
 }
 
@@ -898,7 +927,7 @@ static void brk_redis_emit(brk_store *st, brk_redis_conn *cn, brk_redis_batch *b
 		goto out;
 	argv[a] = "EVALSHA", lens[a++] = 7;
 	argv[a] = st->fence_sha, lens[a++] = 40;
-	argv[a] = nk, lens[a++] = (size_t)snprintf(nk, sizeof(nk), "%zu", nkeys);
+	argv[a] = nk, lens[a++] = brk_redis_dec(nk, nkeys);
 	for (uint32_t i = 0; i < nb; i++) { // KEYS: owner record, then the batch's keys
 		const brk_redis_batch *b = &bs[i];
 
@@ -921,11 +950,9 @@ static void brk_redis_emit(brk_store *st, brk_redis_conn *cn, brk_redis_batch *b
 
 		if (b->nargs == 0)
 			continue;
-		argv[a] = num[u][0], lens[a++] = (size_t)snprintf(num[u][0], 24, "%zu", nkeys + 1);
-		argv[a] = num[u][1], lens[a++] = (size_t)snprintf(num[u][1], 24, "%llu",
-		    (unsigned long long)b->epoch);
-		argv[a] = num[u][2], lens[a++] = (size_t)snprintf(num[u][2], 24, "%u",
-		    (unsigned)b->nargs);
+		argv[a] = num[u][0], lens[a++] = brk_redis_dec(num[u][0], nkeys + 1);
+		argv[a] = num[u][1], lens[a++] = brk_redis_dec(num[u][1], b->epoch);
+		argv[a] = num[u][2], lens[a++] = brk_redis_dec(num[u][2], b->nargs);
 		off = 0;
 		for (uint32_t k = 0; k < b->nargs; k++) {
 			argv[a] = (const char *)b->args.ptr + off, lens[a++] = b->alens[k];
@@ -1087,9 +1114,9 @@ out:
 
 static hw_err brk_redis_batch_ix(brk_redis_batch *b, uint32_t ix)
 {
-	char s[16];
+	char s[24];
 
-	return brk_redis_batch_arg(b, s, (size_t)snprintf(s, sizeof(s), "%u", (unsigned)ix));
+	return brk_redis_batch_arg(b, s, brk_redis_dec(s, ix));
 }
 
 // brk_redis_locked_batch locks cid's shard and returns the batch of cid's
@@ -1210,7 +1237,8 @@ static hw_err brk_redis_cmd(brk_store *st, int op, hw_bytes cid, const char *ver
 		b->m_noff = b->args.len - added - 5; // the count, right before the args
 	}
 	b->m_n += (uint32_t)nargs;
-	snprintf(cnt, sizeof(cnt), "%05u", (unsigned)b->m_n);
+	for (uint32_t i = 0, v = b->m_n; i < 5; i++, v /= 10) // "%05u"
+		cnt[4 - i] = (char)('0' + v % 10);
 	memcpy(b->args.ptr + b->m_noff, cnt, 5);
 	hw_counter_inc(st->ops[op]);
 	goto out;
@@ -1544,7 +1572,7 @@ static hw_err brk_redis_sub_each(brk_store *st, hw_bytes cid, brk_store_sub_fn f
 
 static hw_err brk_redis_out_put(brk_store *st, hw_bytes cid, const brk_deliv *d)
 {
-	char pid[8];
+	char pid[24];
 	size_t len;
 	uint8_t *b = brk_redis_blob(d->msg, d->qos, d->retain, d->seq, d->sub_ids, d->nsub, &len);
 	const char *args[2] = { pid, (const char *)b };
@@ -1553,7 +1581,7 @@ static hw_err brk_redis_out_put(brk_store *st, hw_bytes cid, const brk_deliv *d)
 
 	if (b == NULL)
 		return HW_ENOMEM;
-	lens[0] = (size_t)snprintf(pid, sizeof(pid), "%u", (unsigned)d->pid);
+	lens[0] = brk_redis_dec(pid, d->pid);
 	err = brk_redis_cmd(st, BRK_ROP_OUT_PUT, cid, "HSET", false, "inflight", 2, args, lens);
 	free(b);
 	return err;
@@ -1571,12 +1599,12 @@ static hw_err brk_redis_out_pubrec(brk_store *st, hw_bytes cid, uint16_t pid)
 
 static hw_err brk_redis_out_del(brk_store *st, hw_bytes cid, uint16_t pid)
 {
-	char f[8], r[8];
+	char f[24], r[24] = "r";
 	const char *args[2] = { f, r };
 	size_t lens[2];
 
-	lens[0] = (size_t)snprintf(f, sizeof(f), "%u", (unsigned)pid);
-	lens[1] = (size_t)snprintf(r, sizeof(r), "r%u", (unsigned)pid);
+	lens[0] = brk_redis_dec(f, pid);
+	lens[1] = 1 + brk_redis_dec(r + 1, pid);
 	return brk_redis_cmd(st, BRK_ROP_OUT_DEL, cid, "HDEL", false, "inflight", 2, args, lens);
 }
 
