@@ -112,9 +112,9 @@ def merge_rounds(runs):
             elif any(x != vals[0] for x in vals): # settings (qos, conns...) stay as they are
                 m[k] = statistics.median(vals)
         m["rounds"] = len(group)
-        each = "connects_per_s" if group[0]["scenario"].startswith("idle") else "p99_us"
-        m["cps_rounds" if each == "connects_per_s" else "p99_rounds"] = \
-            [r.get(each) if "error" not in r else "error" for r in group]
+        key, each = (("cps_rounds", "connects_per_s") if group[0]["scenario"].startswith("idle")
+                     else ("p99_rounds", "p99_us"))
+        m[key] = [r.get(each) if "error" not in r else "error" for r in group]
         out.append(m)
     return out
 

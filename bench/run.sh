@@ -22,9 +22,10 @@
 #                                               WebSocket whatever TRANSPORT;
 #                                               fanin-max, fanout-max)
 #   QOS="0 1"  MQTT=5  TRANSPORT=tcp|ws  SIZE=64  DURATION=10  DRAIN=3
-#   REPEAT=1  (3 with --all: rounds of the fixed-load scenarios fanin, fanout
-#              and p2p over every target; the table shows each metric's
-#              median over the rounds and every round's p99)
+#   REPEAT=1  (3 with --all: rounds of the idle and fixed-load scenarios
+#              idle, idle-ws, fanin, fanout and p2p over every target; the
+#              table shows each metric's median over the rounds and every
+#              round's p99, or connects/s for idle)
 #   IDLE_CONNS=10000  FANIN_PUBS=100  FANOUT_SUBS=1000  P2P_PAIRS=1000
 #   FANIN_RATE=20000  FANOUT_RATE=50  P2P_RATE=20000  (publishes/s, total)
 #   MAX_PAIRS=100 MAX_WINDOW=16   (p2p-max: closed loop, no rate limit;

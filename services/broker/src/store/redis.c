@@ -900,7 +900,7 @@ static void brk_redis_batch_fini(brk_redis_batch *b)
 // missing).
 static void brk_redis_emit(brk_store *st, brk_redis_conn *cn, brk_redis_batch *bs, uint32_t nb)
 {
-	size_t argc = 3, nkeys = 0, a = 0, off;
+	size_t argc = 3, nkeys = 0, base = 1, a = 0, off;
 	uint32_t used = 0, u, owners = 0;
 	const char **argv = NULL;
 	size_t *lens = NULL;
@@ -943,14 +943,13 @@ static void brk_redis_emit(brk_store *st, brk_redis_conn *cn, brk_redis_batch *b
 			off += b->klens[k];
 		}
 	}
-	nkeys = 0;
 	u = 0;
 	for (uint32_t i = 0; i < nb; i++) { // ARGV: owner index, epoch, count, records
 		const brk_redis_batch *b = &bs[i];
 
 		if (b->nargs == 0)
 			continue;
-		argv[a] = num[u][0], lens[a++] = brk_redis_dec(num[u][0], nkeys + 1);
+		argv[a] = num[u][0], lens[a++] = brk_redis_dec(num[u][0], base);
 		argv[a] = num[u][1], lens[a++] = brk_redis_dec(num[u][1], b->epoch);
 		argv[a] = num[u][2], lens[a++] = brk_redis_dec(num[u][2], b->nargs);
 		off = 0;
@@ -959,7 +958,7 @@ static void brk_redis_emit(brk_store *st, brk_redis_conn *cn, brk_redis_batch *b
 			off += b->alens[k];
 		}
 		tags[u++] = (brk_redis_tag){ .slot = b->slot, .epoch = b->epoch };
-		nkeys += 1 + b->nkeys;
+		base += 1 + b->nkeys; // the next batch's owner record in KEYS
 	}
 	err = brk_redis_append(st, cn, -1, (int)a, argv, lens, tags, used);
 out:
