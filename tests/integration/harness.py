@@ -10,9 +10,11 @@ developer asks for it with HAWSER_TEST_TARGET=mosquitto, a Mosquitto broker
 used to check the suite's own logic against a reference implementation.
 """
 
+import collections
 import dataclasses
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -52,26 +54,53 @@ class EdgeInfo:
     http: int | None  # None: no HTTP (mosquitto)
 
 
-def free_port():
-    """A TCP port that was free a moment ago on 127.0.0.1 (for NNG inbox URLs,
-    which peers must know before the process starts)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _ephemeral_low():
+    """The first port of the kernel's ephemeral range (outgoing connections
+    take their local port from it)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out = collections.deque(maxlen=256)
 
 
 def free_ports(n):
+    """n distinct TCP ports that were free a moment ago on 127.0.0.1, for NNG
+    inbox URLs, which peers must know before the process starts. They are
+    taken below the ephemeral range: a port from it could become the local
+    port of some process's outgoing connection (a tier dialling another)
+    between this choice and the listener's bind ("Address in use", seen in
+    CI), while a port below it is only ever taken by a bind. Ports handed
+    out lately are not handed out again (their listener may not be up yet)."""
+    low, high = 10000, _ephemeral_low() - 1
     socks, ports = [], []
     try:
-        for _ in range(n):
+        while len(ports) < n:
+            # An ephemeral range that starts low leaves no room: the kernel's pick.
+            port = random.randint(low, high) if high - low >= 1000 else 0
+            if port in _handed_out:
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # taken (or in TIME_WAIT): try another
+                s.close()
+                continue
+            port = s.getsockname()[1]
             socks.append(s)
-            ports.append(s.getsockname()[1])
+            ports.append(port)
+            _handed_out.append(port)
     finally:
         for s in socks:
             s.close()
     return ports
+
+
+def free_port():
+    return free_ports(1)[0]
 
 
 def binary(name):
