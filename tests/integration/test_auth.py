@@ -314,7 +314,10 @@ def test_jwt_in_password_then_packets_in_order(adep, raws, version):
     assert kinds[0] == mqttraw.CONNACK and got[0].reason == 0
     assert kinds[1] == mqttraw.SUBACK and got[1].codes == [1]
     rest = sorted(kinds[2:])
-    assert rest == [mqttraw.PUBLISH, mqttraw.PUBACK], got
+    # A second PUBLISH here (new packet id, no DUP) was the router offering
+    # the message again to a broker that had delivered it already.
+    assert rest == [mqttraw.PUBLISH, mqttraw.PUBACK], \
+        f"{[(p, p.pid, p.dup) for p in got]}\n{adep.tails()}"
 
 
 @pytest.mark.parametrize("version", VERSIONS)

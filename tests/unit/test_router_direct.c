@@ -8,7 +8,8 @@
 // in direct mode) are refused. With the broker set from hw_members: a
 // broker that dies while an offer waits for it has its slots offered again
 // to the other (only_slots) and the publish is acked; an Ack's retry_slots
-// are offered again after the backoff, and a duplicated Ack counts once;
+// that no Ack held are offered again after the backoff, and a duplicated
+// Ack counts once;
 // slots no Ack's held had are offered again too (covered is positive).
 // Every wait is on a condition variable with a deadline; no sleeps.
 
@@ -645,9 +646,10 @@ static void test_dead_broker_slots_offered_again(void **state)
 }
 
 // An Ack with retry_slots (that broker lost those slots, or is still
-// loading them): after the backoff both brokers get the message again for
-// those slots only, and the publish is acked once both answered that too.
-// A duplicated Ack counts once.
+// loading them) that the other broker's Ack does not hold either: after
+// the backoff both brokers get the message again for those slots only, and
+// the publish is acked once both answered that too and one held them. A
+// duplicated Ack counts once.
 static void test_retry_slots_offered_again(void **state)
 {
 	fixture *fx = setup(true, NULL);
@@ -659,8 +661,8 @@ static void test_retry_slots_offered_again(void **state)
 	assert_true(fake_wait(fx->a, &fx->a->npubs, 1));
 	assert_true(fake_wait(fx->b, &fx->b->npubs, 1));
 	rseq = fx->a->pub_seq[0];
-	assert_int_equal(send_ack(fx->b->router, rseq, 0x10), HW_OK);
-	assert_int_equal(send_ack(fx->b->router, rseq, 0x10), HW_OK); // duplicate
+	assert_int_equal(send_ack_held(fx->b->router, rseq, 0x10, false, NULL, 0), HW_OK);
+	assert_int_equal(send_ack_held(fx->b->router, rseq, 0x10, false, NULL, 0), HW_OK); // duplicate
 	barrier_via(fx, fx->b);
 	assert_int_equal(nacks_of(fx->a), 0); // A has not answered yet
 	assert_int_equal(send_ack_retry(fx->a->router, rseq, 0x00, retry, 2), HW_OK);
@@ -681,10 +683,10 @@ static void test_retry_slots_offered_again(void **state)
 	assert_int_equal(reoffers(fx, "retry_slots"), 1);
 	assert_int_equal(nacks_of(fx->a), 0);
 
-	assert_int_equal(send_ack(fx->a->router, r2, 0x10), HW_OK);
+	assert_int_equal(send_ack_held(fx->a->router, r2, 0x10, false, retry, 2), HW_OK);
 	barrier(fx);
 	assert_int_equal(nacks_of(fx->a), 0); // B has not answered the re-offer
-	assert_int_equal(send_ack(fx->b->router, r2, 0x10), HW_OK);
+	assert_int_equal(send_ack_held(fx->b->router, r2, 0x10, false, NULL, 0), HW_OK);
 	assert_true(fake_wait(fx->a, &fx->a->nacks, 1));
 	barrier_via(fx, fx->b);
 	assert_int_equal(nacks_of(fx->a), 1);

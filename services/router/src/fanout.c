@@ -29,10 +29,17 @@
 //   slots but its retry_slots), and the slots owned by members that are
 //   self (never offered to). rtr_fanout_check, once no sub-offer waits and
 //   the retry and defer sets are empty, puts the slots not covered in the
-//   retry set (cause "uncovered"), so they go out in a round like refused
-//   ones, holding their slots (per-slot order); only then does the entry
-//   complete. An entry that failed (0x80+) or whose message expired needs
-//   no coverage.
+//   retry set (cause "retry_slots" when an Ack refused some since the last
+//   round, else "uncovered"), so they go out in a round, holding their
+//   slots (per-slot order); only then does the entry complete. An entry
+//   that failed (0x80+) or whose message expired needs no coverage.
+// - An Ack's retry_slots are not offered again by themselves: a broker
+//   names a slot there when it does not hold it and thinks its owner may
+//   be dead, and the owner's own Ack, arriving before or after, may hold
+//   it. Offering a slot again that another broker held delivers the message
+//   twice to that broker's sessions (a broker whose link to a live peer was
+//   still being dialed did that to every message for 250 ms after start).
+//   So only coverage decides what goes out again.
 // - Exactly once: an entry's done is called from rtr_fanout_complete only,
 //   after it left the list, the heap and (with its sub-offers) the map.
 
@@ -115,6 +122,7 @@ typedef struct rtr_pending {
 	bool                failed;     // some member answered 0x80+
 	bool                retry_left; // the retry set has a departed member's slots
 	bool                retry_refused; // ... slots refused (retry_slots) or unsent
+	bool                refused;    // an Ack named retry_slots since the last round
 	bool                reoffered;  // some sub-offer was a re-offer
 	rtr_slots           covered;    // slots some Ack's held had (see design notes)
 	rtr_msg            *msg;        // deep copy, owned
@@ -679,7 +687,9 @@ static void rtr_fanout_check(rtr_fanout *f, rtr_pending *p)
 		any = any || un.w[i] != 0;
 	}
 	if (any && !p->failed) {
-		rtr_fanout_retry_add(f, p, &un, RTR_CAUSE_UNCOVERED, p->reoffered, hw_clock_mono_ms());
+		rtr_fanout_retry_add(f, p, &un, p->refused ? RTR_CAUSE_RETRY : RTR_CAUSE_UNCOVERED,
+		    p->reoffered, hw_clock_mono_ms());
+		p->refused = false;
 		return;
 	}
 	rtr_fanout_complete(f, p);
@@ -1192,9 +1202,11 @@ hw_err rtr_fanout_ack_held(rtr_fanout *f, const char *from, uint64_t seq, uint32
 				got.w[i] = ~again.w[i];
 		}
 		rtr_fanout_cover(p, o, &got);
-		if (!rtr_slots_empty(&again)) // nearly every Ack: no clock read
-			rtr_fanout_retry_add(f, p, &again, RTR_CAUSE_RETRY, !o->first,
-			    hw_clock_mono_ms());
+		// Refused slots are not offered again here: another broker's
+		// Ack may hold them (see the design notes); rtr_fanout_check
+		// decides once every member answered.
+		if (!rtr_slots_empty(&again))
+			p->refused = true;
 	}
 	if (o->waiting == 0)
 		rtr_fanout_offer_end(f, o);

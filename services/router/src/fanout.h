@@ -34,22 +34,25 @@
 //   a broker's broker.advertise is the URL the router knows it by), so a
 //   duplicated Ack counts once and an Ack from a member the sub-offer did
 //   not go to is ignored. 0x00: taken with a match, 0x10: taken without,
-//   0x80+: failed. An Ack's retry_slots go to the entry's retry set.
+//   0x80+: failed. An Ack's retry_slots are slots that broker did not
+//   take; they go out again only if no Ack holds them (below).
 // - Covered is positive (docs/cluster.md): an entry counts a slot covered
 //   only when an Ack of one of its sub-offers had it in `held` (the slots
 //   that broker held while it took the offer), or, for an Ack without
 //   held (a broker that predates it), when the sub-offer had it and the
 //   Ack's retry_slots did not. Once no sub-offer of the entry waits and
 //   its retry set is empty, the slots nobody covered go to the retry set
-//   (hawser_router_reoffers_total{cause="uncovered"} when their round
-//   offers them again) until some broker holds them or the deadline fails
-//   the message.
+//   (hawser_router_reoffers_total{cause="retry_slots"} when some Ack named
+//   retry_slots since the last round, else cause="uncovered") until some
+//   broker holds them or the deadline fails the message. A slot one Ack
+//   refused and another held is not offered again: the broker that held it
+//   delivered to its sessions, and they would get the message twice.
 // - A view change that removes a member a sub-offer still waits for: that
 //   member is done, and the slots it owned (in the sub-offer's view and in
 //   the view just replaced) that the sub-offer covered are offered again at
 //   once to every live member of the new view, with only_slots
 //   (hawser_router_reoffers_total{cause="member_left"}).
-// - Retry set: slots from Acks' retry_slots, from sends that failed
+// - Retry set: slots nobody covered, from sends that failed
 //   (HW_EFULL: the member's share is retried), and slots that had nobody to
 //   go to (no live member). They go out again in the next **round**: one
 //   timer for the fanout, armed a backoff after a slot is refused (10 ms,
