@@ -1,6 +1,6 @@
 // A real redis-server for the unit tests that need one
-// (test_broker_store_redis, test_broker_server): free_port finds a free
-// loopback port, redis_start runs redis-server on it without persistence
+// (test_broker_store_redis, test_broker_server): redis_start runs
+// redis-server without persistence on a port from free_port (free_port.h)
 // and waits for it to be ready, redis_stop kills it. Header-only: each test
 // executable is one .c file (tests/unit/CMakeLists.txt). Include it after
 // <cmocka.h> and "core/clock.h".
@@ -18,27 +18,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "free_port.h"
+
 typedef struct redis_proc {
 	pid_t pid;
 	int   port;   // set by the caller before redis_start
 	int   out;    // its stdout (kept open: redis must not write to a closed pipe)
 	char  dir[64]; // its working directory; "" means /tmp
 } redis_proc;
-
-// free_port returns a loopback TCP port that was free a moment ago.
-static inline int free_port(void)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
 
 // redis_start runs redis-server (no persistence) on rp->port in rp->dir and
 // waits (deadline 10 s) for its "Ready to accept connections" line; false

@@ -28,6 +28,8 @@
 #include "link/link.h"
 #include "link/members.h"
 
+#include "free_port.h"
+
 #define WAIT_MS 10000
 #define MAX_SEQS 64
 
@@ -108,26 +110,6 @@ static hw_members_view *watch_until(watch *w, size_t n, const char *url0)
 	}
 	pthread_mutex_unlock(&w->mtx);
 	return v;
-}
-
-// free_port returns a TCP port on 127.0.0.1 that nothing listens on (bound
-// and released: connections to it are refused).
-static int free_port(void)
-{
-	struct sockaddr_in sa;
-	socklen_t          len = sizeof(sa);
-	int                fd = socket(AF_INET, SOCK_STREAM, 0);
-	int                port;
-
-	assert_true(fd >= 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
 }
 
 static int url_port(const char *url)
