@@ -35,11 +35,13 @@ static inline int free_port_ephemeral_low(void)
 	return low;
 }
 
+#define FREE_PORT_REMEMBERED 64
+
 // free_port returns a loopback TCP port that was free a moment ago and that
-// this process has not returned before.
+// is none of the last FREE_PORT_REMEMBERED it returned.
 static inline int free_port(void)
 {
-	static int given[64];
+	static int given[FREE_PORT_REMEMBERED];
 	static size_t ngiven;
 	static unsigned seed;
 	int low = 10000, high = free_port_ephemeral_low() - 1;
@@ -56,7 +58,7 @@ static inline int free_port(void)
 		// An ephemeral range that starts low leaves no room: the kernel's pick.
 		if (high - low >= 1000)
 			port = low + (int)(rand_r(&seed) % (unsigned)(high - low + 1));
-		for (size_t i = 0; i < ngiven && port != 0; i++)
+		for (size_t i = 0; i < ngiven && i < FREE_PORT_REMEMBERED && port != 0; i++)
 			seen = seen || given[i] == port;
 		if (seen)
 			continue;
@@ -70,7 +72,7 @@ static inline int free_port(void)
 		assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
 		close(fd);
 		port = ntohs(a.sin_port);
-		given[ngiven++ % 64] = port;
+		given[ngiven++ % FREE_PORT_REMEMBERED] = port;
 		return port;
 	}
 	fail_msg("no free port below %d", high + 1);

@@ -755,7 +755,7 @@ static void test_retry_slots_held_elsewhere_not_reoffered(void **state)
 	(void)state;
 	assert_non_null(d);
 	held_set(bm0, 0, HW_SLOTS, r, 2);
-	held_set(bm1, 0, 0, NULL, 0);
+	memset(bm1, 0, sizeof(bm1));
 	bm1[3 / 8] |= (uint8_t)(1u << (3 % 8));
 	bm1[700 / 8] |= (uint8_t)(1u << (700 % 8));
 	for (int order = 0; order < 2; order++) {

@@ -121,8 +121,7 @@ typedef struct rtr_pending {
 	bool                matched;    // some member answered 0x00
 	bool                failed;     // some member answered 0x80+
 	bool                retry_left; // the retry set has a departed member's slots
-	bool                retry_refused; // ... slots refused (retry_slots) or unsent
-	bool                refused;    // an Ack named retry_slots since the last round
+	bool                retry_refused; // slots refused (Ack) or unsent since the last round
 	bool                reoffered;  // some sub-offer was a re-offer
 	rtr_slots           covered;    // slots some Ack's held had (see design notes)
 	rtr_msg            *msg;        // deep copy, owned
@@ -687,9 +686,7 @@ static void rtr_fanout_check(rtr_fanout *f, rtr_pending *p)
 		any = any || un.w[i] != 0;
 	}
 	if (any && !p->failed) {
-		rtr_fanout_retry_add(f, p, &un, p->refused ? RTR_CAUSE_RETRY : RTR_CAUSE_UNCOVERED,
-		    p->reoffered, hw_clock_mono_ms());
-		p->refused = false;
+		rtr_fanout_retry_add(f, p, &un, RTR_CAUSE_UNCOVERED, p->reoffered, hw_clock_mono_ms());
 		return;
 	}
 	rtr_fanout_complete(f, p);
@@ -1204,9 +1201,10 @@ hw_err rtr_fanout_ack_held(rtr_fanout *f, const char *from, uint64_t seq, uint32
 		rtr_fanout_cover(p, o, &got);
 		// Refused slots are not offered again here: another broker's
 		// Ack may hold them (see the design notes); rtr_fanout_check
-		// decides once every member answered.
+		// decides once every member answered. They only name the cause
+		// of the round that offers them again.
 		if (!rtr_slots_empty(&again))
-			p->refused = true;
+			p->retry_refused = true;
 	}
 	if (o->waiting == 0)
 		rtr_fanout_offer_end(f, o);
